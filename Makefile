@@ -1,0 +1,32 @@
+# Quick start: `make bench` (set up + default suite + leaderboard) and `make test` (set up + tests).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TORCH_PIN := torch==2.13.0
+
+.PHONY: setup bench test clean-cache help
+
+help:
+	@echo "make bench   set up, run the default suite, render leaderboard/"
+	@echo "make test    set up, run the test suite"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build
+	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+bench: $(STAMP)
+	$(VENV)/bin/mmh-bench run --tasks suite:default --detectors all
+	$(VENV)/bin/mmh-bench leaderboard
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra tests
+
+clean-cache:
+	rm -rf $${MMH_BENCH_CACHE:-$$HOME/.cache/mmh-bench}

@@ -1,0 +1,44 @@
+"""mmh-bench: a protocol-controlled benchmark for memorization detection in generative models.
+
+Five lines to score a detector of your own::
+
+    import numpy as np, mmh_bench as mb
+    class Norm(mb.Detector):
+        name, access = "norm", mb.Access.SAMPLES
+        def score(self, batch, ctx): return -np.linalg.norm(batch.x, axis=1)
+    mb.evaluate("mmh-toy", [Norm()], "results/")
+"""
+from __future__ import annotations
+
+from .access import Access
+from .context import AccessError, Context, TaskInfo
+from .detector import Batch, Detector, LIDEstimator
+from .score_model import ScoreModel
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Heavy parts (FAISS, builders, evaluator) load on first use, so `import mmh_bench` stays light
+    # for detector modules that only need the contract.
+    lazy = {
+        "evaluate": ("runner", "evaluate"),
+        "evaluate_pair": ("runner", "evaluate_pair"),
+        "build_task": ("build", "build_task"),
+        "get_task": ("registry", "get_task"),
+        "resolve_tasks": ("registry", "resolve_tasks"),
+        "make_detector": ("registry", "make_detector"),
+        "TrainIndex": ("retrieval", "TrainIndex"),
+        "TaskInstance": ("instance", "TaskInstance"),
+    }
+    if name in lazy:
+        import importlib
+        mod_name, attr = lazy[name]
+        module = importlib.import_module(f".{mod_name}", __name__)
+        return getattr(module, attr)
+    raise AttributeError(f"module 'mmh_bench' has no attribute {name!r}")
+
+
+__all__ = ["Access", "AccessError", "Batch", "Context", "Detector", "LIDEstimator", "ScoreModel",
+           "TaskInfo", "evaluate", "evaluate_pair", "build_task", "get_task", "resolve_tasks",
+           "make_detector", "TrainIndex", "TaskInstance", "__version__"]

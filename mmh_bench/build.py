@@ -1,0 +1,189 @@
+"""spec -> TaskInstance: run the task's builder once, label, check balance, cache by spec hash.
+
+A cached build lives in ``<cache>/<task>/<spec hash>/`` with ``meta.json`` recording the sha256 of
+every file; a build whose files do not match is treated as corrupt and rebuilt.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .instance import SUBTYPE_CODE, TaskInstance, dump_meta
+from .io import atomic_write_text, load_arrays, save_arrays, sha256_arrays, sha256_file
+from .retrieval import TrainIndex, label_copies
+from .spec import TaskSpec
+
+log = logging.getLogger(__name__)
+
+
+class BuildError(RuntimeError):
+    """A task could not be built as its spec promises (e.g. the label balance was not reached)."""
+
+
+@dataclass
+class BuildOutput:
+    """What a builder hands back; labelling and checks are shared by all builders."""
+
+    samples: np.ndarray
+    train: np.ndarray | None = None
+    train_lid: np.ndarray | None = None
+    cond: np.ndarray | None = None
+    train_cond: np.ndarray | None = None
+    lid_star: np.ndarray | None = None  # given directly on LID-track tasks
+    model: dict[str, Any] | None = None  # {"kind": ..., "path": relative path inside the build}
+    extra_arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    extra_meta: dict[str, Any] = field(default_factory=dict)
+
+
+Builder = Callable[[TaskSpec, Path, bool], BuildOutput]
+#: builder name (the spec's ``builder`` field) -> function(spec, workdir, progress)
+BUILDERS: dict[str, Builder] = {}
+
+
+def register_builder(name: str) -> Callable[[Builder], Builder]:
+    def deco(fn: Builder) -> Builder:
+        BUILDERS[name] = fn
+        return fn
+    return deco
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("MMH_BENCH_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmh-bench"
+
+
+# -- labelling ---------------------------------------------------------------------------------
+def label_samples(samples: np.ndarray, train: np.ndarray, train_lid: np.ndarray,
+                  labels_cfg: dict[str, Any]) -> tuple[dict[str, np.ndarray], TrainIndex]:
+    """Copy labels by the ratio test + absolute tolerance against the deduplicated training set.
+
+    Subtype DD when the copied point has LID* = 0 or stands for a duplicate group, else OD.
+    Every sample also gets the LID* of its nearest training point.
+    """
+    if "abs_tol" not in labels_cfg:
+        raise BuildError("[labels] must state abs_tol, the absolute distance under which a copy counts")
+    index = TrainIndex(train, dedup_tol=float(labels_cfg.get("dedup_tol", 0.0)))
+    lab = label_copies(samples, index, abs_tol=float(labels_cfg["abs_tol"]),
+                       ratio=float(labels_cfg.get("ratio", 1.0 / 3.0)))
+    rep = index.rep_row[lab.nn]
+    gsize = index.group_size[lab.nn]
+    lid_nn = np.asarray(train_lid, dtype=np.float32)[rep]
+    dd = (lid_nn == 0) | (gsize > 1)
+    subtype = np.where(lab.memorized, np.where(dd, SUBTYPE_CODE["DD"], SUBTYPE_CODE["OD"]),
+                       SUBTYPE_CODE["none"]).astype(np.int8)
+    arrays = {"labels": lab.memorized.astype(np.int8), "subtype": subtype, "d1": lab.d1,
+              "d2": lab.d2, "nn": lab.nn, "nn_row": rep, "group_size": gsize, "lid_star": lid_nn}
+    return arrays, index
+
+
+def check_balance(spec: TaskSpec, arrays: dict[str, np.ndarray]) -> None:
+    """Fail loudly when the built task does not reach the label balance its spec declares."""
+    bal = spec.section("balance")
+    lab = arrays["labels"].astype(bool)
+    frac = float(lab.mean()) if len(lab) else 0.0
+    lo, hi = float(bal.get("min_memorized", 0.01)), float(bal.get("max_memorized", 0.99))
+    counts = {name: int((arrays["subtype"] == code).sum()) for name, code in SUBTYPE_CODE.items()}
+    problems = []
+    if not lo <= frac <= hi:
+        problems.append(f"memorized fraction {frac:.3f} outside [{lo}, {hi}]")
+    min_sub = int(bal.get("min_per_subtype", 1))
+    for sub in bal.get("require_subtypes", []):
+        if counts.get(sub, 0) < min_sub:
+            problems.append(f"subtype {sub} has {counts.get(sub, 0)} samples, needs >= {min_sub}")
+    if problems:
+        raise BuildError(f"task {spec.name!r} did not reach its declared label balance: "
+                         + "; ".join(problems) + f" (counts: {counts})")
+
+
+# -- cache -------------------------------------------------------------------------------------
+def _verify(root: Path) -> dict[str, Any] | None:
+    """Return the meta of a complete, uncorrupted build, else None."""
+    try:
+        meta = json.loads((root / "meta.json").read_text())
+        for rel, digest in meta["files"].items():
+            if sha256_file(root / rel) != digest:
+                log.warning("cache file %s is corrupt (checksum mismatch); rebuilding", root / rel)
+                return None
+        return meta
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if (root / "meta.json").exists():
+            log.warning("cached build %s is unreadable (%s); rebuilding", root, exc)
+        return None
+
+
+def load_instance(spec: TaskSpec, root: Path) -> TaskInstance | None:
+    meta = _verify(root)
+    if meta is None:
+        return None
+    arrays = load_arrays(root / "instance.npz")
+    if sha256_arrays(arrays) != meta["data_hash"]:
+        log.warning("cached arrays in %s do not match their data hash; rebuilding", root)
+        return None
+    return TaskInstance(spec=spec, arrays=arrays, meta=meta, root=root)
+
+
+def build_task(spec: TaskSpec, cache_dir: str | Path | None = None, *, force: bool = False,
+               progress: bool = True) -> TaskInstance:
+    """Return the task's instance, building it (and caching it atomically) when needed."""
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = cache / spec.name / spec.hash
+    if not force and (root / "meta.json").exists():
+        inst = load_instance(spec, root)
+        if inst is not None:
+            return inst
+    importlib.import_module("mmh_bench.builders")  # registers the shipped builders
+    if spec.builder not in BUILDERS:
+        raise BuildError(f"task {spec.name!r}: unknown builder {spec.builder!r}; known: {sorted(BUILDERS)}")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{spec.hash}.", dir=root.parent))
+    try:
+        t0 = time.perf_counter()
+        out = BUILDERS[spec.builder](spec, work, progress)
+        arrays: dict[str, np.ndarray] = {"samples": np.asarray(out.samples, dtype=np.float32)}
+        meta: dict[str, Any] = {"task": spec.name, "version": spec.version, "spec_hash": spec.hash,
+                                "model": out.model, **out.extra_meta}
+        if out.train is not None:
+            arrays["train"] = np.asarray(out.train, dtype=np.float32)
+            arrays["train_lid"] = np.asarray(out.train_lid, dtype=np.float32)
+        for key in ("cond", "train_cond"):
+            if getattr(out, key) is not None:
+                arrays[key] = np.asarray(getattr(out, key))
+        if spec.track == "memorization":
+            labels_cfg = spec.section("labels")
+            lab, index = label_samples(arrays["samples"], arrays["train"], arrays["train_lid"], labels_cfg)
+            arrays.update(lab)
+            meta["dedup_tol"] = float(labels_cfg.get("dedup_tol", 0.0))
+            meta["n_train_dedup"] = len(index)
+            check_balance(spec, arrays)
+        else:
+            if out.lid_star is None:
+                raise BuildError(f"LID task {spec.name!r}: builder gave no lid_star")
+            arrays["lid_star"] = np.asarray(out.lid_star, dtype=np.float32)
+        arrays.update(out.extra_arrays)
+        meta["build_seconds"] = round(time.perf_counter() - t0, 2)
+        meta["data_hash"] = sha256_arrays(arrays)
+        save_arrays(work / "instance.npz", arrays)
+        meta["files"] = {str(p.relative_to(work)): sha256_file(p)
+                         for p in sorted(work.rglob("*")) if p.is_file()}
+        atomic_write_text(work / "meta.json", dump_meta(meta))
+        if root.exists():
+            shutil.rmtree(root)
+        os.replace(work, root)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    inst = load_instance(spec, root)
+    assert inst is not None
+    return inst

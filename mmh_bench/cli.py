@@ -1,0 +1,153 @@
+"""The ``mmh-bench`` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+DEFAULT_RESULTS = "leaderboard/results"
+DEFAULT_BOARD = "leaderboard"
+
+
+class CLIError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def _cmd_tasks(args: argparse.Namespace) -> int:
+    from .registry import all_tasks
+    rows = []
+    for spec in all_tasks().values():
+        data = spec.section("data")
+        rows.append({"name": spec.name, "family": spec.family, "track": spec.track,
+                     "version": spec.version, "dim": data.get("dim"), "conditional": spec.conditional,
+                     "suites": list(spec.suites), "hash": spec.hash, "description": spec.description})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        from tabulate import tabulate
+        print(tabulate([[r["name"], r["family"], r["track"], r["version"], r["dim"],
+                         "yes" if r["conditional"] else "", ",".join(r["suites"])] for r in rows],
+                       headers=["task", "family", "track", "version", "dim", "conditional", "suites"]))
+    return 0
+
+
+def _cmd_detectors(args: argparse.Namespace) -> int:
+    from .registry import all_detectors
+    rows = [{"name": name, "access": cls.access.label, "version": cls.version,
+             "reference": cls.reference, "lid_estimator": hasattr(cls, "estimate"),
+             "cost": cls.cost_note, "source": f"{cls.__module__}:{cls.__qualname__}",
+             "summary": (cls.__doc__ or "").strip().split("\n")[0]}
+            for name, cls in all_detectors().items()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        from tabulate import tabulate
+        print(tabulate([[r["name"], r["access"], r["cost"], r["summary"][:70]] for r in rows],
+                       headers=["detector", "access", "cost", "summary"]))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .runner import evaluate
+    report = evaluate(args.tasks, args.detectors, args.results, cache_dir=args.cache, seed=args.seed,
+                      batch_size=args.batch_size, force=args.force, progress=not args.quiet)
+    for task, det, why in report.not_applicable:
+        print(f"skipped {det} on {task}: {why}", file=sys.stderr)
+    print(f"{len(report.ran)} evaluated, {len(report.skipped_current)} already current, "
+          f"{len(report.failed)} failed; results in {args.results}")
+    for path in report.failed:
+        print(f"failed: {path}", file=sys.stderr)
+    return 0
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from .board import render_board
+    for path in render_board(args.results, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from .build import build_task
+    from .registry import resolve_tasks
+    for spec in resolve_tasks(args.tasks):
+        inst = build_task(spec, args.cache, force=args.force, progress=not args.quiet)
+        print(json.dumps(inst.summary()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mmh-bench",
+        description="Benchmark memorization detectors for generative models under one protocol: "
+                    "fixed tasks with ground-truth copy labels, one evaluator, one leaderboard.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages (e.g. tracebacks of failing detectors)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("tasks", help="list the available tasks",
+                       description="List every task spec the registry finds (shipped tasks/ and MMH_BENCH_TASKS_PATH).")
+    s.add_argument("--json", action="store_true", help="print JSON objects instead of a table")
+    s.set_defaults(func=_cmd_tasks)
+
+    s = sub.add_parser("detectors", help="list the registered detectors",
+                       description="List detectors registered under the 'mmh_bench.detectors' entry-point group.")
+    s.add_argument("--json", action="store_true", help="print JSON objects instead of a table")
+    s.set_defaults(func=_cmd_detectors)
+
+    s = sub.add_parser("run", help="evaluate detectors on tasks",
+                       description="Evaluate a grid of tasks x detectors. Builds (or loads cached) tasks, "
+                                   "writes one JSON result per pair, skips pairs already current.")
+    s.add_argument("--tasks", default="suite:default",
+                   help="comma-separated task names, suite:NAME, or .toml paths (default: suite:default)")
+    s.add_argument("--detectors", default="all",
+                   help="comma-separated registered names, module:Class or path/file.py:Class (default: all)")
+    s.add_argument("--results", default=DEFAULT_RESULTS, help=f"results folder (default: {DEFAULT_RESULTS})")
+    s.add_argument("--cache", default=None, help="build cache folder (default: $MMH_BENCH_CACHE or ~/.cache/mmh-bench)")
+    s.add_argument("--seed", type=int, default=0, help="detector seed (default: 0)")
+    s.add_argument("--batch-size", type=int, default=512, help="samples per detector call (default: 512)")
+    s.add_argument("--force", action="store_true", help="re-evaluate pairs whose results are current")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("build", help="build (or verify the cache of) tasks without evaluating",
+                       description="Build tasks and print their summaries as JSON lines.")
+    s.add_argument("tasks", help="comma-separated task names, suite:NAME, or .toml paths")
+    s.add_argument("--cache", default=None, help="build cache folder")
+    s.add_argument("--force", action="store_true", help="rebuild even when a valid cache exists")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=_cmd_build)
+
+    s = sub.add_parser("leaderboard", help="render the leaderboard from results",
+                       description="Render leaderboard files (Markdown) from a results folder.")
+    s.add_argument("--results", default=DEFAULT_RESULTS, help=f"results folder (default: {DEFAULT_RESULTS})")
+    s.add_argument("--out", default=DEFAULT_BOARD, help=f"output folder (default: {DEFAULT_BOARD})")
+    s.set_defaults(func=_cmd_leaderboard)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s: %(message)s")
+    from . import builders  # noqa: F401  (registers task builders)
+    from .build import BuildError
+    from .registry import RegistryError
+    from .results import ResultError
+    from .spec import SpecError
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, RegistryError, SpecError, ResultError, BuildError, ValueError, FileNotFoundError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"mmh-bench: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mmh-bench: interrupted; finished results are saved, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

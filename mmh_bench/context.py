@@ -1,0 +1,118 @@
+"""What a detector may see: exactly what its declared access level grants, nothing more."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from .access import Access
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .retrieval import TrainIndex
+    from .score_model import ScoreModel
+
+
+class AccessError(PermissionError):
+    """A detector asked the context for something its declared access level does not grant."""
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """Public facts about a task that every detector may read (never labels)."""
+
+    name: str
+    family: str
+    shape: tuple[int, ...]
+    conditional: bool
+    n_samples: int
+
+    @property
+    def dim(self) -> int:
+        out = 1
+        for s in self.shape:
+            out *= s
+        return out
+
+
+class _ModelView:
+    """The score model as seen by one detector: conditions only with ``Access.MODEL_COND``."""
+
+    def __init__(self, model: "ScoreModel", allow_cond: bool, who: str) -> None:
+        self._model = model
+        self._allow_cond = allow_cond
+        self._who = who
+
+    def _guard(self, cond: Sequence[Any] | None) -> None:
+        if cond is not None and not self._allow_cond:
+            raise AccessError(f"detector {self._who!r} passed a condition to the model; "
+                              "conditional predictions need Access.MODEL_COND")
+
+    def eps(self, x: Any, t: Any, cond: Sequence[Any] | None = None):
+        self._guard(cond)
+        return self._model.eps(x, t, cond)
+
+    def eps_jvp(self, x: Any, t: Any, v: Any, cond: Sequence[Any] | None = None):
+        self._guard(cond)
+        return self._model.eps_jvp(x, t, v, cond)
+
+    def score(self, x: Any, t: Any, cond: Sequence[Any] | None = None):
+        self._guard(cond)
+        return self._model.score(x, t, cond)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._model, name)
+
+
+class Context:
+    """Per-task handle given to ``Detector.fit`` and ``Detector.score``.
+
+    Attributes a detector did not declare raise :class:`AccessError` naming the level needed.
+    ``seed`` is fixed per (task, detector) so stochastic detectors are reproducible.
+    """
+
+    def __init__(self, detector: str, access: Access, task: TaskInfo, *, seed: int,
+                 model: "ScoreModel | None" = None, train_index: "TrainIndex | None" = None,
+                 extras: dict[str, Any] | None = None) -> None:
+        self.detector = detector
+        self.access = access
+        self.task = task
+        self.seed = int(seed)
+        self._model = model
+        self._train_index = train_index
+        self._extras = dict(extras or {})
+
+    def rng(self, offset: int = 0) -> np.random.Generator:
+        """A generator seeded from the context seed (plus an offset for independent streams)."""
+        return np.random.default_rng([self.seed, offset])
+
+    @property
+    def model(self) -> _ModelView:
+        if not self.access.grants_model():
+            raise AccessError(f"detector {self.detector!r} declared access {self.access.label!r}; "
+                              "ctx.model needs Access.MODEL (or Access.MODEL_COND)")
+        if self._model is None:
+            raise AccessError(f"task {self.task.name!r} provides no score model")
+        return _ModelView(self._model, self.access.grants_cond(), self.detector)
+
+    @property
+    def train_index(self) -> "TrainIndex":
+        if not self.access.grants_train():
+            raise AccessError(f"detector {self.detector!r} declared access {self.access.label!r}; "
+                              "ctx.train_index needs Access.TRAIN_DATA")
+        if self._train_index is None:
+            raise AccessError(f"task {self.task.name!r} provides no training index")
+        return self._train_index
+
+    def extra(self, key: str) -> Any:
+        """Task-specific handles (e.g. a text encoder); each names the access it needs."""
+        if key not in self._extras:
+            raise KeyError(f"task {self.task.name!r} has no extra {key!r}; "
+                           f"available: {sorted(self._extras)}")
+        need, value = self._extras[key]
+        if not (self.access & need):
+            raise AccessError(f"ctx.extra({key!r}) needs {need.label!r}; detector "
+                              f"{self.detector!r} declared {self.access.label!r}")
+        return value

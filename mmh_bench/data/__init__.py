@@ -1,0 +1,1 @@
+"""Data generators and loaders: where each task's training set comes from."""

@@ -1,0 +1,79 @@
+"""The detector contract: one float per sample, higher = more memorized."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+import numpy as np
+
+from .access import Access
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .context import Context
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A slice of a task's generated samples.
+
+    ``x`` has shape ``[n, ...]`` in the space the model works in. ``cond`` holds one condition
+    per sample (class ids or prompts), or None when the task is unconditional or the detector
+    did not declare ``Access.MODEL_COND``. ``index`` gives the rows' positions in the task.
+    """
+
+    x: np.ndarray
+    cond: Sequence[Any] | None = None
+    index: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.index is None:
+            object.__setattr__(self, "index", np.arange(len(self.x)))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+class Detector:
+    """Base class for memorization detectors.
+
+    Subclasses set ``name`` and ``access`` and implement :meth:`score`. ``version`` is part of
+    the result's identity: bump it when the scores would change, so stale results are rerun.
+    ``cost_note`` says what one sample costs (e.g. "1 forward + D JVPs") for the board.
+    """
+
+    name: ClassVar[str] = ""
+    access: ClassVar[Access] = Access.SAMPLES
+    version: ClassVar[str] = "1"
+    reference: ClassVar[bool] = False  # True for detectors that restate the labelling rule
+    cost_note: ClassVar[str] = ""
+
+    def fit(self, ctx: "Context") -> None:
+        """Optional one-off preparation per task (e.g. choosing a time from unlabelled samples)."""
+
+    def score(self, batch: Batch, ctx: "Context") -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        """Hyper-parameters recorded with each result (public attributes that are plain values)."""
+        out = {}
+        for k, v in vars(self).items():
+            if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None))):
+                out[k] = v
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, access={self.access.label})"
+
+
+class LIDEstimator(Detector):
+    """A detector whose score is an LID estimate; the memorization score is its negation.
+
+    Subclasses implement :meth:`estimate`. On memorization tasks a low LID means memorized, so
+    ``score = -estimate``; on LID tasks the evaluator reads :meth:`estimate` directly.
+    """
+
+    def estimate(self, batch: Batch, ctx: "Context") -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def score(self, batch: Batch, ctx: "Context") -> np.ndarray:
+        return -np.asarray(self.estimate(batch, ctx), dtype=float)

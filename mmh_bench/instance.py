@@ -1,0 +1,122 @@
+"""A built task: samples, labels, audit trail and handles to the model and training index."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .context import TaskInfo
+from .retrieval import TrainIndex
+from .score_model import ScoreModel
+from .spec import TaskSpec
+
+#: Subtype codes stored per sample.
+SUBTYPES = {0: "none", 1: "DD", 2: "OD"}
+SUBTYPE_CODE = {v: k for k, v in SUBTYPES.items()}
+
+#: model kind -> loader(path) -> ScoreModel. Adapters register themselves here.
+MODEL_LOADERS: dict[str, Callable[[Path], ScoreModel]] = {}
+
+
+def register_model_loader(kind: str) -> Callable[[Callable[[Path], ScoreModel]], Callable[[Path], ScoreModel]]:
+    def deco(fn: Callable[[Path], ScoreModel]) -> Callable[[Path], ScoreModel]:
+        MODEL_LOADERS[kind] = fn
+        return fn
+    return deco
+
+
+@dataclass
+class TaskInstance:
+    """Everything the evaluator needs for one task. Labels never reach a detector.
+
+    ``arrays`` holds: ``samples`` [n, ...]; for memorization tasks ``labels`` (0/1), ``subtype``
+    (codes of :data:`SUBTYPES`), ``d1``, ``d2``, ``nn`` (copied deduplicated training point),
+    ``group_size``; ``lid_star`` per sample; ``train`` and ``train_lid``; optional ``cond`` and
+    ``train_cond``.
+    """
+
+    spec: TaskSpec
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    root: Path | None = None
+    #: task-specific handles for detectors: key -> (Access needed, object), see Context.extra
+    extras: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    _model: ScoreModel | None = field(default=None, repr=False)
+
+    # -- views ----------------------------------------------------------------------------------
+    @property
+    def samples(self) -> np.ndarray:
+        return self.arrays["samples"]
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return self.arrays.get("labels")
+
+    @property
+    def subtype(self) -> np.ndarray | None:
+        return self.arrays.get("subtype")
+
+    @property
+    def lid_star(self) -> np.ndarray | None:
+        return self.arrays.get("lid_star")
+
+    @property
+    def cond(self) -> np.ndarray | None:
+        return self.arrays.get("cond")
+
+    @property
+    def data_hash(self) -> str:
+        return str(self.meta["data_hash"])
+
+    def info(self) -> TaskInfo:
+        return TaskInfo(name=self.spec.name, family=self.spec.family,
+                        shape=tuple(self.samples.shape[1:]), conditional=self.cond is not None,
+                        n_samples=len(self.samples))
+
+    @cached_property
+    def train_index(self) -> TrainIndex:
+        return TrainIndex(self.arrays["train"], dedup_tol=float(self.meta.get("dedup_tol", 0.0)))
+
+    def score_model(self) -> ScoreModel | None:
+        """Load the task's model once (None when the task has none)."""
+        if self._model is None and self.meta.get("model"):
+            kind = self.meta["model"]["kind"]
+            if kind not in MODEL_LOADERS:
+                raise KeyError(f"no loader for model kind {kind!r}; known: {sorted(MODEL_LOADERS)}")
+            path = Path(self.meta["model"].get("path", ""))
+            if self.root is not None and not path.is_absolute():
+                path = self.root / path
+            self._model = MODEL_LOADERS[kind](path)
+        return self._model
+
+    def set_model(self, model: ScoreModel) -> None:
+        """Attach a model built elsewhere (e.g. a Stable Diffusion pipeline given on the CLI)."""
+        self._model = model
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"task": self.spec.name, "version": self.spec.version,
+                               "spec_hash": self.spec.hash, "data_hash": self.data_hash,
+                               "family": self.spec.family, "track": self.spec.track,
+                               "n_samples": int(len(self.samples)),
+                               "shape": list(self.samples.shape[1:]),
+                               "conditional": self.cond is not None}
+        if "train" in self.arrays:
+            out["n_train"] = int(len(self.arrays["train"]))
+            out["n_train_dedup"] = int(self.meta.get("n_train_dedup", 0))
+        if self.labels is not None:
+            lab = self.labels.astype(bool)
+            out["n_memorized"] = int(lab.sum())
+            out["memorized_frac"] = float(lab.mean())
+            out["per_subtype"] = {name: int((self.subtype == code).sum())
+                                  for code, name in SUBTYPES.items() if name != "none"}
+        if "build_seconds" in self.meta:
+            out["build_seconds"] = self.meta["build_seconds"]
+        return out
+
+
+def dump_meta(meta: dict[str, Any]) -> str:
+    return json.dumps(meta, indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,1 @@
+"""Diffusion models the benchmark trains itself, and adapters over external ones."""

@@ -1,0 +1,181 @@
+"""A small MLP noise-prediction network on the continuous VP schedule, its training and sampling.
+
+Used for every synthetic task: fast enough on two CPU cores to overfit on purpose.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..score_model import ScoreModel, vp_linear_alpha_bar
+
+T_MIN = 1e-3  # smallest training / sampling time; the schedule is singular at 0
+
+
+def _time_features(t: torch.Tensor, n: int = 32) -> torch.Tensor:
+    freqs = torch.exp(torch.linspace(0.0, math.log(1000.0), n // 2, device=t.device))
+    ang = t[:, None] * freqs[None, :] * 1.0
+    return torch.cat([torch.sin(ang), torch.cos(ang)], dim=1)
+
+
+class MLPDenoiser(nn.Module):
+    """eps(y, t, c): residual MLP with sinusoidal time features and an optional class embedding.
+
+    Class ``n_classes`` is the null condition used for classifier-free guidance.
+    """
+
+    def __init__(self, dim: int, hidden: int = 256, depth: int = 4, n_classes: int = 0) -> None:
+        super().__init__()
+        self.config = {"dim": dim, "hidden": hidden, "depth": depth, "n_classes": n_classes}
+        self.inp = nn.Linear(dim + 32, hidden)
+        self.cond = nn.Embedding(n_classes + 1, hidden) if n_classes > 0 else None
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden)) for _ in range(depth))
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim))
+
+    def forward(self, y: torch.Tensor, t: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.inp(torch.cat([y, _time_features(t)], dim=1))
+        if self.cond is not None:
+            if c is None:
+                c = torch.full((y.shape[0],), self.config["n_classes"], dtype=torch.long, device=y.device)
+            h = h + self.cond(c)
+        for block in self.blocks:
+            h = h + block(h)
+        return self.out(h)
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        save_file(self.state_dict(), str(path / "weights.safetensors"))
+        (path / "config.json").write_text(json.dumps(self.config))
+
+    @classmethod
+    def load(cls, path: Path) -> "MLPDenoiser":
+        cfg = json.loads((path / "config.json").read_text())
+        net = cls(**cfg)
+        net.load_state_dict(load_file(str(path / "weights.safetensors")))
+        net.eval()
+        return net
+
+
+def train_denoiser(x: np.ndarray, *, cond: np.ndarray | None = None, n_classes: int = 0,
+                   hidden: int = 256, depth: int = 4, steps: int = 20000, batch_size: int = 256,
+                   lr: float = 1e-3, p_uncond: float = 0.1, seed: int = 0,
+                   progress: bool = True, desc: str = "training") -> MLPDenoiser:
+    """Fit eps-prediction with uniform t in [T_MIN, 1] and cosine learning-rate decay.
+
+    With ``cond`` given, each label is replaced by the null class with probability ``p_uncond``
+    (condition dropout) so one network gives both conditional and unconditional predictions.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    data = torch.as_tensor(x, dtype=torch.float32)
+    labels = torch.as_tensor(cond, dtype=torch.long) if cond is not None else None
+    net = MLPDenoiser(data.shape[1], hidden, depth, n_classes)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 0.01)
+    net.train()
+    bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=1.0, leave=False)
+    for _ in bar:
+        idx = torch.randint(0, len(data), (batch_size,), generator=gen)
+        x0 = data[idx]
+        t = T_MIN + (1 - T_MIN) * torch.rand(batch_size, generator=gen)
+        z = torch.randn(x0.shape, generator=gen)
+        ab = vp_linear_alpha_bar(t)[:, None]
+        y = ab.sqrt() * x0 + (1 - ab).sqrt() * z
+        c = None
+        if labels is not None:
+            c = labels[idx].clone()
+            drop = torch.rand(batch_size, generator=gen) < p_uncond
+            c[drop] = n_classes
+        loss = ((net(y, t, c) - z) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    net.eval()
+    return net
+
+
+class MLPScoreModel(ScoreModel):
+    """The :class:`ScoreModel` adapter over :class:`MLPDenoiser`.
+
+    Conditions are class ids; ``None`` (for the batch or one sample) is the null class.
+    """
+
+    def __init__(self, net: MLPDenoiser) -> None:
+        super().__init__()
+        self.net = net.eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.shape = (net.config["dim"],)
+        self.n_classes = net.config["n_classes"]
+        self.conditional = self.n_classes > 0
+
+    def alpha_bar(self, t: Any) -> torch.Tensor:
+        return vp_linear_alpha_bar(t)
+
+    def _labels(self, cond: Sequence[Any] | None, n: int) -> torch.Tensor | None:
+        if cond is None:
+            return None
+        out = [self.n_classes if c is None else int(c) for c in cond]
+        if any(not 0 <= c <= self.n_classes for c in out):
+            raise ValueError(f"class ids must lie in [0, {self.n_classes})")
+        return torch.as_tensor(out, dtype=torch.long)
+
+    def _eps(self, y: torch.Tensor, t: torch.Tensor, cond: Sequence[Any] | None) -> torch.Tensor:
+        return self.net(y, t, self._labels(cond, y.shape[0]))
+
+
+@torch.no_grad()
+def sample_ddpm(model: ScoreModel, n: int, *, steps: int = 1000, seed: int = 0,
+                cond: Sequence[Any] | None = None, guidance: float = 1.0,
+                batch_size: int = 4096, progress: bool = True) -> np.ndarray:
+    """Ancestral DDPM sampling on a uniform time grid from 1 down to ``T_MIN``, then to x0.
+
+    With ``cond``, classifier-free guidance: ``eps_u + guidance * (eps_c - eps_u)``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    grid = torch.linspace(1.0, T_MIN, steps)
+    for start in range(0, n, batch_size):
+        m = min(batch_size, n - start)
+        c = None if cond is None else list(cond[start:start + m])
+        y = torch.randn((m, *model.shape), generator=gen)
+        it = tqdm(range(steps), desc="sampling", disable=not progress, mininterval=1.0, leave=False)
+        for i in it:
+            t = grid[i]
+            ab_t = model.alpha_bar(t)
+            e = model.eps(y, t, None)
+            if c is not None:
+                e = e + guidance * (model.eps(y, t, c) - e)
+            x0 = (y - (1 - ab_t).sqrt() * e) / ab_t.sqrt()
+            if i == steps - 1:
+                y = x0
+                break
+            ab_s = model.alpha_bar(grid[i + 1])
+            a_ts = ab_t / ab_s
+            mean = (ab_s.sqrt() * (1 - a_ts) * x0 + a_ts.sqrt() * (1 - ab_s) * y) / (1 - ab_t)
+            var = (1 - a_ts) * (1 - ab_s) / (1 - ab_t)
+            y = mean + var.sqrt() * torch.randn(y.shape, generator=gen)
+        out.append(y.numpy())
+    return np.concatenate(out, axis=0).astype(np.float32)
+
+
+def _load_mlp(path: Path) -> MLPScoreModel:
+    return MLPScoreModel(MLPDenoiser.load(path))
+
+
+def _register() -> None:
+    from ..instance import register_model_loader
+    register_model_loader("mlp")(_load_mlp)
+
+
+_register()

@@ -1,0 +1,161 @@
+"""Finding tasks and detectors by name.
+
+Tasks: the TOML files shipped in ``tasks/`` (installed as ``mmh_bench_tasks``), any folder in
+``MMH_BENCH_TASKS_PATH`` (``:``-separated), or a path to a ``.toml`` file.
+Detectors: the entry-point group ``mmh_bench.detectors`` (the shipped baselines register there
+exactly as a third-party package would), or ``module:Class`` / ``path/to/file.py:Class``.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from importlib import metadata, resources
+from pathlib import Path
+
+from .detector import Detector
+from .spec import SpecError, TaskSpec, load_spec
+
+ENTRY_POINT_GROUP = "mmh_bench.detectors"
+
+
+class RegistryError(LookupError):
+    """An unknown task or detector, or one that cannot be loaded; the message says which."""
+
+
+# -- tasks -------------------------------------------------------------------------------------
+def task_dirs() -> list[Path]:
+    dirs = [Path(str(resources.files("mmh_bench_tasks")))]
+    for extra in os.environ.get("MMH_BENCH_TASKS_PATH", "").split(os.pathsep):
+        if extra:
+            dirs.append(Path(extra))
+    return dirs
+
+
+def all_tasks() -> dict[str, TaskSpec]:
+    """Every known task spec by name (later folders override earlier ones)."""
+    out: dict[str, TaskSpec] = {}
+    for d in task_dirs():
+        for path in sorted(d.glob("*.toml")):
+            spec = load_spec(path)
+            out[spec.name] = spec
+    return out
+
+
+def get_task(name: str) -> TaskSpec:
+    if name.endswith(".toml"):
+        if not Path(name).is_file():
+            raise RegistryError(f"task spec file {name!r} does not exist")
+        return load_spec(name)
+    tasks = all_tasks()
+    if name not in tasks:
+        raise RegistryError(f"unknown task {name!r}; known tasks: {', '.join(sorted(tasks)) or 'none'}")
+    return tasks[name]
+
+
+def suite(name: str) -> list[TaskSpec]:
+    specs = [s for s in all_tasks().values() if name in s.suites]
+    if not specs:
+        raise RegistryError(f"no task belongs to suite {name!r}")
+    return specs
+
+
+def resolve_tasks(names: str | list[str]) -> list[TaskSpec]:
+    """Comma-separated names, ``suite:NAME``, or paths to spec files."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    out: list[TaskSpec] = []
+    for n in names:
+        out.extend(suite(n.split(":", 1)[1]) if n.startswith("suite:") else [get_task(n)])
+    return out
+
+
+# -- detectors ---------------------------------------------------------------------------------
+def _entry_points() -> dict[str, metadata.EntryPoint]:
+    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _check_class(obj: object, where: str) -> type[Detector]:
+    if not (inspect.isclass(obj) and issubclass(obj, Detector)):
+        raise RegistryError(f"{where} is not a subclass of mmh_bench.Detector")
+    if not obj.name:
+        raise RegistryError(f"{where} has no name")
+    return obj
+
+
+def _load_file(path: Path, attr: str) -> object:
+    if not path.is_file():
+        raise RegistryError(f"detector file {str(path)!r} does not exist")
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    mod_name = f"mmh_bench_user_{path.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise RegistryError(f"cannot import {str(path)!r}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(mod_name, None)
+        raise RegistryError(f"importing {str(path)!r} failed: {type(exc).__name__}: {exc}") from exc
+    if not hasattr(module, attr):
+        raise RegistryError(f"{str(path)!r} has no attribute {attr!r}")
+    return getattr(module, attr)
+
+
+def load_detector_class(ref: str) -> type[Detector]:
+    """A registered name, ``module:Class`` or ``path/to/file.py:Class``."""
+    if ":" in ref:
+        target, attr = ref.rsplit(":", 1)
+        if target.endswith(".py") or os.sep in target:
+            obj = _load_file(Path(target), attr)
+        else:
+            try:
+                module = importlib.import_module(target)
+            except ImportError as exc:
+                raise RegistryError(f"cannot import module {target!r}: {exc}") from exc
+            if not hasattr(module, attr):
+                raise RegistryError(f"module {target!r} has no attribute {attr!r}")
+            obj = getattr(module, attr)
+        return _check_class(obj, ref)
+    eps = _entry_points()
+    if ref not in eps:
+        raise RegistryError(f"unknown detector {ref!r}; known detectors: {', '.join(sorted(eps))}")
+    try:
+        obj = eps[ref].load()
+    except Exception as exc:
+        raise RegistryError(f"loading detector {ref!r} ({eps[ref].value}) failed: {exc}") from exc
+    cls = _check_class(obj, ref)
+    if cls.name != ref:
+        raise RegistryError(f"entry point {ref!r} loads a detector named {cls.name!r}")
+    return cls
+
+
+def make_detector(ref: str | Detector) -> Detector:
+    if isinstance(ref, Detector):
+        return ref
+    cls = load_detector_class(ref)
+    try:
+        return cls()
+    except Exception as exc:
+        raise RegistryError(f"constructing detector {ref!r} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def all_detectors() -> dict[str, type[Detector]]:
+    """Every detector registered through entry points, by name."""
+    return {name: load_detector_class(name) for name in sorted(_entry_points())}
+
+
+def resolve_detectors(refs: str | list[str]) -> list[Detector]:
+    if isinstance(refs, str):
+        refs = [r.strip() for r in refs.split(",") if r.strip()]
+    if refs == ["all"]:
+        return [cls() for cls in all_detectors().values()]
+    return [make_detector(r) for r in refs]
+
+
+__all__ = ["RegistryError", "SpecError", "all_tasks", "get_task", "resolve_tasks", "suite",
+           "load_detector_class", "make_detector", "all_detectors", "resolve_detectors"]

@@ -1,0 +1,111 @@
+"""One adapter interface over every diffusion model the benchmark evaluates.
+
+Time is continuous, ``t`` in (0, 1]; a noised sample is ``y = sqrt(alpha_bar(t)) x + sigma(t) z``
+with ``sigma(t) = sqrt(1 - alpha_bar(t))``; the network predicts the noise ``eps``. Adapters over
+discrete-time models map ``t`` to their own timesteps. Every call is counted per sample, so a
+detector's cost is measured rather than claimed.
+"""
+from __future__ import annotations
+
+import abc
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+
+def as_tensor(x: Any, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.to(device=device, dtype=dtype)
+    return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
+
+
+class ScoreModel(abc.ABC):
+    """Noise-prediction model with a VP schedule.
+
+    Subclasses implement :meth:`_eps` (batched network call, conditions already resolved) and
+    :meth:`alpha_bar`. ``cond=None`` asks for the unconditional prediction; a per-sample entry of
+    None does so for that sample alone.
+    """
+
+    shape: tuple[int, ...]
+    conditional: bool = False
+
+    def __init__(self) -> None:
+        self.nfe = 0  # forward passes, per sample
+        self.njvp = 0  # Jacobian-vector products, per sample
+        self.device = torch.device("cpu")
+
+    # -- to implement -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _eps(self, y: torch.Tensor, t: torch.Tensor, cond: Sequence[Any] | None) -> torch.Tensor:
+        """Network call on ``y`` of shape ``[n, *shape]`` and ``t`` of shape ``[n]``."""
+
+    @abc.abstractmethod
+    def alpha_bar(self, t: Any) -> torch.Tensor:
+        """Signal fraction at time ``t`` (tensor in, tensor out, same shape)."""
+
+    # -- public -------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return int(math.prod(self.shape))
+
+    def sigma(self, t: Any) -> torch.Tensor:
+        return torch.sqrt(1.0 - self.alpha_bar(t))
+
+    def reset_counters(self) -> None:
+        self.nfe = 0
+        self.njvp = 0
+
+    def _prepare(self, x: Any, t: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        y = as_tensor(x, self.device)
+        if tuple(y.shape[1:]) != tuple(self.shape):
+            raise ValueError(f"expected samples of shape [n, {', '.join(map(str, self.shape))}], "
+                             f"got {list(y.shape)}")
+        tt = as_tensor(t, self.device).reshape(-1)
+        if tt.numel() == 1:
+            tt = tt.expand(y.shape[0])
+        if tt.shape[0] != y.shape[0]:
+            raise ValueError(f"t has {tt.shape[0]} entries for {y.shape[0]} samples")
+        if bool(((tt <= 0) | (tt > 1)).any()):
+            raise ValueError("t must lie in (0, 1]")
+        return y, tt
+
+    def _check_cond(self, cond: Sequence[Any] | None, n: int) -> Sequence[Any] | None:
+        if cond is None:
+            return None
+        if not self.conditional:
+            raise ValueError("this model is unconditional; pass cond=None")
+        if len(cond) != n:
+            raise ValueError(f"cond has {len(cond)} entries for {n} samples")
+        return cond
+
+    @torch.no_grad()
+    def eps(self, x: Any, t: Any, cond: Sequence[Any] | None = None) -> torch.Tensor:
+        """Predicted noise at noised input ``x`` and time ``t`` (scalar or one per sample)."""
+        y, tt = self._prepare(x, t)
+        cond = self._check_cond(cond, y.shape[0])
+        self.nfe += y.shape[0]
+        return self._eps(y, tt, cond)
+
+    def eps_jvp(self, x: Any, t: Any, v: Any, cond: Sequence[Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(eps(x), J v)`` where ``J = d eps / d x``: one forward-mode pass, counted as one JVP."""
+        y, tt = self._prepare(x, t)
+        vv = as_tensor(v, self.device).reshape(y.shape)
+        cond = self._check_cond(cond, y.shape[0])
+        self.njvp += y.shape[0]
+        out, jv = torch.func.jvp(lambda z: self._eps(z, tt, cond), (y,), (vv,))
+        return out.detach(), jv.detach()
+
+    def score(self, x: Any, t: Any, cond: Sequence[Any] | None = None) -> torch.Tensor:
+        """Score ``grad log p_t(x) = -eps / sigma``."""
+        _, tt = self._prepare(x, t)
+        s = self.sigma(tt).reshape(-1, *([1] * len(self.shape)))
+        return -self.eps(x, t, cond) / s
+
+
+def vp_linear_alpha_bar(t: torch.Tensor, beta_min: float = 0.1, beta_max: float = 20.0) -> torch.Tensor:
+    """Continuous-time VP schedule with linear beta (the DDPM schedule in the limit of many steps)."""
+    t = torch.as_tensor(t, dtype=torch.float32)
+    return torch.exp(-(beta_min * t + 0.5 * (beta_max - beta_min) * t * t))

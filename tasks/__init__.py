@@ -1,0 +1,1 @@
+"""Task specs shipped with mmh-bench: one TOML file per task (installed as ``mmh_bench_tasks``)."""

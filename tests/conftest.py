@@ -1,0 +1,38 @@
+"""Shared fixtures: an isolated build cache, a tiny fast task, and the real mmh-toy build."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mmh_bench.build import build_task
+from mmh_bench.registry import get_task
+from mmh_bench.spec import load_spec
+
+HERE = Path(__file__).parent
+SHARED = HERE.parent.parent / "shared" / "data" / "sd_prompts"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test builds into a fresh cache unless MMH_BENCH_TEST_CACHE names a persistent one."""
+    path = Path(os.environ.get("MMH_BENCH_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
+    os.environ["MMH_BENCH_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_spec():
+    return load_spec(HERE / "data" / "tiny.toml")
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_spec):
+    return build_task(tiny_spec, progress=False)
+
+
+@pytest.fixture(scope="session")
+def toy():
+    """The real mmh-toy task (about three minutes on two cores, built once per session)."""
+    return build_task(get_task("mmh-toy"), progress=False)

@@ -1,0 +1,49 @@
+import numpy as np
+
+from mmh_bench.build import BuildError, build_task, check_balance
+from mmh_bench.io import load_arrays
+from mmh_bench.spec import parse_spec
+
+import pytest
+
+
+def test_same_spec_same_arrays(tiny_spec, tiny, tmp_path):
+    again = build_task(tiny_spec, tmp_path / "other-cache", progress=False)
+    assert again.data_hash == tiny.data_hash
+    for key in tiny.arrays:
+        np.testing.assert_array_equal(again.arrays[key], tiny.arrays[key])
+
+
+def test_corrupt_cache_is_detected_and_rebuilt(tiny_spec, tmp_path):
+    cache = tmp_path / "cache"
+    first = build_task(tiny_spec, cache, progress=False)
+    npz = first.root / "instance.npz"
+    npz.write_bytes(npz.read_bytes()[:100])  # truncate
+    second = build_task(tiny_spec, cache, progress=False)
+    assert second.data_hash == first.data_hash
+    assert load_arrays(second.root / "instance.npz")["samples"].shape == first.samples.shape
+    (second.root / "meta.json").write_text("{not json")
+    third = build_task(tiny_spec, cache, progress=False)
+    assert third.data_hash == first.data_hash
+
+
+def test_spec_hash_changes_with_any_field(tiny_spec):
+    raw = dict(tiny_spec.raw, seed=tiny_spec.seed + 1)
+    assert parse_spec(raw).hash != tiny_spec.hash
+
+
+def test_balance_is_enforced(tiny_spec):
+    raw = dict(tiny_spec.raw, balance={"min_memorized": 0.2, "max_memorized": 0.6,
+                                       "require_subtypes": ["DD", "OD"]})
+    spec = parse_spec(raw)
+    arrays = {"labels": np.zeros(10, dtype=np.int8), "subtype": np.zeros(10, dtype=np.int8)}
+    with pytest.raises(BuildError, match="memorized fraction 0.000"):
+        check_balance(spec, arrays)
+
+
+def test_labels_are_auditable(tiny):
+    a = tiny.arrays
+    mem = a["labels"].astype(bool)
+    assert np.all(a["d1"][mem] / a["d2"][mem] < 1 / 3)
+    assert np.all(a["d1"][mem] < 0.4)
+    assert np.all((a["subtype"] > 0) == mem)

@@ -1,0 +1,45 @@
+import json
+
+import pytest
+
+from mmh_bench.cli import main
+
+
+def test_tasks_and_detectors_json(capsys):
+    assert main(["tasks", "--json"]) == 0
+    tasks = json.loads(capsys.readouterr().out)
+    toy = next(t for t in tasks if t["name"] == "mmh-toy")
+    assert {"name", "family", "version", "dim"} <= set(toy) and toy["family"] == "synthetic"
+    assert main(["detectors", "--json"]) == 0
+    dets = {d["name"]: d for d in json.loads(capsys.readouterr().out)}
+    assert dets["flipd"]["access"] == "model" and dets["nn-ratio"]["access"] == "train_data"
+    assert dets["random"]["access"] == "samples"
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["run", "--tasks", "no-such-task", "--detectors", "random"], "unknown task"),
+    (["run", "--tasks", "mmh-toy", "--detectors", "no-such-detector"], "unknown detector"),
+    (["run", "--tasks", "mmh-toy", "--detectors", "/nope/x.py:Cls"], "does not exist"),
+    (["leaderboard", "--results", "/nonexistent/results"], "does not exist"),
+])
+def test_bad_input_is_one_line_and_nonzero(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+
+
+def test_run_and_leaderboard_end_to_end(tiny_spec, tmp_path, capsys):
+    res, board = tmp_path / "res", tmp_path / "board"
+    assert main(["run", "--tasks", tiny_spec.path, "--detectors", "random,nn-ratio,flipd",
+                 "--results", str(res), "-q"]) == 0
+    assert main(["leaderboard", "--results", str(res), "--out", str(board)]) == 0
+    text = (board / "README.md").read_text()
+    for name in ("random", "nn-ratio", "flipd", "## tiny"):
+        assert name in text
+
+
+def test_help_everywhere(capsys):
+    for cmd in ([], ["run"], ["tasks"], ["leaderboard"]):
+        with pytest.raises(SystemExit) as e:
+            main(cmd + ["--help"])
+        assert e.value.code == 0

@@ -1,0 +1,126 @@
+import json
+import textwrap
+
+import numpy as np
+import pytest
+
+import mmh_bench as mb
+from mmh_bench.runner import evaluate, result_path
+
+
+class Raises(mb.Detector):
+    name, access = "raises", mb.Access.SAMPLES
+
+    def score(self, batch, ctx):
+        raise RuntimeError("boom")
+
+
+class ReturnsNaN(mb.Detector):
+    name, access = "nan", mb.Access.SAMPLES
+
+    def score(self, batch, ctx):
+        out = np.zeros(len(batch))
+        out[0] = np.nan
+        return out
+
+
+class WrongShape(mb.Detector):
+    name, access = "shape", mb.Access.SAMPLES
+
+    def score(self, batch, ctx):
+        return np.zeros((len(batch), 2))
+
+
+class Sneaky(mb.Detector):
+    """Declares samples only, then reaches for the training set."""
+    name, access = "sneaky", mb.Access.SAMPLES
+
+    def score(self, batch, ctx):
+        return ctx.train_index.search(batch.x, 1)[0][:, 0]
+
+
+class Norm(mb.Detector):
+    name, access = "norm", mb.Access.SAMPLES
+
+    def score(self, batch, ctx):
+        return -np.linalg.norm(batch.x, axis=1)
+
+
+class Interrupts(mb.Detector):
+    name, access = "interrupts", mb.Access.SAMPLES
+
+    def score(self, batch, ctx):
+        raise KeyboardInterrupt
+
+
+def _load(path):
+    return json.loads(path.read_text())
+
+
+def test_failing_detectors_are_isolated(tiny_spec, tmp_path):
+    dets = [Raises(), ReturnsNaN(), WrongShape(), Sneaky(), Norm()]
+    rep = evaluate([tiny_spec], dets, tmp_path, progress=False)
+    assert len(rep.failed) == 4 and len(rep.ran) == 1
+    errors = {d.name: _load(result_path(tmp_path, tiny_spec, d.name)) for d in dets}
+    assert "boom" in errors["raises"]["error"]
+    assert "NaN" in errors["nan"]["error"]
+    assert "shape" in errors["shape"]["error"]
+    assert "AccessError" in errors["sneaky"]["error"] and "TRAIN_DATA" in errors["sneaky"]["error"]
+    ok = errors["norm"]
+    assert ok["status"] == "ok" and 0 <= ok["metrics"]["auroc"] <= 1
+    for key in ("task", "task_version", "task_hash", "detector", "access", "status", "error",
+                "n_samples", "n_memorized", "metrics", "cost", "provenance"):
+        assert key in ok
+    assert set(ok["metrics"]["tpr_at_fpr"]) == {"0.001", "0.01", "0.05"}
+    assert {"nfe_per_sample", "seconds", "peak_mb"} <= set(ok["cost"])
+    assert {"packages", "seed", "hardware", "spec_hash", "data_hash"} <= set(ok["provenance"])
+
+
+def test_interrupted_grid_resumes(tiny_spec, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        evaluate([tiny_spec], [Norm(), Interrupts()], tmp_path, progress=False)
+    first = result_path(tmp_path, tiny_spec, "norm")
+    assert first.exists() and not result_path(tmp_path, tiny_spec, "interrupts").exists()
+    stamp = first.stat().st_mtime_ns
+    rep = evaluate([tiny_spec], [Norm(), "random"], tmp_path, progress=False)
+    assert rep.skipped_current == [first] and first.stat().st_mtime_ns == stamp
+    assert result_path(tmp_path, tiny_spec, "random").exists()
+    # no temporary files are left behind by atomic writes
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_rerun_with_same_seed_gives_identical_metrics(tiny_spec, tmp_path):
+    a = evaluate([tiny_spec], ["random", "flipd", "nn-ratio"], tmp_path / "a", progress=False)
+    b = evaluate([tiny_spec], ["random", "flipd", "nn-ratio"], tmp_path / "b", progress=False)
+    for pa, pb in zip(sorted(a.ran), sorted(b.ran)):
+        ra, rb = _load(pa), _load(pb)
+        assert ra["metrics"] == rb["metrics"], pa.name
+
+
+def test_third_party_detector_from_file_outside_repo(tiny_spec, tmp_path):
+    src = tmp_path / "elsewhere" / "my_detector.py"
+    src.parent.mkdir()
+    src.write_text(textwrap.dedent("""
+        import numpy as np
+        import mmh_bench as mb
+
+        class Distance(mb.Detector):
+            name = "dist-to-origin"
+            access = mb.Access.SAMPLES
+            def score(self, batch, ctx):
+                return -np.linalg.norm(batch.x, axis=1)
+    """))
+    rep = evaluate([tiny_spec], [f"{src}:Distance"], tmp_path / "res", progress=False)
+    res = _load(rep.ran[0])
+    assert res["detector"] == "dist-to-origin" and res["status"] == "ok"
+    assert res["detector_source"].endswith(":Distance")
+
+
+def test_new_detector_version_is_rerun(tiny_spec, tmp_path):
+    evaluate([tiny_spec], [Norm()], tmp_path, progress=False)
+
+    class Norm2(Norm):
+        version = "2"
+
+    rep = evaluate([tiny_spec], [Norm2()], tmp_path, progress=False)
+    assert len(rep.ran) == 1 and _load(rep.ran[0])["detector_version"] == "2"
