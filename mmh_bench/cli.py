@@ -125,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--results", default=DEFAULT_RESULTS, help=f"results folder (default: {DEFAULT_RESULTS})")
     s.add_argument("--out", default=DEFAULT_BOARD, help=f"output folder (default: {DEFAULT_BOARD})")
     s.set_defaults(func=_cmd_leaderboard)
+
+    import importlib
+    from .commands import MODULES
+    for mod in MODULES:
+        importlib.import_module(f".commands.{mod}", __package__).register(sub)
     return p
 
 
