@@ -40,6 +40,10 @@ class BuildOutput:
     cond: np.ndarray | None = None
     train_cond: np.ndarray | None = None
     lid_star: np.ndarray | None = None  # given directly on LID-track tasks
+    #: labels known by construction without a copy test (e.g. memorized prompt sets); with them
+    #: ``subtype`` codes from instance.SUBTYPES; the nearest-neighbour labelling is then skipped
+    labels: np.ndarray | None = None
+    subtype: np.ndarray | None = None
     model: dict[str, Any] | None = None  # {"kind": ..., "path": relative path inside the build}
     extra_arrays: dict[str, np.ndarray] = field(default_factory=dict)
     extra_meta: dict[str, Any] = field(default_factory=dict)
@@ -160,7 +164,12 @@ def build_task(spec: TaskSpec, cache_dir: str | Path | None = None, *, force: bo
         for key in ("cond", "train_cond"):
             if getattr(out, key) is not None:
                 arrays[key] = np.asarray(getattr(out, key))
-        if spec.track == "memorization":
+        if spec.track == "memorization" and out.labels is not None:
+            arrays["labels"] = np.asarray(out.labels, dtype=np.int8)
+            arrays["subtype"] = (np.asarray(out.subtype, dtype=np.int8) if out.subtype is not None
+                                 else np.zeros_like(arrays["labels"]))  # subtype unknown
+            check_balance(spec, arrays)
+        elif spec.track == "memorization":
             labels_cfg = spec.section("labels")
             lab, index = label_samples(arrays["samples"], arrays["train"], arrays["train_lid"], labels_cfg)
             arrays.update(lab)

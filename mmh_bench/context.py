@@ -60,6 +60,10 @@ class _ModelView:
         self._guard(cond)
         return self._model.score(x, t, cond)
 
+    def cross_attention(self, x: Any, t: Any, cond: Sequence[Any]):
+        self._guard(cond)
+        return self._model.cross_attention(x, t, cond)
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)

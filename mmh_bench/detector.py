@@ -46,6 +46,8 @@ class Detector:
     version: ClassVar[str] = "1"
     reference: ClassVar[bool] = False  # True for detectors that restate the labelling rule
     cost_note: ClassVar[str] = ""
+    #: model capabilities needed beyond eps (see ``ScoreModel.capabilities``)
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def fit(self, ctx: "Context") -> None:
         """Optional one-off preparation per task (e.g. choosing a time from unlabelled samples)."""

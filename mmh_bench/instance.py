@@ -15,7 +15,9 @@ from .score_model import ScoreModel
 from .spec import TaskSpec
 
 #: Subtype codes stored per sample.
-SUBTYPES = {0: "none", 1: "DD", 2: "OD"}
+#: DD/OD: data-driven / overfitting-driven (synthetic and image tasks, by construction);
+#: VM/TM: verbatim / template memorization (Stable Diffusion prompt sets, from their labels).
+SUBTYPES = {0: "none", 1: "DD", 2: "OD", 3: "VM", 4: "TM"}
 SUBTYPE_CODE = {v: k for k, v in SUBTYPES.items()}
 
 #: model kind -> loader(path) -> ScoreModel. Adapters register themselves here.

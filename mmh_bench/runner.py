@@ -57,6 +57,11 @@ def applicable(det: Detector, inst: TaskInstance) -> tuple[bool, str]:
         return False, "detector needs conditions; task is unconditional"
     if det.access.grants_train() and "train" not in inst.arrays:
         return False, "task has no training set"
+    if det.requires:
+        model = inst.score_model()
+        missing = set(det.requires) - set(getattr(model, "capabilities", ()))
+        if missing:
+            return False, f"model lacks {', '.join(sorted(missing))}"
     return True, ""
 
 

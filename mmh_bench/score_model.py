@@ -31,6 +31,9 @@ class ScoreModel(abc.ABC):
 
     shape: tuple[int, ...]
     conditional: bool = False
+    #: optional extras a model offers beyond eps, e.g. "cross_attention"; detectors list theirs in
+    #: ``Detector.requires`` and are skipped as not applicable on models without them
+    capabilities: frozenset[str] = frozenset()
 
     def __init__(self) -> None:
         self.nfe = 0  # forward passes, per sample
@@ -97,6 +100,11 @@ class ScoreModel(abc.ABC):
         self.njvp += y.shape[0]
         out, jv = torch.func.jvp(lambda z: self._eps(z, tt, cond), (y,), (vv,))
         return out.detach(), jv.detach()
+
+    def cross_attention(self, x: Any, t: Any, cond: Sequence[Any]) -> torch.Tensor:
+        """Cross-attention probabilities over condition tokens, ``[n, tokens]`` averaged over
+        layers, heads and queries (capability ``"cross_attention"``); counted as one evaluation."""
+        raise NotImplementedError(f"{type(self).__name__} has no cross-attention")
 
     def score(self, x: Any, t: Any, cond: Sequence[Any] | None = None) -> torch.Tensor:
         """Score ``grad log p_t(x) = -eps / sigma``."""
