@@ -141,13 +141,13 @@ def load_instance(spec: TaskSpec, root: Path) -> TaskInstance | None:
 def build_task(spec: TaskSpec, cache_dir: str | Path | None = None, *, force: bool = False,
                progress: bool = True) -> TaskInstance:
     """Return the task's instance, building it (and caching it atomically) when needed."""
+    importlib.import_module("mmh_bench.builders")  # registers the shipped builders and loaders
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     root = cache / spec.name / spec.hash
     if not force and (root / "meta.json").exists():
         inst = load_instance(spec, root)
         if inst is not None:
             return inst
-    importlib.import_module("mmh_bench.builders")  # registers the shipped builders
     if spec.builder not in BUILDERS:
         raise BuildError(f"task {spec.name!r}: unknown builder {spec.builder!r}; known: {sorted(BUILDERS)}")
     root.parent.mkdir(parents=True, exist_ok=True)

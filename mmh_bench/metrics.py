@@ -55,6 +55,26 @@ def average_precision(y: np.ndarray, s: np.ndarray) -> float:
     return float(average_precision_score(y, s))
 
 
+def _weighted_auroc(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """AUROC of each weighting in ``w`` [B, n] (bootstrap multiplicities), ties counted one half.
+
+    Equivalent to scikit-learn's AUROC on the resampled data, vectorized over resamples.
+    """
+    levels, inv = np.unique(s, return_inverse=True)
+    k = len(levels)
+    pos = np.zeros((w.shape[0], k))
+    neg = np.zeros((w.shape[0], k))
+    for arr, mask in ((pos, y), (neg, ~y)):
+        idx = inv[mask]
+        for b in range(w.shape[0]):
+            arr[b] = np.bincount(idx, weights=w[b, mask], minlength=k)
+    neg_below = np.cumsum(neg, axis=1) - neg  # negatives strictly below each level
+    num = (pos * (neg_below + 0.5 * neg)).sum(1)
+    den = pos.sum(1) * neg.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
+
+
 def bootstrap_auroc_ci(y: np.ndarray, s: np.ndarray, n_boot: int = N_BOOT, seed: int = BOOT_SEED,
                        level: float = 0.95) -> list[float] | None:
     """Percentile bootstrap CI of AUROC; None when it cannot be computed."""
@@ -64,15 +84,16 @@ def bootstrap_auroc_ci(y: np.ndarray, s: np.ndarray, n_boot: int = N_BOOT, seed:
     rng = np.random.default_rng(seed)
     n = len(y)
     vals = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        yb = y[idx]
-        if yb.all() or not yb.any():
-            continue
-        vals.append(roc_auc_score(yb, s[idx]))
-    if not vals:
+    for start in range(0, n_boot, 100):  # chunks bound the memory of the weight matrix
+        b = min(100, n_boot - start)
+        draws = rng.integers(0, n, (b, n))
+        w = np.stack([np.bincount(d, minlength=n) for d in draws]).astype(float)
+        vals.append(_weighted_auroc(y, s, w))
+    v = np.concatenate(vals)
+    v = v[np.isfinite(v)]  # resamples with a single class
+    if v.size == 0:
         return None
-    lo, hi = np.percentile(vals, [50 * (1 - level), 50 * (1 + level)])
+    lo, hi = np.percentile(v, [50 * (1 - level), 50 * (1 + level)])
     return [float(lo), float(hi)]
 
 

@@ -65,3 +65,14 @@ def test_concordance_and_lid_metrics():
     assert concordance(true, np.zeros(6)) == 0.5
     m = lid_metrics(true, true + 1.0)
     assert m["mae"] == 1.0 and m["mse"] == 1.0 and m["concordance"] == 1.0
+
+
+def test_vectorized_bootstrap_auroc_matches_sklearn_on_resamples():
+    from mmh_bench.metrics import _weighted_auroc
+    rng = np.random.default_rng(1)
+    y = rng.random(500) < 0.2
+    s = np.round(y + rng.normal(0, 1, 500), 1)  # many ties
+    draws = rng.integers(0, 500, (5, 500))
+    w = np.stack([np.bincount(d, minlength=500) for d in draws]).astype(float)
+    expected = [roc_auc_score(y[d], s[d]) for d in draws]
+    np.testing.assert_allclose(_weighted_auroc(y, s, w), expected, atol=1e-12)

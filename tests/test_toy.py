@@ -1,0 +1,40 @@
+"""The science check on the real mmh-toy task (one build per session, about three minutes)."""
+import numpy as np
+
+from mmh_bench.context import Context
+from mmh_bench.detector import Batch
+from mmh_bench.instance import SUBTYPE_CODE
+from mmh_bench.runner import evaluate_pair
+from mmh_bench.registry import make_detector
+
+
+def test_toy_meets_its_promises(toy):
+    s = toy.summary()
+    assert 0.02 <= s["memorized_frac"] <= 0.5
+    assert s["per_subtype"]["DD"] >= 5 and s["per_subtype"]["OD"] >= 5
+    # the copies of the point mass really collapsed onto it
+    dd = toy.subtype == SUBTYPE_CODE["DD"]
+    assert np.median(toy.arrays["d1"][dd]) < 0.02
+
+
+def test_flipd_separates_and_reads_near_zero_on_the_point_mass(toy):
+    res = evaluate_pair(toy, make_detector("flipd"))
+    assert res["status"] == "ok", res["error"]
+    m = res["metrics"]
+    assert m["auroc"] > 0.75
+    assert m["per_subtype"]["DD"]["auroc"] > 0.95
+    det = make_detector("flipd")
+    ctx = Context(det.name, det.access, toy.info(), seed=0, model=toy.score_model())
+    det.fit(ctx)
+    dd = toy.subtype == SUBTYPE_CODE["DD"]
+    non = toy.labels == 0
+    lid_dd = det.estimate(Batch(toy.samples[dd]), ctx)
+    lid_non = det.estimate(Batch(toy.samples[non][:1000]), ctx)
+    assert abs(np.median(lid_dd)) < 0.5  # point mass: LID ~ 0
+    assert 0.5 < np.median(lid_non) < 1.5  # the arc: LID ~ 1
+
+
+def test_random_sits_near_one_half(toy):
+    res = evaluate_pair(toy, make_detector("random"))
+    lo, hi = res["metrics"]["auroc_ci"]
+    assert lo < 0.5 < hi or abs(res["metrics"]["auroc"] - 0.5) < 0.05
