@@ -1,0 +1,421 @@
+"""Stable Diffusion behind the :class:`~mmh_bench.score_model.ScoreModel` interface.
+
+Samples are the UNet's latents (the VAE latents already multiplied by the VAE scaling factor),
+shape ``[4, h, w]``. Continuous time ``t`` in (0, 1] maps to the scheduler's discrete training
+timestep ``k = ceil(t T) - 1`` (T = 1000 for SD), and ``alpha_bar(t)`` is the scheduler's own
+``alphas_cumprod[k]``, so a detector that noises with ``alpha_bar(t)`` and queries ``eps(., t)``
+talks to the network at exactly the step it was trained for. Conditions are prompt ids into the
+task's prompt table (or prompt strings); ``None`` is the empty prompt, the unconditional branch
+of classifier-free guidance. v-prediction checkpoints (SD 2.x at 768 px) are converted to eps.
+
+The network runs on the GPU in fp16 when one is available; results come back as float32 on the
+CPU so detectors written against the small CPU models run unchanged.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..score_model import ScoreModel
+
+#: latent samples generated per pipeline call when building a task
+GEN_BATCH = 8
+_PIPES: dict[tuple[str, str, str], Any] = {}
+_SOURCE_OVERRIDE: list[str] = []
+
+
+class ModelLoadError(ValueError):
+    """The Stable Diffusion weights could not be loaded, or are not the ones a task was built with."""
+
+
+# -- where the weights come from -----------------------------------------------------------------
+@contextlib.contextmanager
+def model_source(source: str | Path | None) -> Iterator[None]:
+    """Within the block, Stable Diffusion tasks build and evaluate with ``source`` (the CLI's
+    ``--model``) instead of the hub id named in their spec. ``None`` changes nothing."""
+    if source is None:
+        yield
+        return
+    _SOURCE_OVERRIDE.append(str(source))
+    try:
+        yield
+    finally:
+        _SOURCE_OVERRIDE.pop()
+
+
+def resolve_source(model_cfg: Mapping[str, Any]) -> str:
+    """The active override, else the spec's ``[model] id``."""
+    if _SOURCE_OVERRIDE:
+        return _SOURCE_OVERRIDE[-1]
+    if "id" not in model_cfg:
+        raise ModelLoadError("Stable Diffusion task spec has no [model] id and no --model was given")
+    return str(model_cfg["id"])
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(device: torch.device, dtype: torch.dtype | str | None = None) -> torch.dtype:
+    """fp16 on a GPU (how the papers ran SD), fp32 on the CPU where fp16 kernels are slow or missing."""
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    if dtype is not None:
+        return dtype
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def load_pipeline(source: str | Path, *, device: str | torch.device | None = None,
+                  dtype: torch.dtype | str | None = None) -> Any:
+    """A ``StableDiffusionPipeline`` from a local folder or a hub id, on ``device``, frozen.
+
+    A hub id resolves through the Hugging Face cache (set ``HF_HUB_OFFLINE=1`` to forbid network
+    access). The last pipeline is kept so a build and the evaluation that follows load it once.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    key = (str(source), str(dev), str(dt))
+    if key in _PIPES:
+        return _PIPES[key]
+    path = Path(str(source)).expanduser()
+    kwargs: dict[str, Any] = {"torch_dtype": dt, "safety_checker": None, "requires_safety_checker": False}
+    if path.is_dir():
+        name, kwargs["local_files_only"] = str(path), True
+    elif str(source).startswith((".", "/", "~")) or path.suffix:
+        raise ModelLoadError(f"model folder {str(source)!r} does not exist")
+    else:
+        name = str(source)
+    try:
+        with warnings.catch_warnings():  # newer diffusers renamed torch_dtype; older ones need it
+            warnings.simplefilter("ignore", FutureWarning)
+            pipe = StableDiffusionPipeline.from_pretrained(name, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise ModelLoadError(f"cannot load Stable Diffusion from {name!r}: {exc}. Pass --model with a "
+                             "local diffusers folder, or fetch the weights into the Hugging Face cache "
+                             "first") from None
+    pipe = pipe.to(dev)
+    for part in (pipe.unet, pipe.vae, pipe.text_encoder):
+        part.eval().requires_grad_(False)
+    pipe.set_progress_bar_config(disable=True)
+    _PIPES.clear()  # one SD model in memory at a time
+    _PIPES[key] = pipe
+    return pipe
+
+
+#: config keys that change with how or where weights are loaded, not with the weights
+_VOLATILE = frozenset({"torch_dtype", "dtype", "transformers_version"})
+
+
+def fingerprint(pipe: Any) -> str:
+    """Short identity of the weights (configs plus the first and last tensors of each network),
+    independent of the dtype they were loaded in, so a cached build is never scored by a
+    different model."""
+    h = hashlib.sha256()
+    for name in ("unet", "text_encoder", "vae"):
+        part = getattr(pipe, name)
+        cfg = part.config.to_dict() if hasattr(part.config, "to_dict") else dict(part.config)
+        h.update(name.encode())
+        h.update(json.dumps({k: v for k, v in cfg.items() if not k.startswith("_") and k not in _VOLATILE},
+                            sort_keys=True, default=str).encode())
+        params = list(part.named_parameters())
+        for pname, p in (params[0], params[-1]):
+            h.update(pname.encode())
+            h.update(p.detach().to("cpu", torch.float16).contiguous().numpy().tobytes())
+    h.update(json.dumps(np.asarray(pipe.scheduler.alphas_cumprod, dtype=np.float32).round(6).tolist()).encode())
+    return h.hexdigest()[:16]
+
+
+# -- attention processors ------------------------------------------------------------------------
+class _RecordingCrossAttention:
+    """A cross-attention processor that computes softmax probabilities explicitly and keeps their
+    mean over heads and image queries (``[batch, tokens]``) for the caller."""
+
+    def __init__(self, store: list[torch.Tensor]) -> None:
+        self.store = store
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
+                 *args: Any, **kwargs: Any) -> torch.Tensor:
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        four_d = hidden_states.ndim == 4
+        if four_d:
+            b, c, hh, ww = hidden_states.shape
+            hidden_states = hidden_states.view(b, c, hh * ww).transpose(1, 2)
+        batch = hidden_states.shape[0]
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch)
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        key = attn.head_to_batch_dim(attn.to_k(context))
+        value = attn.head_to_batch_dim(attn.to_v(context))
+        probs = attn.get_attention_scores(query, key, mask)  # [batch * heads, queries, tokens]
+        self.store.append(probs.float().mean(1).view(batch, attn.heads, -1).mean(1))
+        out = attn.batch_to_head_dim(torch.bmm(probs, value))
+        out = attn.to_out[1](attn.to_out[0](out))
+        if four_d:
+            out = out.transpose(-1, -2).reshape(b, c, hh, ww)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+@contextlib.contextmanager
+def _processors(unet: Any, make: Any, only_cross: bool) -> Iterator[None]:
+    saved = dict(unet.attn_processors)
+    new = {name: (make() if (not only_cross or name.endswith("attn2.processor")) else proc)
+           for name, proc in saved.items()}
+    unet.set_attn_processor(new)
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(saved)
+
+
+# -- the adapter ---------------------------------------------------------------------------------
+class StableDiffusionScoreModel(ScoreModel):
+    """``ScoreModel`` over a diffusers ``StableDiffusionPipeline`` (latent space, CFG conditions).
+
+    ``prompts`` is the task's prompt table: integer conditions index it. Strings are used as
+    prompts directly. Text embeddings are cached per prompt.
+    """
+
+    conditional = True
+    capabilities = frozenset({"cross_attention"})
+
+    def __init__(self, pipe: Any, prompts: Sequence[str] = (), *, shape: Sequence[int] | None = None,
+                 output_device: str | torch.device = "cpu", max_batch: int = 16) -> None:
+        super().__init__()
+        #: rows per network call: larger requests (e.g. stacked JVP probes) are split, not refused
+        self.max_batch = int(max_batch)
+        self.pipe = pipe
+        self.unet, self.text_encoder, self.tokenizer = pipe.unet, pipe.text_encoder, pipe.tokenizer
+        for part in (self.unet, self.text_encoder):
+            part.requires_grad_(False)
+        self.device = self.unet.device
+        self.dtype = self.unet.dtype
+        self.output_device = torch.device(output_device)
+        self._ab = torch.as_tensor(np.asarray(pipe.scheduler.alphas_cumprod), dtype=torch.float64)
+        self.num_train_timesteps = int(self._ab.numel())
+        self.prediction_type = str(pipe.scheduler.config.get("prediction_type", "epsilon"))
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ModelLoadError(f"unsupported prediction_type {self.prediction_type!r}")
+        cfg = self.unet.config
+        self.shape = tuple(int(s) for s in shape) if shape is not None else (
+            int(cfg.in_channels), int(cfg.sample_size), int(cfg.sample_size))
+        self.prompts = [str(p) for p in prompts]
+        self._emb: dict[str, torch.Tensor] = {}
+
+    # -- time ------------------------------------------------------------------------------------
+    def timesteps(self, t: Any) -> torch.Tensor:
+        """Discrete training timestep for each ``t``: ``ceil(t T) - 1`` (tolerant to float rounding)."""
+        tt = torch.as_tensor(t).double()
+        k = torch.ceil(tt * self.num_train_timesteps - 1e-4).long() - 1
+        return k.clamp(0, self.num_train_timesteps - 1)
+
+    def alpha_bar(self, t: Any) -> torch.Tensor:
+        dev = t.device if isinstance(t, torch.Tensor) else torch.device("cpu")
+        k = self.timesteps(t.detach().cpu() if isinstance(t, torch.Tensor) else t)
+        return self._ab[k].to(device=dev, dtype=torch.float32)
+
+    # -- conditions ------------------------------------------------------------------------------
+    def _text(self, c: Any) -> str:
+        if c is None:
+            return ""
+        if isinstance(c, str):
+            return c
+        if isinstance(c, (int, np.integer)) or (isinstance(c, np.ndarray) and c.ndim == 0):
+            i = int(c)
+            if not 0 <= i < len(self.prompts):
+                raise ValueError(f"prompt id {i} outside the prompt table (size {len(self.prompts)})")
+            return self.prompts[i]
+        raise TypeError(f"a condition is a prompt id, a prompt string or None; got {type(c).__name__}")
+
+    @torch.no_grad()
+    def _encode(self, texts: list[str]) -> None:
+        tok = self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt")
+        out = self.text_encoder(tok.input_ids.to(self.text_encoder.device))[0]
+        for text, emb in zip(texts, out.to(self.dtype)):
+            self._emb[text] = emb
+
+    def embed(self, cond: Sequence[Any] | None, n: int) -> torch.Tensor:
+        """Text-encoder states ``[n, tokens, width]`` for the conditions (empty prompt for None)."""
+        texts = [""] * n if cond is None else [self._text(c) for c in cond]
+        missing = sorted(set(texts) - set(self._emb))
+        if missing:
+            self._encode(missing)
+        return torch.stack([self._emb[t] for t in texts]).to(self.device)
+
+    # -- network ---------------------------------------------------------------------------------
+    def _eps(self, y: torch.Tensor, t: torch.Tensor, cond: Sequence[Any] | None) -> torch.Tensor:
+        emb = self.embed(cond, y.shape[0])
+        k = self.timesteps(t.detach().cpu()).to(self.device)
+        out = self.unet(y.to(self.dtype), k, encoder_hidden_states=emb).sample.float()
+        if self.prediction_type == "v_prediction":
+            ab = self._ab[k.cpu()].to(self.device, torch.float32).view(-1, *([1] * len(self.shape)))
+            out = ab.sqrt() * out + (1 - ab).sqrt() * y.float()
+        return out
+
+    def _chunks(self, x: Any, t: Any, cond: Sequence[Any] | None) -> Iterator[tuple[Any, ...]]:
+        """Row slices of at most ``max_batch``; each goes to the device (and is validated) alone."""
+        y = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x), dtype=torch.float32)
+        n = y.shape[0]
+        tt = torch.as_tensor(t, dtype=torch.float32).reshape(-1)
+        if tt.numel() == 1:
+            tt = tt.expand(n)
+        if tt.shape[0] != n:
+            raise ValueError(f"t has {tt.shape[0]} entries for {n} samples")
+        cond = self._check_cond(cond, n)
+        step = max(1, self.max_batch)
+        for i in range(0, n, step):
+            s = slice(i, i + step)
+            yield s, y[s], tt[s], None if cond is None else list(cond)[s]
+
+    def _out(self, z: torch.Tensor) -> torch.Tensor:
+        return z.to(self.output_device, torch.float32)
+
+    def eps(self, x: Any, t: Any, cond: Sequence[Any] | None = None) -> torch.Tensor:
+        return torch.cat([self._out(super(StableDiffusionScoreModel, self).eps(y, tt, c))
+                          for _, y, tt, c in self._chunks(x, t, cond)])
+
+    def eps_jvp(self, x: Any, t: Any, v: Any, cond: Sequence[Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        from diffusers.models.attention_processor import AttnProcessor
+
+        vv = torch.as_tensor(np.asarray(v) if not isinstance(v, torch.Tensor) else v, dtype=torch.float32)
+        if cond is not None:  # encode outside the forward-mode trace
+            self.embed(cond, len(cond))
+        outs, jvs = [], []
+        # fused attention kernels have no forward-mode derivative; the plain one does
+        with _processors(self.unet, AttnProcessor, only_cross=False):
+            for s, y, tt, c in self._chunks(x, t, cond):
+                vs = vv.reshape(-1, *self.shape)[s]
+                out, jv = super().eps_jvp(y, tt, vs, c)
+                outs.append(self._out(out))
+                jvs.append(self._out(jv))
+        return torch.cat(outs), torch.cat(jvs)
+
+    def score(self, x: Any, t: Any, cond: Sequence[Any] | None = None) -> torch.Tensor:
+        e = self.eps(x, t, cond)
+        tt = torch.as_tensor(t, dtype=torch.float32).reshape(-1).cpu()
+        return -e / self.sigma(tt).reshape(-1, *([1] * len(self.shape))).to(self.output_device)
+
+    @torch.no_grad()
+    def cross_attention(self, x: Any, t: Any, cond: Sequence[Any]) -> torch.Tensor:
+        """Softmax cross-attention over the prompt's tokens ``[n, tokens]``, averaged over every
+        cross-attention layer, head and image position (each row sums to 1); one evaluation."""
+        if cond is None:
+            raise ValueError("cross_attention needs the prompts (cond)")
+        out = []
+        for _, y, tt, c in self._chunks(x, t, cond):
+            self.embed(c, y.shape[0])
+            self.nfe += y.shape[0]
+            store: list[torch.Tensor] = []
+            with _processors(self.unet, lambda: _RecordingCrossAttention(store), only_cross=True):
+                self._eps(y, tt, c)
+            if not store:
+                raise RuntimeError("the UNet has no cross-attention layers")
+            out.append(self._out(torch.stack(store).mean(0)))
+        return torch.cat(out)
+
+
+# -- generation ----------------------------------------------------------------------------------
+def make_scheduler(pipe: Any, name: str) -> Any:
+    """A scheduler of class ``<name>Scheduler`` from the pipeline's config (same betas), or the
+    pipeline's own for ``"default"``."""
+    if name == "default":
+        return pipe.scheduler
+    import diffusers
+
+    cls = getattr(diffusers, f"{name}Scheduler", None)
+    if cls is None:
+        raise ValueError(f"unknown scheduler {name!r} (expected e.g. DDIM, PNDM, EulerDiscrete)")
+    return cls.from_config(pipe.scheduler.config)
+
+
+def latent_shape(pipe: Any, height: int | None = None, width: int | None = None) -> tuple[int, int, int]:
+    f = int(pipe.vae_scale_factor)
+    size = int(pipe.unet.config.sample_size) * f
+    return (int(pipe.unet.config.in_channels), (height or size) // f, (width or size) // f)
+
+
+def initial_noise(shape: Sequence[int], seed: int) -> torch.Tensor:
+    """The starting latent of one generation, drawn on the CPU so it is the same on any hardware."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.randn(tuple(shape), generator=gen)
+
+
+def generate_latents(pipe: Any, prompts: Sequence[str], *, generations: int = 1, steps: int = 50,
+                     guidance_scale: float = 7.5, scheduler: str = "DDIM", seed: int = 0,
+                     height: int | None = None, width: int | None = None, batch_size: int = GEN_BATCH,
+                     progress: bool = False) -> np.ndarray:
+    """``generations`` final latents per prompt (prompt-major order), float32 ``[n, 4, h, w]``.
+
+    Generation ``j`` of prompt ``i`` starts from :func:`initial_noise` with seed
+    ``seed * 1_000_000 + i * generations + j``.
+    """
+    from tqdm.auto import tqdm
+
+    shape = latent_shape(pipe, height, width)
+    f = int(pipe.vae_scale_factor)
+    jobs = [(i, j) for i in range(len(prompts)) for j in range(generations)]
+    saved = pipe.scheduler
+    pipe.scheduler = make_scheduler(pipe, scheduler)
+    out = []
+    try:
+        for start in tqdm(range(0, len(jobs), batch_size), desc="generating latents", disable=not progress,
+                          unit="batch"):
+            chunk = jobs[start:start + batch_size]
+            init = torch.stack([initial_noise(shape, seed * 1_000_000 + i * generations + j) for i, j in chunk])
+            with torch.no_grad():
+                res = pipe(prompt=[prompts[i] for i, _ in chunk], num_inference_steps=int(steps),
+                           guidance_scale=float(guidance_scale), height=shape[1] * f, width=shape[2] * f,
+                           latents=init.to(pipe.unet.device, pipe.unet.dtype), output_type="latent")
+            out.append(res.images.float().cpu().numpy())
+    finally:
+        pipe.scheduler = saved
+    return np.concatenate(out, axis=0).astype(np.float32) if out else np.zeros((0, *shape), np.float32)
+
+
+# -- loading a built task's model ----------------------------------------------------------------
+def load_for_build(root: str | Path, *, source: str | None = None, device: str | torch.device | None = None,
+                   dtype: torch.dtype | str | None = None) -> StableDiffusionScoreModel:
+    """The adapter for a built task folder: its prompt table, its latent shape, and weights whose
+    fingerprint matches the ones that generated the samples."""
+    root = Path(root)
+    meta = json.loads((root / "meta.json").read_text())
+    mcfg = meta["model"]
+    src = source or (_SOURCE_OVERRIDE[-1] if _SOURCE_OVERRIDE else mcfg["source"])
+    pipe = load_pipeline(src, device=device, dtype=dtype)
+    fp = fingerprint(pipe)
+    if mcfg.get("fingerprint") and fp != mcfg["fingerprint"]:
+        raise ModelLoadError(
+            f"task {meta.get('task')!r} was generated by weights with fingerprint {mcfg['fingerprint']} "
+            f"({mcfg['source']}); {src} has {fp}. Use the same weights, or rebuild the task with "
+            f"`mmh-bench build {meta.get('task')} --force --model {src}`")
+    with np.load(root / "instance.npz", allow_pickle=False) as z:
+        prompts = [str(p) for p in z["prompts"]]
+    return StableDiffusionScoreModel(pipe, prompts, shape=mcfg["latent_shape"])
+
+
+def load_for_instance(inst: Any, source: str | None = None) -> StableDiffusionScoreModel:
+    """``evaluate(model_override=...)`` hook: the adapter for a built Stable Diffusion task."""
+    if inst.root is None:
+        raise ModelLoadError(f"task {inst.spec.name!r} has no build folder")
+    return load_for_build(inst.root, source=source)
+

@@ -1,0 +1,314 @@
+"""The Stable Diffusion track end to end on a tiny locally built pipeline (random weights, CPU).
+
+Covers the real loading path (save_pretrained -> the loader a user's --model goes through), the
+ScoreModel adapter (shapes, exact alpha_bar, conditions, JVP, cross-attention), the builder with
+small pinned prompt files, the evaluator with shipped detectors, and the CLI's --model.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+from mmh_bench.build import BuildError, build_task  # noqa: E402
+from mmh_bench.cli import main  # noqa: E402
+from mmh_bench.instance import SUBTYPE_CODE  # noqa: E402
+from mmh_bench.models import stable_diffusion as sdm  # noqa: E402
+from mmh_bench.registry import all_detectors, all_tasks  # noqa: E402
+from mmh_bench.runner import evaluate  # noqa: E402
+from mmh_bench.spec import load_spec  # noqa: E402
+
+from sd_tiny import TOKENS, build_tiny_pipeline  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "sd_prompts"
+#: detectors written against the ScoreModel interface that should run unchanged on SD
+SD_DETECTORS = ["random", "flipd", "cfg-norm", "sharpness", "attention-entropy", "one-step-error"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture()
+def few_boots(monkeypatch):
+    """The bootstrap CI is tested in test_metrics; here 20 resamples keep the plumbing test fast."""
+    import mmh_bench.metrics as metrics
+    orig = metrics.bootstrap_auroc_ci
+    monkeypatch.setattr(metrics, "bootstrap_auroc_ci", lambda y, s, **kw: orig(y, s, n_boot=20))
+
+
+@pytest.fixture(scope="module")
+def pipe_dir(tmp_path_factory) -> Path:
+    return build_tiny_pipeline(tmp_path_factory.mktemp("sd") / "tiny-sd")
+
+
+@pytest.fixture(scope="module")
+def model(pipe_dir):
+    pipe = sdm.load_pipeline(pipe_dir, device="cpu")
+    return sdm.StableDiffusionScoreModel(pipe, ["a red square", "a blue circle"], shape=(4, 8, 8))
+
+
+def _write(path: Path, text: str) -> dict:
+    path.write_bytes(text.encode("utf-8"))
+    return {"file": path.name, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+
+
+def _spec(folder: Path, pipe: Path, name: str = "sd-tiny", gens: int = 1) -> Path:
+    """A tiny SD task over locally written prompt files pinned by sha256."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pos = _write(folder / "mem.csv", ";Caption;URL;type;mean_sscd;max_sscd;Index\n"
+                 "0;the no limits podcast;u;VM;0.8;0.9;1\n1;a \"quoted\" template shirt;u;TM;0.2;0.3;2\n"
+                 "2;living room rug;u;TM;0.1;0.2;3\n")
+    neg = _write(folder / "nmem.txt", "a dog on a beach\na bowl of fruit\na city at night")
+    text = f'''name = "{name}"
+version = "1"
+family = "stable-diffusion"
+builder = "stable-diffusion"
+track = "memorization"
+seed = 3
+suites = ["test"]
+
+[data]
+positives = {{ file = "{pos['file']}", sha256 = "{pos['sha256']}", format = "csv" }}
+negatives = {{ file = "{neg['file']}", sha256 = "{neg['sha256']}", format = "txt" }}
+
+[model]
+id = "{pipe}"
+conditional = true
+
+[sampling]
+generations_per_prompt = {gens}
+steps = 3
+guidance_scale = 7.5
+scheduler = "DDIM"
+
+[balance]
+min_memorized = 0.3
+max_memorized = 0.7
+require_subtypes = ["VM", "TM"]
+'''
+    path = folder / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+# -- loading ---------------------------------------------------------------------------------------
+def test_loader_reads_a_saved_pipeline_folder(pipe_dir):
+    pipe = sdm.load_pipeline(pipe_dir, device="cpu")
+    assert type(pipe).__name__ == "StableDiffusionPipeline"
+    assert pipe.safety_checker is None
+    assert pipe.unet.dtype == torch.float32  # fp32 on the CPU, fp16 only on a GPU
+    assert sdm.load_pipeline(pipe_dir, device="cpu") is pipe  # kept for the evaluation after a build
+    assert not any(p.requires_grad for p in pipe.unet.parameters())
+    with pytest.raises(sdm.ModelLoadError, match="does not exist"):
+        sdm.load_pipeline(pipe_dir.parent / "missing-folder", device="cpu")
+    # the fingerprint names the weights, not the dtype they were loaded in (fp16 build, fp32 check)
+    fp32 = sdm.fingerprint(pipe)
+    half = sdm.load_pipeline(pipe_dir, device="cpu", dtype="float16")
+    assert half.unet.dtype == torch.float16 and sdm.fingerprint(half) == fp32
+    assert sdm.load_pipeline(pipe_dir, device="cpu") is not pipe  # one model kept at a time
+
+
+def test_source_override_and_default():
+    assert sdm.resolve_source({"id": "CompVis/stable-diffusion-v1-4"}) == "CompVis/stable-diffusion-v1-4"
+    with sdm.model_source("/weights/sd14"):
+        assert sdm.resolve_source({"id": "CompVis/stable-diffusion-v1-4"}) == "/weights/sd14"
+    with sdm.model_source(None):
+        assert sdm.resolve_source({"id": "x/y"}) == "x/y"
+    with pytest.raises(sdm.ModelLoadError):
+        sdm.resolve_source({})
+
+
+# -- adapter ---------------------------------------------------------------------------------------
+def test_alpha_bar_is_the_schedulers_alphas_cumprod(model):
+    ac = model.pipe.scheduler.alphas_cumprod
+    ks = torch.tensor([0, 9, 499, 999])
+    t = (ks + 1).float() / 1000  # the right end of timestep k's interval
+    assert torch.equal(model.timesteps(t), ks)
+    assert torch.allclose(model.alpha_bar(t), ac[ks].float())
+    assert torch.equal(model.timesteps(torch.tensor([0.0095, 0.5001])), torch.tensor([9, 500]))
+    assert float(model.alpha_bar(torch.tensor(0.01))) == pytest.approx(float(ac[9]), rel=1e-6)
+    assert torch.all(model.sigma(t) ** 2 + model.alpha_bar(t) - 1 < 1e-6)
+
+
+def test_eps_shapes_conditions_and_counters(model):
+    x = torch.randn(3, 4, 8, 8)
+    x[2] = x[0]
+    model.reset_counters()
+    e_u = model.eps(x, 0.5)
+    assert e_u.shape == (3, 4, 8, 8) and e_u.dtype == torch.float32 and e_u.device.type == "cpu"
+    e_c = model.eps(x, 0.5, [0, 1, "a red square"])
+    assert model.nfe == 6
+    assert not torch.allclose(e_c, e_u, atol=1e-4)  # the prompt changes the prediction
+    assert torch.allclose(e_c[0], e_c[2], atol=1e-5)  # id 0 is the table's first prompt
+    e_mixed = model.eps(x, 0.5, [None, 1, None])  # per-sample None = empty prompt
+    assert torch.allclose(e_mixed[0], e_u[0], atol=1e-5) and torch.allclose(e_mixed[1], e_c[1], atol=1e-5)
+    model.max_batch = 2  # larger requests are split into several network calls
+    try:
+        assert torch.allclose(model.eps(x, 0.5, [0, 1, "a red square"]), e_c, atol=1e-5)
+    finally:
+        model.max_batch = 16
+    with pytest.raises(ValueError, match="prompt id"):
+        model.eps(x[:1], 0.5, [7])
+    with pytest.raises(ValueError, match="shape"):
+        model.eps(torch.randn(2, 4, 4, 4), 0.5)
+
+
+def test_score_is_minus_eps_over_sigma(model):
+    x = torch.randn(2, 4, 8, 8)
+    s = model.score(x, 0.3, [0, None])
+    e = model.eps(x, 0.3, [0, None])
+    assert torch.allclose(s, -e / model.sigma(torch.tensor(0.3)), atol=1e-5)
+
+
+def test_eps_jvp_matches_finite_differences(model):
+    torch.manual_seed(1)
+    x, v = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    model.reset_counters()
+    out, jv = model.eps_jvp(x, 0.2, v, [0, None])
+    assert model.njvp == 2 and out.shape == jv.shape == x.shape
+    assert torch.allclose(out, model.eps(x, 0.2, [0, None]), atol=1e-5)
+    h = 1e-3
+    fd = (model.eps(x + h * v, 0.2, [0, None]) - model.eps(x - h * v, 0.2, [0, None])) / (2 * h)
+    rel = (jv - fd).norm() / fd.norm()
+    assert rel < 1e-2, float(rel)
+
+
+def test_cross_attention_is_a_distribution_over_tokens(model):
+    x = torch.randn(2, 4, 8, 8)
+    model.reset_counters()
+    a = model.cross_attention(x, 0.5, [0, 1])
+    assert a.shape == (2, TOKENS) and model.nfe == 2
+    assert torch.all(a >= 0) and torch.allclose(a.sum(1), torch.ones(2), atol=1e-5)
+    assert not torch.allclose(a[0], a[1])  # different prompts attend differently
+    # the recording processor computes the same output as the stock one
+    assert torch.allclose(model.eps(x, 0.5, [0, 1]), model.eps(x, 0.5, [0, 1]), atol=1e-6)
+    with pytest.raises(ValueError):
+        model.cross_attention(x, 0.5, None)
+
+
+def test_v_prediction_is_converted_to_eps(tmp_path):
+    vdir = build_tiny_pipeline(tmp_path / "tiny-v", seed=0, prediction_type="v_prediction")
+    pipe = sdm.load_pipeline(vdir, device="cpu")
+    m = sdm.StableDiffusionScoreModel(pipe, ["a cat"])
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor(0.4)
+    k = m.timesteps(t)
+    with torch.no_grad():
+        v = pipe.unet(x, k.expand(2), encoder_hidden_states=m.embed([0, 0], 2)).sample
+    ab = m.alpha_bar(t)
+    assert torch.allclose(m.eps(x, t, [0, 0]), ab.sqrt() * v + (1 - ab).sqrt() * x, atol=1e-5)
+
+
+def test_initial_noise_is_seeded_on_the_cpu():
+    a, b = sdm.initial_noise((4, 8, 8), 5), sdm.initial_noise((4, 8, 8), 5)
+    assert torch.equal(a, b) and not torch.equal(a, sdm.initial_noise((4, 8, 8), 6))
+
+
+# -- builder, evaluator, CLI -----------------------------------------------------------------------
+def test_build_and_evaluate_end_to_end(tmp_path, pipe_dir, few_boots):
+    spec = load_spec(_spec(tmp_path / "task", pipe_dir, gens=2))
+    inst = build_task(spec, tmp_path / "cache", progress=False)
+    n = 6 * 2
+    assert inst.samples.shape == (n, 4, 8, 8) and inst.samples.dtype == np.float32
+    assert inst.labels.tolist() == [1] * 6 + [0] * 6
+    assert inst.subtype.tolist() == [SUBTYPE_CODE[s] for s in "VM VM TM TM TM TM".split()] + [0] * 6
+    assert inst.cond.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    prompts = inst.arrays["prompts"]
+    assert prompts.dtype.kind == "U" and prompts[1] == 'a "quoted" template shirt'
+    assert inst.arrays["generation"].tolist() == [0, 1] * 6
+    meta = inst.meta
+    assert meta["model"]["kind"] == "stable-diffusion" and meta["model"]["latent_shape"] == [4, 8, 8]
+    assert meta["negative_set_sha256"] == meta["prompt_sets"]["negatives"]["file_sha256"]
+    assert meta["sampling"]["steps"] == 3 and meta["sampling"]["generations_per_prompt"] == 2
+    # two generations of one prompt start from different noise
+    assert not np.allclose(inst.samples[0], inst.samples[1])
+
+    m = inst.score_model()  # through the registered loader, as the evaluator does
+    assert isinstance(m, sdm.StableDiffusionScoreModel) and m.prompts == prompts.tolist()
+
+    from mmh_bench_baselines.flipd import FLIPD
+    known = set(all_detectors())
+    dets = [FLIPD(t0=0.05, probes=2)] + [d for d in SD_DETECTORS if d in known and d != "flipd"]
+    report = evaluate([spec], dets, tmp_path / "results", cache_dir=tmp_path / "cache", progress=False,
+                      batch_size=4)
+    assert not report.failed, [json.loads(p.read_text())["error"] for p in report.failed]
+    assert len(report.ran) + len(report.not_applicable) == len(dets)
+    by_det = {json.loads(p.read_text())["detector"]: json.loads(p.read_text()) for p in report.ran}
+    assert {"random", "flipd"} <= set(by_det)
+    for res in by_det.values():
+        assert res["status"] == "ok" and 0.0 <= res["metrics"]["auroc"] <= 1.0
+    assert by_det["flipd"]["cost"]["jvp_per_sample"] == 2  # Hutchinson: 2 probes (D = 256 > 64)
+
+
+def test_cli_run_with_model_and_fingerprint_guard(tmp_path, pipe_dir, capsys, few_boots):
+    spec_path = _spec(tmp_path / "task", Path("/nonexistent/sd"), name="sd-tiny-cli")
+    args = ["run", "--tasks", str(spec_path), "--detectors", "random", "--results", str(tmp_path / "res"),
+            "--cache", str(tmp_path / "cache"), "-q"]
+    # the spec's id does not exist here: without --model the build fails with a clear message
+    assert main(args) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(args + ["--model", str(pipe_dir)]) == 0
+    assert (tmp_path / "res" / "sd-tiny-cli" / "v1" / "random.json").is_file()
+    # other weights than the ones that generated the cached latents are refused
+    other = build_tiny_pipeline(tmp_path / "other-sd", seed=1)
+    assert main(args + ["--model", str(other), "--force"]) == 2
+    assert "fingerprint" in capsys.readouterr().err
+
+
+def test_builder_refuses_overlapping_sets(tmp_path, pipe_dir):
+    folder = tmp_path / "task"
+    spec_path = _spec(folder, pipe_dir, name="sd-overlap")
+    same = (folder / "mem.csv").read_text()
+    (folder / "nmem.csv").write_text(same)
+    text = spec_path.read_text().replace(
+        'format = "txt"', 'format = "csv"').replace(
+        "nmem.txt", "nmem.csv").replace(
+        hashlib.sha256((folder / "nmem.txt").read_bytes()).hexdigest(),
+        hashlib.sha256(same.encode()).hexdigest())
+    spec_path.write_text(text)
+    with pytest.raises(BuildError, match="both positive and negative"):
+        build_task(load_spec(spec_path), tmp_path / "cache", progress=False)
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="shared prompt copies not present")
+def test_build_with_the_real_prompt_sets(tmp_path, pipe_dir, monkeypatch):
+    monkeypatch.setenv("MMH_BENCH_SD_PROMPTS", str(SHARED))
+    spec_path = _spec(tmp_path / "task", pipe_dir, name="sd-real-subset")
+    text = spec_path.read_text()
+    start, end = text.index("[data]"), text.index("[model]")
+    text = text[:start] + ('[data]\npositives = "webster500"\nnegatives = "nemo-unmemorized500"\n'
+                           'subtypes = "nemo-memorized500"\nmax_positives = 6\nmax_negatives = 6\n\n') + text[end:]
+    text = text.replace('require_subtypes = ["VM", "TM"]', "require_subtypes = []")
+    spec_path.write_text(text)
+    inst = build_task(load_spec(spec_path), tmp_path / "cache", progress=False)
+    assert inst.labels.sum() == 6 and len(inst.labels) == 12
+    from mmh_bench.data.prompts import load_prompt_set
+    types = load_prompt_set("nemo-memorized500").type_of()
+    pos = inst.arrays["prompts"][:6]
+    assert [SUBTYPE_CODE[types[p]] for p in pos] == inst.subtype[:6].tolist()
+    assert inst.meta["prompt_sets"]["negatives"]["name"] == "nemo-unmemorized500"
+
+
+def test_shipped_sd_tasks_are_opt_in():
+    sd = {n: s for n, s in all_tasks().items() if s.family == "stable-diffusion"}
+    assert {"sd-v1-4", "sd-v1-5", "sd-v2-base"} <= set(sd)
+    from mmh_bench.data.prompts import PROMPT_FILES
+    for name, spec in sd.items():
+        assert spec.suites == ("stable-diffusion",), name  # never in the default suite
+        data, samp = spec.section("data"), spec.section("sampling")
+        assert data["positives"] in PROMPT_FILES and data["negatives"] in PROMPT_FILES
+        assert spec.section("model")["id"] and spec.conditional
+        assert samp["steps"] >= 1 and samp["generations_per_prompt"] >= 1
+    assert os.environ.get("MMH_BENCH_CACHE")  # conftest isolates the cache
