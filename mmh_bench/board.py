@@ -1,103 +1,810 @@
-"""Rendering the leaderboard from the results store (Markdown via tabulate)."""
+"""Rendering the leaderboard: ``README.md`` (Markdown via tabulate), ``index.html`` and PNG plots.
+
+Three kinds of row, never mixed up:
+
+- **measured**: results in the store (``leaderboard/results``), produced by the evaluator;
+- **submission**: third-party entries under ``leaderboard/submissions/<name>/`` produced by
+  ``mmh-bench submit`` with the same evaluator, marked *verified* only while a
+  ``verification.json`` from ``mmh-bench verify`` matches every result file byte for byte;
+- **reported**: numbers published in papers (``leaderboard/reported/*.json``), shown in their
+  own section / table body marked "reported, not re-measured", never ranked with the others.
+
+Every file is validated first (:mod:`mmh_bench.schema`); a rejected file is logged and left out,
+and never changes how the accepted ones render. Every string from a file is escaped: with
+``html.escape`` in the page, and as text (HTML entities plus Markdown punctuation) in Markdown.
+The page is one self-contained file: inline CSS and vanilla JS (no CDN), pinned by a
+Content-Security-Policy hash, so it works offline and an injected script could not run.
+"""
 from __future__ import annotations
 
+import base64
+import hashlib
+import html
+import io
+import logging
+import math
+import re
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from tabulate import tabulate
 
-from .io import atomic_write_text
+from .io import atomic_write_bytes, atomic_write_text, sha256_file
 from .provenance import hardware_label
-from .results import load_results
+from .results import Rejected, TaskCatalog, iter_json_files, known_tasks, scan_results
+from .schema import (ReportedFile, SchemaError, SubmissionMeta, Verification, read_json,
+                     validate_model)
+from .spec import TaskSpec
+
+log = logging.getLogger(__name__)
+
+#: Table order and titles: one table per task family (the "track" a reader picks).
+FAMILIES = {"synthetic": "Synthetic manifolds", "lid": "LID estimation", "image": "Real images",
+            "text-to-image": "Text-to-image", "stable-diffusion": "Stable Diffusion"}
+ACCESS_FLAGS = ("samples", "model", "model_cond", "train_data")
+SUBTYPES = ("DD", "OD", "VM", "TM")
+KIND_LABEL = {"measured": "measured", "submission": "submission",
+              "reported": "reported, not re-measured"}
+PLOTS_DIR = "plots"
 
 
-def _fmt(v: Any, nd: int = 3) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        if v != v:  # NaN
-            return "n/a"
-        return f"{v:.{nd}f}"
-    return str(v)
+# -- the board's content ------------------------------------------------------------------------
+@dataclass
+class Row:
+    """One line of a table, whatever file it came from."""
+
+    kind: str  # "measured" | "submission" | "reported"
+    task: str
+    version: str
+    family: str
+    track: str
+    detector: str
+    access: str | None
+    reference: bool = False
+    status: str = "ok"
+    error: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, Any] | None = None
+    roc: dict[str, list[float]] | None = None
+    hardware: str = ""
+    submission: str = ""
+    authors: list[str] = field(default_factory=list)
+    url: str = ""
+    verified: bool = False
+    citation: str = ""
+    notes: str = ""
+    model: str = ""
+
+    @property
+    def flags(self) -> list[str]:
+        return [] if self.access is None else self.access.split("+")
+
+    @property
+    def auroc(self) -> float | None:
+        return _num(self.metrics.get("auroc"))
 
 
-def _auroc_cell(m: dict[str, Any]) -> str:
-    ci = m.get("auroc_ci")
-    base = _fmt(m.get("auroc"))
-    return f"{base} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else base
+@dataclass
+class TaskFacts:
+    name: str
+    version: str
+    family: str
+    track: str
+    hash: str = ""
+    n_samples: int | None = None
+    n_memorized: int | None = None
+    description: str = ""
 
 
-def _sub(m: dict[str, Any], name: str) -> str:
-    sub = (m.get("per_subtype") or {}).get(name)
-    return _fmt(sub.get("auroc")) if sub else "–"
+@dataclass
+class Board:
+    rows: list[Row] = field(default_factory=list)
+    tasks: dict[tuple[str, str], TaskFacts] = field(default_factory=dict)
+    rejected: list[Rejected] = field(default_factory=list)
+    #: (task, version) -> {"roc": relative path, "pareto": relative path}
+    plots: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+
+    def tables(self) -> list[tuple[str, str, list[TaskFacts]]]:
+        """(family, track, tasks) in display order; one table per family and track."""
+        groups: dict[tuple[str, str], list[TaskFacts]] = defaultdict(list)
+        for key in sorted(self.tasks):
+            t = self.tasks[key]
+            groups[(t.family, t.track)].append(t)
+        order = list(FAMILIES)
+        return [(fam, tr, ts) for (fam, tr), ts in
+                sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]) if kv[0][0] in order
+                                                       else len(order), kv[0][0], kv[0][1]))]
+
+    def rows_for(self, task: TaskFacts, kinds: Iterable[str]) -> list[Row]:
+        kinds = set(kinds)
+        return [r for r in self.rows if (r.task, r.version) == (task.name, task.version) and r.kind in kinds]
+
+    def hardware(self) -> list[str]:
+        return sorted({r.hardware for r in self.rows if r.hardware})
 
 
-def memorization_rows(results: list[dict[str, Any]]) -> list[list[str]]:
-    ok = [r for r in results if r["status"] == "ok" and r.get("metrics")]
-    ok.sort(key=lambda r: -(r["metrics"].get("auroc") or 0.0))
-    rows = []
-    for rank, r in enumerate(ok, 1):
-        m, c = r["metrics"], r.get("cost") or {}
-        name = r["detector"] + (" (reference)" if r.get("reference") else "")
-        rows.append([rank, name, r["access"], _auroc_cell(m), _fmt(m.get("ap")),
-                     _fmt(m["tpr_at_fpr"].get("0.01")), _fmt(m["tpr_at_fpr"].get("0.001")),
-                     _sub(m, "DD"), _sub(m, "OD"), _fmt(c.get("nfe_per_sample"), 1),
-                     _fmt(c.get("seconds"), 2)])
-    for r in results:
-        if r["status"] != "ok":
-            rows.append(["–", r["detector"], r.get("access", "?"), "failed: " + str(r.get("error"))[:80],
-                         "", "", "", "", "", "", ""])
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _row_from_result(doc: dict[str, Any], kind: str) -> Row:
+    hw = (doc.get("provenance") or {}).get("hardware")
+    return Row(kind=kind, task=doc["task"], version=str(doc["task_version"]),
+               family=doc.get("task_family", "synthetic"), track=doc.get("track", "memorization"),
+               detector=doc["detector"], access=doc.get("access", "samples"),
+               reference=bool(doc.get("reference")), status=doc["status"], error=doc.get("error"),
+               metrics=doc.get("metrics") or {}, cost=doc.get("cost"), roc=doc.get("roc"),
+               hardware=hardware_label(hw) if hw else "")
+
+
+def _facts_from_result(doc: dict[str, Any], spec: TaskSpec | None) -> TaskFacts:
+    return TaskFacts(name=doc["task"], version=str(doc["task_version"]),
+                     family=doc.get("task_family", "synthetic"), track=doc.get("track", "memorization"),
+                     hash=doc.get("task_hash", ""), n_samples=doc.get("n_samples"),
+                     n_memorized=doc.get("n_memorized"),
+                     description=spec.description if spec is not None else "")
+
+
+def board_from_results(results: list[dict[str, Any]], tasks: TaskCatalog | None = None) -> Board:
+    """A board of measured rows only, from result documents that were already validated."""
+    board = Board()
+    for doc in results:
+        _add_result(board, doc, "measured", tasks or {})
+    return board
+
+
+def _add_result(board: Board, doc: dict[str, Any], kind: str, tasks: TaskCatalog) -> Row:
+    row = _row_from_result(doc, kind)
+    board.rows.append(row)
+    key = (row.task, row.version)
+    if key not in board.tasks or (board.tasks[key].n_samples is None and doc.get("n_samples")):
+        board.tasks[key] = _facts_from_result(doc, tasks.get(row.task))
+    return row
+
+
+# -- collecting the store -----------------------------------------------------------------------
+def _sha_tree(paths: Iterable[tuple[Path, Path]]) -> dict[str, str]:
+    return {str(rel): sha256_file(p) for p, rel in paths}
+
+
+def _load_submission(folder: Path, tasks: TaskCatalog, rejected: list[Rejected]
+                     ) -> tuple[SubmissionMeta, list[dict[str, Any]], bool] | None:
+    meta_path = folder / "metadata.json"
+    try:
+        meta = validate_model(SubmissionMeta, read_json(meta_path))
+        if meta.name != folder.name:
+            raise SchemaError(f"field 'name': {meta.name!r} differs from the folder name {folder.name!r}", "name")
+    except SchemaError as exc:
+        rejected.append(Rejected(meta_path, f"{exc} (the whole submission is left out)", exc.field))
+        return None
+    res_dir = folder / "results"
+    if not res_dir.is_dir():
+        rejected.append(Rejected(res_dir, "submission has no results folder"))
+        return None
+    scan = scan_results(res_dir, tasks=tasks)
+    rejected += scan.rejected
+    docs, files = [], []
+    for path, doc in scan.accepted:
+        if doc["detector"] != meta.detector:
+            rejected.append(Rejected(path, f"field 'detector': {doc['detector']!r} is not the submission's "
+                                           f"detector {meta.detector!r}", "detector"))
+            continue
+        docs.append(doc)
+        files.append((path, path.relative_to(folder)))
+    return meta, docs, _verified(folder, meta, files, rejected)
+
+
+def _verified(folder: Path, meta: SubmissionMeta, files: list[tuple[Path, Path]],
+              rejected: list[Rejected]) -> bool:
+    """True while verification.json vouches for exactly these bytes (results and detector code)."""
+    path = folder / "verification.json"
+    if not path.exists():
+        return False
+    try:
+        ver = validate_model(Verification, read_json(path))
+    except SchemaError as exc:
+        rejected.append(Rejected(path, str(exc), exc.field))
+        return False
+    code_sha = None
+    target = meta.detector_ref.rsplit(":", 1)[0]
+    if target.endswith(".py"):
+        code = folder / target
+        inside = code.resolve().parent == folder.resolve() and code.is_file() and not code.is_symlink()
+        code_sha = sha256_file(code) if inside else "missing"
+    return (ver.ok and ver.name == meta.name and ver.detector_sha256 == meta.detector_sha256 == code_sha
+            and bool(files) and ver.files == _sha_tree(files))
+
+
+def _load_reported(reported_dir: Path, tasks: TaskCatalog, rejected: list[Rejected]) -> list[Row]:
+    rows: list[Row] = []
+    seen: dict[tuple[str, str, str, str], Path] = {}
+    for path in iter_json_files(reported_dir):
+        try:
+            doc = validate_model(ReportedFile, read_json(path))
+            for i, e in enumerate(doc.entries):
+                if e.task not in tasks:
+                    raise SchemaError(f"field 'entries.{i}.task': unknown task {e.task!r} "
+                                      "(not in the task registry)", f"entries.{i}.task")
+        except SchemaError as exc:
+            rejected.append(Rejected(path, str(exc), exc.field))
+            continue
+        for i, e in enumerate(doc.entries):
+            key = (e.task, e.detector, e.model or "", e.citation)
+            if key in seen:
+                rejected.append(Rejected(path, f"field 'entries.{i}': repeats an entry of {seen[key]} "
+                                               "(kept there)", f"entries.{i}"))
+                continue
+            seen[key] = path
+            spec = tasks[e.task]
+            rows.append(Row(kind="reported", task=e.task, version=spec.version, family=spec.family,
+                            track=spec.track, detector=e.detector, access=e.access,
+                            metrics=e.metrics.model_dump(by_alias=True, exclude_none=True),
+                            citation=e.citation, url=e.url, notes=e.protocol_notes, model=e.model or ""))
     return rows
 
 
-def lid_rows(results: list[dict[str, Any]]) -> list[list[str]]:
-    ok = [r for r in results if r["status"] == "ok" and r.get("metrics")]
-    ok.sort(key=lambda r: r["metrics"].get("mae", float("inf")))
-    return [[i, r["detector"], r["access"], _fmt(r["metrics"]["mae"]), _fmt(r["metrics"]["mse"]),
-             _fmt(r["metrics"]["concordance"]), _fmt((r.get("cost") or {}).get("nfe_per_sample"), 1),
-             _fmt((r.get("cost") or {}).get("seconds"), 2)] for i, r in enumerate(ok, 1)]
+def collect_board(results_dir: str | Path, *, submissions_dir: str | Path | None = None,
+                  reported_dir: str | Path | None = None,
+                  tasks: TaskCatalog | Iterable[TaskSpec | str | Path] | None = None) -> Board:
+    """Validate the whole store and gather what the board shows.
+
+    ``submissions_dir`` / ``reported_dir`` default to ``submissions`` / ``reported`` beside
+    ``results_dir`` (the store is ``leaderboard/{results,submissions,reported}``).
+    ``tasks``: extra task specs accepted besides the registry's (or a full catalog mapping).
+    Precedence when two entries claim the same (task, version, detector): the results store
+    first, then submissions by submission date and name; the later claim is rejected.
+    """
+    results_dir = Path(results_dir)
+    catalog: TaskCatalog = tasks if isinstance(tasks, Mapping) else known_tasks(tasks or ())
+    subs = Path(submissions_dir) if submissions_dir is not None else results_dir.parent / "submissions"
+    reps = Path(reported_dir) if reported_dir is not None else results_dir.parent / "reported"
+    board = Board()
+    scan = scan_results(results_dir, tasks=catalog)
+    board.rejected += scan.rejected
+    claimed: dict[tuple[str, str, str], str] = {}
+    for path, doc in scan.accepted:
+        _add_result(board, doc, "measured", catalog)
+        claimed[(doc["task"], str(doc["task_version"]), doc["detector"])] = str(path)
+    if subs.is_dir():
+        loaded = []
+        for folder in sorted(p for p in subs.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if folder.is_symlink():
+                board.rejected.append(Rejected(folder, "submission folder is a symbolic link"))
+                continue
+            got = _load_submission(folder, catalog, board.rejected)
+            if got is not None:
+                loaded.append(got)
+        for meta, docs, verified in sorted(loaded, key=lambda m: (m[0].submitted, m[0].name)):
+            for doc in docs:
+                key = (doc["task"], str(doc["task_version"]), doc["detector"])
+                if key in claimed:
+                    board.rejected.append(Rejected(
+                        subs / meta.name, f"field 'detector': {doc['detector']!r} on {doc['task']!r} is "
+                                          f"already on the board from {claimed[key]} (kept there)", "detector"))
+                    continue
+                claimed[key] = str(subs / meta.name)
+                row = _add_result(board, doc, "submission", catalog)
+                row.submission, row.authors, row.url, row.verified = (meta.name, list(meta.authors),
+                                                                      meta.url, verified)
+    if reps.is_dir():
+        for row in _load_reported(reps, catalog, board.rejected):
+            board.rows.append(row)
+            key = (row.task, row.version)
+            if key not in board.tasks:
+                spec = catalog[row.task]
+                board.tasks[key] = TaskFacts(row.task, row.version, row.family, row.track, spec.hash,
+                                             description=spec.description)
+    return board
 
 
-MEM_HEADERS = ["#", "detector", "access", "AUROC [95% CI]", "AP", "TPR@1%FPR", "TPR@0.1%FPR",
-               "AUROC DD", "AUROC OD", "NFE/sample", "seconds"]
-LID_HEADERS = ["#", "estimator", "access", "MAE", "MSE", "concordance", "NFE/sample", "seconds"]
+# -- formatting ---------------------------------------------------------------------------------
+def _fmt(v: Any, nd: int = 3) -> str:
+    n = _num(v)
+    return "–" if n is None else f"{n:.{nd}f}"
 
 
-def render_markdown(results: list[dict[str, Any]]) -> str:
-    by_task: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in results:
-        by_task[(r["task"], str(r["task_version"]))].append(r)
-    lines = ["# mmh-bench leaderboard", "",
-             "Measured by mmh-bench; higher AUROC is better. Scores are ranked per task. "
-             "`reference` rows restate the labelling rule (they see the training set) and bound, "
-             "rather than compete with, the other detectors. TPR@x%FPR is the largest TPR whose "
-             "FPR does not exceed x%. NFE counts network forward passes and JVPs per sample.", ""]
-    hw = sorted({hardware_label(r["provenance"]["hardware"]) for r in results
-                 if r.get("provenance", {}).get("hardware")})
-    if hw:
-        lines += ["Hardware: " + "; ".join(hw), ""]
-    for (task, version), rs in sorted(by_task.items()):
-        first = rs[0]
-        lines.append(f"## {task} (v{version})")
-        lines.append("")
-        n_mem = first.get("n_memorized")
-        facts = f"family `{first.get('task_family', '?')}`, {first.get('n_samples')} samples"
-        if n_mem is not None:
-            facts += f", {n_mem} memorized"
-        lines += [facts + f", spec hash `{first.get('task_hash', '?')}`", ""]
-        if first.get("track") == "lid":
-            lines.append(tabulate(lid_rows(rs), headers=LID_HEADERS, tablefmt="github"))
+def _ci(m: dict[str, Any]) -> str:
+    ci = m.get("auroc_ci")
+    return f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and _num(ci[0]) is not None else ""
+
+
+def _sub_auroc(m: dict[str, Any], name: str) -> float | None:
+    return _num(((m.get("per_subtype") or {}).get(name) or {}).get("auroc"))
+
+
+def _tpr(m: dict[str, Any], key: str) -> float | None:
+    return _num((m.get("tpr_at_fpr") or {}).get(key))
+
+
+def _subtypes(rows: list[Row]) -> list[str]:
+    present = {s for r in rows for s in (r.metrics.get("per_subtype") or {})}
+    return [s for s in SUBTYPES if s in present]
+
+
+_MD_SPECIAL = re.compile(r"([\\`*\[\]|~])")
+_MD_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def md(text: Any) -> str:
+    """Plain text for a Markdown table cell: no HTML, no markup, no line breaks, no pipes."""
+    s = "".join(" " if (ord(c) < 32 or c in "\u2028\u2029\x7f") else c for c in str(text))
+    s = html.escape(s, quote=False)  # & < > become entities, shown as text
+    s = _MD_SPECIAL.sub(r"\\\1", s)
+    return _MD_UNDERSCORE.sub(r"\\_", s)
+
+
+def _md_url(url: str) -> str:
+    return url.replace("(", "%28").replace(")", "%29").replace("|", "%7C").replace(" ", "%20")
+
+
+def _rank(rows: list[Row], track: str) -> list[Row]:
+    ok = [r for r in rows if r.status == "ok"]
+    if track == "lid":
+        ok.sort(key=lambda r: (_num(r.metrics.get("mae")) is None, _num(r.metrics.get("mae")) or 0.0, r.detector))
+    else:
+        ok.sort(key=lambda r: (r.auroc is None, -(r.auroc or 0.0), r.detector))
+    return ok + sorted((r for r in rows if r.status != "ok"), key=lambda r: r.detector)
+
+
+def _source_md(r: Row) -> str:
+    if r.kind == "submission":
+        mark = "verified" if r.verified else "unverified"
+        return f"submission [{md(r.submission)}]({_md_url(r.url)}) ({mark})"
+    return "measured"
+
+
+MEM_HEADERS = ["#", "detector", "source", "access", "AUROC [95% CI]", "AP", "TPR@1%FPR",
+               "TPR@0.1%FPR"]
+LID_HEADERS = ["#", "estimator", "source", "access", "MAE", "MSE", "concordance"]
+COST_HEADERS = ["NFE/sample", "seconds"]
+
+
+def _md_measured(rows: list[Row], track: str, subtypes: list[str]) -> str:
+    heads = (LID_HEADERS if track == "lid" else MEM_HEADERS + [f"AUROC {s}" for s in subtypes]) + COST_HEADERS
+    out = []
+    for i, r in enumerate(_rank(rows, track), 1):
+        name = md(r.detector) + (" (reference)" if r.reference else "")
+        lead = [str(i) if r.status == "ok" else "–", name, _source_md(r), md(r.access or "?")]
+        if r.status != "ok":
+            fail = ["failed: " + md(str(r.error)[:100])]
+            out.append(lead + fail + [""] * (len(heads) - len(lead) - 1))
+            continue
+        m, c = r.metrics, r.cost or {}
+        if track == "lid":
+            vals = [_fmt(m.get("mae")), _fmt(m.get("mse")), _fmt(m.get("concordance"))]
         else:
-            lines.append(tabulate(memorization_rows(rs), headers=MEM_HEADERS, tablefmt="github"))
-        lines.append("")
+            vals = [_fmt(m.get("auroc")) + _ci(m), _fmt(m.get("ap")), _fmt(_tpr(m, "0.01")),
+                    _fmt(_tpr(m, "0.001"))] + [_fmt(_sub_auroc(m, s)) for s in subtypes]
+        out.append(lead + vals + [_fmt(c.get("nfe_per_sample"), 1), _fmt(c.get("seconds"), 2)])
+    return tabulate(out, headers=heads, tablefmt="github", disable_numparse=True)
+
+
+def _md_reported(rows: list[Row], track: str) -> str:
+    out = []
+    for r in sorted(rows, key=lambda r: (r.detector, r.model, r.citation)):
+        m = r.metrics
+        vals = ([_fmt(m.get("mae")), _fmt(m.get("concordance"))] if track == "lid" else
+                [_fmt(m.get("auroc")) + _ci(m), _fmt(_tpr(m, "0.01")), _fmt(_tpr(m, "0.001"))])
+        out.append([md(r.detector), md(r.model or "–"), md(r.access or "?")] + vals +
+                   [f"[{md(r.citation)}]({_md_url(r.url)})", md(r.notes or "–")])
+    heads = (["detector", "model", "access"] +
+             (["MAE", "concordance"] if track == "lid" else ["AUROC", "TPR@1%FPR", "TPR@0.1%FPR"]) +
+             ["source", "protocol notes"])
+    return tabulate(out, headers=heads, tablefmt="github", disable_numparse=True)
+
+
+INTRO = ("Measured by mmh-bench under one protocol; higher AUROC is better, rows ranked per task. "
+         "`reference` rows restate the labelling rule (they see the training set) and bound, rather "
+         "than compete with, the others. TPR@x%FPR is the largest TPR whose FPR does not exceed x%. "
+         "NFE counts network forward passes and JVPs per sample. **source** says where a row comes "
+         "from: *measured* (the results store), *submission* (run with `mmh-bench submit`; "
+         "*verified* once `mmh-bench verify` reproduced every number), or *reported, not "
+         "re-measured* (numbers published in papers, under their own protocols, listed separately "
+         "for context and never ranked). The interactive page is `index.html`; how to add a "
+         "detector: `docs/SUBMITTING.md`.")
+
+
+def render_markdown(results: list[dict[str, Any]] | Board) -> str:
+    """The Markdown board (``README.md``) from a :class:`Board` or validated result documents."""
+    board = results if isinstance(results, Board) else board_from_results(results)
+    lines = ["# mmh-bench leaderboard", "", INTRO, ""]
+    hw = board.hardware()
+    if hw:
+        lines += ["Hardware: " + "; ".join(md(h) for h in hw), ""]
+    for family, track, tasks in board.tables():
+        title = FAMILIES.get(family, family) + (" (LID track)" if track == "lid" and family != "lid" else "")
+        lines += [f"## {md(title)}", ""]
+        for t in tasks:
+            lines += [f"### {md(t.name)} (v{md(t.version)})", ""]
+            facts = f"family `{t.family}`"
+            if t.n_samples is not None:
+                facts += f", {t.n_samples} samples"
+            if t.n_memorized is not None:
+                facts += f", {t.n_memorized} memorized"
+            if t.hash:
+                facts += f", spec hash `{md(t.hash)}`"
+            lines += [facts, ""]
+            measured = board.rows_for(t, ("measured", "submission"))
+            if measured:
+                lines += [_md_measured(measured, track, _subtypes(measured)), ""]
+            reported = board.rows_for(t, ("reported",))
+            if reported:
+                lines += ["**Reported in papers, not re-measured** (each under its own protocol; "
+                          "not comparable row for row with the measured table):", "",
+                          _md_reported(reported, track), ""]
+            plots = board.plots.get((t.name, t.version), {})
+            imgs = [f"![{label} on {md(t.name)}]({plots[k]})" for k, label in
+                    (("roc", "ROC curves"), ("pareto", "AUROC against cost")) if k in plots]
+            if imgs:
+                lines += [" ".join(imgs), ""]
     return "\n".join(lines)
 
 
-def render_board(results_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Write ``README.md`` into ``out_dir``; returns the files written."""
-    results = load_results(results_dir)
+# -- HTML ---------------------------------------------------------------------------------------
+def h(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5rem auto;max-width:88rem;padding:0 1rem;color:#1a1a1a;background:#fff}
+h1{font-size:1.6rem}h2{margin-top:2rem;border-bottom:2px solid #ddd}
+table.board{border-collapse:collapse;width:100%;margin:.5rem 0 1rem}
+table.board th,table.board td{border:1px solid #ccc;padding:.25rem .45rem;text-align:right;vertical-align:top;white-space:nowrap}
+table.board td.t{white-space:normal}
+table.board td.t,table.board th.t{text-align:left}
+table.board thead th{background:#eef2f7;cursor:pointer;user-select:none;white-space:nowrap}
+table.board thead th[aria-sort=ascending]::after{content:" \\25B2"}
+table.board thead th[aria-sort=descending]::after{content:" \\25BC"}
+tr.kind-submission td{background:#f6fbf4}
+tbody.reported td{background:repeating-linear-gradient(135deg,#fff8e6,#fff8e6 6px,#fff1cc 6px,#fff1cc 12px);font-style:italic;color:#4a3b00}
+tbody.reported th.divider{background:#ffe7a3;text-align:left;font-weight:bold;cursor:default}
+.badge{display:inline-block;border-radius:3px;padding:0 .3rem;font-size:.75rem;font-style:normal;border:1px solid #999}
+.b-measured{background:#e6f0ff}.b-submission{background:#e3f6dc}.b-verified{background:#c9efbe}.b-reported{background:#ffe7a3;border-color:#b58900}
+.failed{color:#a00}.muted{color:#666}
+fieldset{border:1px solid #ccc;margin:.5rem 0}label{margin-right:1rem}
+figure{display:inline-block;margin:.5rem 1rem .5rem 0}figure img{max-width:42rem;border:1px solid #ddd}
+"""
+
+JS = """
+(function () {
+  "use strict";
+  function value(cell, type) {
+    var v = cell ? cell.getAttribute("data-v") : null;
+    if (v === null || v === "") return null;
+    return type === "num" ? parseFloat(v) : v.toLowerCase();
+  }
+  function sortBy(table, col) {
+    var heads = table.tHead.rows[0].cells, th = heads[col];
+    var type = th.getAttribute("data-type") || "text";
+    var now = th.getAttribute("aria-sort");
+    var dir = now === "descending" ? "ascending" : now === "ascending" ? "descending"
+            : (th.getAttribute("data-first") || "ascending");
+    for (var i = 0; i < heads.length; i++) heads[i].removeAttribute("aria-sort");
+    th.setAttribute("aria-sort", dir);
+    var sign = dir === "ascending" ? 1 : -1;
+    Array.prototype.forEach.call(table.tBodies, function (body) {
+      var rows = Array.prototype.filter.call(body.rows, function (r) { return r.classList.contains("entry"); });
+      rows.sort(function (a, b) {
+        var x = value(a.cells[col], type), y = value(b.cells[col], type);
+        if (x === null && y === null) return 0;
+        if (x === null) return 1;
+        if (y === null) return -1;
+        return x < y ? -sign : x > y ? sign : 0;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  }
+  function applyFilters() {
+    var allowed = {};
+    document.querySelectorAll("input.access-filter").forEach(function (box) { allowed[box.value] = box.checked; });
+    document.querySelectorAll("table.board").forEach(function (table) {
+      var select = document.getElementById(table.id + "-task");
+      var task = select ? select.value : "";
+      var shown = 0;
+      table.querySelectorAll("tr.entry").forEach(function (r) {
+        var flags = (r.getAttribute("data-access") || "").split(" ").filter(Boolean);
+        var ok = flags.every(function (f) { return allowed[f] !== false; });
+        if (task && r.getAttribute("data-task") !== task) ok = false;
+        r.hidden = !ok;
+        if (ok) shown++;
+      });
+      var count = document.getElementById(table.id + "-count");
+      if (count) count.textContent = shown + (shown === 1 ? " row" : " rows") + " shown";
+    });
+  }
+  document.querySelectorAll("table.board").forEach(function (table) {
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, col) {
+      th.tabIndex = 0;
+      th.addEventListener("click", function () { sortBy(table, col); });
+      th.addEventListener("keydown", function (e) { if (e.key === "Enter") sortBy(table, col); });
+    });
+  });
+  document.querySelectorAll("input.access-filter, select.task-filter").forEach(function (el) {
+    el.addEventListener("change", applyFilters);
+  });
+  applyFilters();
+})();
+"""
+
+
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+def _td(text: str, v: Any = None, cls: str = "", raw: bool = False) -> str:
+    """A cell; ``v`` is its sort key (numbers sort numerically, missing values last)."""
+    key = "" if v is None else (repr(float(v)) if isinstance(v, (int, float)) else str(v))
+    body = text if raw else h(text)
+    klass = f' class="{cls}"' if cls else ""
+    return f'<td{klass} data-v="{h(key)}">{body}</td>'
+
+
+def _cost_cells(r: Row) -> list[str]:
+    c = r.cost or {}
+    nfe, sec = _num(c.get("nfe_per_sample")), _num(c.get("seconds"))
+    return [_td(_fmt(nfe, 1), nfe), _td(_fmt(sec, 2), sec)]
+
+
+def _source_html(r: Row) -> str:
+    if r.kind == "reported":
+        notes = f'<br><span class="muted">{h(r.notes)}</span>' if r.notes else ""
+        model = f" &middot; model: {h(r.model)}" if r.model else ""
+        return (f'<span class="badge b-reported">{h(KIND_LABEL["reported"])}</span> '
+                f'<a href="{h(r.url)}" rel="noopener noreferrer">{h(r.citation)}</a>{model}{notes}')
+    if r.kind == "submission":
+        mark = ('<span class="badge b-verified">verified</span>' if r.verified
+                else '<span class="badge">unverified</span>')
+        return (f'<span class="badge b-submission">submission</span> '
+                f'<a href="{h(r.url)}" rel="noopener noreferrer">{h(r.submission)}</a> {mark}'
+                f'<br><span class="muted">{h(", ".join(r.authors))}</span>')
+    hw = f' <span class="muted">{h(r.hardware)}</span>' if r.hardware else ""
+    return f'<span class="badge b-measured">measured</span>{hw}'
+
+
+def _html_row(r: Row, track: str, subtypes: list[str], rank: int | None) -> str:
+    m = r.metrics
+    name = h(r.detector) + (' <span class="muted">(reference)</span>' if r.reference else "")
+    cells = [_td(str(rank) if rank else "–", rank),
+             _td(r.task, r.task, "t"),
+             _td(name, r.detector.lower(), "t", raw=True),
+             _td(r.access or "?", r.access or "", "t")]
+    n_metric = (3 if track == "lid" else 4 + len(subtypes)) + 2
+    if r.status != "ok":
+        cells.append(f'<td class="t failed" colspan="{n_metric}" data-v="">failed: {h(str(r.error)[:300])}</td>')
+        cells += ['<td hidden data-v=""></td>'] * (n_metric - 1)
+    else:
+        if track == "lid":
+            for k in ("mae", "mse", "concordance"):
+                cells.append(_td(_fmt(m.get(k)), _num(m.get(k))))
+        else:
+            au = _num(m.get("auroc"))
+            cells.append(_td(_fmt(m.get("auroc")) + _ci(m), au))
+            cells.append(_td(_fmt(m.get("ap")), _num(m.get("ap"))))
+            for k in ("0.01", "0.001"):
+                cells.append(_td(_fmt(_tpr(m, k)), _tpr(m, k)))
+            for s in subtypes:
+                cells.append(_td(_fmt(_sub_auroc(m, s)), _sub_auroc(m, s)))
+        cells += _cost_cells(r)
+    cells.append(_td(_source_html(r), KIND_LABEL[r.kind], "t", raw=True))
+    flags = " ".join(r.flags)
+    return (f'<tr class="entry kind-{r.kind}" data-task="{h(r.task)}" data-access="{h(flags)}" '
+            f'data-kind="{r.kind}">' + "".join(cells) + "</tr>")
+
+
+def _html_table(board: Board, family: str, track: str, tasks: list[TaskFacts]) -> str:
+    tid = "t-" + re.sub(r"[^a-z0-9-]+", "-", f"{family}-{track}".lower())
+    measured = [r for t in tasks for r in _rank(board.rows_for(t, ("measured", "submission")), track)]
+    reported = [r for t in tasks for r in board.rows_for(t, ("reported",))]
+    subtypes = _subtypes(measured + reported) if track != "lid" else []
+    heads: list[tuple[str, str, str]] = [("#", "num", "ascending"), ("task", "text", "ascending"),
+                                         ("detector" if track != "lid" else "estimator", "text", "ascending"),
+                                         ("access", "text", "ascending")]
+    if track == "lid":
+        heads += [("MAE", "num", "ascending"), ("MSE", "num", "ascending"), ("concordance", "num", "descending")]
+    else:
+        heads += [("AUROC [95% CI]", "num", "descending"), ("AP", "num", "descending"),
+                  ("TPR@1%FPR", "num", "descending"), ("TPR@0.1%FPR", "num", "descending")]
+        heads += [(f"AUROC {s}", "num", "descending") for s in subtypes]
+    heads += [("NFE/sample", "num", "ascending"), ("seconds", "num", "ascending"), ("source", "text", "ascending")]
+    th = "".join(f'<th class="{"t" if typ == "text" else ""}" data-type="{typ}" data-first="{first}" '
+                 f'title="sort by {h(label)}">{h(label)}</th>' for label, typ, first in heads)
+    ranks: dict[int, int] = {}
+    for t in tasks:
+        for i, r in enumerate(_rank(board.rows_for(t, ("measured", "submission")), track), 1):
+            if r.status == "ok":
+                ranks[id(r)] = i
+    body = "".join(_html_row(r, track, subtypes, ranks.get(id(r))) for r in measured)
+    rep = ""
+    if reported:
+        rep = (f'<tbody class="reported"><tr><th class="divider" colspan="{len(heads)}">Reported in '
+               'papers, not re-measured: numbers from each paper under its own protocol, shown for '
+               'context and never ranked with the rows above</th></tr>' +
+               "".join(_html_row(r, track, subtypes, None) for r in
+                       sorted(reported, key=lambda r: (r.task, r.detector, r.model, r.citation))) +
+               "</tbody>")
+    options = '<option value="">all tasks</option>' + "".join(
+        f'<option value="{h(t.name)}">{h(t.name)} (v{h(t.version)})</option>' for t in tasks)
+    title = FAMILIES.get(family, family) + (" (LID track)" if track == "lid" and family != "lid" else "")
+    facts = "".join(
+        f'<li><b>{h(t.name)}</b> v{h(t.version)}: '
+        + ", ".join(x for x in (f"{t.n_samples} samples" if t.n_samples is not None else "",
+                                f"{t.n_memorized} memorized" if t.n_memorized is not None else "",
+                                f"spec hash <code>{h(t.hash)}</code>" if t.hash else "") if x)
+        + (f' <span class="muted">{h(t.description)}</span>' if t.description else "") + "</li>"
+        for t in tasks)
+    figs = ""
+    for t in tasks:
+        for k, label in (("roc", "ROC curves"), ("pareto", "AUROC against cost")):
+            p = board.plots.get((t.name, t.version), {}).get(k)
+            if p:
+                figs += (f'<figure><img src="{h(p)}" alt="{h(label)} on {h(t.name)}" loading="lazy">'
+                         f'<figcaption>{h(label)}: {h(t.name)} v{h(t.version)}</figcaption></figure>')
+    return (f'<section id="{tid}-section"><h2>{h(title)}</h2><ul class="facts">{facts}</ul>'
+            f'<p><label>Task <select class="task-filter" id="{tid}-task">{options}</select></label> '
+            f'<span class="muted" id="{tid}-count"></span></p>'
+            f'<table class="board" id="{tid}" data-track="{h(track)}"><thead><tr>{th}</tr></thead>'
+            f'<tbody class="measured">{body}</tbody>{rep}</table>{figs}</section>')
+
+
+def render_html(board: Board) -> str:
+    """The self-contained page (``index.html``): tables, filters, sorting, plots."""
+    boxes = "".join(f'<label><input type="checkbox" class="access-filter" value="{f}" checked> '
+                    f'{f}</label>' for f in ACCESS_FLAGS)
+    hw = board.hardware()
+    tables = "".join(_html_table(board, fam, tr, ts) for fam, tr, ts in board.tables())
+    csp = (f"default-src 'none'; img-src 'self' file: data:; style-src {_csp_hash(CSS)}; "
+           f"script-src {_csp_hash(JS)}; base-uri 'none'; form-action 'none'")
+    intro = h(INTRO).replace("**", "").replace("`", "").replace("*", "")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f'<meta http-equiv="Content-Security-Policy" content="{h(csp)}">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>mmh-bench leaderboard</title><style>{CSS}</style></head><body>"
+            f"<h1>mmh-bench leaderboard</h1><p>{intro}</p>"
+            + (f'<p class="muted">Hardware: {h("; ".join(hw))}</p>' if hw else "")
+            + '<fieldset id="access-filters"><legend>Show detectors whose access needs only</legend>'
+            + boxes + "</fieldset>"
+            + (tables or "<p>No results yet: run <code>mmh-bench run</code>.</p>")
+            + f"<script>{JS}</script></body></html>\n")
+
+
+# -- plots --------------------------------------------------------------------------------------
+def _slug(task: str, version: str) -> str:
+    base = f"{task}-v{version}"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "task"
+    if safe != base:
+        safe += "-" + hashlib.sha256(base.encode()).hexdigest()[:8]
+    return safe[:100]
+
+
+def _plot_label(text: str) -> str:
+    s = "".join(c if c.isprintable() else " " for c in text)[:40]
+    return (" " + s if s.startswith("_") else s).replace("$", r"\$")
+
+
+def _roc_png(task: TaskFacts, rows: list[Row]) -> bytes | None:
+    from matplotlib.figure import Figure
+    curves = [r for r in rows if r.status == "ok" and r.roc]
+    if not curves:
+        return None
+    fig = Figure(figsize=(10, 4.2), dpi=100)
+    axes = fig.subplots(1, 2)
+    for r in sorted(curves, key=lambda r: -(r.auroc or 0.0)):
+        label = _plot_label(r.detector) + (" [sub]" if r.kind == "submission" else "") + f" ({_fmt(r.auroc)})"
+        for ax in axes:
+            ax.plot(r.roc["fpr"], r.roc["tpr"], lw=1.4, label=label, drawstyle="steps-post")
+    for ax, log in zip(axes, (False, True)):
+        grid = [1e-3, 1] if log else [0, 1]
+        ax.plot(grid, grid, ls=":", color="grey", lw=1)
+        ax.set_xlabel("false positive rate" + (" (log)" if log else ""))
+        ax.set_ylabel("true positive rate")
+        if log:
+            ax.set_xscale("log")
+            ax.set_xlim(1e-3, 1)
+        ax.set_ylim(0, 1.01)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(_plot_label(f"ROC curves: {task.name} v{task.version}"))
+    fig.tight_layout()
+    return _png(fig)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats on both lower cost and higher AUROC (cost order)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def _pareto_png(task: TaskFacts, rows: list[Row]) -> bytes | None:
+    from matplotlib.figure import Figure
+    pts = [r for r in rows if r.status == "ok" and r.auroc is not None and r.cost]
+    if not pts:
+        return None
+    fig = Figure(figsize=(10, 4.2), dpi=100)
+    axes = fig.subplots(1, 2)
+    for ax, key, xlabel in ((axes[0], "nfe_per_sample", "network evaluations per sample"),
+                            (axes[1], "seconds", "wall seconds (whole task)")):
+        xy = [(max(_num(r.cost.get(key)) or 0.0, 0.0), r.auroc or 0.0) for r in pts]
+        for (x, y), r in zip(xy, pts):
+            color = "grey" if r.reference else "tab:green" if r.kind == "submission" else "tab:blue"
+            ax.scatter([x], [y], s=28, marker="s" if r.kind == "submission" else "o", color=color, zorder=3)
+            ax.annotate(_plot_label(r.detector) + (" (ref)" if r.reference else ""), (x, y), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        # reference rows restate the labelling rule: they bound the front, they are not on it
+        cand = [i for i, r in enumerate(pts) if not r.reference]
+        front = [cand[j] for j in pareto_front([xy[i] for i in cand])]
+        if front:
+            fx = [xy[i][0] for i in front] + [max(x for x, _ in xy)]
+            fy = [xy[i][1] for i in front] + [xy[front[-1]][1]]
+            ax.plot(fx, fy, color="tab:red", lw=1, drawstyle="steps-post", label="Pareto front")
+            ax.scatter(fx[:-1], fy[:-1], s=90, facecolors="none", edgecolors="tab:red", zorder=4)
+            ax.legend(fontsize=7, loc="lower right")
+        lin = 1.0 if key == "nfe_per_sample" else 0.01
+        ax.set_xscale("symlog", linthresh=lin)
+        top = max(x for x, _ in xy)
+        ax.set_xlim(-0.05 * lin, max(top * 3, lin * 2))
+        ax.set_xlabel(xlabel + " (lower is cheaper)")
+        ax.set_ylabel("AUROC")
+        ax.set_ylim(0, 1.08)
+        ax.grid(alpha=0.3)
+    fig.suptitle(_plot_label(f"AUROC against cost: {task.name} v{task.version}"))
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def render_plots(board: Board, out_dir: str | Path) -> list[Path]:
+    """ROC and Pareto PNGs per memorization task; records their paths on the board."""
     out = Path(out_dir)
-    path = out / "README.md"
-    atomic_write_text(path, render_markdown(results))
-    return [path]
+    written: list[Path] = []
+    for _, track, tasks in board.tables():
+        if track == "lid":
+            continue
+        for t in tasks:
+            rows = board.rows_for(t, ("measured", "submission"))
+            slug = _slug(t.name, t.version)
+            for kind, maker in (("roc", _roc_png), ("pareto", _pareto_png)):
+                data = maker(t, rows)
+                if data is None:
+                    continue
+                rel = f"{PLOTS_DIR}/{kind}-{slug}.png"
+                atomic_write_bytes(out / rel, data)
+                board.plots.setdefault((t.name, t.version), {})[kind] = rel
+                written.append(out / rel)
+    stale = [p for p in (out / PLOTS_DIR).glob("*.png")
+             if p not in written and re.match(r"^(roc|pareto)-.*\.png$", p.name)] if (out / PLOTS_DIR).is_dir() else []
+    for p in stale:
+        p.unlink()
+    return written
+
+
+def render_board(results_dir: str | Path, out_dir: str | Path, *,
+                 submissions_dir: str | Path | None = None, reported_dir: str | Path | None = None,
+                 tasks: TaskCatalog | Iterable[TaskSpec | str | Path] | None = None,
+                 plots: bool = True) -> list[Path]:
+    """Validate the store and write ``README.md``, ``index.html`` and ``plots/*.png`` into ``out_dir``.
+
+    Rejected files are logged as warnings (``mmh-bench validate`` lists them) and left out.
+    Returns the files written.
+    """
+    board = collect_board(results_dir, submissions_dir=submissions_dir, reported_dir=reported_dir,
+                          tasks=tasks)
+    for bad in board.rejected:
+        log.warning("left out %s", bad)
+    out = Path(out_dir)
+    written = render_plots(board, out) if plots else []
+    readme, page = out / "README.md", out / "index.html"
+    atomic_write_text(readme, render_markdown(board))
+    atomic_write_text(page, render_html(board))
+    return [readme, page] + written

@@ -50,10 +50,21 @@ def _cmd_detectors(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sd_model(inst):  # type: ignore[no-untyped-def]
+    """Stable Diffusion tasks get their pipeline (from ``--model`` or the spec); others keep theirs."""
+    if inst.spec.family != "stable-diffusion":
+        return inst._model
+    from .models.stable_diffusion import load_for_instance
+    return load_for_instance(inst)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .models.stable_diffusion import model_source
     from .runner import evaluate
-    report = evaluate(args.tasks, args.detectors, args.results, cache_dir=args.cache, seed=args.seed,
-                      batch_size=args.batch_size, force=args.force, progress=not args.quiet)
+    with model_source(args.model):  # SD tasks need the weights both to build and to evaluate
+        report = evaluate(args.tasks, args.detectors, args.results, cache_dir=args.cache, seed=args.seed,
+                          batch_size=args.batch_size, force=args.force, progress=not args.quiet,
+                          model_override=_sd_model)
     for task, det, why in report.not_applicable:
         print(f"skipped {det} on {task}: {why}", file=sys.stderr)
     print(f"{len(report.ran)} evaluated, {len(report.skipped_current)} already current, "
@@ -73,8 +84,10 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 def _cmd_build(args: argparse.Namespace) -> int:
     from .build import build_task
     from .registry import resolve_tasks
+    from .models.stable_diffusion import model_source
     for spec in resolve_tasks(args.tasks):
-        inst = build_task(spec, args.cache, force=args.force, progress=not args.quiet)
+        with model_source(args.model):
+            inst = build_task(spec, args.cache, force=args.force, progress=not args.quiet)
         print(json.dumps(inst.summary()))
     return 0
 
@@ -109,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="detector seed (default: 0)")
     s.add_argument("--batch-size", type=int, default=512, help="samples per detector call (default: 512)")
     s.add_argument("--force", action="store_true", help="re-evaluate pairs whose results are current")
+    s.add_argument("--model", default=None, metavar="PATH_OR_ID",
+                   help="Stable Diffusion weights for stable-diffusion tasks: a local diffusers folder or a "
+                        "hub id in the Hugging Face cache (default: the id named in each task spec)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_run)
 
@@ -117,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("tasks", help="comma-separated task names, suite:NAME, or .toml paths")
     s.add_argument("--cache", default=None, help="build cache folder")
     s.add_argument("--force", action="store_true", help="rebuild even when a valid cache exists")
+    s.add_argument("--model", default=None, metavar="PATH_OR_ID",
+                   help="Stable Diffusion weights for stable-diffusion tasks (folder or hub id)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_build)
 

@@ -9,6 +9,7 @@ import numpy as np
 from .access import Access
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .detector import Batch
     from .retrieval import TrainIndex
     from .score_model import ScoreModel
 
@@ -79,7 +80,7 @@ class Context:
 
     def __init__(self, detector: str, access: Access, task: TaskInfo, *, seed: int,
                  model: "ScoreModel | None" = None, train_index: "TrainIndex | None" = None,
-                 extras: dict[str, Any] | None = None) -> None:
+                 extras: dict[str, Any] | None = None, samples: "Batch | None" = None) -> None:
         self.detector = detector
         self.access = access
         self.task = task
@@ -87,10 +88,22 @@ class Context:
         self._model = model
         self._train_index = train_index
         self._extras = dict(extras or {})
+        self._samples = samples
 
     def rng(self, offset: int = 0) -> np.random.Generator:
         """A generator seeded from the context seed (plus an offset for independent streams)."""
         return np.random.default_rng([self.seed, offset])
+
+    @property
+    def samples(self) -> "Batch":
+        """All of the task's generated samples as one batch (conditions only with MODEL_COND).
+
+        For detectors whose ``fit`` needs the whole set: neighbour-based estimators over the
+        samples, label-free choices of a hyper-parameter. Every detector may read it.
+        """
+        if self._samples is None:
+            raise AccessError(f"this context for {self.detector!r} carries no task samples")
+        return self._samples
 
     @property
     def model(self) -> _ModelView:

@@ -1,45 +1,135 @@
-"""Reading the results store: one JSON file per (task, task version, detector)."""
+"""Reading the results store: one JSON file per (task, task version, detector), each validated.
+
+A file is accepted only when it passes :mod:`mmh_bench.schema`, names a task the registry knows
+with the hash of its current spec, and sits at its canonical place
+``<root>/<task>/v<version>/<detector>.json`` (so one store cannot hold two entries for the same
+pair, and a name cannot point outside the store). Everything else is rejected with a reason that
+names the file and the field; rejected files never change what the accepted ones render.
+"""
 from __future__ import annotations
 
-import json
 import logging
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
+
+from .schema import SchemaError, check_task, read_json, validate_result
+from .spec import TaskSpec, load_spec
 
 log = logging.getLogger(__name__)
+
+TaskCatalog = Mapping[str, TaskSpec]
 
 
 class ResultError(ValueError):
     """A result file is unreadable or malformed; the message names the file and the field."""
 
+    def __init__(self, message: str, path: str | Path | None = None, field: str = "") -> None:
+        super().__init__(message)
+        self.path = None if path is None else Path(path)
+        self.field = field
 
-def read_result(path: str | Path) -> dict[str, Any]:
+
+@dataclass(frozen=True)
+class Rejected:
+    """A file the board refused, and why."""
+
+    path: Path
+    reason: str
+    field: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass
+class ScanReport:
+    """Accepted results (path, document) in path order, and the rejected files."""
+
+    accepted: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        return [doc for _, doc in self.accepted]
+
+
+def known_tasks(extra: Iterable[TaskSpec | str | Path] = ()) -> dict[str, TaskSpec]:
+    """The registry's tasks (shipped and ``MMH_BENCH_TASKS_PATH``) plus ``extra`` specs or paths."""
+    from .registry import all_tasks
+    out = dict(all_tasks())
+    for item in extra:
+        spec = item if isinstance(item, TaskSpec) else load_spec(item)
+        out[spec.name] = spec
+    return out
+
+
+def canonical_relpath(task: str, version: str, detector: str) -> Path:
+    """Where the evaluator stores a pair's result under a results root."""
+    return Path(task) / f"v{version}" / f"{detector}.json"
+
+
+def read_result(path: str | Path, *, tasks: TaskCatalog | None = None,
+                root: str | Path | None = None) -> dict[str, Any]:
+    """Read and validate one result file.
+
+    ``tasks``: when given, the task must be in it with the current spec's version and hash.
+    ``root``: when given, the file must sit at its canonical place under ``root``.
+    """
     path = Path(path)
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ResultError(f"{path}: cannot read: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ResultError(f"{path}: not valid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise ResultError(f"{path}: top level must be an object")
-    for key in ("task", "task_version", "detector", "status"):
-        if key not in obj:
-            raise ResultError(f"{path}: missing field {key!r}")
+        obj = read_json(path)
+        res = validate_result(obj)
+        if tasks is not None:
+            check_task(res.task, res.task_version, res.task_hash, tasks, family=res.task_family,
+                       track=res.track)
+    except SchemaError as exc:
+        raise ResultError(f"{path}: {exc}", path, exc.field) from None
+    if root is not None:
+        want = canonical_relpath(res.task, res.task_version, res.detector)
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            rel = None
+        if rel != want:
+            raise ResultError(f"{path}: field 'detector': a result for task {res.task!r} v{res.task_version}, "
+                              f"detector {res.detector!r} belongs at {str(want)!r} under the store, "
+                              f"not {str(rel)!r} (a copy, a duplicate or a misnamed file)", path, "detector")
     return obj
 
 
-def load_results(results_dir: str | Path, *, strict: bool = False) -> list[dict[str, Any]]:
-    """All results under ``results_dir``; malformed files are skipped with a warning unless strict."""
+def iter_json_files(root: Path) -> Iterable[Path]:
+    """Every ``*.json`` below ``root`` in sorted order, without following directory links."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.endswith(".json"):
+                yield Path(dirpath) / name
+
+
+def scan_results(results_dir: str | Path, *, tasks: TaskCatalog | None = None) -> ScanReport:
+    """Validate every result under ``results_dir``; ``tasks`` defaults to :func:`known_tasks`."""
     root = Path(results_dir)
     if not root.is_dir():
-        raise ResultError(f"results folder {str(root)!r} does not exist or is not a folder")
-    out = []
-    for path in sorted(root.rglob("*.json")):
+        raise ResultError(f"results folder {str(root)!r} does not exist or is not a folder", root)
+    catalog = known_tasks() if tasks is None else tasks
+    report = ScanReport()
+    for path in iter_json_files(root):
         try:
-            out.append(read_result(path))
+            report.accepted.append((path, read_result(path, tasks=catalog, root=root)))
         except ResultError as exc:
-            if strict:
-                raise
-            log.warning("skipping %s", exc)
-    return out
+            report.rejected.append(Rejected(path, str(exc).removeprefix(f"{path}: "), exc.field))
+    return report
+
+
+def load_results(results_dir: str | Path, *, strict: bool = False,
+                 tasks: TaskCatalog | None = None) -> list[dict[str, Any]]:
+    """All valid results under ``results_dir``; invalid files are skipped with a warning unless strict."""
+    report = scan_results(results_dir, tasks=tasks)
+    if strict and report.rejected:
+        bad = report.rejected[0]
+        raise ResultError(str(bad), bad.path, bad.field)
+    for bad in report.rejected:
+        log.warning("skipping %s", bad)
+    return report.results

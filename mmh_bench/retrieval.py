@@ -1,89 +1,141 @@
-"""Nearest-neighbour search over training sets (FAISS), deduplication and copy labelling.
+"""Nearest-neighbour search over training sets, deduplication, and copy labelling.
 
-All distances returned here are plain Euclidean distances. FAISS's L2 indexes work with squared
-distances internally; the conversion happens in this module only.
+The one place copy labels come from: task builders and users labelling their own generated samples
+call the same :func:`label_copies` on a :class:`TrainIndex`.
+
+All distances returned here are plain Euclidean distances (for ``metric="cosine"``, between the
+normalised vectors). The index machinery lives in :mod:`mmh_bench.vector_index` (which index for
+which size, saving and loading) and the deduplication in :mod:`mmh_bench.neardup`.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import faiss
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+
+from ._faiss import faiss
+from .neardup import DedupResult, find_duplicates, group_diameters
+from .vector_index import (DEFAULT_BATCH, EXACT_MAX_ROWS, IndexFileError, VectorIndex, as_rows,
+                           choose_kind, cosine_to_distance, prepare_rows, sha256_file)
+
+__all__ = ["COPY_RATIO", "as_rows", "duplicate_groups", "find_duplicates", "DedupResult",
+           "group_diameters", "TrainIndex", "VectorIndex", "IndexFileError", "CopyLabels",
+           "label_copies", "choose_kind", "cosine_to_distance", "EXACT_MAX_ROWS"]
 
 #: The nearest-neighbour ratio below which a sample counts as a copy (Yoon et al. 2023; Gu et al.).
 COPY_RATIO = 1.0 / 3.0
 
 
-def as_rows(x: np.ndarray) -> np.ndarray:
-    """Flatten to contiguous float32 rows, the layout FAISS expects."""
-    x = np.asarray(x)
-    if x.ndim == 1:
-        x = x[None, :]
-    return np.ascontiguousarray(x.reshape(len(x), -1), dtype=np.float32)
-
-
-def duplicate_groups(x: np.ndarray, tol: float) -> np.ndarray:
+def duplicate_groups(x: np.ndarray, tol: float, *, metric: str = "l2", progress: bool = False,
+                     **options: Any) -> np.ndarray:
     """Group id per row: rows within ``tol`` (Euclidean) of each other share a group.
 
     Groups are the connected components of the ``d <= tol`` graph (single linkage), numbered in
-    order of each group's first row, so the result is deterministic.
+    order of each group's first row, so the result is deterministic. ``tol=0`` groups bit-identical
+    rows. Scales to millions of rows; ``options`` go to :func:`mmh_bench.neardup.find_duplicates`.
     """
-    rows = as_rows(x)
-    n = len(rows)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    index = faiss.IndexFlatL2(rows.shape[1])
-    index.add(rows)
-    # range_search keeps squared distances strictly below the radius.
-    radius = float(tol) ** 2 * (1 + 1e-6) + 1e-12
-    lims, _, nbrs = index.range_search(rows, radius)
-    src = np.repeat(np.arange(n), np.diff(lims.astype(np.int64)))
-    graph = coo_matrix((np.ones(len(nbrs), dtype=np.int8), (src, nbrs)), shape=(n, n))
-    _, comp = connected_components(graph, directed=False)
-    # renumber by first occurrence
-    _, first = np.unique(comp, return_index=True)
-    order = np.argsort(first)
-    remap = np.empty_like(order)
-    remap[order] = np.arange(len(order))
-    return remap[comp].astype(np.int64)
+    return find_duplicates(x, tol, metric=metric, progress=progress, **options).group_of_row
 
 
 class TrainIndex:
-    """Exact FAISS index over the deduplicated training set.
+    """Nearest-neighbour index over the deduplicated training set.
 
     Each duplicate group is represented once (by its first row), so a duplicated point cannot be
     its own second-nearest neighbour. ``group_size[i]`` says how many training rows representative
     ``i`` stands for; ``rep_row[i]`` is its row in the raw training set.
+
+    ``kind`` picks the index (``"auto"``: exact up to
+    :data:`~mmh_bench.vector_index.EXACT_MAX_ROWS` representatives, measured IVF above);
+    ``index_options`` go to :meth:`VectorIndex.build`. Without duplicates the exact index searches
+    the given array in place (no copy), so do not modify it afterwards.
     """
 
-    def __init__(self, train: np.ndarray, dedup_tol: float = 0.0) -> None:
-        rows = as_rows(train)
-        self.group_of_row = duplicate_groups(rows, dedup_tol)
-        n_groups = int(self.group_of_row.max()) + 1 if len(rows) else 0
+    def __init__(self, train: np.ndarray, dedup_tol: float = 0.0, *, metric: str = "l2",
+                 kind: str = "auto", embedding: str = "raw", progress: bool = False,
+                 **index_options: Any) -> None:
+        rows = prepare_rows(train, metric)
+        if len(rows) == 0:
+            raise ValueError("cannot index an empty training set")
+        self.metric = metric
+        self.dedup_tol = float(dedup_tol)
+        dedup = find_duplicates(rows, dedup_tol, normalized=True, progress=progress)
+        self.dedup_stats = dedup.stats
+        self._set_groups(dedup.group_of_row)
+        self._data: np.ndarray | None = rows if len(self.rep_row) == len(rows) else rows[self.rep_row]
+        self.index = VectorIndex.build(self._data, kind=kind, metric=metric, embedding=embedding,
+                                       normalized=True, progress=progress, **index_options)
+
+    def _set_groups(self, group_of_row: np.ndarray) -> None:
+        self.group_of_row = np.asarray(group_of_row, dtype=np.int64)
+        n_groups = int(self.group_of_row.max()) + 1 if len(self.group_of_row) else 0
         _, self.rep_row = np.unique(self.group_of_row, return_index=True)
         self.group_size = np.bincount(self.group_of_row, minlength=n_groups)
-        self.data = rows[self.rep_row]
-        self.dedup_tol = float(dedup_tol)
-        self._index = faiss.IndexFlatL2(rows.shape[1])
-        self._index.add(self.data)
 
     def __len__(self) -> int:
-        return len(self.data)
+        return len(self.rep_row)
 
     @property
     def dim(self) -> int:
-        return self.data.shape[1]
+        return self.index.dim
 
-    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def data(self) -> np.ndarray:
+        """The representatives' vectors, one row per duplicate group (normalised for cosine)."""
+        if self._data is None:
+            if self.index.vectors is not None:
+                self._data = self.index.vectors
+            elif self.index.kind == "ivfpq":
+                raise ValueError("an IVF-PQ index keeps only codes; attach_vectors() the raw rows")
+            else:
+                raw = self.index._index
+                ivf = faiss.try_extract_index_ivf(raw)
+                if ivf is not None:
+                    ivf.make_direct_map()
+                self._data = raw.reconstruct_n(0, raw.ntotal)
+        return self._data
+
+    def search(self, x: np.ndarray, k: int, *, batch_size: int = DEFAULT_BATCH,
+               progress: bool = False, probe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(distances, indices)`` of the ``k`` nearest representatives, plain Euclidean, ascending."""
         q = as_rows(x)
         if q.shape[1] != self.dim:
             raise ValueError(f"queries have dimension {q.shape[1]}, index has {self.dim}")
-        k = int(min(k, len(self)))
-        d2, idx = self._index.search(q, k)
-        return np.sqrt(np.maximum(d2, 0.0)).astype(np.float64), idx.astype(np.int64)
+        return self.index.search(q, k, batch_size=batch_size, progress=progress, probe=probe)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save the index (``path``), its sidecar (``path.json``) and the groups (``path.groups.npy``)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        groups = path.with_name(path.name + ".groups.npy")
+        np.save(groups, self.group_of_row)
+        info = {"dedup_tol": self.dedup_tol, "groups_file": groups.name,
+                "groups_sha256": sha256_file(groups), "n_rows": int(len(self.group_of_row))}
+        return self.index.save(path, extra={"train_index": info})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, embedding: str | None = None, metric: str | None = None,
+             mmap: bool = False, verify: bool = True) -> "TrainIndex":
+        """Load what :meth:`save` wrote, verifying both checksums."""
+        path = Path(path)
+        index = VectorIndex.load(path, embedding=embedding, metric=metric, mmap=mmap, verify=verify)
+        info = index.extra.get("train_index")
+        if not info:
+            raise IndexFileError(f"{path} is a plain VectorIndex, not a saved TrainIndex")
+        groups = path.with_name(info["groups_file"])
+        if not groups.is_file():
+            raise IndexFileError(f"{groups} (the duplicate groups of {path.name}) is missing")
+        if verify and sha256_file(groups) != info["groups_sha256"]:
+            raise IndexFileError(f"checksum mismatch for {groups}: the file is corrupted or was modified")
+        obj = cls.__new__(cls)
+        obj.metric, obj.dedup_tol, obj.dedup_stats = index.metric, float(info["dedup_tol"]), {}
+        obj._set_groups(np.load(groups, allow_pickle=False))
+        if len(obj.rep_row) != len(index):
+            raise IndexFileError(f"{groups} has {len(obj.rep_row)} groups but the index {len(index)} rows")
+        obj.index, obj._data = index, None
+        return obj
 
 
 @dataclass(frozen=True)
@@ -92,8 +144,10 @@ class CopyLabels:
 
     d1: np.ndarray  # distance to nearest deduplicated training point
     d2: np.ndarray  # distance to second nearest
-    nn: np.ndarray  # index (into the deduplicated set) of the nearest point
+    nn: np.ndarray  # index (into the deduplicated set) of the nearest point; -1 if none found
     memorized: np.ndarray  # bool
+    copied_row: np.ndarray | None = None  # row of the raw training set that ``nn`` stands for
+    group_size: np.ndarray | None = None  # how many training rows that representative stands for
 
     @property
     def ratio(self) -> np.ndarray:
@@ -102,17 +156,24 @@ class CopyLabels:
 
 
 def label_copies(samples: np.ndarray, index: TrainIndex, abs_tol: float,
-                 ratio: float = COPY_RATIO) -> CopyLabels:
+                 ratio: float = COPY_RATIO, *, batch_size: int = DEFAULT_BATCH,
+                 progress: bool = False) -> CopyLabels:
     """A sample is a copy when ``d1 / d2 < ratio`` AND ``d1 < abs_tol``.
 
     The ratio test alone would call a blurry blob around an isolated training point a copy (its
-    second neighbour is far away), hence the absolute tolerance.
+    second neighbour is far away), hence the absolute tolerance. Distances are to the deduplicated
+    set, so a duplicated training point is one neighbour, not a d2 of zero.
     """
     if len(index) < 2:
         raise ValueError("the ratio test needs at least two distinct training points")
-    d, i = index.search(samples, 2)
+    d, i = index.search(samples, 2, batch_size=batch_size, progress=progress)
     d1, d2 = d[:, 0], d[:, 1]
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(d2 > 0, d1 / d2, np.inf)
-    mem = (r < ratio) & (d1 < abs_tol)
-    return CopyLabels(d1=d1, d2=d2, nn=i[:, 0], memorized=mem)
+    nn = i[:, 0]
+    found = nn >= 0
+    mem = (r < ratio) & (d1 < abs_tol) & found
+    safe = np.where(found, nn, 0)
+    return CopyLabels(d1=d1, d2=d2, nn=nn, memorized=mem,
+                      copied_row=np.where(found, index.rep_row[safe], -1),
+                      group_size=np.where(found, index.group_size[safe], 0))

@@ -128,13 +128,13 @@ def compute_scores(det: Detector, inst: TaskInstance, *, seed: int, batch_size: 
     """Run ``fit`` and ``score`` (or ``estimate`` on LID tasks) over the task in batches."""
     access = det.access
     model = inst.score_model() if access.grants_model() else None
+    x, cond = inst.samples, inst.cond if access.grants_cond() else None
     ctx = Context(det.name, access, inst.info(), seed=seed, model=model,
                   train_index=inst.train_index if access.grants_train() else None,
-                  extras=inst.extras)
+                  extras=inst.extras, samples=Batch(x=x, cond=cond))
     if model is not None:
         model.reset_counters()
     torch.manual_seed(seed)
-    x, cond = inst.samples, inst.cond if access.grants_cond() else None
     n = len(x)
     method = det.estimate if inst.spec.track == "lid" else det.score  # type: ignore[attr-defined]
     parts = []

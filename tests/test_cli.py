@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -28,8 +29,13 @@ def test_bad_input_is_one_line_and_nonzero(argv, needle, capsys):
     assert needle in err and len(err.splitlines()) == 1
 
 
-def test_run_and_leaderboard_end_to_end(tiny_spec, tmp_path, capsys):
+def test_run_and_leaderboard_end_to_end(tiny_spec, tmp_path, capsys, monkeypatch):
     res, board = tmp_path / "res", tmp_path / "board"
+    # the board shows registered tasks only: register tiny the way users add their own tasks
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "tiny.toml").write_text(Path(tiny_spec.path).read_text())
+    monkeypatch.setenv("MMH_BENCH_TASKS_PATH", str(specs))
     assert main(["run", "--tasks", tiny_spec.path, "--detectors", "random,nn-ratio,flipd",
                  "--results", str(res), "-q"]) == 0
     assert main(["leaderboard", "--results", str(res), "--out", str(board)]) == 0

@@ -1,29 +1,94 @@
-"""Synthetic manifold mixtures: data with known LID*, an MLP diffusion model, its samples."""
+"""Synthetic manifold mixtures: data with known LID*, an MLP diffusion model, its samples.
+
+``[model] conditional = true`` trains with condition dropout (``p_uncond``) on the mixture's
+condition ids (component id; one id per duplicated point) and samples with classifier-free
+guidance (``[sampling] guidance``), conditions drawn with the training conditions' frequencies.
+
+Every build also measures the task's *null copy rate*: fresh draws from the continuous part of
+the data distribution, labelled by the same rule against the same training set. It is the rate
+at which a model that generalizes perfectly would still be called a copier, so a task is only
+informative when it is small next to the memorized fraction.
+"""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
-from ..build import BuildOutput, register_builder
-from ..data.synthetic import make_mixture
-from ..models.mlp import MLPScoreModel, sample_ddpm, train_denoiser
+from ..build import BuildError, BuildOutput, label_samples, register_builder
+from ..data.synthetic import Mixture, component_points, continuous_components, make_mixture
+from ..models.mlp import MLPDenoiser, MLPScoreModel, sample_ddpm, train_denoiser
 from ..spec import TaskSpec
+
+#: offset added to the task seed for the fresh draws behind the null copy rate
+NULL_SEED_OFFSET = 1_000_003
+NULL_DRAWS = 2000
+
+
+def null_copy_rate(data: dict[str, Any], seed: int, mix: Mixture, labels_cfg: dict[str, Any],
+                   n_per_component: int = NULL_DRAWS) -> dict[str, Any]:
+    """Fraction of fresh data draws labelled copies, per continuous component and overall.
+
+    The overall rate weights components by their share of training rows, i.e. it is the copy
+    rate of samples from the data distribution restricted to its continuous part.
+    """
+    cids = continuous_components(data)
+    if not cids:
+        return {"null_copy_rate": 0.0, "null_copy_rate_per_component": {}}
+    draws = [component_points(data, cid, n_per_component, seed, seed + NULL_SEED_OFFSET)[0]
+             for cid in cids]
+    lab, _ = label_samples(np.concatenate(draws).astype(np.float32), mix.x, mix.lid, labels_cfg)
+    per = lab["labels"].reshape(len(cids), n_per_component).mean(axis=1)
+    weights = np.array([(mix.component == cid).sum() for cid in cids], dtype=float)
+    return {"null_copy_rate": round(float(per @ weights / weights.sum()), 5),
+            "null_copy_rate_per_component": {str(cid): round(float(r), 5) for cid, r in zip(cids, per)},
+            "null_draws_per_component": n_per_component}
+
+
+def train_mixture_model(spec: TaskSpec, mix: Mixture, progress: bool) -> MLPDenoiser:
+    """The task's MLP denoiser, conditional on the mixture's class ids when the spec asks for it."""
+    m = spec.section("model")
+    torch.manual_seed(spec.seed)
+    kwargs: dict[str, Any] = {}
+    if spec.conditional:
+        kwargs = {"cond": mix.cond, "n_classes": mix.n_classes, "p_uncond": float(m.get("p_uncond", 0.1))}
+    return train_denoiser(mix.x, hidden=int(m.get("hidden", 256)), depth=int(m.get("depth", 4)),
+                          steps=int(m.get("steps", 20000)), batch_size=int(m.get("batch_size", 256)),
+                          lr=float(m.get("lr", 1e-3)), seed=spec.seed, progress=progress,
+                          desc=f"{spec.name}: training", **kwargs)
+
+
+def sample_conditions(mix: Mixture, n: int, seed: int) -> np.ndarray:
+    """Conditions for ``n`` samples, drawn with the training conditions' frequencies."""
+    rng = np.random.default_rng([seed, 2])
+    return mix.cond[rng.integers(0, len(mix.cond), n)].astype(np.int64)
 
 
 @register_builder("synthetic")
 def build_synthetic(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
-    mix = make_mixture(spec.section("data"), spec.seed)
-    m = spec.section("model")
-    torch.manual_seed(spec.seed)
-    net = train_denoiser(mix.x, hidden=int(m.get("hidden", 256)), depth=int(m.get("depth", 4)),
-                         steps=int(m.get("steps", 20000)), batch_size=int(m.get("batch_size", 256)),
-                         lr=float(m.get("lr", 1e-3)), seed=spec.seed, progress=progress,
-                         desc=f"{spec.name}: training")
+    data = spec.section("data")
+    mix = make_mixture(data, spec.seed)
+    net = train_mixture_model(spec, mix, progress)
     net.save(work / "model")
     s = spec.section("sampling")
-    samples = sample_ddpm(MLPScoreModel(net), int(s.get("n", 2000)), steps=int(s.get("steps", 1000)),
-                          seed=spec.seed + 1, progress=progress)
-    return BuildOutput(samples=samples, train=mix.x, train_lid=mix.lid,
+    n, steps = int(s.get("n", 2000)), int(s.get("steps", 1000))
+    cond = train_cond = None
+    if spec.conditional:
+        cond, train_cond = sample_conditions(mix, n, spec.seed), mix.cond
+        samples = sample_ddpm(MLPScoreModel(net), n, steps=steps, seed=spec.seed + 1,
+                              cond=cond.tolist(), guidance=float(s.get("guidance", 1.0)),
+                              progress=progress)
+    else:
+        samples = sample_ddpm(MLPScoreModel(net), n, steps=steps, seed=spec.seed + 1, progress=progress)
+    bad = ~np.isfinite(samples).all(axis=1)
+    if bad.any():  # a diverged sampler must not turn into silently unlabelled rows
+        raise BuildError(f"task {spec.name!r}: {int(bad.sum())} of {n} generated samples are not finite; "
+                         "lower [model] lr or [sampling] guidance")
+    meta = null_copy_rate(data, spec.seed, mix, spec.section("labels"))
+    if spec.conditional:
+        meta.update(n_classes=mix.n_classes, guidance=float(s.get("guidance", 1.0)))
+    return BuildOutput(samples=samples, train=mix.x, train_lid=mix.lid, cond=cond, train_cond=train_cond,
                        model={"kind": "mlp", "path": "model"},
-                       extra_arrays={"train_component": mix.component})
+                       extra_arrays={"train_component": mix.component}, extra_meta=meta)

