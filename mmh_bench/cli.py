@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_build)
 
     s = sub.add_parser("leaderboard", help="render the leaderboard from results",
-                       description="Render leaderboard files (Markdown) from a results folder.")
+                       description="Render the leaderboard from a results folder: README.md (Markdown), "
+                                   "index.html (static, sortable, filterable) and ROC / cost plots.")
     s.add_argument("--results", default=DEFAULT_RESULTS, help=f"results folder (default: {DEFAULT_RESULTS})")
     s.add_argument("--out", default=DEFAULT_BOARD, help=f"output folder (default: {DEFAULT_BOARD})")
     s.set_defaults(func=_cmd_leaderboard)

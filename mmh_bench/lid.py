@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import faiss
+from ._faiss import faiss
 import numpy as np
 from scipy.special import gammaln
 

@@ -5,8 +5,9 @@ How the pairs are found (why it scales to millions of rows on a laptop CPU):
 1. Bit-identical rows are grouped by hashing (linear time), so a template repeated 100k times costs
    one row in what follows, not 10^10 pairs.
 2. Up to :data:`DEDUP_BRUTE_MAX` distinct rows every pair is compared. Above, k-means cells
-   partition the rows and each row is compared with the rows of the cells it *probes*, one cell at
-   a time with one matrix product per block (BLAS; memory bounded by the block size).
+   (dense cells split, see :func:`~mmh_bench.vector_index.balanced_kmeans`) partition the rows and
+   each row is compared with the rows of the cells it *probes*, one cell at a time with one matrix
+   product per block (BLAS; memory bounded by the block size).
 3. Probing is decided by a bisector test: a point within T of x can lie in cell c only if the
    bisector between x's own centroid c0 and c is within T of x,
    ``(|x - c|^2 - |x - c0|^2) / (2 |c - c0|) <= T``. A row that probes every cell passing the test
@@ -33,8 +34,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm.auto import tqdm
 
-from ._faiss import faiss
-from .vector_index import default_nlist, prepare_rows
+from .vector_index import balanced_kmeans, default_nlist, prepare_rows
 
 #: Distinct rows up to which every pair is compared directly.
 DEDUP_BRUTE_MAX = 4096
@@ -142,10 +142,7 @@ class _PairFinder:
         xs = rows[sample].astype(np.float64)
         self.mu = xs.mean(axis=0).astype(np.float32)
         if self.nlist > 1:
-            xs = np.ascontiguousarray(xs - self.mu, dtype=np.float32)
-            km = faiss.Kmeans(d, self.nlist, niter=10, seed=int(seed), max_points_per_centroid=64)
-            km.train(xs)
-            self.cent = self._balance(xs, np.ascontiguousarray(km.centroids, dtype=np.float32))
+            self.cent = balanced_kmeans(xs - self.mu, self.nlist, seed=seed)
             self.nlist = len(self.cent)
         else:
             self.cent = np.zeros((1, d), dtype=np.float32)
@@ -154,26 +151,6 @@ class _PairFinder:
         cn = (c64 ** 2).sum(1)
         self.cn = cn.astype(np.float32)
         self.cc = np.sqrt(np.maximum(cn[:, None] + cn[None, :] - 2 * c64 @ c64.T, 0)).astype(np.float32)
-
-    def _balance(self, xs: np.ndarray, cent: np.ndarray) -> np.ndarray:
-        """Replace each cell holding over 3x the mean share of the sample by k-means sub-centroids.
-
-        The work is the sum over cells of (rows probing it) x (rows in it), so one dense cluster
-        in one cell costs quadratically; a flat set of more centroids keeps the bisector test valid.
-        """
-        _, own = faiss.knn(xs, cent, 1)
-        counts = np.bincount(own[:, 0], minlength=len(cent))
-        mean = len(xs) / len(cent)
-        keep, extra = [], []
-        for c in range(len(cent)):
-            k = int(min(np.ceil(counts[c] / mean), counts[c] // 39))
-            if counts[c] <= 3 * mean or k < 2:
-                keep.append(c)
-                continue
-            km = faiss.Kmeans(cent.shape[1], k, niter=10, seed=self.seed + c)
-            km.train(np.ascontiguousarray(xs[own[:, 0] == c]))
-            extra.append(km.centroids)
-        return np.ascontiguousarray(np.concatenate([cent[keep]] + extra), dtype=np.float32)
 
     def _cells(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Own cell, bisector distance h to every cell (own cell -inf) and the test h <= T."""

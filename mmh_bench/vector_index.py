@@ -3,12 +3,14 @@
 Which index (``kind="auto"``; pass ``kind=`` to override):
 
 - ``"flat"`` (exact) up to :data:`EXACT_MAX_ROWS` rows. It searches the caller's array in place
-  (no copy), so memory stays at the data plus a few blocks. On one core of this project's machine
-  200k x 512 rows answer about 350 queries a second, which is still interactive.
-- ``"ivf"`` (IVF-Flat) above it, with ``nlist`` = the power of two nearest sqrt(n) and ``nprobe``
-  *measured* at build time: the smallest probe count whose recall@1 on copy-regime queries
-  (a training row moved by a third of its nearest-neighbour distance, the edge of the ratio test)
-  reaches ``target_recall``. The measurement is stored with the index.
+  (no copy), so memory stays at the data plus a few blocks. On one (shared) core of this
+  project's machine 100k x 512 rows answered about 650 queries a second and 1M about 50, so 200k
+  (about 300) is still interactive and keeps labels exact.
+- ``"ivf"`` (IVF-Flat) above it, with ``nlist`` = the power of two nearest sqrt(n) (dense cells
+  split, :func:`balanced_kmeans`) and ``nprobe`` *measured* at build time: the smallest probe count
+  whose recall@1 on copy-regime queries (a training row moved by a third of its nearest-neighbour
+  distance, the edge of the ratio test) reaches ``target_recall``. The measurement is stored with
+  the index. Queries are scanned list by list in batches (:meth:`VectorIndex._ivf_batched`).
 - ``"hnsw"`` (HNSW-Flat, ``efSearch`` measured the same way) and ``"ivfpq"`` (IVF-PQ, 8 dims per
   byte; candidates re-ranked exactly against the raw vectors when those are attached) on request.
 
@@ -100,6 +102,42 @@ def default_nlist(n: int) -> int:
     return int(max(1, min(p, n // 39)))
 
 
+def balanced_kmeans(xs: np.ndarray, k: int, *, seed: int = 0, spherical: bool = False,
+                    niter: int = 10) -> np.ndarray:
+    """k-means centroids of ``xs``, then every cell holding over 3x the mean share is replaced by
+    sub-centroids (k-means inside it), so no cell is much larger than the rest.
+
+    Why: the work of an IVF scan is the sum over probed cells of their sizes; on high-dimensional
+    data k-means leaves "hub" cells several times the mean (imbalance 5x on the benchmark's data),
+    and the queries that probe them pay for it. The result is a flat set of centroids, so
+    nearest-centroid cells (and the bisector test in :mod:`mmh_bench.neardup`) stay valid.
+    """
+    xs = np.ascontiguousarray(xs, dtype=np.float32)
+    d = xs.shape[1]
+    k = max(1, min(int(k), len(xs)))
+    if k == 1:
+        cent = xs.mean(axis=0, keepdims=True)
+        return cent / max(np.linalg.norm(cent), 1e-30) if spherical else cent
+    km = faiss.Kmeans(d, k, niter=niter, seed=int(seed), spherical=spherical,
+                      max_points_per_centroid=max(64, len(xs) // k + 1))
+    km.train(xs)
+    cent = np.ascontiguousarray(km.centroids, dtype=np.float32)
+    metric = faiss.METRIC_INNER_PRODUCT if spherical else faiss.METRIC_L2
+    _, own = faiss.knn(xs, cent, 1, metric)
+    counts = np.bincount(own[:, 0], minlength=k)
+    mean = len(xs) / k
+    keep, extra = [], []
+    for c in range(k):
+        sub = int(min(np.ceil(counts[c] / mean), counts[c] // 39))
+        if counts[c] <= 3 * mean or sub < 2:
+            keep.append(c)
+            continue
+        km = faiss.Kmeans(d, sub, niter=niter, seed=int(seed) + c, spherical=spherical)
+        km.train(np.ascontiguousarray(xs[own[:, 0] == c]))
+        extra.append(km.centroids)
+    return np.ascontiguousarray(np.concatenate([cent[keep]] + extra), dtype=np.float32)
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     """Streamed sha256 of a file (bounded memory for multi-GB indexes)."""
     h = hashlib.sha256()
@@ -189,21 +227,25 @@ class VectorIndex:
         if kind == "hnsw":
             index, nlist = faiss.index_factory(d, f"HNSW{int(hnsw_m)},Flat", fm), None
         else:
-            nlist = int(nlist or default_nlist(n))
-            if kind == "ivf":
-                desc = f"IVF{nlist},Flat"
-            else:
-                m = int(pq_m or max(k for k in range(1, max(1, d // 8) + 1) if d % k == 0))
-                desc = f"IVF{nlist},PQ{m}"
-            index = faiss.index_factory(d, desc, fm)
-            ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
-            ivf.cp.seed, ivf.cp.niter, ivf.cp.spherical = int(seed), 10, metric == "cosine"
-            if kind == "ivfpq":
-                ivf.do_polysemous_training = False  # Hamming filtering is unused; it costs minutes
             rng = np.random.default_rng(seed)
+            nlist = int(nlist or default_nlist(n))
             n_train = min(n, 40 * nlist if kind == "ivf" else max(40 * nlist, 256 * 64))
             sample = np.sort(rng.choice(n, n_train, replace=False)) if n_train < n else slice(None)
-            index.train(np.ascontiguousarray(rows[sample]))
+            xs = np.ascontiguousarray(rows[sample])
+            cent = balanced_kmeans(xs, nlist, seed=seed, spherical=metric == "cosine")
+            nlist = len(cent)
+            quant = faiss.IndexFlatIP(d) if metric == "cosine" else faiss.IndexFlatL2(d)
+            quant.add(cent)
+            if kind == "ivf":
+                index = faiss.IndexIVFFlat(quant, d, nlist, fm)
+            else:
+                m = int(pq_m or max(k for k in range(1, max(1, d // 8) + 1) if d % k == 0))
+                index = faiss.IndexIVFPQ(quant, d, nlist, m, 8, fm)
+                index.do_polysemous_training = False  # Hamming filtering is unused; it costs minutes
+                index.train(xs)  # the PQ codebooks only: the quantizer is already trained
+            index.own_fields = True  # the index owns (and frees) its quantizer from here on
+            quant.this.disown()
+            del xs
         train_s = time.perf_counter() - t0
         for s in tqdm(range(0, n, batch_size), desc=f"add ({kind})", unit="batch",
                       disable=not progress, leave=False):
@@ -314,7 +356,7 @@ class VectorIndex:
         return np.take_along_axis(raw, order, 1), np.take_along_axis(ids, order, 1)
 
     def _ivf_lists(self) -> tuple[np.ndarray, list]:
-        """Centroids and zero-copy views (vectors, ids, squared norms) of every inverted list."""
+        """Centroids, and zero-copy views (vectors, ids) plus half squared norms of every list."""
         if getattr(self, "_lists", None) is None:
             ivf = faiss.extract_index_ivf(self._index)
             quant = faiss.downcast_index(ivf.quantizer)
@@ -328,7 +370,7 @@ class VectorIndex:
                 vec = faiss.rev_swig_ptr(inv.get_codes(lst), size * ivf.code_size).view(np.float32)
                 vec = vec.reshape(size, self.dim)
                 ids = faiss.rev_swig_ptr(inv.get_ids(lst), size).view(np.int64)
-                views.append((vec, ids, np.einsum("ij,ij->i", vec, vec)))
+                views.append((vec, ids, 0.5 * np.einsum("ij,ij->i", vec, vec)))
             self._lists = (np.array(cent), views)
         return self._lists
 
@@ -351,20 +393,26 @@ class VectorIndex:
         flat = probes.ravel()
         order = np.argsort(flat, kind="stable")
         bounds = np.searchsorted(flat[order], np.arange(len(cent) + 1))
-        qn = np.einsum("ij,ij->i", q, q)
         for lst in np.unique(flat[flat >= 0]):
             view = views[lst]
             if view is None:
                 continue
-            vec, ids, xn = view
+            vec, ids, half_norm = view
             hit = order[bounds[lst]:bounds[lst + 1]]
             qi, slot = hit // nprobe, hit % nprobe
-            g = q[qi] @ vec.T
-            score = (-g) if cos else (qn[qi, None] + xn[None, :] - 2.0 * g)
             kk = min(k, len(vec))
-            part = np.argpartition(score, kk - 1, axis=1)[:, :kk] if len(vec) > kk else \
-                np.broadcast_to(np.arange(kk), (len(qi), kk))
-            ex = self._exact(q[qi], vec[part])
+            qs = q[qi]
+            if len(qi) < 20:  # FAISS's SIMD scan beats a skinny matrix product
+                _, part = faiss.knn(qs, vec, kk, _faiss_metric(self.metric))
+            else:  # rank by |x|^2/2 - q.x (or -q.x), in place on the product
+                g = qs @ vec.T
+                if cos:
+                    np.negative(g, out=g)
+                else:
+                    np.subtract(half_norm, g, out=g)
+                part = np.argpartition(g, kk - 1, axis=1)[:, :kk] if len(vec) > kk else \
+                    np.broadcast_to(np.arange(kk), (len(qi), kk))
+            ex = self._exact(qs, vec[part])
             cols = slot[:, None] * k + np.arange(kk)[None, :]
             cand_s[qi[:, None], cols] = ex
             cand_i[qi[:, None], cols] = ids[part]

@@ -97,7 +97,7 @@ def encoder():
 def test_text_encoder_loads_offline(encoder):
     tok, mask = encoder.encode(["a handwritten digit seven", "a handwritten digit seven", "", "nine"])
     assert tok.shape == (4, 12, 384) and tok.dtype == np.float32
-    assert mask.dtype == bool and mask.sum(1).tolist() == [6, 6, 2, 3]  # [CLS] words [SEP]
+    assert mask.dtype == bool and mask.sum(1).tolist() == [7, 7, 2, 3]  # [CLS] word pieces [SEP]
     np.testing.assert_array_equal(tok[0], tok[1])
     assert not np.allclose(tok[0], tok[3])
 
@@ -131,6 +131,9 @@ def test_tiny_t2i_labels_are_auditable(tiny_t2i):
     assert not np.any((a["d1"][~mem] / a["d2"][~mem] < 1 / 3) & (a["d1"][~mem] < 1.5))
     dd = a["subtype"] == 1
     np.testing.assert_array_equal(dd, mem & (a["train_group"][a["nn_row"]] == im.GROUP_DUPLICATED))
+    # known answer: prompts of duplicated pairs are copied more often than generic captions
+    kind = a["caption_kind"][a["cond"]]
+    assert mem[kind == KIND["duplicated"]].mean() > mem[kind == KIND["generic"]].mean()
 
 
 def test_tiny_t2i_model_serves_detectors(tiny_t2i):

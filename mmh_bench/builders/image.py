@@ -21,8 +21,7 @@ import torch
 
 from ..build import BuildOutput, register_builder
 from ..data.images import CLASS_NAMES, UNKNOWN_POSITIVE_LID, inject, load_images
-from ..models.mlp import sample_ddpm
-from ..models.pixel_mlp import PixelMLPScoreModel, save_pixel_mlp, train_pixel_mlp
+from ..models.pixel_mlp import PixelMLPScoreModel, sample_images, save_pixel_mlp, train_pixel_mlp
 from ..spec import TaskSpec
 
 
@@ -52,7 +51,7 @@ def build_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
     model = PixelMLPScoreModel(net, shape)
     n = int(s.get("n", 2000))
     cond = even_classes(sorted(set(inj.label.tolist())), n) if conditional else None
-    samples = sample_ddpm(model, n, steps=int(s.get("steps", 200)), seed=spec.seed + 1,
+    samples = sample_images(model, n, steps=int(s.get("steps", 200)), seed=spec.seed + 1,
                           cond=cond, guidance=float(s.get("guidance", 1.0)), batch_size=1000,
                           progress=progress)
     names = CLASS_NAMES.get(source, ())

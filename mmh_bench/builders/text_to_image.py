@@ -28,7 +28,7 @@ from ..data.captions import KIND, caption_set, prompt_plan
 from ..data.images import CLASS_NAMES, UNKNOWN_POSITIVE_LID, inject, load_images
 from ..data.text import ENCODER_PACKAGE, TextEncoder
 from ..models.cross_attn import CaptionTable, CrossAttnScoreModel, save_cross_attn, train_cross_attn
-from ..models.mlp import sample_ddpm
+from ..models.pixel_mlp import sample_images
 from ..spec import TaskSpec
 
 
@@ -54,7 +54,7 @@ def build_text_to_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutp
     save_cross_attn(net, table, cs.captions, work / "model")
     model = CrossAttnScoreModel(net, table, cs.captions)
     cond = prompt_plan(cs, int(s.get("per_unique", 8)), int(s.get("per_generic", 10)))
-    samples = sample_ddpm(model, len(cond), steps=int(s.get("steps", 100)), seed=spec.seed + 1,
+    samples = sample_images(model, len(cond), steps=int(s.get("steps", 100)), seed=spec.seed + 1,
                           cond=cond, guidance=float(s.get("guidance", 3.0)), batch_size=1000,
                           progress=progress)
     width = max(len(c) for c in cs.captions)

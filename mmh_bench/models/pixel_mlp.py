@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..score_model import vp_linear_alpha_bar
+from ..score_model import ScoreModel, vp_linear_alpha_bar
 from .mlp import T_MIN, MLPDenoiser, MLPScoreModel
 
 
@@ -73,6 +73,42 @@ class PixelMLPScoreModel(MLPScoreModel):
     def _eps(self, y: torch.Tensor, t: torch.Tensor, cond: Sequence[Any] | None) -> torch.Tensor:
         n = y.shape[0]
         return self.net(y.reshape(n, -1), t, self._labels(cond, n)).reshape(y.shape)
+
+
+@torch.no_grad()
+def sample_images(model: ScoreModel, n: int, *, steps: int = 100, seed: int = 0,
+                  cond: Sequence[Any] | None = None, guidance: float = 1.0, clip: float = 1.0,
+                  batch_size: int = 1000, progress: bool = True) -> np.ndarray:
+    """Ancestral DDPM sampling for images in ``[-clip, clip]``: as
+    :func:`mmh_bench.models.mlp.sample_ddpm` (same time grid, classifier-free guidance
+    ``eps_u + guidance (eps_c - eps_u)``) but each step's x0 prediction is clipped to the pixel
+    range, as diffusers' ``DDPMScheduler(clip_sample=True)`` does. Why: at t near 1 the x0
+    prediction divides by sqrt(alpha_bar) ~ 0.007, so with guidance and few steps an unclipped
+    chain can leave the image range for good.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    grid = torch.linspace(1.0, T_MIN, steps)
+    out = []
+    for start in range(0, n, batch_size):
+        m = min(batch_size, n - start)
+        c = None if cond is None else list(cond[start:start + m])
+        y = torch.randn((m, *model.shape), generator=gen)
+        for i in tqdm(range(steps), desc="sampling", disable=not progress, mininterval=1.0, leave=False):
+            ab_t = model.alpha_bar(grid[i])
+            e = model.eps(y, grid[i], None)
+            if c is not None:
+                e = e + guidance * (model.eps(y, grid[i], c) - e)
+            x0 = ((y - (1 - ab_t).sqrt() * e) / ab_t.sqrt()).clamp(-clip, clip)
+            if i == steps - 1:
+                y = x0
+                break
+            ab_s = model.alpha_bar(grid[i + 1])
+            a_ts = ab_t / ab_s
+            mean = (ab_s.sqrt() * (1 - a_ts) * x0 + a_ts.sqrt() * (1 - ab_s) * y) / (1 - ab_t)
+            var = (1 - a_ts) * (1 - ab_s) / (1 - ab_t)
+            y = mean + var.sqrt() * torch.randn(y.shape, generator=gen)
+        out.append(y.numpy())
+    return np.concatenate(out, axis=0).astype(np.float32)
 
 
 def save_pixel_mlp(net: MLPDenoiser, shape: Sequence[int], path: Path) -> None:
