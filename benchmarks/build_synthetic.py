@@ -58,7 +58,10 @@ def _one(task: str, cache: str, flipd: bool, flipd_t0: str | None = None) -> dic
     if "null_copy_rate" in inst.meta:
         row["null_copy_rate"] = inst.meta["null_copy_rate"]
     if flipd and inst.meta.get("model"):
-        row["flipd"] = _flipd(inst, np, flipd_t0)
+        try:
+            row["flipd"] = _flipd(inst, np, flipd_t0)
+        except Exception as exc:  # the build's figures stand even when the detector fails
+            row["flipd"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
     return row
 
 
@@ -158,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         if r["status"] != "ok":
             print(f"\n{r['task']}: {r.get('error')}")
+        elif "error" in (r.get("flipd") or {}):
+            print(f"\n{r['task']}: FLIPD failed: {r['flipd']['error']}")
     default = [r for r in rows if "default" in r.get("suites", []) and r.get("seconds") is not None]
     if default:
         print(f"\ndefault-suite synthetic/LID tasks: {len(default)}, total build "

@@ -137,10 +137,12 @@ class MLPScoreModel(ScoreModel):
 @torch.no_grad()
 def sample_ddpm(model: ScoreModel, n: int, *, steps: int = 1000, seed: int = 0,
                 cond: Sequence[Any] | None = None, guidance: float = 1.0,
-                batch_size: int = 4096, progress: bool = True) -> np.ndarray:
+                batch_size: int = 4096, clip: float | None = None, progress: bool = True) -> np.ndarray:
     """Ancestral DDPM sampling on a uniform time grid from 1 down to ``T_MIN``, then to x0.
 
-    With ``cond``, classifier-free guidance: ``eps_u + guidance * (eps_c - eps_u)``.
+    With ``cond``, classifier-free guidance: ``eps_u + guidance * (eps_c - eps_u)``. With
+    ``clip``, each step's x0 prediction is clamped to ``[-clip, clip]`` (as diffusers'
+    ``clip_sample``), which keeps guided image chains inside the pixel range.
     """
     gen = torch.Generator().manual_seed(seed)
     out = []
@@ -157,6 +159,8 @@ def sample_ddpm(model: ScoreModel, n: int, *, steps: int = 1000, seed: int = 0,
             if c is not None:
                 e = e + guidance * (model.eps(y, t, c) - e)
             x0 = (y - (1 - ab_t).sqrt() * e) / ab_t.sqrt()
+            if clip is not None:
+                x0 = x0.clamp(-clip, clip)
             if i == steps - 1:
                 y = x0
                 break

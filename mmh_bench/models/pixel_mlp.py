@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..score_model import ScoreModel, vp_linear_alpha_bar
-from .mlp import T_MIN, MLPDenoiser, MLPScoreModel
+from .mlp import T_MIN, MLPDenoiser, MLPScoreModel, sample_ddpm
 
 
 def sample_times(n: int, power: float, gen: torch.Generator) -> torch.Tensor:
@@ -86,29 +86,8 @@ def sample_images(model: ScoreModel, n: int, *, steps: int = 100, seed: int = 0,
     prediction divides by sqrt(alpha_bar) ~ 0.007, so with guidance and few steps an unclipped
     chain can leave the image range for good.
     """
-    gen = torch.Generator().manual_seed(seed)
-    grid = torch.linspace(1.0, T_MIN, steps)
-    out = []
-    for start in range(0, n, batch_size):
-        m = min(batch_size, n - start)
-        c = None if cond is None else list(cond[start:start + m])
-        y = torch.randn((m, *model.shape), generator=gen)
-        for i in tqdm(range(steps), desc="sampling", disable=not progress, mininterval=1.0, leave=False):
-            ab_t = model.alpha_bar(grid[i])
-            e = model.eps(y, grid[i], None)
-            if c is not None:
-                e = e + guidance * (model.eps(y, grid[i], c) - e)
-            x0 = ((y - (1 - ab_t).sqrt() * e) / ab_t.sqrt()).clamp(-clip, clip)
-            if i == steps - 1:
-                y = x0
-                break
-            ab_s = model.alpha_bar(grid[i + 1])
-            a_ts = ab_t / ab_s
-            mean = (ab_s.sqrt() * (1 - a_ts) * x0 + a_ts.sqrt() * (1 - ab_s) * y) / (1 - ab_t)
-            var = (1 - a_ts) * (1 - ab_s) / (1 - ab_t)
-            y = mean + var.sqrt() * torch.randn(y.shape, generator=gen)
-        out.append(y.numpy())
-    return np.concatenate(out, axis=0).astype(np.float32)
+    return sample_ddpm(model, n, steps=steps, seed=seed, cond=cond, guidance=guidance, clip=clip,
+                       batch_size=batch_size, progress=progress)
 
 
 def save_pixel_mlp(net: MLPDenoiser, shape: Sequence[int], path: Path) -> None:
