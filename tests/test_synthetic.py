@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mmh_bench.build import build_task, label_samples
-from mmh_bench.builders.synthetic import null_copy_rate
+from mmh_bench.builders.synthetic import diverged, null_copy_rate
 from mmh_bench.data.export import instance_to_datasets, load_mixture, save_instance, save_mixture
 from mmh_bench.data.synthetic import COMPONENTS, continuous_components, make_mixture
 from mmh_bench.registry import all_tasks
@@ -122,6 +122,13 @@ def test_null_copy_rate_flags_chance_copies_on_curves_but_not_in_higher_dimensio
     rate_ball = null_copy_rate(ball, 0, make_mixture(ball, 0), labels, 1500)["null_copy_rate"]
     assert 0.25 < rate_curve < 0.45  # about 1/3 on a densely sampled curve
     assert rate_ball < 0.02  # (1/3)^5 in five dimensions
+
+
+def test_diverged_samples_are_caught():
+    train = np.ones((10, 3), dtype=np.float32)
+    samples = np.array([[1, 1, 1], [50, 0, 0], [np.inf, 0, 0], [1e20, 1e20, 0], [np.nan, 0, 0]],
+                       dtype=np.float32)
+    np.testing.assert_array_equal(diverged(samples, train), [False, False, True, True, True])
 
 
 def test_label_audit_on_constructed_samples():

@@ -47,6 +47,18 @@ def null_copy_rate(data: dict[str, Any], seed: int, mix: Mixture, labels_cfg: di
             "null_draws_per_component": n_per_component}
 
 
+#: a sample farther from the origin than this many times the training set's radius has diverged
+DIVERGED_FACTOR = 100.0
+
+
+def diverged(samples: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Rows that are not finite or lie absurdly far out (a sampler that ran away, e.g. under CFG)."""
+    radius = float(np.linalg.norm(train.astype(np.float64), axis=1).max()) + 1.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm = np.linalg.norm(samples.astype(np.float64), axis=1)
+    return ~np.isfinite(norm) | (norm > DIVERGED_FACTOR * radius)
+
+
 def train_mixture_model(spec: TaskSpec, mix: Mixture, progress: bool) -> MLPDenoiser:
     """The task's MLP denoiser, conditional on the mixture's class ids when the spec asks for it."""
     m = spec.section("model")
@@ -82,10 +94,11 @@ def build_synthetic(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
                               progress=progress)
     else:
         samples = sample_ddpm(MLPScoreModel(net), n, steps=steps, seed=spec.seed + 1, progress=progress)
-    bad = ~np.isfinite(samples).all(axis=1)
-    if bad.any():  # a diverged sampler must not turn into silently unlabelled rows
-        raise BuildError(f"task {spec.name!r}: {int(bad.sum())} of {n} generated samples are not finite; "
-                         "lower [model] lr or [sampling] guidance")
+    bad = diverged(samples, mix.x)
+    if bad.any():  # a diverged sampler must not become rows that break every detector
+        raise BuildError(f"task {spec.name!r}: {int(bad.sum())} of {n} generated samples diverged (not "
+                         f"finite or over {DIVERGED_FACTOR:g} times the data's radius); lower [model] lr "
+                         "or [sampling] guidance")
     meta = null_copy_rate(data, spec.seed, mix, spec.section("labels"))
     if spec.conditional:
         meta.update(n_classes=mix.n_classes, guidance=float(s.get("guidance", 1.0)))
