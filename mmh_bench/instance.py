@@ -86,6 +86,8 @@ class TaskInstance:
     def score_model(self) -> ScoreModel | None:
         """Load the task's model once (None when the task has none)."""
         if self._model is None and self.meta.get("model"):
+            import importlib
+            importlib.import_module("mmh_bench.builders")  # registers the shipped model loaders
             kind = self.meta["model"]["kind"]
             if kind not in MODEL_LOADERS:
                 raise KeyError(f"no loader for model kind {kind!r}; known: {sorted(MODEL_LOADERS)}")
