@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from mmh_bench import Batch, Context
+from mmh_bench import Batch, Context, Detector
 
 #: last time of the project's samplers (mmh_bench.models.mlp.T_MIN): the end of a sampler's grid
 T_MIN = 1e-3
@@ -42,3 +42,16 @@ def require_cond(batch: Batch, who: str) -> Sequence:
     if batch.cond is None:
         raise ValueError(f"{who} needs the samples' conditions (conditional task, Access.MODEL_COND)")
     return list(batch.cond)
+
+
+class StartOfGeneration(Detector):
+    """Base of the detectors read at the first ``n_steps`` of a ``schedule_steps``-step sampler
+    started at ``t_start`` (cfg-norm, sharpness, attention-entropy): one set of knobs, one grid."""
+
+    def __init__(self, n_steps: int = 3, schedule_steps: int = 10, t_start: float = 0.5) -> None:
+        self.n_steps = int(n_steps)
+        self.schedule_steps = int(schedule_steps)
+        self.t_start = float(t_start)
+
+    def times(self) -> list[float]:
+        return list(generation_times(self.n_steps, self.schedule_steps, self.t_start))

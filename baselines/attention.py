@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mmh_bench import Access, Batch, Context, Detector
+from mmh_bench import Access, Batch, Context
 
-from ._common import generation_times, noised, require_cond, row_noise
+from ._common import StartOfGeneration, noised, require_cond, row_noise
 
 ATTN_STREAM = 500
 
@@ -27,7 +27,7 @@ def attention_entropy(p: torch.Tensor) -> torch.Tensor:
     return -(torch.where(p > 0, p * p.log(), torch.zeros_like(p))).sum(1)
 
 
-class AttentionEntropy(Detector):
+class AttentionEntropy(StartOfGeneration):
     """Minus the entropy of cross-attention over condition tokens at the start of generation."""
 
     name = "attention-entropy"
@@ -35,16 +35,11 @@ class AttentionEntropy(Detector):
     requires = ("cross_attention",)
     cost_note = "1 attention-recording forward per step (default 3 steps)"
 
-    def __init__(self, n_steps: int = 3, schedule_steps: int = 10, t_start: float = 0.5) -> None:
-        self.n_steps = int(n_steps)
-        self.schedule_steps = int(schedule_steps)
-        self.t_start = float(t_start)
-
     def score(self, batch: Batch, ctx: Context) -> np.ndarray:
         model = ctx.model
         cond = require_cond(batch, self.name)
         shape = tuple(batch.x.shape[1:])
-        times = generation_times(self.n_steps, self.schedule_steps, self.t_start)
+        times = self.times()
         z = row_noise(ctx, batch.index, shape, ATTN_STREAM)
         ent = torch.zeros(len(batch), dtype=torch.float64)
         for t in times:

@@ -29,9 +29,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mmh_bench import Access, Batch, Context, Detector
+from mmh_bench import Access, Batch, Context
 
-from ._common import generation_times, noised, require_cond, row_noise
+from ._common import StartOfGeneration, noised, require_cond, row_noise
 
 CFG_STREAM, SHARP_STREAM = 400, 410
 
@@ -43,23 +43,18 @@ def _pair(model, y: torch.Tensor, t: float, cond: list) -> tuple[torch.Tensor, t
     return e[:n], e[n:]
 
 
-class CFGNorm(Detector):
+class CFGNorm(StartOfGeneration):
     """Mean norm of the classifier-free guidance term over the first steps of generation."""
 
     name = "cfg-norm"
     access = Access.MODEL_COND
     cost_note = "2 forwards per step (default 3 steps)"
 
-    def __init__(self, n_steps: int = 3, schedule_steps: int = 10, t_start: float = 0.5) -> None:
-        self.n_steps = int(n_steps)
-        self.schedule_steps = int(schedule_steps)
-        self.t_start = float(t_start)
-
     def score(self, batch: Batch, ctx: Context) -> np.ndarray:
         model = ctx.model
         cond = require_cond(batch, self.name)
         shape = tuple(batch.x.shape[1:])
-        times = generation_times(self.n_steps, self.schedule_steps, self.t_start)
+        times = self.times()
         z = row_noise(ctx, batch.index, shape, CFG_STREAM)
         out = torch.zeros(len(batch))
         for t in times:
@@ -68,23 +63,18 @@ class CFGNorm(Detector):
         return (out / len(times)).double().numpy()
 
 
-class Sharpness(Detector):
+class Sharpness(StartOfGeneration):
     """Norm of the Hessian-weighted score difference at the start of generation (one JVP per branch)."""
 
     name = "sharpness"
     access = Access.MODEL_COND
     cost_note = "2 forwards + 2 JVPs per step (default 3 steps)"
 
-    def __init__(self, n_steps: int = 3, schedule_steps: int = 10, t_start: float = 0.5) -> None:
-        self.n_steps = int(n_steps)
-        self.schedule_steps = int(schedule_steps)
-        self.t_start = float(t_start)
-
     def score(self, batch: Batch, ctx: Context) -> np.ndarray:
         model = ctx.model
         cond = require_cond(batch, self.name)
         n, shape = len(batch), tuple(batch.x.shape[1:])
-        times = generation_times(self.n_steps, self.schedule_steps, self.t_start)
+        times = self.times()
         z = row_noise(ctx, batch.index, shape, SHARP_STREAM)
         out = torch.zeros(n)
         for t in times:
