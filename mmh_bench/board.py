@@ -96,6 +96,26 @@ class TaskFacts:
     n_samples: int | None = None
     n_memorized: int | None = None
     description: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)  # the results' task_stats (C_T, null copy rate)
+
+    def fact_parts(self) -> list[str]:
+        """The task's one-line facts as plain text (callers escape for Markdown or HTML)."""
+        parts = [f"family {self.family}"]
+        if self.n_samples is not None:
+            parts.append(f"{self.n_samples} samples")
+        if self.n_memorized is not None:
+            parts.append(f"{self.n_memorized} memorized")
+        ct = _num(self.stats.get("data_copying_ct"))
+        if ct is not None:
+            parts.append(f"C_T {ct:+.2f} (held-out {self.stats.get('n_heldout')}, "
+                         f"{self.stats.get('ct_cells_used')} cells; < 0: samples closer to the "
+                         "training set than fresh data)")
+        null = _num(self.stats.get("null_copy_rate"))
+        if null is not None:
+            parts.append(f"null copy rate {null:.1%}")
+        if self.hash:
+            parts.append(f"spec hash {self.hash}")
+        return parts
 
 
 @dataclass
@@ -143,7 +163,7 @@ def _facts_from_result(doc: dict[str, Any], spec: TaskSpec | None) -> TaskFacts:
     return TaskFacts(name=doc["task"], version=str(doc["task_version"]),
                      family=doc.get("task_family", "synthetic"), track=doc.get("track", "memorization"),
                      hash=doc.get("task_hash", ""), n_samples=doc.get("n_samples"),
-                     n_memorized=doc.get("n_memorized"),
+                     n_memorized=doc.get("n_memorized"), stats=dict(doc.get("task_stats") or {}),
                      description=spec.description if spec is not None else "")
 
 
@@ -406,6 +426,49 @@ INTRO = ("Measured by mmh-bench under one protocol; higher AUROC is better, rows
          "detector: `docs/SUBMITTING.md`.")
 
 
+def overview(board: Board, track: str) -> tuple[list[str], list[list[str]]]:
+    """One matrix per track, detector x task: AUROC (memorization) or MAE (LID) of the measured
+    rows; detectors ordered by their mean over the tasks they ran on, reference rows last. The
+    memorization matrix ends with the task-level C_T (a set statistic, not a detector's)."""
+    tasks = [t for _, tr, ts in board.tables() if tr == track for t in ts]
+    cells: dict[str, dict[tuple[str, str], str]] = defaultdict(dict)
+    values: dict[str, list[float]] = defaultdict(list)
+    reference: dict[str, bool] = {}
+    key = "mae" if track == "lid" else "auroc"
+    for t in tasks:
+        for r in board.rows_for(t, ("measured",)):
+            reference[r.detector] = r.reference
+            if r.status != "ok":
+                cells[r.detector][(t.name, t.version)] = "failed"
+                continue
+            v = _num(r.metrics.get(key))
+            cells[r.detector][(t.name, t.version)] = _fmt(v)
+            if v is not None:
+                values[r.detector].append(v)
+    sign = 1.0 if track == "lid" else -1.0
+    order = sorted(cells, key=lambda d: (reference[d], not values[d],
+                                         sign * (sum(values[d]) / len(values[d])) if values[d] else 0.0, d))
+    heads = ["detector" if track != "lid" else "estimator"] + [t.name for t in tasks] + \
+        [("mean MAE" if track == "lid" else "mean AUROC")]
+    rows = [[d + (" (reference)" if reference[d] else "")]
+            + [cells[d].get((t.name, t.version), "n/a") for t in tasks]
+            + [_fmt(sum(values[d]) / len(values[d])) if values[d] else "–"] for d in order]
+    if track != "lid":
+        rows.append(["C_T of the samples (task)"]
+                    + [(f"{v:+.2f}" if (v := _num(t.stats.get("data_copying_ct"))) is not None else "–")
+                       for t in tasks] + [""])
+    return heads, rows if tasks else []
+
+
+OVERVIEW_NOTE = {
+    "memorization": ("AUROC per detector and task (n/a: not applicable, e.g. a conditional detector on "
+                     "an unconditional task). The last row is the task's C_T (Meehan et al. 2020): "
+                     "z-score of generated vs held-out distances to the training set; negative means "
+                     "the samples sit closer to the training set than fresh data."),
+    "lid": "MAE of the LID estimate per estimator and task (lower is better).",
+}
+
+
 def render_markdown(results: list[dict[str, Any]] | Board) -> str:
     """The Markdown board (``README.md``) from a :class:`Board` or validated result documents."""
     board = results if isinstance(results, Board) else board_from_results(results)
@@ -413,18 +476,18 @@ def render_markdown(results: list[dict[str, Any]] | Board) -> str:
     hw = board.hardware()
     if hw:
         lines += ["Hardware: " + "; ".join(md(h) for h in hw), ""]
+    for track, title in (("memorization", "Overview: memorization"), ("lid", "Overview: LID estimation")):
+        heads, rows = overview(board, track)
+        if rows:
+            lines += [f"## {title}", "", OVERVIEW_NOTE[track], "",
+                      tabulate([[md(c) for c in r] for r in rows], headers=[md(c) for c in heads],
+                               tablefmt="github", disable_numparse=True), ""]
     for family, track, tasks in board.tables():
         title = FAMILIES.get(family, family) + (" (LID track)" if track == "lid" and family != "lid" else "")
         lines += [f"## {md(title)}", ""]
         for t in tasks:
             lines += [f"### {md(t.name)} (v{md(t.version)})", ""]
-            facts = f"family `{t.family}`"
-            if t.n_samples is not None:
-                facts += f", {t.n_samples} samples"
-            if t.n_memorized is not None:
-                facts += f", {t.n_memorized} memorized"
-            if t.hash:
-                facts += f", spec hash `{md(t.hash)}`"
+            facts = ", ".join(md(p) for p in t.fact_parts())
             lines += [facts, ""]
             measured = board.rows_for(t, ("measured", "submission"))
             if measured:
@@ -453,6 +516,8 @@ h1{font-size:1.6rem}h2{margin-top:2rem;border-bottom:2px solid #ddd}
 table.board{border-collapse:collapse;width:100%;margin:.5rem 0 1rem}
 table.board th,table.board td{border:1px solid #ccc;padding:.25rem .45rem;text-align:right;vertical-align:top;white-space:nowrap}
 table.board td.t{white-space:normal}
+table.overview{border-collapse:collapse;margin:.5rem 0 1rem}table.overview th,table.overview td{border:1px solid #ccc;padding:.2rem .4rem;text-align:right}
+table.overview td.t{text-align:left}
 table.board td.t,table.board th.t{text-align:left}
 table.board thead th{background:#eef2f7;cursor:pointer;user-select:none;white-space:nowrap}
 table.board thead th[aria-sort=ascending]::after{content:" \\25B2"}
@@ -629,9 +694,7 @@ def _html_table(board: Board, family: str, track: str, tasks: list[TaskFacts]) -
     title = FAMILIES.get(family, family) + (" (LID track)" if track == "lid" and family != "lid" else "")
     facts = "".join(
         f'<li><b>{h(t.name)}</b> v{h(t.version)}: '
-        + ", ".join(x for x in (f"{t.n_samples} samples" if t.n_samples is not None else "",
-                                f"{t.n_memorized} memorized" if t.n_memorized is not None else "",
-                                f"spec hash <code>{h(t.hash)}</code>" if t.hash else "") if x)
+        + h(", ".join(t.fact_parts()))
         + (f' <span class="muted">{h(t.description)}</span>' if t.description else "") + "</li>"
         for t in tasks)
     figs = ""
@@ -654,6 +717,16 @@ def render_html(board: Board) -> str:
                     f'{f}</label>' for f in ACCESS_FLAGS)
     hw = board.hardware()
     tables = "".join(_html_table(board, fam, tr, ts) for fam, tr, ts in board.tables())
+    over = ""
+    for track, title in (("memorization", "Overview: memorization"), ("lid", "Overview: LID estimation")):
+        heads, rows = overview(board, track)
+        if rows:
+            over += (f'<section class="overview"><h2>{h(title)}</h2><p class="muted">{h(OVERVIEW_NOTE[track])}</p>'
+                     '<table class="overview"><thead><tr>' + "".join(f"<th>{h(c)}</th>" for c in heads)
+                     + "</tr></thead><tbody>" + "".join(
+                         "<tr>" + "".join((f'<td class="t">{h(c)}</td>' if i == 0 else f"<td>{h(c)}</td>")
+                                         for i, c in enumerate(r))
+                         + "</tr>" for r in rows) + "</tbody></table></section>")
     csp = (f"default-src 'none'; img-src 'self' file: data:; style-src {_csp_hash(CSS)}; "
            f"script-src {_csp_hash(JS)}; base-uri 'none'; form-action 'none'")
     intro = h(INTRO).replace("**", "").replace("`", "").replace("*", "")
@@ -665,7 +738,7 @@ def render_html(board: Board) -> str:
             + (f'<p class="muted">Hardware: {h("; ".join(hw))}</p>' if hw else "")
             + '<fieldset id="access-filters"><legend>Show detectors whose access needs only</legend>'
             + boxes + "</fieldset>"
-            + (tables or "<p>No results yet: run <code>mmh-bench run</code>.</p>")
+            + over + (tables or "<p>No results yet: run <code>mmh-bench run</code>.</p>")
             + f"<script>{JS}</script></body></html>\n")
 
 

@@ -18,12 +18,17 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .copying import data_copying_ct
 from .instance import SUBTYPE_CODE, TaskInstance, dump_meta
 from .io import atomic_write_text, load_arrays, save_arrays, sha256_arrays, sha256_file
 from .retrieval import TrainIndex, label_copies
 from .spec import TaskSpec
 
 log = logging.getLogger(__name__)
+
+
+#: what a build folder holds; a cache of another format is rebuilt (2: held-out set and C_T)
+BUILD_FORMAT = 2
 
 
 class BuildError(RuntimeError):
@@ -45,6 +50,8 @@ class BuildOutput:
     labels: np.ndarray | None = None
     subtype: np.ndarray | None = None
     model: dict[str, Any] | None = None  # {"kind": ..., "path": relative path inside the build}
+    #: fresh draws from the data distribution, never trained on: the held-out set of C_T
+    heldout: np.ndarray | None = None
     extra_arrays: dict[str, np.ndarray] = field(default_factory=dict)
     extra_meta: dict[str, Any] = field(default_factory=dict)
 
@@ -59,6 +66,16 @@ def register_builder(name: str) -> Callable[[Builder], Builder]:
         BUILDERS[name] = fn
         return fn
     return deco
+
+
+def training_options(spec: TaskSpec, progress: bool, **defaults: float) -> dict[str, Any]:
+    """Keyword arguments for a shipped training function: each of ``defaults`` (the builder's
+    recipe) overridden by the spec's ``[model]`` section and cast to the default's type, plus the
+    task's seed, the progress switch and a progress label."""
+    m = spec.section("model")
+    out: dict[str, Any] = {k: type(v)(m.get(k, v)) for k, v in defaults.items()}
+    out.update(seed=spec.seed, progress=progress, desc=f"{spec.name}: training")
+    return out
 
 
 def default_cache_dir() -> Path:
@@ -131,6 +148,10 @@ def load_instance(spec: TaskSpec, root: Path) -> TaskInstance | None:
     meta = _verify(root)
     if meta is None:
         return None
+    if meta.get("build_format") != BUILD_FORMAT:
+        log.warning("cached build %s was made by an older mmh-bench (format %s, now %s); rebuilding",
+                    root, meta.get("build_format"), BUILD_FORMAT)
+        return None
     arrays = load_arrays(root / "instance.npz")
     if sha256_arrays(arrays) != meta["data_hash"]:
         log.warning("cached arrays in %s do not match their data hash; rebuilding", root)
@@ -180,7 +201,13 @@ def build_task(spec: TaskSpec, cache_dir: str | Path | None = None, *, force: bo
             if out.lid_star is None:
                 raise BuildError(f"LID task {spec.name!r}: builder gave no lid_star")
             arrays["lid_star"] = np.asarray(out.lid_star, dtype=np.float32)
+        if out.heldout is not None and "labels" in arrays and len(out.heldout):
+            arrays["heldout"] = np.asarray(out.heldout, dtype=np.float32)
+            meta["copying"] = {**data_copying_ct(arrays["train"], arrays["heldout"], arrays["samples"],
+                                                 seed=spec.seed).as_dict(),
+                               "n_heldout": int(len(arrays["heldout"]))}
         arrays.update(out.extra_arrays)
+        meta["build_format"] = BUILD_FORMAT
         meta["build_seconds"] = round(time.perf_counter() - t0, 2)
         meta["data_hash"] = sha256_arrays(arrays)
         save_arrays(work / "instance.npz", arrays)

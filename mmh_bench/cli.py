@@ -5,11 +5,9 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 from typing import Sequence
 
-DEFAULT_RESULTS = "leaderboard/results"
-DEFAULT_BOARD = "leaderboard"
+from .commands.options import DEFAULT_BOARD, DEFAULT_RESULTS, add_options
 
 
 class CLIError(Exception):
@@ -113,29 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="evaluate detectors on tasks",
                        description="Evaluate a grid of tasks x detectors. Builds (or loads cached) tasks, "
                                    "writes one JSON result per pair, skips pairs already current.")
-    s.add_argument("--tasks", default="suite:default",
-                   help="comma-separated task names, suite:NAME, or .toml paths (default: suite:default)")
+    add_options(s, "tasks")
     s.add_argument("--detectors", default="all",
                    help="comma-separated registered names, module:Class or path/file.py:Class (default: all)")
     s.add_argument("--results", default=DEFAULT_RESULTS, help=f"results folder (default: {DEFAULT_RESULTS})")
-    s.add_argument("--cache", default=None, help="build cache folder (default: $MMH_BENCH_CACHE or ~/.cache/mmh-bench)")
-    s.add_argument("--seed", type=int, default=0, help="detector seed (default: 0)")
-    s.add_argument("--batch-size", type=int, default=512, help="samples per detector call (default: 512)")
+    add_options(s, "cache", "seed", "batch-size")
     s.add_argument("--force", action="store_true", help="re-evaluate pairs whose results are current")
-    s.add_argument("--model", default=None, metavar="PATH_OR_ID",
-                   help="Stable Diffusion weights for stable-diffusion tasks: a local diffusers folder or a "
-                        "hub id in the Hugging Face cache (default: the id named in each task spec)")
-    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_options(s, "model", "quiet")
     s.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("build", help="build (or verify the cache of) tasks without evaluating",
                        description="Build tasks and print their summaries as JSON lines.")
     s.add_argument("tasks", help="comma-separated task names, suite:NAME, or .toml paths")
-    s.add_argument("--cache", default=None, help="build cache folder")
+    add_options(s, "cache")
     s.add_argument("--force", action="store_true", help="rebuild even when a valid cache exists")
-    s.add_argument("--model", default=None, metavar="PATH_OR_ID",
-                   help="Stable Diffusion weights for stable-diffusion tasks (folder or hub id)")
-    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_options(s, "model", "quiet")
     s.set_defaults(func=_cmd_build)
 
     s = sub.add_parser("leaderboard", help="render the leaderboard from results",

@@ -101,6 +101,13 @@ class TaskInstance:
         """Attach a model built elsewhere (e.g. a Stable Diffusion pipeline given on the CLI)."""
         self._model = model
 
+    def task_stats(self) -> dict[str, Any] | None:
+        """Task-level figures of the build (C_T, null copy rate) that results and the board carry."""
+        ct = self.meta.get("copying") or {}
+        out = {"data_copying_ct": ct.get("ct"), "ct_cells_used": ct.get("n_cells_used"),
+               "n_heldout": ct.get("n_heldout"), "null_copy_rate": self.meta.get("null_copy_rate")}
+        return out if any(v is not None for v in out.values()) else None
+
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"task": self.spec.name, "version": self.spec.version,
                                "spec_hash": self.spec.hash, "data_hash": self.data_hash,

@@ -182,6 +182,7 @@ def evaluate_pair(inst: TaskInstance, det: Detector, *, seed: int = 0, batch_siz
         "n_memorized": int(labels.sum()) if labels is not None else None,
         "metrics": None, "cost": None, "roc": None,
         "provenance": provenance(seed=seed, spec_hash=spec.hash, data_hash=inst.data_hash),
+        "task_stats": inst.task_stats(),
     }
     try:
         scores, cost = compute_scores(det, inst, seed=seed, batch_size=batch_size, progress=progress)

@@ -177,6 +177,15 @@ class Provenance(Strict):
     date: Date
 
 
+class TaskStats(Strict):
+    """Task-level figures from the build, the same in every result of a task (not a detector's)."""
+
+    data_copying_ct: float | None = None  # C_T of the samples against a held-out set (copying.py)
+    ct_cells_used: Count | None = None
+    n_heldout: Count | None = None
+    null_copy_rate: Prob | None = None  # share of fresh data draws the labelling calls copies
+
+
 class _ResultBase(Strict):
     schema_version: Literal[1]
     task: Name
@@ -195,6 +204,7 @@ class _ResultBase(Strict):
     n_memorized: Count | None
     cost: Cost | None
     provenance: Provenance
+    task_stats: TaskStats | None = None
 
     def _common(self) -> None:
         if self.status == "ok":

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from board_store import add_hostile_row, copy_store, dump, load
-from mmh_bench.board import collect_board, md, pareto_front, render_board, render_html, render_markdown
+from mmh_bench.board import collect_board, md, overview, pareto_front, render_board, render_html, render_markdown
 from mmh_bench.results import ResultError, known_tasks, read_result, scan_results
 from mmh_bench.schema import MAX_FILE_BYTES, ReportedFile, SchemaError, validate_model, validate_result
 
@@ -237,9 +237,14 @@ def test_markup_in_strings_renders_as_text(store, catalog):
     # Markdown: no raw HTML, and pipes cannot open a new table cell
     assert "<img" not in readme and "<script>" not in readme and "&lt;img src=x" in readme
     assert "\\| \\*x\\*" in readme
-    header = next(line for line in readme.splitlines() if line.startswith("| #"))
     cells = lambda line: len(re.findall(r"(?<!\\)\|", line))  # noqa: E731
-    assert all(cells(line) == cells(header) for line in readme.splitlines() if line.startswith("| "))
+    tables, current = [], []  # every table's rows have as many cells as its header
+    for line in readme.splitlines() + [""]:
+        if line.startswith("| "):
+            current.append(cells(line))
+        elif current:
+            tables, current = tables + [current], []
+    assert tables and all(len(set(t)) == 1 for t in tables)
 
 
 def test_md_escape():
@@ -312,6 +317,26 @@ def test_html_has_filters_sorting_and_tracks(store, catalog):
     assert 'data-access="model"' in page and 'data-access="train_data"' in page
     assert "http://" not in page.split("<body>")[0] and "https://" not in page.split("<body>")[0]  # no CDN
     assert "Content-Security-Policy" in page
+
+
+def test_overview_matrix_and_task_ct(store, catalog):
+    """One detector x task AUROC matrix per track, ordered by mean AUROC with the reference last,
+    and the task's C_T (from the results' task_stats) in the matrix and the task facts."""
+    board = collect_board(store / "results", tasks=catalog)
+    heads, rows = overview(board, "memorization")
+    assert heads == ["detector", "tiny", "mean AUROC"]
+    names = [r[0] for r in rows]
+    assert names[-2] == "nn-ratio (reference)" and names[-1].startswith("C_T")
+    aurocs = {r.detector: r.auroc for r in board.rows}
+    means = [float(r[1]) for r in rows[:-2]]
+    assert means == sorted(means, reverse=True)
+    assert rows[0][1] == f"{max(v for d, v in aurocs.items() if d != 'nn-ratio'):.3f}"
+    ct = _good(store)["task_stats"]["data_copying_ct"]
+    assert rows[-1][1] == f"{ct:+.2f}"
+    readme, page, _ = _render(store, catalog)
+    assert "## Overview: memorization" in readme and f"C_T {ct:+.2f}" in readme
+    assert '<table class="overview">' in page and f"C_T {ct:+.2f}" in page
+    assert overview(board, "lid") == (["estimator", "mean MAE"], [])
 
 
 def test_validate_cli_lists_rejections(store, catalog, monkeypatch, capsys, tiny_spec):

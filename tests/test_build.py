@@ -47,3 +47,28 @@ def test_labels_are_auditable(tiny):
     assert np.all(a["d1"][mem] / a["d2"][mem] < 1 / 3)
     assert np.all(a["d1"][mem] < 0.4)
     assert np.all((a["subtype"] > 0) == mem)
+
+
+def test_heldout_set_and_ct_are_built(tiny, tiny_spec):
+    """Held-out rows are fresh draws of the continuous part (the circle), none of them a training
+    row, and C_T over them is recorded in the meta and handed to every result."""
+    held, train = tiny.arrays["heldout"], tiny.arrays["train"]
+    assert held.shape == (150, 2)  # as many as the circle's training rows; the point mass is left out
+    on_circle = np.abs(np.linalg.norm(train, axis=1) - 1.0) < 1e-5
+    assert on_circle.sum() == 150  # (the point mass sits at the origin)
+    np.testing.assert_allclose(np.linalg.norm(held, axis=1), 1.0, atol=1e-5)
+    assert not (held[:, None, :] == train[None, :, :]).all(-1).any()
+    stats = tiny.task_stats()
+    assert stats["n_heldout"] == 150 and np.isfinite(stats["data_copying_ct"])
+    assert stats["data_copying_ct"] == tiny.meta["copying"]["ct"]
+
+
+def test_a_cache_of_an_older_format_is_rebuilt(tiny_spec, tmp_path):
+    import json
+    from mmh_bench.build import BUILD_FORMAT
+    first = build_task(tiny_spec, tmp_path, progress=False)
+    meta = json.loads((first.root / "meta.json").read_text())
+    meta["build_format"] = BUILD_FORMAT - 1
+    (first.root / "meta.json").write_text(json.dumps(meta))
+    again = build_task(tiny_spec, tmp_path, progress=False)
+    assert again.meta["build_format"] == BUILD_FORMAT and again.data_hash == first.data_hash

@@ -7,7 +7,7 @@ Spec tables:
 - ``[data]``: ``source`` (see :mod:`mmh_bench.data.images`), ``side`` (resize), and the injection
   keys of :func:`mmh_bench.data.images.inject`.
 - ``[model]``: ``hidden``, ``depth``, ``steps``, ``batch_size``, ``lr``, ``t_power`` (training
-  time density, see :func:`mmh_bench.models.pixel_mlp.sample_times`); ``conditional = true``
+  time density, see :func:`mmh_bench.models.mlp.sample_times`); ``conditional = true``
   trains a class-conditional model with condition dropout ``p_uncond`` (classifier-free guidance).
 - ``[sampling]``: ``n``, ``steps``, ``guidance`` (conditional only; classes are drawn evenly, the
   rare class included, so every class is prompted as often).
@@ -17,11 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ..build import BuildOutput, register_builder
-from ..data.images import CLASS_NAMES, UNKNOWN_POSITIVE_LID, inject, load_images
-from ..models.pixel_mlp import PixelMLPScoreModel, sample_images, save_pixel_mlp, train_pixel_mlp
+from ..build import BuildOutput, register_builder, training_options
+from ..data.images import CLASS_NAMES, UNKNOWN_POSITIVE_LID, heldout_images, inject, load_images
+from ..models.mlp import train_denoiser
+from ..models.pixel_mlp import PixelMLPScoreModel, sample_images, save_pixel_mlp
 from ..spec import TaskSpec
 
 
@@ -39,14 +39,10 @@ def build_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
     shape = inj.x.shape[1:]
     conditional = bool(m.get("conditional", False))
     n_classes = int(y.max()) + 1
-    torch.manual_seed(spec.seed)
-    net = train_pixel_mlp(inj.x, cond=inj.label if conditional else None,
-                          n_classes=n_classes if conditional else 0,
-                          hidden=int(m.get("hidden", 384)), depth=int(m.get("depth", 3)),
-                          steps=int(m.get("steps", 6000)), batch_size=int(m.get("batch_size", 64)),
-                          lr=float(m.get("lr", 2e-3)), p_uncond=float(m.get("p_uncond", 0.1)),
-                          t_power=float(m.get("t_power", 1.0)), seed=spec.seed, progress=progress,
-                          desc=f"{spec.name}: training")
+    net = train_denoiser(inj.x, cond=inj.label if conditional else None,
+                         n_classes=n_classes if conditional else 0,
+                         **training_options(spec, progress, hidden=384, depth=3, steps=6000, batch_size=64,
+                                            lr=2e-3, p_uncond=0.1, t_power=1.0))
     save_pixel_mlp(net, shape, work / "model")
     model = PixelMLPScoreModel(net, shape)
     n = int(s.get("n", 2000))
@@ -56,6 +52,7 @@ def build_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
                           progress=progress)
     names = CLASS_NAMES.get(source, ())
     return BuildOutput(
+        heldout=heldout_images(x, y, inj, d, spec.seed),
         samples=samples, train=inj.x, train_lid=inj.lid, cond=cond,
         train_cond=inj.label if conditional else None,
         model={"kind": "pixel-mlp", "path": "model"},

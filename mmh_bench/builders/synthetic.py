@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from ..build import BuildError, BuildOutput, label_samples, register_builder
+from ..build import BuildError, BuildOutput, label_samples, register_builder, training_options
 from ..data.synthetic import Mixture, component_points, continuous_components, make_mixture
 from ..models.mlp import MLPDenoiser, MLPScoreModel, sample_ddpm, train_denoiser
 from ..spec import TaskSpec
@@ -25,6 +24,18 @@ from ..spec import TaskSpec
 #: offset added to the task seed for the fresh draws behind the null copy rate
 NULL_SEED_OFFSET = 1_000_003
 NULL_DRAWS = 2000
+HELDOUT_SEED_OFFSET = 2_000_003
+
+
+def heldout_draws(data: dict[str, Any], seed: int, mix: Mixture) -> np.ndarray | None:
+    """Fresh draws from the continuous components, as many per component as it has training rows:
+    the data distribution without its duplicated atoms, the held-out set of C_T (so copies of a
+    duplicated point count as copying, as a duplicated image's copies would against a test set)."""
+    cids = continuous_components(data)
+    if not cids:
+        return None
+    return np.concatenate([component_points(data, cid, int((mix.component == cid).sum()), seed,
+                                            seed + HELDOUT_SEED_OFFSET)[0] for cid in cids]).astype(np.float32)
 
 
 def null_copy_rate(data: dict[str, Any], seed: int, mix: Mixture, labels_cfg: dict[str, Any],
@@ -61,15 +72,9 @@ def diverged(samples: np.ndarray, train: np.ndarray) -> np.ndarray:
 
 def train_mixture_model(spec: TaskSpec, mix: Mixture, progress: bool) -> MLPDenoiser:
     """The task's MLP denoiser, conditional on the mixture's class ids when the spec asks for it."""
-    m = spec.section("model")
-    torch.manual_seed(spec.seed)
-    kwargs: dict[str, Any] = {}
-    if spec.conditional:
-        kwargs = {"cond": mix.cond, "n_classes": mix.n_classes, "p_uncond": float(m.get("p_uncond", 0.1))}
-    return train_denoiser(mix.x, hidden=int(m.get("hidden", 256)), depth=int(m.get("depth", 4)),
-                          steps=int(m.get("steps", 20000)), batch_size=int(m.get("batch_size", 256)),
-                          lr=float(m.get("lr", 1e-3)), seed=spec.seed, progress=progress,
-                          desc=f"{spec.name}: training", **kwargs)
+    cond = {"cond": mix.cond, "n_classes": mix.n_classes} if spec.conditional else {}
+    return train_denoiser(mix.x, **cond, **training_options(spec, progress, hidden=256, depth=4, steps=20000,
+                                                            batch_size=256, lr=1e-3, p_uncond=0.1))
 
 
 def sample_conditions(mix: Mixture, n: int, seed: int) -> np.ndarray:
@@ -103,5 +108,5 @@ def build_synthetic(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
     if spec.conditional:
         meta.update(n_classes=mix.n_classes, guidance=float(s.get("guidance", 1.0)))
     return BuildOutput(samples=samples, train=mix.x, train_lid=mix.lid, cond=cond, train_cond=train_cond,
-                       model={"kind": "mlp", "path": "model"},
+                       heldout=heldout_draws(data, spec.seed, mix), model={"kind": "mlp", "path": "model"},
                        extra_arrays={"train_component": mix.component}, extra_meta=meta)

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..build import BuildOutput, register_builder
+from ..build import BuildOutput, register_builder, training_options
 from ..data.captions import KIND, caption_set, prompt_plan
-from ..data.images import CLASS_NAMES, UNKNOWN_POSITIVE_LID, inject, load_images
+from ..data.images import CLASS_NAMES, UNKNOWN_POSITIVE_LID, heldout_images, inject, load_images
 from ..data.text import ENCODER_PACKAGE, TextEncoder
 from ..models.cross_attn import CaptionTable, CrossAttnScoreModel, save_cross_attn, train_cross_attn
 from ..models.pixel_mlp import sample_images
@@ -43,14 +43,10 @@ def build_text_to_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutp
     tokens, mask = encoder.encode(cs.captions)
     n_tokens = encoder.n_tokens(cs.captions)
     table = CaptionTable(torch.as_tensor(tokens), torch.as_tensor(mask), cs.null_id)
-    torch.manual_seed(spec.seed)
-    net = train_cross_attn(inj.x, cs.train_caption, table, hidden=int(m.get("hidden", 384)),
-                           depth=int(m.get("depth", 3)), queries=int(m.get("queries", 4)),
+    net = train_cross_attn(inj.x, cs.train_caption, table, queries=int(m.get("queries", 4)),
                            heads=int(m.get("heads", 4)), text_width=int(m.get("text_width", 64)),
-                           steps=int(m.get("steps", 6000)), batch_size=int(m.get("batch_size", 64)),
-                           lr=float(m.get("lr", 2e-3)), p_uncond=float(m.get("p_uncond", 0.1)),
-                           t_power=float(m.get("t_power", 1.0)), seed=spec.seed, progress=progress,
-                           desc=f"{spec.name}: training")
+                           **training_options(spec, progress, hidden=384, depth=3, steps=6000, batch_size=64,
+                                              lr=2e-3, p_uncond=0.1, t_power=1.0))
     save_cross_attn(net, table, cs.captions, work / "model")
     model = CrossAttnScoreModel(net, table, cs.captions)
     cond = prompt_plan(cs, int(s.get("per_unique", 8)), int(s.get("per_generic", 10)))
@@ -60,6 +56,7 @@ def build_text_to_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutp
     width = max(len(c) for c in cs.captions)
     memorized = [i for i, k in enumerate(cs.kind.tolist()) if k == KIND["duplicated"]]
     return BuildOutput(
+        heldout=heldout_images(x, y, inj, d, spec.seed),
         samples=samples, train=inj.x, train_lid=inj.lid, cond=cond, train_cond=cs.train_caption,
         model={"kind": "cross-attn", "path": "model"},
         extra_arrays={"caption_text": np.asarray(cs.captions, dtype=f"<U{width}"),

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .options import add_options
+
 import numpy as np
 
 EPILOG = """\
@@ -141,5 +143,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--max-probe", default="auto",
                    help="cells compared per row above 4096 rows: auto (measured), an integer, or none (exact)")
     s.add_argument("--seed", type=int, default=0, help="seed for k-means and the probe measurement")
-    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_options(s, "quiet")
     s.set_defaults(func=_cmd_dedup)

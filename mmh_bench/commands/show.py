@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .options import add_options
+
 import numpy as np
 
 #: subtype code -> (legend name, colour); matches mmh_bench.instance.SUBTYPES
@@ -22,10 +24,10 @@ MAX_POINTS = 20000  # per layer drawn; larger sets are subsampled deterministica
 
 
 def task_summary(inst: Any) -> dict[str, Any]:
-    """The instance summary plus the figures only synthetic builds carry (null copy rate)."""
+    """The instance summary plus the figures only some builds carry (null copy rate, C_T)."""
     out = dict(inst.summary())
-    for key in ("null_copy_rate", "null_copy_rate_per_component", "n_classes", "guidance", "source",
-                "manifolds"):
+    for key in ("null_copy_rate", "null_copy_rate_per_component", "copying", "n_classes", "guidance",
+                "source", "manifolds"):
         if key in inst.meta:
             out[key] = inst.meta[key]
     lid = inst.lid_star
@@ -170,7 +172,7 @@ def register(subparsers: Any) -> None:
     s.add_argument("--out", default=None, help="PNG path (default: ./TASK.png)")
     s.add_argument("--export", default=None, metavar="DIR",
                    help="also save the training set and labelled samples as an Arrow DatasetDict in DIR")
-    s.add_argument("--cache", default=None, help="build cache folder")
+    add_options(s, "cache")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
-    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_options(s, "quiet")
     s.set_defaults(func=_cmd_show)

@@ -26,7 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-DEFAULT_BOARD = "leaderboard"
+from .options import add_options
+
 DEFAULT_ATOL = 1e-3
 #: Cost counts are exact: network evaluations are counted by the evaluator, not claimed.
 COUNT_FIELDS = ("nfe_per_sample", "jvp_per_sample")
@@ -313,14 +314,9 @@ def register(sub: Any) -> None:
     s.add_argument("--authors", required=True, help="comma-separated author names")
     s.add_argument("--url", required=True, help="paper or code address (http/https)")
     s.add_argument("--description", default="", help="one-line description shown with the entry")
-    s.add_argument("--tasks", default="suite:default",
-                   help="comma-separated task names, suite:NAME or .toml paths (default: suite:default)")
-    s.add_argument("--board", default=DEFAULT_BOARD, help=f"leaderboard folder (default: {DEFAULT_BOARD})")
-    s.add_argument("--cache", default=None, help="build cache folder")
-    s.add_argument("--seed", type=int, default=0, help="detector seed (default: 0)")
-    s.add_argument("--batch-size", type=int, default=512, help="samples per detector call (default: 512)")
+    add_options(s, "tasks", "board", "cache", "seed", "batch-size")
     s.add_argument("--force", action="store_true", help="replace an existing entry of that name")
-    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_options(s, "quiet")
     s.set_defaults(func=cmd_submit)
 
     v = sub.add_parser(
@@ -330,12 +326,11 @@ def register(sub: Any) -> None:
                     "differs at all; write verification.json. Exit status 1 when anything differs. "
                     "This executes the submitted code.")
     v.add_argument("name", help="entry name (folder under BOARD/submissions)")
-    v.add_argument("--board", default=DEFAULT_BOARD, help=f"leaderboard folder (default: {DEFAULT_BOARD})")
+    add_options(v, "board")
     v.add_argument("--atol", type=float, default=DEFAULT_ATOL,
                    help=f"absolute tolerance on metrics (default: {DEFAULT_ATOL:g}, the board's precision)")
-    v.add_argument("--cache", default=None, help="build cache folder")
-    v.add_argument("--batch-size", type=int, default=None,
-                   help="samples per detector call (default: the one the entry was submitted with)")
+    add_options(v, "cache", "batch-size", batch_size={
+        "default": None, "help": "samples per detector call (default: the one the entry was submitted with)"})
     v.add_argument("--no-record", action="store_true", help="do not write verification.json")
-    v.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_options(v, "quiet")
     v.set_defaults(func=cmd_verify)

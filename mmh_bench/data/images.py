@@ -197,3 +197,21 @@ def inject(x: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int) -> Inje
     lid = np.where(group == GROUP_DUPLICATED, 0.0, UNKNOWN_POSITIVE_LID).astype(np.float32)
     return InjectedSet(x=x[rows_a], label=y[rows_a], group=group.astype(np.int8),
                        dup_id=dup_id.astype(np.int64), source_row=rows_a, lid=lid)
+
+
+def heldout_images(x: np.ndarray, y: np.ndarray, inj: InjectedSet, cfg: dict[str, Any],
+                   seed: int) -> np.ndarray:
+    """Images of the task's classes that the training set never uses, in the training set's class
+    proportions before duplication (``per_class`` per common class, ``rare_n`` of the rare class),
+    scaled up by the largest whole factor the unused pool allows: the held-out set of C_T."""
+    rng = np.random.default_rng([seed, 7])
+    classes = [int(c) for c in cfg.get("classes", sorted(set(y.tolist())))]
+    rare = cfg.get("rare_class")
+    rare = None if rare is None else int(rare)
+    want = {c: (int(cfg.get("rare_n", 0)) if c == rare else int(cfg.get("per_class", 50))) for c in classes}
+    used = np.zeros(len(y), dtype=bool)
+    used[inj.source_row] = True
+    pools = {c: rng.permutation(np.flatnonzero((y == c) & ~used)) for c in classes if want[c] > 0}
+    scale = min(len(pools[c]) // want[c] for c in pools) if pools else 0
+    rows = np.concatenate([pools[c][:scale * want[c]] for c in pools]) if scale else np.zeros(0, np.int64)
+    return x[np.sort(rows)]

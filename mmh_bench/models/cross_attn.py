@@ -22,11 +22,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..score_model import ScoreModel, vp_linear_alpha_bar
-from .mlp import _time_features
-from .pixel_mlp import sample_times
+from .mlp import _time_features, fit_eps
 
 MASKED = -1e9  # logit of a padding token (finite, so forward-mode derivatives stay finite)
 
@@ -127,35 +125,16 @@ def train_cross_attn(x: np.ndarray, caption_ids: np.ndarray, table: CaptionTable
                      text_width: int = 64, steps: int = 6000, batch_size: int = 64, lr: float = 2e-3,
                      p_uncond: float = 0.1, t_power: float = 1.0, seed: int = 0,
                      progress: bool = True, desc: str = "training") -> CrossAttnDenoiser:
-    """Fit eps-prediction (times from :func:`~mmh_bench.models.pixel_mlp.sample_times`, cosine
-    learning rate) with caption dropout: each caption is replaced by the empty caption with
-    probability ``p_uncond``."""
-    gen = torch.Generator().manual_seed(seed)
+    """A :class:`CrossAttnDenoiser` fitted by :func:`~mmh_bench.models.mlp.fit_eps`; caption
+    dropout replaces a caption by the empty one (``table.null_id``) with probability ``p_uncond``."""
     torch.manual_seed(seed)
     data = torch.as_tensor(x, dtype=torch.float32)
     ids = torch.as_tensor(caption_ids, dtype=torch.long)
     net = CrossAttnDenoiser(data.shape[1:], hidden, depth, queries, heads, table.tokens.shape[-1],
                             text_width)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 0.01)
-    net.train()
-    for _ in tqdm(range(steps), desc=desc, disable=not progress, mininterval=1.0, leave=False):
-        idx = torch.randint(0, len(data), (batch_size,), generator=gen)
-        x0 = data[idx]
-        t = sample_times(batch_size, t_power, gen)
-        z = torch.randn(x0.shape, generator=gen)
-        ab = vp_linear_alpha_bar(t).reshape(-1, *([1] * (x0.dim() - 1)))
-        y = ab.sqrt() * x0 + (1 - ab).sqrt() * z
-        c = ids[idx].clone()
-        c[torch.rand(batch_size, generator=gen) < p_uncond] = table.null_id
-        text, mask = table.lookup(c)
-        loss = ((net(y, t, text, mask) - z) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    net.eval()
-    return net
+    return fit_eps(net, data, ids, table.null_id, steps=steps, batch_size=batch_size, lr=lr,
+                   p_uncond=p_uncond, t_power=t_power, seed=seed, progress=progress, desc=desc,
+                   forward=lambda m, y, t, c: m(y, t, *table.lookup(c)))
 
 
 class CrossAttnScoreModel(ScoreModel):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -65,43 +65,59 @@ class MLPDenoiser(nn.Module):
         return net
 
 
-def train_denoiser(x: np.ndarray, *, cond: np.ndarray | None = None, n_classes: int = 0,
-                   hidden: int = 256, depth: int = 4, steps: int = 20000, batch_size: int = 256,
-                   lr: float = 1e-3, p_uncond: float = 0.1, seed: int = 0,
-                   progress: bool = True, desc: str = "training") -> MLPDenoiser:
-    """Fit eps-prediction with uniform t in [T_MIN, 1] and cosine learning-rate decay.
+def sample_times(n: int, power: float, gen: torch.Generator) -> torch.Tensor:
+    """Training times ``T_MIN + (1 - T_MIN) u^power``, u uniform: ``power > 1`` spends more steps
+    at low noise, where a model resolves (and so can copy) single training images."""
+    u = torch.rand(n, generator=gen)
+    return T_MIN + (1 - T_MIN) * (u if power == 1.0 else u ** power)
 
-    With ``cond`` given, each label is replaced by the null class with probability ``p_uncond``
-    (condition dropout) so one network gives both conditional and unconditional predictions.
-    """
+
+def fit_eps(net: nn.Module, data: torch.Tensor, labels: torch.Tensor | None, null_label: int, *,
+            steps: int, batch_size: int, lr: float, p_uncond: float = 0.1, t_power: float = 1.0,
+            seed: int = 0, forward: Callable[..., torch.Tensor] | None = None,
+            progress: bool = True, desc: str = "training") -> nn.Module:
+    """The one training loop of every shipped denoiser: eps-prediction on the VP schedule, times
+    from :func:`sample_times`, Adam with cosine learning-rate decay, and condition dropout (each
+    label becomes ``null_label`` with probability ``p_uncond``) so one network gives both the
+    conditional and the unconditional prediction. ``forward(net, y, t, labels)`` adapts networks
+    whose conditioning is not a label tensor (default ``net(y, t, labels)``)."""
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    data = torch.as_tensor(x, dtype=torch.float32)
-    labels = torch.as_tensor(cond, dtype=torch.long) if cond is not None else None
-    net = MLPDenoiser(data.shape[1], hidden, depth, n_classes)
+    forward = forward or (lambda m, y, t, c: m(y, t, c))
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 0.01)
     net.train()
-    bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=1.0, leave=False)
-    for _ in bar:
+    for _ in tqdm(range(steps), desc=desc, disable=not progress, mininterval=1.0, leave=False):
         idx = torch.randint(0, len(data), (batch_size,), generator=gen)
         x0 = data[idx]
-        t = T_MIN + (1 - T_MIN) * torch.rand(batch_size, generator=gen)
+        t = sample_times(batch_size, t_power, gen)
         z = torch.randn(x0.shape, generator=gen)
-        ab = vp_linear_alpha_bar(t)[:, None]
+        ab = vp_linear_alpha_bar(t).reshape(-1, *([1] * (x0.dim() - 1)))
         y = ab.sqrt() * x0 + (1 - ab).sqrt() * z
         c = None
         if labels is not None:
             c = labels[idx].clone()
-            drop = torch.rand(batch_size, generator=gen) < p_uncond
-            c[drop] = n_classes
-        loss = ((net(y, t, c) - z) ** 2).mean()
+            c[torch.rand(batch_size, generator=gen) < p_uncond] = null_label
+        loss = ((forward(net, y, t, c) - z) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
     net.eval()
     return net
+
+
+def train_denoiser(x: np.ndarray, *, cond: np.ndarray | None = None, n_classes: int = 0,
+                   hidden: int = 256, depth: int = 4, steps: int = 20000, batch_size: int = 256,
+                   lr: float = 1e-3, p_uncond: float = 0.1, t_power: float = 1.0, seed: int = 0,
+                   progress: bool = True, desc: str = "training") -> MLPDenoiser:
+    """An :class:`MLPDenoiser` on the rows of ``x`` (flattened when they are images) fitted by
+    :func:`fit_eps`; with ``cond`` given, class ids with ``n_classes`` as the null class."""
+    torch.manual_seed(seed)
+    data = torch.as_tensor(x, dtype=torch.float32).reshape(len(x), -1)
+    labels = torch.as_tensor(cond, dtype=torch.long) if cond is not None else None
+    net = MLPDenoiser(data.shape[1], hidden, depth, n_classes)
+    return fit_eps(net, data, labels, n_classes, steps=steps, batch_size=batch_size, lr=lr,
+                   p_uncond=p_uncond, t_power=t_power, seed=seed, progress=progress, desc=desc)
 
 
 class MLPScoreModel(ScoreModel):

@@ -14,50 +14,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from ..score_model import ScoreModel, vp_linear_alpha_bar
-from .mlp import T_MIN, MLPDenoiser, MLPScoreModel, sample_ddpm
-
-
-def sample_times(n: int, power: float, gen: torch.Generator) -> torch.Tensor:
-    """Training times ``T_MIN + (1 - T_MIN) u^power``, u uniform: ``power > 1`` spends more steps
-    at low noise, where a model resolves (and so can copy) single training images."""
-    return T_MIN + (1 - T_MIN) * torch.rand(n, generator=gen) ** power
-
-
-def train_pixel_mlp(x: np.ndarray, *, cond: np.ndarray | None = None, n_classes: int = 0,
-                    hidden: int = 384, depth: int = 3, steps: int = 6000, batch_size: int = 64,
-                    lr: float = 2e-3, p_uncond: float = 0.1, t_power: float = 1.0, seed: int = 0,
-                    progress: bool = True, desc: str = "training") -> MLPDenoiser:
-    """:func:`mmh_bench.models.mlp.train_denoiser` on flattened images, with a time-sampling power
-    (see :func:`sample_times`); ``t_power = 1`` is the same uniform-time recipe."""
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    data = torch.as_tensor(x, dtype=torch.float32).reshape(len(x), -1)
-    labels = torch.as_tensor(cond, dtype=torch.long) if cond is not None else None
-    net = MLPDenoiser(data.shape[1], hidden, depth, n_classes)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 0.01)
-    net.train()
-    for _ in tqdm(range(steps), desc=desc, disable=not progress, mininterval=1.0, leave=False):
-        idx = torch.randint(0, len(data), (batch_size,), generator=gen)
-        x0 = data[idx]
-        t = sample_times(batch_size, t_power, gen)
-        z = torch.randn(x0.shape, generator=gen)
-        ab = vp_linear_alpha_bar(t)[:, None]
-        y = ab.sqrt() * x0 + (1 - ab).sqrt() * z
-        c = None
-        if labels is not None:
-            c = labels[idx].clone()
-            c[torch.rand(batch_size, generator=gen) < p_uncond] = n_classes
-        loss = ((net(y, t, c) - z) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    net.eval()
-    return net
+from ..score_model import ScoreModel
+from .mlp import MLPDenoiser, MLPScoreModel, sample_ddpm
 
 
 class PixelMLPScoreModel(MLPScoreModel):
