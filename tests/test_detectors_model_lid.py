@@ -77,15 +77,28 @@ def test_t0_rules_on_the_shape_a_trained_network_gives():
     t = np.geomspace(1e-3, 0.5, 14)
     curve = np.r_[np.linspace(10, 4, 5), np.full(6, 3.0), [2.0, 1.5, 0.5]]
     assert knee_index(np.log(t), curve) == 5  # entry into the plateau
-    assert plateau_index(curve, 10) == 7  # its centre
+    assert plateau_index(t, curve, 10) == 7  # its (geometric) centre
     assert knee_index(np.log(t), np.full(14, 3.0)) == 0
     # flat then falling (an accurate score): the knee falls back to the smallest t0, the
     # plateau rule to the middle of the flat part
     flat_then_fall = np.r_[np.full(10, 1.0), [0.7, 0.3, 0.1, 0.0]]
     assert knee_index(np.log(t), flat_then_fall) == 0
-    assert plateau_index(flat_then_fall, 2) == 5
-    # nothing resolved anywhere: no plateau below D, fall back to the flattest stretch overall
-    assert plateau_index(np.full(14, 10.0), 10) == 6
+    assert plateau_index(t, flat_then_fall, 2) == 4
+    # nothing resolved anywhere (FLIPD ~ D): the middle of the grid
+    assert plateau_index(t, np.full(14, 10.0), 10) == 7
+
+
+def test_plateau_rule_reads_the_coarsest_shelf_in_high_dimension():
+    """The shape measured on syn100-dd (D = 100): a fall from ~D, a first shelf at ~12 where the
+    network is still blurry, a second at ~7, then washout. The rule takes the second shelf; an
+    absolute half-dimension band would find no plateau at all in such a curve."""
+    t = np.geomspace(1e-3, 0.9, 20)
+    curve = np.array([90.2, 86.1, 80.7, 73.8, 64.6, 52.6, 37.3, 21.5, 14.0, 12.0, 10.9, 11.9, 11.0,
+                      7.75, 6.92, 6.35, 5.05, 3.13, 1.43, -0.77])
+    i = plateau_index(t, curve, 100)
+    assert 13 <= i <= 15 and 0.1 < t[i] < 0.22
+    # a stricter stability factor splits the second shelf and falls back to the first
+    assert 9 <= plateau_index(t, curve, 100, ratio=1.15) <= 12
 
 
 def test_flipd_curve_shape(planes):
