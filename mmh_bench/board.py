@@ -430,7 +430,8 @@ def overview(board: Board, track: str) -> tuple[list[str], list[list[str]]]:
     """One matrix per track, detector x task: AUROC (memorization) or MAE (LID) of the measured
     rows; detectors ordered by their mean over the tasks they ran on, reference rows last. The
     memorization matrix ends with the task-level C_T (a set statistic, not a detector's)."""
-    tasks = [t for _, tr, ts in board.tables() if tr == track for t in ts]
+    tasks = [t for _, tr, ts in board.tables() if tr == track for t in ts
+             if board.rows_for(t, ("measured",))]
     cells: dict[str, dict[tuple[str, str], str]] = defaultdict(dict)
     values: dict[str, list[float]] = defaultdict(list)
     reference: dict[str, bool] = {}
@@ -449,7 +450,7 @@ def overview(board: Board, track: str) -> tuple[list[str], list[list[str]]]:
     order = sorted(cells, key=lambda d: (reference[d], not values[d],
                                          sign * (sum(values[d]) / len(values[d])) if values[d] else 0.0, d))
     heads = ["detector" if track != "lid" else "estimator"] + [t.name for t in tasks] + \
-        [("mean MAE" if track == "lid" else "mean AUROC")]
+        [("mean MAE (its tasks)" if track == "lid" else "mean AUROC (its tasks)")]
     rows = [[d + (" (reference)" if reference[d] else "")]
             + [cells[d].get((t.name, t.version), "n/a") for t in tasks]
             + [_fmt(sum(values[d]) / len(values[d])) if values[d] else "–"] for d in order]
@@ -763,10 +764,12 @@ def _roc_png(task: TaskFacts, rows: list[Row]) -> bytes | None:
         return None
     fig = Figure(figsize=(10, 4.2), dpi=100)
     axes = fig.subplots(1, 2)
-    for r in sorted(curves, key=lambda r: -(r.auroc or 0.0)):
+    for i, r in enumerate(sorted(curves, key=lambda r: -(r.auroc or 0.0))):
         label = _plot_label(r.detector) + (" [sub]" if r.kind == "submission" else "") + f" ({_fmt(r.auroc)})"
+        # ten colours, then the same colours dashed, dotted: no two curves look alike
+        style = {"color": f"C{i % 10}", "ls": ("-", "--", "-.", ":")[(i // 10) % 4]}
         for ax in axes:
-            ax.plot(r.roc["fpr"], r.roc["tpr"], lw=1.4, label=label, drawstyle="steps-post")
+            ax.plot(r.roc["fpr"], r.roc["tpr"], lw=1.4, label=label, drawstyle="steps-post", **style)
     for ax, log in zip(axes, (False, True)):
         grid = [1e-3, 1] if log else [0, 1]
         ax.plot(grid, grid, ls=":", color="grey", lw=1)

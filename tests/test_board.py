@@ -324,7 +324,7 @@ def test_overview_matrix_and_task_ct(store, catalog):
     and the task's C_T (from the results' task_stats) in the matrix and the task facts."""
     board = collect_board(store / "results", tasks=catalog)
     heads, rows = overview(board, "memorization")
-    assert heads == ["detector", "tiny", "mean AUROC"]
+    assert heads == ["detector", "tiny", "mean AUROC (its tasks)"]
     names = [r[0] for r in rows]
     assert names[-2] == "nn-ratio (reference)" and names[-1].startswith("C_T")
     aurocs = {r.detector: r.auroc for r in board.rows}
@@ -336,7 +336,7 @@ def test_overview_matrix_and_task_ct(store, catalog):
     readme, page, _ = _render(store, catalog)
     assert "## Overview: memorization" in readme and f"C_T {ct:+.2f}" in readme
     assert '<table class="overview">' in page and f"C_T {ct:+.2f}" in page
-    assert overview(board, "lid") == (["estimator", "mean MAE"], [])
+    assert overview(board, "lid") == (["estimator", "mean MAE (its tasks)"], [])
 
 
 def test_validate_cli_lists_rejections(store, catalog, monkeypatch, capsys, tiny_spec):
