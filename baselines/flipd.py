@@ -7,7 +7,7 @@ D <= ``exact_max_dim``, otherwise Hutchinson's estimator with ``probes`` Rademac
 
 Choosing t0. FLIPD is a function of t0: too small and a trained network's score is inaccurate
 (FLIPD drifts to D), too large and the noise washes the manifold out (FLIPD falls to 0).
-:func:`flipd_curve` sweeps t0 over a log grid (20 points in [1e-3, 0.9]); in ``fit``, without
+:func:`flipd_curve` sweeps t0 over a log grid (18 points in [1e-3, 0.44]); in ``fit``, without
 labels, the detector takes the mean FLIPD-vs-log(t0) curve over a seeded subset of the task's
 samples and picks t0 by one of two rules:
 
@@ -20,7 +20,9 @@ samples and picks t0 by one of two rules:
 Why this plateau rule (measured with ``benchmarks/flipd_t0_sweep.py``, results in
 ``benchmarks/results/flipd_t0/summary.md``): across the synthetic, LID and image tasks it lands
 within 0.04 AUROC of the best t0 on the grid (syn100-dd 0.977 vs 0.982, mmh-toy 0.848 vs 0.884,
-image-digits 0.950 vs 0.973) and within 0.25 of the best MAE on the LID mixtures. Factors 1.25 and
+image-digits 0.950 vs 0.973) and within 0.25 of the best MAE on the LID mixtures; on t2i-digits,
+whose unconditional curve falls steadily with no plateau, the fallback gives 0.47 (best 0.57,
+FLIPD is uninformative there at any t0). Factors 1.25 and
 1.3 choose the same t0 on every task. An absolute band (stable to half a dimension, the previous
 rule) finds no plateau in D = 100, where the curve falls through a first shelf at ~12 (the
 network's own blur) before the shelf at ~7 that reads LID* = 5; it chose t0 = 0.002 on syn100-dd
@@ -41,6 +43,9 @@ from ._common import row_noise
 #: the plateau rule: stable within this factor (max / min) over at least this factor in t
 RATIO = 1.3
 MIN_SPAN = 2.0
+#: largest t0 the rules consider: beyond it the VP schedule keeps under 0.37 of the signal
+#: (alpha_bar < 0.14) and FLIPD reads noise (a flat tail there is washout, not a plateau)
+T_MAX = 0.44
 #: rows, and row x dimension elements, per JVP call when several probes are stacked into one batch
 MAX_ROWS = 16384
 MAX_ELEMS = 4_000_000
@@ -172,7 +177,7 @@ class FLIPD(LIDEstimator):
     _use_cond = False
 
     def __init__(self, t0: float | str = "plateau", probes: int = 16, exact_max_dim: int = 64,
-                 t_min: float = 1e-3, t_max: float = 0.9, n_t: int = 20, fit_samples: int = 64) -> None:
+                 t_min: float = 1e-3, t_max: float = T_MAX, n_t: int = 18, fit_samples: int = 64) -> None:
         if isinstance(t0, str) and t0 not in ("knee", "plateau"):
             t0 = float(t0)
         self.t0: float | str = t0

@@ -33,6 +33,7 @@ class MMHRatio(Detector):
 
     name = "mmh-ratio"
     access = Access.MODEL | Access.TRAIN_DATA
+    version = "2"  # follows FLIPD's t0 rule (flipd version 3)
     cost_note = "FLIPD (D or K JVPs) + two k-NN searches in the training set"
 
     def __init__(self, t0: float | str = "plateau", k: int = 20, lid_method: str = "lpca") -> None:

@@ -19,7 +19,7 @@ from sklearn.metrics import roc_auc_score
 
 from mmh_bench.build import build_task
 from mmh_bench.registry import resolve_tasks
-from mmh_bench_baselines.flipd import RATIO, flipd_curve, knee_index, plateau_index
+from mmh_bench_baselines.flipd import RATIO, T_MAX, flipd_curve, knee_index, plateau_index
 
 RATIOS = (1.15, 1.2, 1.25, RATIO, 1.4, 1.5)
 
@@ -64,15 +64,16 @@ def sweep(spec, grid: np.ndarray, n_per_class: int, seed: int) -> dict:
 
 
 def summarize(folder: Path) -> str:
-    """The Markdown table of what each rule picks against the best t on the grid."""
+    """The Markdown table of what each rule picks against the best t on the grid (t <= T_MAX)."""
     lines = ["| task | D | metric | best on grid (t) | plateau rule, factor " + ", ".join(f"{r:g}" for r in RATIOS)
              + " (t: metric) | knee (t: metric) | FLIPD mem / non at the default pick |",
              "|---|---|---|---|---|---|---|"]
     for f in sorted(folder.glob("*.json")):
         r = json.loads(f.read_text())
-        g, y, dim = np.array(r["grid"]), np.array(r["mean_blind"]), r["dim"]
+        keep = np.array(r["grid"]) <= T_MAX * 1.001  # the rules see the detector's grid only
+        g, y, dim = np.array(r["grid"])[keep], np.array(r["mean_blind"])[keep], r["dim"]
         key = "auroc" if "auroc" in r else "mae"
-        vals = np.array(r[key])
+        vals = np.array(r[key])[keep]
         best = int(np.argmax(vals) if key == "auroc" else np.argmin(vals))
         picks = [plateau_index(g, y, dim, ratio=q) for q in RATIOS]
         knee = knee_index(np.log(g), y)

@@ -24,8 +24,9 @@ def test_flipd_separates_and_reads_near_zero_on_the_point_mass(toy):
     assert m["auroc"] > 0.75
     assert m["per_subtype"]["DD"]["auroc"] > 0.95
     det = make_detector("flipd")
-    ctx = Context(det.name, det.access, toy.info(), seed=0, model=toy.score_model())
-    det.fit(ctx)
+    ctx = Context(det.name, det.access, toy.info(), seed=0, model=toy.score_model(),
+                  samples=Batch(toy.samples, index=np.arange(len(toy.samples))))
+    det.fit(ctx)  # t0 chosen from all the task's samples, as the evaluator does
     dd = toy.subtype == SUBTYPE_CODE["DD"]
     non = toy.labels == 0
     lid_dd = det.estimate(Batch(toy.samples[dd]), ctx)
