@@ -27,7 +27,9 @@ FLIPD is uninformative there at any t0). Factors 1.25 and
 rule) finds no plateau in D = 100, where the curve falls through a first shelf at ~12 (the
 network's own blur) before the shelf at ~7 that reads LID* = 5; it chose t0 = 0.002 on syn100-dd
 (FLIPD ~81 on both classes, AUROC 0.42). The knee rule returns the unresolved tiny t0 on several
-tasks (mmh-toy AUROC 0.38). An explicit float fixes t0.
+tasks (mmh-toy AUROC 0.38). Not a free lunch: on an MLP trained only 3,000 steps on affine
+planes (``benchmarks/bench_detectors.py``) the rule picks t0 = 0.215, MAE 1.07 against 0.59 at a
+fixed t0 = 0.05, because that network's curve is still falling there. An explicit float fixes t0.
 """
 from __future__ import annotations
 

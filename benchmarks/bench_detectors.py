@@ -12,7 +12,7 @@
 Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_detectors.py [--quick]
 Writes benchmarks/results/bench_detectors.json. Everything runs on one thread (torch, FAISS,
 scikit-learn), so the numbers compare methods, not parallelism; detector timings are the best of
-three runs. A rule-chosen t0 (plateau / knee) includes its sweep in ``fit`` (64 samples x 12
+three runs. A rule-chosen t0 (plateau / knee) includes its sweep in ``fit`` (64 samples x 18
 times), amortised over the samples scored. The development machine had 2
 CPU cores shared with other processes: absolute seconds vary with its load (recorded), ratios
 measured in the same run are the figures to quote.
