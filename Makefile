@@ -8,7 +8,7 @@ TORCH_PIN := torch==2.13.0
 .PHONY: setup bench test clean-cache help
 
 help:
-	@echo "make bench   set up, run the default suite, render leaderboard/"
+	@echo "make bench   set up, run the default suite, render leaderboard/ (FORCE=1: re-measure current results)"
 	@echo "make test    set up, run the test suite"
 
 $(STAMP): pyproject.toml
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 bench: $(STAMP)
-	$(VENV)/bin/mmh-bench run --tasks suite:default --detectors all
+	$(VENV)/bin/mmh-bench run --tasks suite:default --detectors all $(if $(FORCE),--force,)
 	$(VENV)/bin/mmh-bench leaderboard
 
 test: $(STAMP)

@@ -59,11 +59,17 @@ class BuildOutput:
 Builder = Callable[[TaskSpec, Path, bool], BuildOutput]
 #: builder name (the spec's ``builder`` field) -> function(spec, workdir, progress)
 BUILDERS: dict[str, Builder] = {}
+#: builder name -> capabilities of the score models it makes (see ``ScoreModel.capabilities``),
+#: so the evaluator can tell without building that a detector's ``requires`` cannot be met;
+#: a builder that declares nothing is asked after the build
+BUILDER_CAPABILITIES: dict[str, frozenset[str]] = {}
 
 
-def register_builder(name: str) -> Callable[[Builder], Builder]:
+def register_builder(name: str, capabilities: tuple[str, ...] | None = None) -> Callable[[Builder], Builder]:
     def deco(fn: Builder) -> Builder:
         BUILDERS[name] = fn
+        if capabilities is not None:
+            BUILDER_CAPABILITIES[name] = frozenset(capabilities)
         return fn
     return deco
 

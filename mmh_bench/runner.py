@@ -16,7 +16,7 @@ import torch
 from sklearn.metrics import roc_curve
 from tqdm.auto import tqdm
 
-from .build import build_task
+from .build import BUILDER_CAPABILITIES, build_task
 from .context import Context
 from .detector import Batch, Detector, LIDEstimator
 from .instance import SUBTYPES, TaskInstance
@@ -44,6 +44,22 @@ def result_path(results_dir: Path, spec: TaskSpec, detector: str) -> Path:
 def detector_source(det: Detector) -> str:
     cls = type(det)
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def ruled_out(det: Detector, spec: TaskSpec) -> str | None:
+    """Why the spec alone rules the detector out (no build needed to know), else None."""
+    import importlib
+    importlib.import_module("mmh_bench.builders")  # fills BUILDER_CAPABILITIES
+    if spec.track == "lid" and not isinstance(det, LIDEstimator):
+        return "LID-track tasks need an LID estimator"
+    if det.access.grants_model() and not spec.section("model"):
+        return "task has no score model"
+    if det.access.grants_cond() and not spec.conditional:
+        return "detector needs conditions; task is unconditional"
+    caps = BUILDER_CAPABILITIES.get(spec.builder)
+    if det.requires and caps is not None and not set(det.requires) <= caps:
+        return f"model lacks {', '.join(sorted(set(det.requires) - caps))}"
+    return None
 
 
 def applicable(det: Detector, inst: TaskInstance) -> tuple[bool, str]:
@@ -227,9 +243,16 @@ def evaluate(tasks: str | Iterable[str | TaskSpec], detectors: str | Iterable[st
     report = GridReport([], [], [], [])
     results_dir = Path(results_dir)
     for spec in specs:
-        todo = [d for d in dets if force or not _is_current(result_path(results_dir, spec, d.name), spec, d)]
-        report.skipped_current += [result_path(results_dir, spec, d.name) for d in dets if d not in todo]
-        if not todo:
+        todo = []
+        for d in dets:
+            why = ruled_out(d, spec)
+            if why:
+                report.not_applicable.append((spec.name, d.name, why))
+            elif force or not _is_current(result_path(results_dir, spec, d.name), spec, d):
+                todo.append(d)
+            else:
+                report.skipped_current.append(result_path(results_dir, spec, d.name))
+        if not todo:  # nothing to evaluate: the task is not even built
             continue
         inst = build_task(spec, cache_dir, progress=progress)
         if model_override is not None:

@@ -124,3 +124,24 @@ def test_new_detector_version_is_rerun(tiny_spec, tmp_path):
 
     rep = evaluate([tiny_spec], [Norm2()], tmp_path, progress=False)
     assert len(rep.ran) == 1 and _load(rep.ran[0])["detector_version"] == "2"
+
+
+def test_spec_rules_out_detectors_and_current_grids_are_not_built(tiny_spec, tmp_path, monkeypatch):
+    """What the spec alone excludes is reported without a build, and a grid whose every
+    applicable pair is current does not build the task at all."""
+    from mmh_bench import runner
+    from mmh_bench.registry import get_task, make_detector
+    assert runner.ruled_out(make_detector("cfg-norm"), tiny_spec) == "detector needs conditions; task is unconditional"
+    assert runner.ruled_out(make_detector("random"), get_task("lid-mix10")) == "LID-track tasks need an LID estimator"
+    assert runner.ruled_out(make_detector("flipd"), get_task("lid-skdim")) == "task has no score model"
+    assert runner.ruled_out(make_detector("attention-entropy"), get_task("syn2-cond")) == "model lacks cross_attention"
+    assert runner.ruled_out(make_detector("attention-entropy"), get_task("t2i-digits")) is None
+    assert get_task("t2i-digits").conditional
+    first = evaluate([tiny_spec], ["random", "cfg-norm"], tmp_path, progress=False)
+    assert len(first.ran) == 1 and first.not_applicable[0][1] == "cfg-norm"
+
+    def no_build(*a, **k):
+        raise AssertionError("built a task with nothing to evaluate")
+    monkeypatch.setattr(runner, "build_task", no_build)
+    again = evaluate([tiny_spec], ["random", "cfg-norm"], tmp_path, progress=False)
+    assert not again.ran and len(again.skipped_current) == 1

@@ -30,7 +30,7 @@ def even_classes(classes: list[int], n: int) -> np.ndarray:
     return np.asarray([classes[i % len(classes)] for i in range(n)], dtype=np.int64)
 
 
-@register_builder("image")
+@register_builder("image", capabilities=())
 def build_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
     d, m, s = spec.section("data"), spec.section("model"), spec.section("sampling")
     source = str(d.get("source", "digits"))

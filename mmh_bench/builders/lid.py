@@ -117,7 +117,7 @@ def _build_skdim(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
                        extra_meta={"source": "skdim", "manifolds": names})
 
 
-@register_builder("lid")
+@register_builder("lid", capabilities=())
 def build_lid(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
     if spec.track != "lid":
         raise BuildError(f"task {spec.name!r}: builder 'lid' needs track = 'lid'")

@@ -49,7 +49,7 @@ def _set_info(ps: PromptSet, used: Sequence[str]) -> dict[str, Any]:
             "used_sha256": sha256_texts(used)}
 
 
-@register_builder("stable-diffusion")
+@register_builder("stable-diffusion", capabilities=("cross_attention",))
 def build_stable_diffusion(spec: TaskSpec, workdir: Path, progress: bool) -> BuildOutput:
     from ..models import stable_diffusion as sdm
 

@@ -83,7 +83,7 @@ def sample_conditions(mix: Mixture, n: int, seed: int) -> np.ndarray:
     return mix.cond[rng.integers(0, len(mix.cond), n)].astype(np.int64)
 
 
-@register_builder("synthetic")
+@register_builder("synthetic", capabilities=())
 def build_synthetic(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
     data = spec.section("data")
     mix = make_mixture(data, spec.seed)

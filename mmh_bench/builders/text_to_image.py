@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..build import BuildOutput, register_builder, training_options
+from ..build import BuildError, BuildOutput, register_builder, training_options
 from ..data.captions import KIND, caption_set, prompt_plan
 from ..data.images import CLASS_NAMES, UNKNOWN_POSITIVE_LID, heldout_images, inject, load_images
 from ..data.text import ENCODER_PACKAGE, TextEncoder
@@ -32,8 +32,10 @@ from ..models.pixel_mlp import sample_images
 from ..spec import TaskSpec
 
 
-@register_builder("text-to-image")
+@register_builder("text-to-image", capabilities=("cross_attention",))
 def build_text_to_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
+    if not spec.conditional:
+        raise BuildError(f"task {spec.name!r}: text-to-image tasks are conditional; set [model] conditional = true")
     d, m, s = spec.section("data"), spec.section("model"), spec.section("sampling")
     source = str(d.get("source", "digits"))
     x, y = load_images(source, d.get("side"))
