@@ -1,7 +1,7 @@
 """Small helpers shared by the shipped detectors (not part of the public API)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -55,3 +55,16 @@ class StartOfGeneration(Detector):
 
     def times(self) -> list[float]:
         return list(generation_times(self.n_steps, self.schedule_steps, self.t_start))
+
+    def step_mean(self, batch: Batch, ctx: Context, stream: int,
+                  stat: Callable[[Any, torch.Tensor, float, list], torch.Tensor]) -> np.ndarray:
+        """Mean over :meth:`times` of ``stat(model, y_t, t, cond)`` (one value per sample), where
+        ``y_t`` noises the samples to time t with fixed per-sample noise from ``stream``."""
+        cond = require_cond(batch, self.name)
+        z = row_noise(ctx, batch.index, tuple(batch.x.shape[1:]), stream)
+        times = self.times()
+        total = None
+        for t in times:
+            v = stat(ctx.model, noised(ctx.model, batch.x, t, z), t, cond)
+            total = v if total is None else total + v
+        return (total / len(times)).double().numpy()

@@ -15,7 +15,7 @@ import torch
 
 from mmh_bench import Access, Batch, Context
 
-from ._common import StartOfGeneration, noised, require_cond, row_noise
+from ._common import StartOfGeneration
 
 ATTN_STREAM = 500
 
@@ -36,13 +36,6 @@ class AttentionEntropy(StartOfGeneration):
     cost_note = "1 attention-recording forward per step (default 3 steps)"
 
     def score(self, batch: Batch, ctx: Context) -> np.ndarray:
-        model = ctx.model
-        cond = require_cond(batch, self.name)
-        shape = tuple(batch.x.shape[1:])
-        times = self.times()
-        z = row_noise(ctx, batch.index, shape, ATTN_STREAM)
-        ent = torch.zeros(len(batch), dtype=torch.float64)
-        for t in times:
-            p = model.cross_attention(noised(model, batch.x, t, z), t, cond)
-            ent += attention_entropy(torch.as_tensor(p).reshape(len(batch), -1))
-        return -(ent / len(times)).numpy()
+        def stat(model, y, t, cond):
+            return -attention_entropy(torch.as_tensor(model.cross_attention(y, t, cond)).reshape(len(y), -1))
+        return self.step_mean(batch, ctx, ATTN_STREAM, stat)

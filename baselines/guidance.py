@@ -31,7 +31,7 @@ import torch
 
 from mmh_bench import Access, Batch, Context
 
-from ._common import StartOfGeneration, noised, require_cond, row_noise
+from ._common import StartOfGeneration
 
 CFG_STREAM, SHARP_STREAM = 400, 410
 
@@ -51,16 +51,10 @@ class CFGNorm(StartOfGeneration):
     cost_note = "2 forwards per step (default 3 steps)"
 
     def score(self, batch: Batch, ctx: Context) -> np.ndarray:
-        model = ctx.model
-        cond = require_cond(batch, self.name)
-        shape = tuple(batch.x.shape[1:])
-        times = self.times()
-        z = row_noise(ctx, batch.index, shape, CFG_STREAM)
-        out = torch.zeros(len(batch))
-        for t in times:
-            ec, eu = _pair(model, noised(model, batch.x, t, z), t, cond)
-            out += (ec - eu).reshape(len(batch), -1).norm(dim=1)
-        return (out / len(times)).double().numpy()
+        def stat(model, y, t, cond):
+            ec, eu = _pair(model, y, t, cond)
+            return (ec - eu).reshape(len(y), -1).norm(dim=1)
+        return self.step_mean(batch, ctx, CFG_STREAM, stat)
 
 
 class Sharpness(StartOfGeneration):
@@ -71,17 +65,11 @@ class Sharpness(StartOfGeneration):
     cost_note = "2 forwards + 2 JVPs per step (default 3 steps)"
 
     def score(self, batch: Batch, ctx: Context) -> np.ndarray:
-        model = ctx.model
-        cond = require_cond(batch, self.name)
-        n, shape = len(batch), tuple(batch.x.shape[1:])
-        times = self.times()
-        z = row_noise(ctx, batch.index, shape, SHARP_STREAM)
-        out = torch.zeros(n)
-        for t in times:
-            y = noised(model, batch.x, t, z)
+        def stat(model, y, t, cond):
+            n = len(y)
             ec, eu = _pair(model, y, t, cond)
             d = ec - eu
             _, jv = model.eps_jvp(torch.cat([y, y]), t, torch.cat([d, d]), cond + [None] * n)
             hd = (jv[:n] - jv[n:]) / model.sigma(torch.tensor(t)) ** 2
-            out += hd.reshape(n, -1).norm(dim=1)
-        return (out / len(times)).double().numpy()
+            return hd.reshape(n, -1).norm(dim=1)
+        return self.step_mean(batch, ctx, SHARP_STREAM, stat)

@@ -47,7 +47,10 @@ def detector_source(det: Detector) -> str:
 
 
 def ruled_out(det: Detector, spec: TaskSpec) -> str | None:
-    """Why the spec alone rules the detector out (no build needed to know), else None."""
+    """Why the spec alone rules the detector out (no build needed to know), else None.
+
+    A prediction that saves builds; :func:`applicable` judges the built instance and stays the
+    authority (an instance attached by hand can carry conditions or a model its spec lacks)."""
     import importlib
     importlib.import_module("mmh_bench.builders")  # fills BUILDER_CAPABILITIES
     if spec.track == "lid" and not isinstance(det, LIDEstimator):
