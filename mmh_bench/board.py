@@ -446,14 +446,14 @@ def overview(board: Board, track: str) -> tuple[list[str], list[list[str]]]:
             cells[r.detector][(t.name, t.version)] = _fmt(v)
             if v is not None:
                 values[r.detector].append(v)
+    mean = {d: sum(v) / len(v) for d, v in values.items() if v}
     sign = 1.0 if track == "lid" else -1.0
-    order = sorted(cells, key=lambda d: (reference[d], not values[d],
-                                         sign * (sum(values[d]) / len(values[d])) if values[d] else 0.0, d))
+    order = sorted(cells, key=lambda d: (reference[d], d not in mean, sign * mean.get(d, 0.0), d))
     heads = ["detector" if track != "lid" else "estimator"] + [t.name for t in tasks] + \
         [("mean MAE (its tasks)" if track == "lid" else "mean AUROC (its tasks)")]
     rows = [[d + (" (reference)" if reference[d] else "")]
             + [cells[d].get((t.name, t.version), "n/a") for t in tasks]
-            + [_fmt(sum(values[d]) / len(values[d])) if values[d] else "–"] for d in order]
+            + [_fmt(mean[d]) if d in mean else "–"] for d in order]
     if track != "lid":
         rows.append(["C_T of the samples (task)"]
                     + [(f"{v:+.2f}" if (v := _num(t.stats.get("data_copying_ct"))) is not None else "–")
@@ -468,6 +468,17 @@ OVERVIEW_NOTE = {
                      "the samples sit closer to the training set than fresh data."),
     "lid": "MAE of the LID estimate per estimator and task (lower is better).",
 }
+OVERVIEW_TITLE = {"memorization": "Overview: memorization", "lid": "Overview: LID estimation"}
+
+
+def overviews(board: Board) -> list[tuple[str, str, list[str], list[list[str]]]]:
+    """(title, note, headers, rows) of every track's non-empty overview, for both renderers."""
+    out = []
+    for track in OVERVIEW_TITLE:
+        heads, rows = overview(board, track)
+        if rows:
+            out.append((OVERVIEW_TITLE[track], OVERVIEW_NOTE[track], heads, rows))
+    return out
 
 
 def render_markdown(results: list[dict[str, Any]] | Board) -> str:
@@ -477,12 +488,10 @@ def render_markdown(results: list[dict[str, Any]] | Board) -> str:
     hw = board.hardware()
     if hw:
         lines += ["Hardware: " + "; ".join(md(h) for h in hw), ""]
-    for track, title in (("memorization", "Overview: memorization"), ("lid", "Overview: LID estimation")):
-        heads, rows = overview(board, track)
-        if rows:
-            lines += [f"## {title}", "", OVERVIEW_NOTE[track], "",
-                      tabulate([[md(c) for c in r] for r in rows], headers=[md(c) for c in heads],
-                               tablefmt="github", disable_numparse=True), ""]
+    for title, note, heads, rows in overviews(board):
+        lines += [f"## {title}", "", note, "",
+                  tabulate([[md(c) for c in r] for r in rows], headers=[md(c) for c in heads],
+                           tablefmt="github", disable_numparse=True), ""]
     for family, track, tasks in board.tables():
         title = FAMILIES.get(family, family) + (" (LID track)" if track == "lid" and family != "lid" else "")
         lines += [f"## {md(title)}", ""]
@@ -718,16 +727,14 @@ def render_html(board: Board) -> str:
                     f'{f}</label>' for f in ACCESS_FLAGS)
     hw = board.hardware()
     tables = "".join(_html_table(board, fam, tr, ts) for fam, tr, ts in board.tables())
-    over = ""
-    for track, title in (("memorization", "Overview: memorization"), ("lid", "Overview: LID estimation")):
-        heads, rows = overview(board, track)
-        if rows:
-            over += (f'<section class="overview"><h2>{h(title)}</h2><p class="muted">{h(OVERVIEW_NOTE[track])}</p>'
-                     '<table class="overview"><thead><tr>' + "".join(f"<th>{h(c)}</th>" for c in heads)
-                     + "</tr></thead><tbody>" + "".join(
-                         "<tr>" + "".join((f'<td class="t">{h(c)}</td>' if i == 0 else f"<td>{h(c)}</td>")
-                                         for i, c in enumerate(r))
-                         + "</tr>" for r in rows) + "</tbody></table></section>")
+    over = "".join(
+        f'<section class="overview"><h2>{h(title)}</h2><p class="muted">{h(note)}</p>'
+        '<table class="overview"><thead><tr>' + "".join(f"<th>{h(c)}</th>" for c in heads)
+        + "</tr></thead><tbody>" + "".join(
+            "<tr>" + "".join((f'<td class="t">{h(c)}</td>' if i == 0 else f"<td>{h(c)}</td>")
+                            for i, c in enumerate(r))
+            + "</tr>" for r in rows) + "</tbody></table></section>"
+        for title, note, heads, rows in overviews(board))
     csp = (f"default-src 'none'; img-src 'self' file: data:; style-src {_csp_hash(CSS)}; "
            f"script-src {_csp_hash(JS)}; base-uri 'none'; form-action 'none'")
     intro = h(INTRO).replace("**", "").replace("`", "").replace("*", "")
