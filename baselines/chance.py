@@ -10,6 +10,7 @@ class RandomScore(Detector):
     """Uniform random scores, reproducible from the context seed (AUROC ~ 0.5 by construction)."""
 
     name = "random"
+    group = "chance"
     access = Access.SAMPLES
     cost_note = "none"
 

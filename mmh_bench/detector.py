@@ -45,6 +45,9 @@ class Detector:
     access: ClassVar[Access] = Access.SAMPLES
     version: ClassVar[str] = "1"
     reference: ClassVar[bool] = False  # True for detectors that restate the labelling rule
+    #: board group, when not derived from the access level (see :func:`detector_group`), e.g.
+    #: "shortcut" for baselines that exploit what a public spec says about a dev instance
+    group: ClassVar[str] = ""
     cost_note: ClassVar[str] = ""
     #: model capabilities needed beyond eps (see ``ScoreModel.capabilities``)
     requires: ClassVar[tuple[str, ...]] = ()
@@ -65,6 +68,28 @@ class Detector:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, access={self.access.label})"
+
+
+#: The board's detector groups; a ranking never mixes groups.
+GROUPS = ("reference", "training-set oracle", "model-side", "sample-side", "shortcut", "chance")
+
+
+def detector_group(det: "Detector | type[Detector]") -> str:
+    """Which board group a detector ranks in.
+
+    Restatements of the labelling rule are the reference; anything that reads the training set's
+    neighbours is a training-set oracle (the labels are distances to that set); otherwise the
+    group follows whether the detector reads the model. A class may name its group explicitly
+    (``"shortcut"``, ``"chance"``)."""
+    if det.reference:
+        return "reference"
+    if det.group:
+        if det.group not in GROUPS:
+            raise ValueError(f"detector group {det.group!r} is not one of {GROUPS}")
+        return det.group
+    if det.access.grants_train():
+        return "training-set oracle"
+    return "model-side" if det.access.grants_model() else "sample-side"
 
 
 class LIDEstimator(Detector):

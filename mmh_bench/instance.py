@@ -74,6 +74,17 @@ class TaskInstance:
     def data_hash(self) -> str:
         return str(self.meta["data_hash"])
 
+    @property
+    def instance_kind(self) -> str:
+        """``dev`` (built from the public spec and seed) or ``test`` (placed by a secret seed)."""
+        return str(self.meta.get("instance_kind", "dev"))
+
+    def instance_info(self) -> dict[str, str]:
+        """The instance's identity, part of every result: a result is current, and rows are
+        ranked together, only for the same data hash."""
+        return {"kind": self.instance_kind, "data_hash": self.data_hash,
+                "id": f"{self.instance_kind}-{self.data_hash[:12]}"}
+
     def info(self) -> TaskInfo:
         return TaskInfo(name=self.spec.name, family=self.spec.family,
                         shape=tuple(self.samples.shape[1:]), conditional=self.cond is not None,
