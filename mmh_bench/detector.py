@@ -49,6 +49,8 @@ class Detector:
     #: "shortcut" for baselines that exploit what a public spec says about a dev instance
     group: ClassVar[str] = ""
     cost_note: ClassVar[str] = ""
+    #: one line the board prints with the detector's rows (e.g. a bandwidth rule that decides them)
+    note: ClassVar[str] = ""
     #: model capabilities needed beyond eps (see ``ScoreModel.capabilities``)
     requires: ClassVar[tuple[str, ...]] = ()
 
