@@ -1,9 +1,15 @@
 """Metrics, one definition each.
 
 - TPR@FPR<=alpha: the largest TPR over ROC points whose FPR does not exceed alpha. Scores are
-  used as given (higher = more memorized); labels are never flipped.
+  used as given (higher = more memorized); labels are never flipped. The "closest ROC point"
+  variant some papers use is stored beside it (``tpr_at_fpr_closest``) for comparison only.
+- A TPR@FPR<=alpha is *resolvable* only when the negatives can express alpha: with
+  ``n_neg * alpha < 1`` a single false positive already exceeds it, and below
+  :data:`MIN_EXPECTED_FP` expected false positives the number rests on a handful of negatives.
+  The rule's outcome is stored per target (``tpr_at_fpr_resolvable``); the board hides the rest.
 - AUROC and average precision come from scikit-learn.
-- Bootstrap CIs resample samples with replacement under a fixed seed; resamples with a single
+- Bootstrap CIs: one set of resamples (with replacement, fixed seed) gives the AUROC and every
+  TPR@FPR interval, so the intervals describe the same resampled worlds; resamples with a single
   class are skipped.
 - LID metrics: MAE, MSE, and concordance = probability that, of two points with different true
   LID, the one with the larger LID gets the larger estimate (ties count one half).
@@ -19,6 +25,10 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 FPR_TARGETS = (0.001, 0.01, 0.05)
 N_BOOT = 1000
 BOOT_SEED = 0
+#: expected false positives at the target FPR below which a TPR@FPR is not resolvable
+MIN_EXPECTED_FP = 5
+_CHUNK = 100  # resamples per vectorised step (bounds memory at about CHUNK x n counts)
+_EPS = 1e-12
 
 
 def _check(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -31,14 +41,35 @@ def _check(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return y, s
 
 
+def tpr_resolvable(n_neg: int, alpha: float) -> bool:
+    """Whether ``n_neg`` negatives resolve FPR <= alpha (at least :data:`MIN_EXPECTED_FP` expected)."""
+    return n_neg * alpha >= MIN_EXPECTED_FP - 1e-9
+
+
+def _roc(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    if y.all() or not y.any():
+        return None
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    return fpr, tpr
+
+
 def tpr_at_fpr(y: np.ndarray, s: np.ndarray, alpha: float) -> float:
     """Largest TPR among ROC points with FPR <= alpha (strict; never the 'closest' point)."""
-    y, s = _check(y, s)
-    if y.all() or not y.any():
+    roc = _roc(*_check(y, s))
+    if roc is None:
         return float("nan")
-    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
-    ok = fpr <= alpha + 1e-12
-    return float(tpr[ok].max())
+    fpr, tpr = roc
+    return float(tpr[fpr <= alpha + _EPS].max())
+
+
+def tpr_at_fpr_closest(y: np.ndarray, s: np.ndarray, alpha: float) -> float:
+    """TPR at the ROC point whose FPR is closest to alpha (the larger TPR on a tie); may exceed alpha."""
+    roc = _roc(*_check(y, s))
+    if roc is None:
+        return float("nan")
+    fpr, tpr = roc
+    gap = np.abs(fpr - alpha)
+    return float(tpr[gap <= gap.min() + _EPS].max())
 
 
 def auroc(y: np.ndarray, s: np.ndarray) -> float:
@@ -55,19 +86,24 @@ def average_precision(y: np.ndarray, s: np.ndarray) -> float:
     return float(average_precision_score(y, s))
 
 
-def _weighted_auroc(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """AUROC of each weighting in ``w`` [B, n] (bootstrap multiplicities), ties counted one half.
+def resample_counts(y: np.ndarray, s: np.ndarray, draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positives and negatives per distinct score level (ascending) in each resample.
 
-    Equivalent to scikit-learn's AUROC on the resampled data, vectorized over resamples.
-    """
+    ``draws`` [B, n] holds the sample indices of B resamples; returns two [B, levels] count arrays,
+    from which any ROC quantity of every resample follows without a loop over resamples."""
     levels, inv = np.unique(s, return_inverse=True)
     k = len(levels)
-    pos = np.zeros((w.shape[0], k))
-    neg = np.zeros((w.shape[0], k))
-    for arr, mask in ((pos, y), (neg, ~y)):
-        idx = inv[mask]
-        for b in range(w.shape[0]):
-            arr[b] = np.bincount(idx, weights=w[b, mask], minlength=k)
+    y = np.asarray(y, dtype=bool)
+    flat = np.arange(draws.shape[0])[:, None] * k + inv[draws]
+    cls = y[draws]
+    size = draws.shape[0] * k
+    pos = np.bincount(flat[cls], minlength=size).reshape(-1, k).astype(float)
+    neg = np.bincount(flat[~cls], minlength=size).reshape(-1, k).astype(float)
+    return pos, neg
+
+
+def auroc_from_counts(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """AUROC of each row of level counts, ties counted one half (NaN for a single-class row)."""
     neg_below = np.cumsum(neg, axis=1) - neg  # negatives strictly below each level
     num = (pos * (neg_below + 0.5 * neg)).sum(1)
     den = pos.sum(1) * neg.sum(1)
@@ -75,21 +111,21 @@ def _weighted_auroc(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / den, np.nan)
 
 
-def bootstrap_auroc_ci(y: np.ndarray, s: np.ndarray, n_boot: int = N_BOOT, seed: int = BOOT_SEED,
-                       level: float = 0.95) -> list[float] | None:
-    """Percentile bootstrap CI of AUROC; None when it cannot be computed."""
-    y, s = _check(y, s)
-    if y.all() or not y.any():
-        return None
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    vals = []
-    for start in range(0, n_boot, 100):  # chunks bound the memory of the weight matrix
-        b = min(100, n_boot - start)
-        draws = rng.integers(0, n, (b, n))
-        w = np.stack([np.bincount(d, minlength=n) for d in draws]).astype(float)
-        vals.append(_weighted_auroc(y, s, w))
-    v = np.concatenate(vals)
+def tpr_from_counts(pos: np.ndarray, neg: np.ndarray, alpha: float) -> np.ndarray:
+    """Strict TPR@FPR<=alpha of each row of level counts (NaN for a single-class row).
+
+    Thresholds run from the highest level down; the ROC starts at (0, 0), so the answer is 0 when
+    even the top level costs more than alpha."""
+    tp = np.cumsum(pos[:, ::-1], axis=1)
+    fp = np.cumsum(neg[:, ::-1], axis=1)
+    n_pos, n_neg = tp[:, -1:], fp[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr, fpr = tp / n_pos, fp / n_neg
+    best = np.where(fpr <= alpha + _EPS, tpr, 0.0).max(axis=1)
+    return np.where((n_pos[:, 0] > 0) & (n_neg[:, 0] > 0), best, np.nan)
+
+
+def _interval(v: np.ndarray, level: float) -> list[float] | None:
     v = v[np.isfinite(v)]  # resamples with a single class
     if v.size == 0:
         return None
@@ -97,17 +133,48 @@ def bootstrap_auroc_ci(y: np.ndarray, s: np.ndarray, n_boot: int = N_BOOT, seed:
     return [float(lo), float(hi)]
 
 
+def bootstrap_cis(y: np.ndarray, s: np.ndarray, n_boot: int = N_BOOT, seed: int = BOOT_SEED,
+                  level: float = 0.95, alphas: tuple[float, ...] = FPR_TARGETS) -> dict[str, Any]:
+    """Percentile bootstrap CIs of AUROC and of each strict TPR@FPR, from the same resamples.
+
+    Returns ``{"auroc": [lo, hi] | None, "tpr_at_fpr": {str(alpha): [lo, hi] | None}}``."""
+    y, s = _check(y, s)
+    if y.all() or not y.any():
+        return {"auroc": None, "tpr_at_fpr": {str(a): None for a in alphas}}
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    au, tprs = [], {a: [] for a in alphas}
+    for start in range(0, n_boot, _CHUNK):
+        pos, neg = resample_counts(y, s, rng.integers(0, n, (min(_CHUNK, n_boot - start), n)))
+        au.append(auroc_from_counts(pos, neg))
+        for a in alphas:
+            tprs[a].append(tpr_from_counts(pos, neg, a))
+    return {"auroc": _interval(np.concatenate(au), level),
+            "tpr_at_fpr": {str(a): _interval(np.concatenate(tprs[a]), level) for a in alphas}}
+
+
+def bootstrap_auroc_ci(y: np.ndarray, s: np.ndarray, n_boot: int = N_BOOT, seed: int = BOOT_SEED,
+                       level: float = 0.95) -> list[float] | None:
+    """Percentile bootstrap CI of AUROC; None when it cannot be computed."""
+    return bootstrap_cis(y, s, n_boot, seed, level, alphas=())["auroc"]
+
+
 def detection_metrics(y: np.ndarray, s: np.ndarray, *, with_ci: bool = True) -> dict[str, Any]:
     y, s = _check(y, s)
+    n_neg = int((~y).sum())
     out: dict[str, Any] = {
         "auroc": auroc(y, s),
         "ap": average_precision(y, s),
         "tpr_at_fpr": {str(a): tpr_at_fpr(y, s, a) for a in FPR_TARGETS},
+        "tpr_at_fpr_closest": {str(a): tpr_at_fpr_closest(y, s, a) for a in FPR_TARGETS},
+        "tpr_at_fpr_resolvable": {str(a): tpr_resolvable(n_neg, a) for a in FPR_TARGETS},
         "n_pos": int(y.sum()),
-        "n_neg": int((~y).sum()),
+        "n_neg": n_neg,
     }
     if with_ci:
-        out["auroc_ci"] = bootstrap_auroc_ci(y, s)
+        cis = bootstrap_cis(y, s)
+        out["auroc_ci"] = cis["auroc"]
+        out["tpr_at_fpr_ci"] = cis["tpr_at_fpr"]
     return out
 
 

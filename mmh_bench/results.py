@@ -2,8 +2,9 @@
 
 A file is accepted only when it passes :mod:`mmh_bench.schema`, names a task the registry knows
 with the hash of its current spec, and sits at its canonical place
-``<root>/<task>/v<version>/<detector>.json`` (so one store cannot hold two entries for the same
-pair, and a name cannot point outside the store). Everything else is rejected with a reason that
+``<root>/<task>/v<version>/<detector>.json``, or ``<root>/<task>/v<version>/<instance id>/<detector>.json``
+when a store keeps several instances of a task (so a name cannot point outside the store; the
+board rejects a second entry for the same task, instance and detector). Everything else is rejected with a reason that
 names the file and the field; rejected files never change what the accepted ones render.
 """
 from __future__ import annotations
@@ -12,8 +13,11 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterable, Mapping
 
+from .access import Access
+from .detector import detector_group
 from .schema import SchemaError, check_task, read_json, validate_result
 from .spec import TaskSpec, load_spec
 
@@ -65,9 +69,29 @@ def known_tasks(extra: Iterable[TaskSpec | str | Path] = ()) -> dict[str, TaskSp
     return out
 
 
-def canonical_relpath(task: str, version: str, detector: str) -> Path:
-    """Where the evaluator stores a pair's result under a results root."""
-    return Path(task) / f"v{version}" / f"{detector}.json"
+def canonical_relpath(task: str, version: str, detector: str, instance: str | None = None) -> Path:
+    """Where a pair's result sits under a results root (``instance``: an instance id subfolder)."""
+    folder = Path(task) / f"v{version}"
+    return (folder / instance if instance else folder) / f"{detector}.json"
+
+
+def instance_of(doc: Mapping[str, Any]) -> dict[str, str]:
+    """A result's instance identity; results older than the ``instance`` field count as the dev
+    instance named by ``provenance.data_hash``."""
+    if doc.get("instance"):
+        return dict(doc["instance"])
+    data_hash = str(doc["provenance"]["data_hash"])
+    return {"kind": "dev", "data_hash": data_hash, "id": f"dev-{data_hash[:12]}"}
+
+
+def group_of(doc: Mapping[str, Any]) -> str:
+    """A result's board group; for results older than the ``group`` field, derived from
+    ``reference`` and ``access`` by :func:`mmh_bench.detector.detector_group` itself."""
+    if doc.get("group"):
+        return str(doc["group"])
+    stub = SimpleNamespace(reference=bool(doc.get("reference")), group="",
+                           access=Access.parse(doc.get("access") or "samples"))
+    return detector_group(stub)  # type: ignore[arg-type]
 
 
 def read_result(path: str | Path, *, tasks: TaskCatalog | None = None,
@@ -88,13 +112,15 @@ def read_result(path: str | Path, *, tasks: TaskCatalog | None = None,
         raise ResultError(f"{path}: {exc}", path, exc.field) from None
     if root is not None:
         want = canonical_relpath(res.task, res.task_version, res.detector)
+        inst = canonical_relpath(res.task, res.task_version, res.detector, instance_of(obj)["id"])
         try:
             rel = path.relative_to(root)
         except ValueError:
             rel = None
-        if rel != want:
+        if rel not in (want, inst):
             raise ResultError(f"{path}: field 'detector': a result for task {res.task!r} v{res.task_version}, "
-                              f"detector {res.detector!r} belongs at {str(want)!r} under the store, "
+                              f"detector {res.detector!r} belongs at {str(want)!r} (or {str(inst)!r}) "
+                              f"under the store, "
                               f"not {str(rel)!r} (a copy, a duplicate or a misnamed file)", path, "detector")
     return obj
 

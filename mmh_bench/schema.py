@@ -29,6 +29,8 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter,
                       model_validator)
 
 from .access import Access
+from .detector import GROUPS
+from .metrics import tpr_resolvable
 from .spec import TaskSpec
 
 SCHEMA_VERSION = 1
@@ -115,9 +117,34 @@ class TprAtFpr(Strict):
     fpr_005: Prob = Field(alias="0.05")
 
 
-def _ci_ok(ci: list[float] | None) -> None:
+def _ci_ok(ci: list[float] | None, name: str = "auroc_ci") -> None:
     if ci is not None and ci[0] > ci[1]:
-        raise ValueError("auroc_ci must be [low, high] with low <= high")
+        raise ValueError(f"{name} must be [low, high] with low <= high")
+
+
+Interval = Annotated[list[Prob], Field(min_length=2, max_length=2)]
+
+
+class TprCi(Strict):
+    """Bootstrap 95% interval of each strict TPR@FPR (null when no resample had both classes)."""
+
+    fpr_0001: Interval | None = Field(alias="0.001")
+    fpr_001: Interval | None = Field(alias="0.01")
+    fpr_005: Interval | None = Field(alias="0.05")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TprCi":
+        for key, name in zip(FPR_KEYS, ("fpr_0001", "fpr_001", "fpr_005")):
+            _ci_ok(getattr(self, name), f"tpr_at_fpr_ci.{key}")
+        return self
+
+
+class TprResolvable(Strict):
+    """Whether the negatives resolve each target (:func:`mmh_bench.metrics.tpr_resolvable`)."""
+
+    fpr_0001: bool = Field(alias="0.001")
+    fpr_001: bool = Field(alias="0.01")
+    fpr_005: bool = Field(alias="0.05")
 
 
 class DetectionMetrics(Strict):
@@ -126,11 +153,21 @@ class DetectionMetrics(Strict):
     tpr_at_fpr: TprAtFpr
     n_pos: Count
     n_neg: Count
-    auroc_ci: Annotated[list[Prob], Field(min_length=2, max_length=2)] | None = None
+    auroc_ci: Interval | None = None
+    # added with the TPR intervals; older results lack them
+    tpr_at_fpr_ci: TprCi | None = None
+    tpr_at_fpr_closest: TprAtFpr | None = None  # the "closest ROC point" variant, for comparison
+    tpr_at_fpr_resolvable: TprResolvable | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "DetectionMetrics":
         _ci_ok(self.auroc_ci)
+        flags = self.tpr_at_fpr_resolvable
+        if flags is not None:
+            for key, name in zip(FPR_KEYS, ("fpr_0001", "fpr_001", "fpr_005")):
+                if getattr(flags, name) != tpr_resolvable(self.n_neg, float(key)):
+                    raise ValueError(f"tpr_at_fpr_resolvable.{key} contradicts the rule for "
+                                     f"{self.n_neg} negatives")
         return self
 
 
@@ -186,6 +223,20 @@ class TaskStats(Strict):
     null_copy_rate: Prob | None = None  # share of fresh data draws the labelling calls copies
 
 
+class Instance(Strict):
+    """Which built instance of the task a result was measured on; rows rank together only within one."""
+
+    kind: Literal["dev", "test"]
+    data_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    id: Annotated[str, Field(pattern=r"^(dev|test)-[0-9a-f]{12}$")]
+
+    @model_validator(mode="after")
+    def _check(self) -> "Instance":
+        if self.id != f"{self.kind}-{self.data_hash[:12]}":
+            raise ValueError(f"id must be {self.kind}-<first 12 hex of data_hash>")
+        return self
+
+
 class _ResultBase(Strict):
     schema_version: Literal[1]
     task: Name
@@ -205,6 +256,11 @@ class _ResultBase(Strict):
     cost: Cost | None
     provenance: Provenance
     task_stats: TaskStats | None = None
+    # added with instances and groups; older results lack them (the board derives them)
+    group: Literal[GROUPS] | None = None  # type: ignore[valid-type]
+    instance: Instance | None = None
+    detector_note: Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_no_control)] | None = None
+    isolation: Literal["sandbox", "process", "in-process"] | None = None
 
     def _common(self) -> None:
         if self.status == "ok":
@@ -221,6 +277,10 @@ class _ResultBase(Strict):
                              f"task_hash {self.task_hash!r}")
         if self.n_memorized is not None and self.n_memorized > self.n_samples:
             raise ValueError("n_memorized exceeds n_samples")
+        if self.instance is not None and self.instance.data_hash != self.provenance.data_hash:
+            raise ValueError("instance.data_hash differs from provenance.data_hash")
+        if self.group is not None and (self.group == "reference") != self.reference:
+            raise ValueError(f"group {self.group!r} contradicts reference {self.reference}")
 
 
 class MemorizationResult(_ResultBase):
@@ -509,6 +569,6 @@ def json_schema() -> dict[str, Any]:
 
 
 __all__ = ["SCHEMA_VERSION", "MAX_FILE_BYTES", "SchemaError", "MemorizationResult", "LIDResult",
-           "SubmissionMeta", "Verification", "ReportedFile", "ReportedEntry", "ReportedMetrics",
+           "Instance", "SubmissionMeta", "Verification", "ReportedFile", "ReportedEntry", "ReportedMetrics",
            "TaskRef", "CheckItem", "Difference", "parse_json_bytes", "read_json", "validate_result",
            "validate_model", "check_task", "describe", "json_schema"]

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, roc_curve
 
-from mmh_bench.metrics import (bootstrap_auroc_ci, concordance, lid_metrics, memorization_metrics,
-                               tpr_at_fpr)
+from mmh_bench.metrics import (auroc_from_counts, bootstrap_auroc_ci, bootstrap_cis, concordance,
+                               lid_metrics, memorization_metrics, resample_counts, tpr_at_fpr,
+                               tpr_at_fpr_closest, tpr_from_counts, tpr_resolvable)
 
 
 def test_tpr_at_fpr_is_largest_tpr_within_budget():
@@ -67,12 +68,96 @@ def test_concordance_and_lid_metrics():
     assert m["mae"] == 1.0 and m["mse"] == 1.0 and m["concordance"] == 1.0
 
 
-def test_vectorized_bootstrap_auroc_matches_sklearn_on_resamples():
-    from mmh_bench.metrics import _weighted_auroc
+def _resamples(n, n_boot=200, seed=0):
+    """The draws bootstrap_cis makes (same generator, same chunking)."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.integers(0, n, (min(100, n_boot - i), n)) for i in range(0, n_boot, 100)])
+
+
+def _strict_reference(y, s, alpha):
+    """Strict TPR@FPR from scikit-learn's ROC curve, NaN for a single-class sample."""
+    if y.all() or not y.any():
+        return np.nan
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    return tpr[fpr <= alpha + 1e-12].max()
+
+
+def test_vectorized_bootstrap_matches_sklearn_on_every_resample():
     rng = np.random.default_rng(1)
     y = rng.random(500) < 0.2
     s = np.round(y + rng.normal(0, 1, 500), 1)  # many ties
-    draws = rng.integers(0, 500, (5, 500))
-    w = np.stack([np.bincount(d, minlength=500) for d in draws]).astype(float)
-    expected = [roc_auc_score(y[d], s[d]) for d in draws]
-    np.testing.assert_allclose(_weighted_auroc(y, s, w), expected, atol=1e-12)
+    draws = _resamples(500, 40)
+    pos, neg = resample_counts(y, s, draws)
+    np.testing.assert_allclose(auroc_from_counts(pos, neg), [roc_auc_score(y[d], s[d]) for d in draws],
+                               atol=1e-12)
+    for alpha in (0.0, 0.01, 0.05, 0.3):
+        want = [_strict_reference(y[d], s[d], alpha) for d in draws]
+        np.testing.assert_allclose(tpr_from_counts(pos, neg, alpha), want, atol=1e-12)
+
+
+def test_tpr_ci_is_the_percentile_interval_of_the_auroc_resamples():
+    """AUROC and TPR intervals come from the same seeded resamples, checked against scikit-learn."""
+    rng = np.random.default_rng(2)
+    y = rng.random(400) < 0.3
+    s = y * 1.5 + rng.normal(0, 1, 400)
+    draws = _resamples(400, 300)
+    got = bootstrap_cis(y, s, n_boot=300, alphas=(0.01, 0.05))
+    au = [roc_auc_score(y[d], s[d]) for d in draws]
+    np.testing.assert_allclose(got["auroc"], np.percentile(au, [2.5, 97.5]), atol=1e-12)
+    for a in (0.01, 0.05):
+        ref = [_strict_reference(y[d], s[d], a) for d in draws]
+        np.testing.assert_allclose(got["tpr_at_fpr"][str(a)], np.percentile(ref, [2.5, 97.5]), atol=1e-12)
+    assert got == bootstrap_cis(y, s, n_boot=300, alphas=(0.01, 0.05))  # seeded
+    assert bootstrap_auroc_ci(y, s, n_boot=300) == got["auroc"]
+
+
+def test_single_class_resamples_are_skipped():
+    y = np.array([1] + [0] * 30)  # most resamples miss the one positive
+    s = np.arange(31.0)
+    got = bootstrap_cis(y, s, n_boot=200)
+    pos, neg = resample_counts(y, s, _resamples(31, 200))
+    assert np.isnan(tpr_from_counts(pos, neg, 0.05)).sum() > 50
+    assert got["auroc"] is not None and got["tpr_at_fpr"]["0.05"] is not None
+
+
+def _brute(y, s, alpha):
+    """Every threshold by hand: strict (largest TPR with FPR <= alpha) and closest (FPR nearest alpha)."""
+    pts = [(0.0, 0.0)] + [((s[~y] >= t).mean(), (s[y] >= t).mean()) for t in np.unique(s)]
+    strict = max(tpr for fpr, tpr in pts if fpr <= alpha + 1e-12)
+    gap = min(abs(fpr - alpha) for fpr, _ in pts)
+    closest = max(tpr for fpr, tpr in pts if abs(fpr - alpha) <= gap + 1e-12)
+    return strict, closest
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_strict_and_closest_tpr_match_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(4, 40))
+    y = rng.random(n) < 0.4
+    y[:2] = [True, False]
+    s = rng.integers(0, 6, n).astype(float)  # small integers: ties everywhere
+    for alpha in (0.0, 0.01, 0.1, 0.25, 0.5):
+        strict, closest = _brute(y, s, alpha)
+        assert tpr_at_fpr(y, s, alpha) == pytest.approx(strict)
+        assert tpr_at_fpr_closest(y, s, alpha) == pytest.approx(closest)
+
+
+def test_closest_point_may_exceed_the_target_where_strict_does_not():
+    y = np.array([0] * 10 + [1] * 4)
+    s = np.array([9.0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 8, 7, 6, 0.5])
+    # FPR 0.15: the closest point is FPR 0.1 (TPR 0.75); at 0.19 it is FPR 0.1 as well, at 0.96 FPR 1.0
+    assert tpr_at_fpr_closest(y, s, 0.15) == pytest.approx(0.75)
+    assert tpr_at_fpr(y, s, 0.96) == pytest.approx(0.75)
+    assert tpr_at_fpr_closest(y, s, 0.96) == 1.0
+
+
+def test_resolvable_rule_is_recorded():
+    assert not tpr_resolvable(200, 0.001) and not tpr_resolvable(499, 0.01)
+    assert tpr_resolvable(500, 0.01) and tpr_resolvable(5000, 0.001)
+    rng = np.random.default_rng(0)
+    y = np.array([1] * 50 + [0] * 200, dtype=bool)
+    m = memorization_metrics(y, y + rng.normal(0, 1, 250))
+    assert m["tpr_at_fpr_resolvable"] == {"0.001": False, "0.01": False, "0.05": True}
+    assert set(m["tpr_at_fpr_ci"]) == set(m["tpr_at_fpr_closest"]) == {"0.001", "0.01", "0.05"}
+    lo, hi = m["tpr_at_fpr_ci"]["0.05"]
+    assert lo <= m["tpr_at_fpr"]["0.05"] <= hi
