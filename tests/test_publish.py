@@ -198,3 +198,16 @@ def test_cli_publish_and_pull(tmp_path, capsys):
     (out / "spec.toml").write_text((out / "spec.toml").read_text() + "\n")
     assert main(["pull", str(out), "--cache", str(tmp_path / "c2")]) == 2
     assert "spec.toml: checksum mismatch" in capsys.readouterr().err
+
+
+def test_hub_ids_go_to_snapshot_download(published, tmp_path, monkeypatch):
+    import huggingface_hub
+    calls = []
+
+    def fake_download(**kwargs):  # no network in tests: stands in for the Hub
+        calls.append(kwargs)
+        return str(published)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    inst = pull_instance("owner/mmh-tiny@0123abc", tmp_path)
+    assert calls == [{"repo_id": "owner/mmh-tiny", "repo_type": "dataset", "revision": "0123abc"}]
+    assert inst.meta["pulled_from"] == "owner/mmh-tiny@0123abc"
