@@ -56,13 +56,23 @@ def _sd_model(inst):  # type: ignore[no-untyped-def]
     return load_for_instance(inst)
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .models.stable_diffusion import model_source
     from .runner import evaluate
     with model_source(args.model):  # SD tasks need the weights both to build and to evaluate
         report = evaluate(args.tasks, args.detectors, args.results, cache_dir=args.cache, seed=args.seed,
                           batch_size=args.batch_size, force=args.force, progress=not args.quiet,
-                          model_override=_sd_model)
+                          model_override=_sd_model, isolation=args.isolation, timeout=args.timeout)
     for task, det, why in report.not_applicable:
         print(f"skipped {det} on {task}: {why}", file=sys.stderr)
     print(f"{len(report.ran)} evaluated, {len(report.skipped_current)} already current, "
@@ -117,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--results", default=DEFAULT_RESULTS, help=f"results folder (default: {DEFAULT_RESULTS})")
     add_options(s, "cache", "seed", "batch-size")
     s.add_argument("--force", action="store_true", help="re-evaluate pairs whose results are current")
+    s.add_argument("--isolation", choices=("auto", "sealed", "in-process"), default="auto",
+                   help="sealed: each detector runs in a sandboxed worker that holds only what its access "
+                        "grants; in-process: in this process (trusted code only); auto (default): sealed "
+                        "for all but the shipped baselines")
+    s.add_argument("--timeout", type=_positive_seconds, default=None, metavar="SECONDS",
+                   help="sealed runs only: a (task, detector) pair running longer fails (default: no limit)")
     add_options(s, "model", "quiet")
     s.set_defaults(func=_cmd_run)
 

@@ -60,13 +60,43 @@ class Detector:
     def score(self, batch: Batch, ctx: "Context") -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def params(self) -> dict[str, Any]:
-        """Hyper-parameters recorded with each result (public attributes that are plain values)."""
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        """Constructor parameter names, read from ``__init__``'s signature as scikit-learn does."""
+        from sklearn.base import BaseEstimator
+        return BaseEstimator._get_param_names.__func__(cls)  # type: ignore[attr-defined]
+
+    def get_params(self, deep: bool = False) -> dict[str, Any]:
+        """The constructor's parameters with their current values (scikit-learn's contract).
+
+        Each ``__init__`` parameter must be stored unchanged as an attribute of the same name, so
+        that ``type(det)(**det.get_params())`` rebuilds the detector; fitted state lives in
+        ``_private`` or ``trailing_underscore_`` attributes and is never a parameter."""
         out = {}
-        for k, v in vars(self).items():
-            if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None))):
-                out[k] = v
+        for key in self._get_param_names():
+            if not hasattr(self, key):
+                raise AttributeError(f"{type(self).__name__}.__init__ takes {key!r} but does not store it "
+                                     f"as self.{key}; parameters are constructor arguments kept as attributes")
+            out[key] = getattr(self, key)
         return out
+
+    def set_params(self, **params: Any) -> "Detector":
+        names = set(self._get_param_names())
+        for key, value in params.items():
+            if key not in names:
+                raise ValueError(f"{type(self).__name__} has no parameter {key!r}; "
+                                 f"its parameters: {sorted(names) or 'none'}")
+            setattr(self, key, value)
+        return self
+
+    def params(self) -> dict[str, Any]:
+        """Hyper-parameters recorded with each result: the constructor's arguments, nothing fitted."""
+        return self.get_params()
+
+    def clone(self) -> "Detector":
+        """A fresh, unfitted detector with the same constructor parameters (``sklearn.base.clone``)."""
+        from sklearn.base import clone
+        return clone(self)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, access={self.access.label})"

@@ -3,27 +3,24 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-import psutil
-import torch
 from sklearn.metrics import roc_curve
 from tqdm.auto import tqdm
 
 from .build import BUILDER_CAPABILITIES, build_task
 from .context import Context
-from .detector import Batch, Detector, LIDEstimator
+from .detector import Batch, Detector, LIDEstimator, detector_group
 from .instance import SUBTYPES, TaskInstance
 from .io import write_json
 from .metrics import lid_metrics, memorization_metrics
 from .provenance import provenance
 from .registry import get_task, make_detector, resolve_detectors, resolve_tasks
+from .sealed import DetectorFailure, PeakMemory, SealError, WorkerFailure, isolation_mode, run_job, run_sealed
 from .spec import TaskSpec, canonical_json
 
 log = logging.getLogger(__name__)
@@ -31,10 +28,11 @@ log = logging.getLogger(__name__)
 RESULT_SCHEMA_VERSION = 1
 DEFAULT_BATCH = 512
 ROC_POINTS = 200
-
-
-class DetectorFailure(RuntimeError):
-    """A detector broke the contract (wrong shape, NaN, non-numeric output)."""
+#: ``evaluate(isolation=...)``: "auto" seals every detector but the shipped baselines
+ISOLATION_CHOICES = ("auto", "sealed", "in-process")
+SHIPPED_PACKAGE = "mmh_bench_baselines"
+__all__ = ["DetectorFailure", "PeakMemory", "GridReport", "applicable", "compute_scores", "evaluate",
+           "evaluate_pair", "make_context", "resolve_isolation", "result_path", "ruled_out"]
 
 
 def result_path(results_dir: Path, spec: TaskSpec, detector: str) -> Path:
@@ -84,96 +82,49 @@ def applicable(det: Detector, inst: TaskInstance) -> tuple[bool, str]:
     return True, ""
 
 
-def _is_current(path: Path, spec: TaskSpec, det: Detector) -> bool:
+def _is_current(path: Path, inst: TaskInstance, det: Detector) -> bool:
+    """An ok result for this very instance (data hash), detector version and parameters."""
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    return (old.get("status") == "ok" and old.get("task_hash") == spec.hash
+    return (old.get("status") == "ok" and old.get("task_hash") == inst.spec.hash
+            and (old.get("instance") or {}).get("data_hash") == inst.data_hash
             and old.get("detector_version") == det.version
             and canonical_json(old.get("detector_params")) == canonical_json(det.params()))
 
 
-class PeakMemory:
-    """Peak resident memory above the starting level, sampled by a background thread (MB).
-
-    On CUDA the peak allocated device memory is reported separately.
-    """
-
-    def __init__(self, interval: float = 0.005) -> None:
-        self.interval = interval
-        self._proc = psutil.Process()
-        self._stop = threading.Event()
-        self.peak_mb = 0.0
-        self.device_peak_mb: float | None = None
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            self._peak = max(self._peak, self._proc.memory_info().rss)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "PeakMemory":
-        self._base = self._peak = self._proc.memory_info().rss
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._peak = max(self._peak, self._proc.memory_info().rss)
-        self.peak_mb = round((self._peak - self._base) / 2**20, 2)
-        if torch.cuda.is_available():
-            self.device_peak_mb = round(torch.cuda.max_memory_allocated() / 2**20, 2)
+def is_shipped(det: Detector) -> bool:
+    """A baseline shipped with mmh-bench: trusted code, so it may run in the evaluator's process."""
+    return type(det).__module__.split(".")[0] == SHIPPED_PACKAGE
 
 
-def _validate(out: Any, n: int, who: str) -> np.ndarray:
-    try:
-        arr = np.asarray(out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else out, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise DetectorFailure(f"{who} returned non-numeric scores ({exc})") from None
-    if arr.shape != (n,):
-        raise DetectorFailure(f"{who} returned shape {list(arr.shape)}, expected [{n}]")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        raise DetectorFailure(f"{who} returned {int(bad.sum())} NaN/inf value(s) of {n}")
-    return arr
+def resolve_isolation(isolation: str, det: Detector) -> str:
+    """``"sealed"`` or ``"in-process"`` for ``det`` under the requested mode."""
+    if isolation not in ISOLATION_CHOICES:
+        raise ValueError(f"isolation {isolation!r} is not one of {', '.join(ISOLATION_CHOICES)}")
+    if isolation == "auto":  # in-process is faster for trusted code (benchmarks/sealed_cost.py)
+        return "in-process" if is_shipped(det) else "sealed"
+    return isolation
+
+
+def make_context(det: Detector, inst: TaskInstance, *, seed: int) -> tuple[Context, Any]:
+    """The context ``det`` gets on ``inst`` in this process, and the score model behind it (or None)."""
+    access = det.access
+    model = inst.score_model() if access.grants_model() else None
+    ctx = Context(det.name, access, inst.info(), seed=seed, model=model,
+                  train_index=inst.train_index if access.grants_train() else None, extras=inst.extras,
+                  samples=Batch(x=inst.samples, cond=inst.cond if access.grants_cond() else None))
+    return ctx, model
 
 
 def compute_scores(det: Detector, inst: TaskInstance, *, seed: int, batch_size: int = DEFAULT_BATCH,
                    progress: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
-    """Run ``fit`` and ``score`` (or ``estimate`` on LID tasks) over the task in batches."""
-    access = det.access
-    model = inst.score_model() if access.grants_model() else None
-    x, cond = inst.samples, inst.cond if access.grants_cond() else None
-    ctx = Context(det.name, access, inst.info(), seed=seed, model=model,
-                  train_index=inst.train_index if access.grants_train() else None,
-                  extras=inst.extras, samples=Batch(x=x, cond=cond))
-    if model is not None:
-        model.reset_counters()
-    torch.manual_seed(seed)
-    n = len(x)
-    method = det.estimate if inst.spec.track == "lid" else det.score  # type: ignore[attr-defined]
-    parts = []
-    t0 = time.perf_counter()
-    with PeakMemory() as mem:
-        det.fit(ctx)
-        bar = tqdm(range(0, n, batch_size), desc=f"{inst.spec.name} / {det.name}", disable=not progress,
-                   leave=False, unit="batch")
-        for start in bar:
-            sl = slice(start, min(start + batch_size, n))
-            batch = Batch(x=x[sl], cond=None if cond is None else cond[sl], index=np.arange(n)[sl])
-            parts.append(_validate(method(batch, ctx), sl.stop - sl.start, det.name))
-    seconds = time.perf_counter() - t0
-    nfe = (model.nfe + model.njvp) / n if model is not None else 0.0
-    cost = {"nfe_per_sample": round(nfe, 3),
-            "jvp_per_sample": round(model.njvp / n, 3) if model is not None else 0.0,
-            "seconds": round(seconds, 4), "peak_mb": mem.peak_mb}
-    if mem.device_peak_mb is not None:
-        cost["device_peak_mb"] = mem.device_peak_mb
-    return np.concatenate(parts), cost
+    """Run ``fit`` and ``score`` (or ``estimate`` on LID tasks) over the task in batches, in this
+    process; a sealed worker runs the very same loop (:func:`mmh_bench.sealed.run_job`)."""
+    ctx, model = make_context(det, inst, seed=seed)
+    return run_job(det, ctx, inst.samples, ctx.samples.cond, lid=inst.spec.track == "lid", model=model,
+                   batch_size=batch_size, progress=progress, desc=f"{inst.spec.name} / {det.name}")
 
 
 def _roc_points(y: np.ndarray, s: np.ndarray) -> dict[str, list[float]] | None:
@@ -187,16 +138,29 @@ def _roc_points(y: np.ndarray, s: np.ndarray) -> dict[str, list[float]] | None:
 
 
 def evaluate_pair(inst: TaskInstance, det: Detector, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,
-                  progress: bool = False) -> dict[str, Any]:
-    """One (task, detector) result; any exception from the detector becomes ``status: failed``."""
+                  progress: bool = False, isolation: str = "auto", timeout: float | None = None,
+                  threads: int = 1, hide: Iterable[str | Path | None] = (),
+                  model_override: bool = False) -> dict[str, Any]:
+    """One (task, detector) result; any failure of the detector becomes ``status: failed``.
+
+    ``isolation``: "sealed" scores in a worker that holds only what the detector's access grants
+    (sandboxed when bubblewrap works), "in-process" calls ``det`` here, "auto" seals all but the
+    shipped baselines. Sealed runs construct a fresh detector from ``det``'s parameters; ``timeout``
+    (seconds) and ``threads`` (torch threads in the worker) apply to them. ``model_override``: the
+    instance's model was attached in memory, which a sealed worker cannot load.
+    """
     spec = inst.spec
     labels = inst.labels
+    mode = resolve_isolation(isolation, det)
     result: dict[str, Any] = {
         "schema_version": RESULT_SCHEMA_VERSION, "task": spec.name, "task_version": spec.version,
         "task_hash": spec.hash, "task_family": spec.family, "track": spec.track,
         "detector": det.name, "detector_version": det.version, "detector_params": det.params(),
         "detector_source": detector_source(det), "access": det.access.label,
-        "reference": bool(det.reference), "status": "ok", "error": None,
+        "reference": bool(det.reference), "group": detector_group(det), "detector_note": det.note or None,
+        "instance": inst.instance_info(),
+        "isolation": isolation_mode() if mode == "sealed" else "in-process",
+        "status": "ok", "error": None,
         "n_samples": int(len(inst.samples)),
         "n_memorized": int(labels.sum()) if labels is not None else None,
         "metrics": None, "cost": None, "roc": None,
@@ -204,10 +168,20 @@ def evaluate_pair(inst: TaskInstance, det: Detector, *, seed: int = 0, batch_siz
         "task_stats": inst.task_stats(),
     }
     try:
-        scores, cost = compute_scores(det, inst, seed=seed, batch_size=batch_size, progress=progress)
+        if mode == "in-process":
+            scores, cost = compute_scores(det, inst, seed=seed, batch_size=batch_size, progress=progress)
+        elif model_override and det.access.grants_model():
+            raise SealError("this task's model was attached in memory (--model); a sealed worker cannot "
+                            "load it: evaluate in-process to trust the detector")
+        else:
+            run = run_sealed(inst, det, seed=seed, batch_size=batch_size, timeout=timeout, threads=threads,
+                             sandbox=result["isolation"] == "sandbox", hide=hide)
+            scores, cost = run.scores, run.cost
+            result["isolation"] = run.isolation
     except Exception as exc:  # a broken detector must not stop the grid
         log.debug("detector %s failed on %s:\n%s", det.name, spec.name, traceback.format_exc())
-        result.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+        name = "" if isinstance(exc, WorkerFailure) else f"{type(exc).__name__}: "
+        result.update(status="failed", error=f"{name}{exc}"[:2000])
         return result
     result["cost"] = cost
     if spec.track == "lid":
@@ -230,11 +204,14 @@ class GridReport:
 def evaluate(tasks: str | Iterable[str | TaskSpec], detectors: str | Iterable[str | Detector],
              results_dir: str | Path, *, cache_dir: str | Path | None = None, seed: int = 0,
              batch_size: int = DEFAULT_BATCH, force: bool = False, progress: bool = True,
-             model_override: Any = None) -> GridReport:
+             model_override: Any = None, isolation: str = "auto", timeout: float | None = None,
+             threads: int = 1) -> GridReport:
     """Evaluate every applicable (task, detector) pair, writing one JSON file per pair atomically.
 
-    Pairs whose current result (same task hash, detector version and parameters, status ok)
-    already exists are skipped, so an interrupted grid resumes where it stopped.
+    Each pair gets a fresh detector cloned from the given one's constructor parameters, so nothing
+    fitted on one task reaches the next. Pairs whose current result (same instance data hash,
+    detector version and parameters, status ok) already exists are skipped, so an interrupted grid
+    resumes where it stopped. ``isolation``, ``timeout`` and ``threads``: see :func:`evaluate_pair`.
     """
     specs = resolve_tasks(tasks) if isinstance(tasks, str) else [
         t if isinstance(t, TaskSpec) else get_task(t) for t in tasks]
@@ -243,35 +220,41 @@ def evaluate(tasks: str | Iterable[str | TaskSpec], detectors: str | Iterable[st
     names = [d.name for d in dets]
     if len(set(names)) != len(names):
         raise ValueError(f"detector names must be unique in one run: {names}")
+    for d in dets:
+        resolve_isolation(isolation, d)  # a bad mode fails before anything is built
     report = GridReport([], [], [], [])
     results_dir = Path(results_dir)
     for spec in specs:
-        todo = []
+        candidates = []
         for d in dets:
             why = ruled_out(d, spec)
             if why:
                 report.not_applicable.append((spec.name, d.name, why))
-            elif force or not _is_current(result_path(results_dir, spec, d.name), spec, d):
-                todo.append(d)
             else:
-                report.skipped_current.append(result_path(results_dir, spec, d.name))
-        if not todo:  # nothing to evaluate: the task is not even built
+                candidates.append(d)
+        if not candidates:  # nothing can run here: the task is not even built
             continue
         inst = build_task(spec, cache_dir, progress=progress)
-        if model_override is not None:
-            inst.set_model(model_override(inst) if callable(model_override) else model_override)
-        for det in todo:
-            ok, why = applicable(det, inst)
-            if not ok:
-                report.not_applicable.append((spec.name, det.name, why))
+        attached = model_override(inst) if callable(model_override) else model_override
+        if attached is not None:
+            inst.set_model(attached)
+        for proto in candidates:
+            path = result_path(results_dir, spec, proto.name)
+            if not force and _is_current(path, inst, proto):
+                report.skipped_current.append(path)
                 continue
-            res = evaluate_pair(inst, det, seed=seed, batch_size=batch_size, progress=progress)
-            path = result_path(results_dir, spec, det.name)
+            ok, why = applicable(proto, inst)
+            if not ok:
+                report.not_applicable.append((spec.name, proto.name, why))
+                continue
+            res = evaluate_pair(inst, proto.clone(), seed=seed, batch_size=batch_size, progress=progress,
+                                isolation=isolation, timeout=timeout, threads=threads,
+                                hide=[cache_dir, results_dir], model_override=attached is not None)
             write_json(path, res)
             (report.failed if res["status"] == "failed" else report.ran).append(path)
             if progress:
                 m = res["metrics"] or {}
                 headline = (f"AUROC {m['auroc']:.3f}" if "auroc" in m else
                             f"MAE {m['mae']:.3f}" if "mae" in m else res["error"])
-                tqdm.write(f"  {spec.name:<28} {det.name:<18} {res['status']:<7} {headline}")
+                tqdm.write(f"  {spec.name:<28} {proto.name:<18} {res['status']:<7} {headline}")
     return report

@@ -18,6 +18,9 @@ contract, not detection quality:
   without an :class:`~mmh_bench.AccessError`;
 - ``output``: one number per sample, shape ``[n]``; ``finite``: no NaN or infinity;
   (``fit``/``score`` run through the evaluator's own loop, :func:`mmh_bench.runner.compute_scores`)
+- ``fitted_state``: ``fit`` changes no constructor parameter and adds no public attribute (fitted
+  state goes in ``_private`` or ``trailing_underscore_`` attributes, as in scikit-learn), so the
+  parameters recorded with a result are the ones the detector was built with;
 - ``deterministic``: two fresh runs under the same seed give the same scores;
 - ``result``: the evaluator's result for the detector passes the leaderboard schema;
 - warnings (do not fail the report): ``batch_independent`` (scores do not depend on how the
@@ -137,9 +140,35 @@ def _contract(det: Any, report: CheckReport) -> bool:
             raise TypeError("params() must map strings to plain values")
     except (TypeError, ValueError) as exc:
         problems.append(f"params() is not plain JSON: {exc}")
+    except AttributeError as exc:
+        problems.append(str(exc))
+    else:
+        try:
+            det.clone()
+        except Exception as exc:  # sklearn.base.clone: the constructor must store its arguments as given
+            problems.append(f"cannot clone from the constructor's parameters: {exc}")
     if problems:
         return report.add("contract", False, "; ".join(problems))
     return report.add("contract", True, f"name {det.name!r}, access {det.access.label!r}, version {det.version!r}")
+
+
+def _fitted_state(base: Detector, inst: Any, seed: int, report: CheckReport) -> None:
+    from .runner import make_context
+    det = base.clone()
+    before, public = copy.deepcopy(det.params()), {k for k in vars(det) if not k.startswith("_")}
+    try:
+        det.fit(make_context(det, inst, seed=seed)[0])
+    except Exception as exc:  # the scoring runs report it; here only fit's side effects matter
+        report.add("fitted_state", False, f"fit failed: {type(exc).__name__}: {exc}")
+        return
+    after = det.params()
+    changed = sorted(k for k in before if after.get(k) != before[k])
+    added = sorted(k for k in vars(det) if not k.startswith("_") and not k.endswith("_") and k not in public)
+    problems = ([f"fit changed constructor parameter(s) {changed}"] if changed else []) + (
+        [f"fit added public attribute(s) {added}; name fitted state with a trailing underscore "
+         "(e.g. self.t0_) or a leading one"] if added else [])
+    report.add("fitted_state", not problems, "; ".join(problems) or
+               "fit keeps the constructor's parameters; fitted state is _private or trailing_")
 
 
 def check_detector(det: Detector | type[Detector] | str, task: Any = None, *, seed: int = 0,
@@ -148,7 +177,7 @@ def check_detector(det: Detector | type[Detector] | str, task: Any = None, *, se
 
     ``task``: a task name, :class:`~mmh_bench.spec.TaskSpec` or built
     :class:`~mmh_bench.TaskInstance`; default the shipped ``mmh-check`` task. The detector you
-    pass is not modified: every run uses a fresh deep copy.
+    pass is not modified: every run uses a fresh clone (``Detector.clone``), as the evaluator does.
     """
     from .runner import DetectorFailure, applicable, compute_scores, evaluate_pair
     from .schema import SchemaError, validate_result
@@ -171,7 +200,7 @@ def check_detector(det: Detector | type[Detector] | str, task: Any = None, *, se
     def attempt(bs: int) -> tuple[np.ndarray | None, str, str, dict[str, Any]]:
         # the evaluator's own loop: the context it builds is exactly what a real run grants
         try:
-            scores, cost = compute_scores(copy.deepcopy(base), inst, seed=seed, batch_size=bs)
+            scores, cost = compute_scores(base.clone(), inst, seed=seed, batch_size=bs)
             return scores, "", "", cost
         except AccessError as exc:
             return None, "access", str(exc), {}
@@ -196,6 +225,7 @@ def check_detector(det: Detector | type[Detector] | str, task: Any = None, *, se
     report.add("access", True, f"fit and score ran with exactly {base.access.label!r}, no AccessError")
     report.add("output", True, f"shape [{n}] on {n} samples")
     report.add("finite", True, "no NaN or infinity")
+    _fitted_state(base, inst, seed, report)
 
     second, _, msg2, _ = attempt(batch_size)
     if second is None:
@@ -224,7 +254,7 @@ def check_detector(det: Detector | type[Detector] | str, task: Any = None, *, se
         return report
     report.add("cost", True, f"{cost.get('nfe_per_sample', 0)} network evaluations per sample, "
                f"{cost.get('seconds', 0):.2f} s on {n} samples (counted by the evaluator)", "info")
-    result = evaluate_pair(inst, copy.deepcopy(base), seed=seed, batch_size=batch_size)
+    result = evaluate_pair(inst, base.clone(), seed=seed, batch_size=batch_size, isolation="in-process")
     try:
         validate_result(json.loads(json.dumps(result, allow_nan=False)))
         if result["status"] != "ok":

@@ -59,7 +59,7 @@ def _load(path):
 
 def test_failing_detectors_are_isolated(tiny_spec, tmp_path):
     dets = [Raises(), ReturnsNaN(), WrongShape(), Sneaky(), Norm()]
-    rep = evaluate([tiny_spec], dets, tmp_path, progress=False)
+    rep = evaluate([tiny_spec], dets, tmp_path, progress=False)  # auto: sealed (not shipped baselines)
     assert len(rep.failed) == 4 and len(rep.ran) == 1
     errors = {d.name: _load(result_path(tmp_path, tiny_spec, d.name)) for d in dets}
     assert "boom" in errors["raises"]["error"]
@@ -74,15 +74,17 @@ def test_failing_detectors_are_isolated(tiny_spec, tmp_path):
     assert set(ok["metrics"]["tpr_at_fpr"]) == {"0.001", "0.01", "0.05"}
     assert {"nfe_per_sample", "seconds", "peak_mb"} <= set(ok["cost"])
     assert {"packages", "seed", "hardware", "spec_hash", "data_hash"} <= set(ok["provenance"])
+    assert ok["isolation"] in ("sandbox", "process") and ok["group"] == "sample-side"
+    assert ok["detector_note"] is None and ok["instance"]["data_hash"] == ok["provenance"]["data_hash"]
 
 
 def test_interrupted_grid_resumes(tiny_spec, tmp_path):
-    with pytest.raises(KeyboardInterrupt):
-        evaluate([tiny_spec], [Norm(), Interrupts()], tmp_path, progress=False)
+    with pytest.raises(KeyboardInterrupt):  # in-process: the interrupt reaches the evaluator itself
+        evaluate([tiny_spec], [Norm(), Interrupts()], tmp_path, progress=False, isolation="in-process")
     first = result_path(tmp_path, tiny_spec, "norm")
     assert first.exists() and not result_path(tmp_path, tiny_spec, "interrupts").exists()
     stamp = first.stat().st_mtime_ns
-    rep = evaluate([tiny_spec], [Norm(), "random"], tmp_path, progress=False)
+    rep = evaluate([tiny_spec], [Norm(), "random"], tmp_path, progress=False, isolation="in-process")
     assert rep.skipped_current == [first] and first.stat().st_mtime_ns == stamp
     assert result_path(tmp_path, tiny_spec, "random").exists()
     # no temporary files are left behind by atomic writes
@@ -117,18 +119,58 @@ def test_third_party_detector_from_file_outside_repo(tiny_spec, tmp_path):
 
 
 def test_new_detector_version_is_rerun(tiny_spec, tmp_path):
-    evaluate([tiny_spec], [Norm()], tmp_path, progress=False)
+    evaluate([tiny_spec], [Norm()], tmp_path, progress=False, isolation="in-process")
 
     class Norm2(Norm):
         version = "2"
 
-    rep = evaluate([tiny_spec], [Norm2()], tmp_path, progress=False)
+    rep = evaluate([tiny_spec], [Norm2()], tmp_path, progress=False, isolation="in-process")
     assert len(rep.ran) == 1 and _load(rep.ran[0])["detector_version"] == "2"
 
 
-def test_spec_rules_out_detectors_and_current_grids_are_not_built(tiny_spec, tmp_path, monkeypatch):
-    """What the spec alone excludes is reported without a build, and a grid whose every
-    applicable pair is current does not build the task at all."""
+def test_result_of_another_instance_is_not_current(tiny_spec, tmp_path):
+    first = evaluate([tiny_spec], [Norm()], tmp_path, progress=False, isolation="in-process").ran[0]
+    again = evaluate([tiny_spec], [Norm()], tmp_path, progress=False, isolation="in-process")
+    assert again.skipped_current == [first]
+    doc = _load(first)
+    doc["instance"]["data_hash"] = "0" * 64  # measured on another instance of the same spec
+    first.write_text(json.dumps(doc))
+    third = evaluate([tiny_spec], [Norm()], tmp_path, progress=False, isolation="in-process")
+    assert third.ran == [first] and _load(first)["instance"]["data_hash"] != "0" * 64
+
+
+class FitsInPublic(mb.Detector):
+    """Stores fitted state in a public attribute (against the convention)."""
+    name, access = "fits-in-public", mb.Access.SAMPLES
+
+    def __init__(self, k: int = 3) -> None:
+        self.k = k
+
+    def fit(self, ctx):
+        assert not hasattr(self, "centre"), "fit saw a detector fitted on another task"
+        self.centre = float(ctx.samples.x.mean())
+
+    def score(self, batch, ctx):
+        return -np.abs(batch.x[:, 0] - self.centre)
+
+
+def test_each_task_gets_a_fresh_detector_and_params_come_from_the_constructor(tiny_spec, tmp_path):
+    proto = FitsInPublic(k=5)
+    rep = evaluate([tiny_spec, tiny_spec], [proto], tmp_path, progress=False, isolation="in-process", force=True)
+    assert len(rep.ran) == 2 and not rep.failed  # the second fit saw an unfitted clone
+    assert not hasattr(proto, "centre")
+    assert _load(rep.ran[0])["detector_params"] == {"k": 5}  # not the fitted "centre"
+    assert proto.clone().params() == {"k": 5} and proto.clone() is not proto
+
+
+def test_bad_isolation_mode_is_refused(tiny_spec, tmp_path):
+    with pytest.raises(ValueError, match="isolation 'boxed'"):
+        evaluate([tiny_spec], [Norm()], tmp_path, progress=False, isolation="boxed")
+
+
+def test_spec_rules_out_detectors_without_a_build(tiny_spec, tmp_path, monkeypatch):
+    """What the spec alone excludes is reported without a build; a current grid only loads the
+    instance (its data hash decides what is current)."""
     from mmh_bench import runner
     from mmh_bench.registry import get_task, make_detector
     assert runner.ruled_out(make_detector("cfg-norm"), tiny_spec) == "detector needs conditions; task is unconditional"
@@ -143,5 +185,8 @@ def test_spec_rules_out_detectors_and_current_grids_are_not_built(tiny_spec, tmp
     def no_build(*a, **k):
         raise AssertionError("built a task with nothing to evaluate")
     monkeypatch.setattr(runner, "build_task", no_build)
+    only_ruled_out = evaluate([tiny_spec], ["cfg-norm"], tmp_path, progress=False)
+    assert not only_ruled_out.ran and len(only_ruled_out.not_applicable) == 1
+    monkeypatch.undo()
     again = evaluate([tiny_spec], ["random", "cfg-norm"], tmp_path, progress=False)
     assert not again.ran and len(again.skipped_current) == 1

@@ -11,7 +11,9 @@ An entry is a folder ``<board>/submissions/<name>/`` holding
 - ``verification.json``: written by ``verify``; the board calls the entry *verified* while it
   matches the result files and the detector file byte for byte.
 
-``verify`` executes the submitted code: run it where you would run any untrusted code.
+Both evaluate sealed (:mod:`mmh_bench.sealed`): the detector runs in a sandboxed worker that
+holds only what its access grants. ``verify`` still executes the submitted code (the class is
+imported here to read its name): run it where you would run any untrusted code.
 """
 from __future__ import annotations
 
@@ -105,7 +107,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             return 1
         print(f"[2/3] evaluating on {len(specs)} task(s): {', '.join(s.name for s in specs)}", flush=True)
         grid = evaluate(specs, [cls()], stage / "results", cache_dir=args.cache, seed=args.seed,
-                        batch_size=args.batch_size, force=True, progress=not args.quiet)
+                        batch_size=args.batch_size, force=True, progress=not args.quiet, isolation="sealed")
         for task, det, why in grid.not_applicable:
             print(f"  skipped {det} on {task}: {why}", file=sys.stderr)
         if grid.failed:
@@ -260,7 +262,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="mmh-verify-") as tmp:
         print(f"re-running {cls.name!r} on {len(specs)} task(s) ...", flush=True)
         evaluate(list(specs.values()), [cls()], Path(tmp), cache_dir=args.cache, seed=meta.seed,
-                 batch_size=args.batch_size or meta.batch_size, force=True, progress=not args.quiet)
+                 batch_size=args.batch_size or meta.batch_size, force=True, progress=not args.quiet,
+                 isolation="sealed")
         rerun = {p.relative_to(tmp): d for p, d in scan_results(tmp, tasks=specs).accepted}
     old = {p.relative_to(folder / "results"): d for p, d in submitted.accepted}
     for rel in sorted(set(old) | set(rerun), key=str):
