@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from mmh_bench import Access, AccessError, Batch, Context, LIDEstimator
+from mmh_bench.score_model import vp_linear_alpha_bar
 
 from ._common import row_noise
 
@@ -192,8 +193,20 @@ class FLIPD(LIDEstimator):
         self._t0 = None if isinstance(t0, str) else float(t0)
         self._curve: tuple[np.ndarray, np.ndarray] | None = None
 
-    def t_grid(self) -> np.ndarray:
-        return np.geomspace(self.t_min, self.t_max, self.n_t)
+    def t_grid(self, model: Any = None) -> np.ndarray:
+        """The t0 sweep: ``n_t`` log-spaced times in ``[t_min, t_max]``. On a discrete-time model
+        (one with ``timesteps``, i.e. Stable Diffusion) the sweep ends where that model keeps the
+        signal fraction the VP schedule keeps at ``t_max`` (alpha_bar 0.14: timestep 622 on SD,
+        not 439 where alpha_bar is still 0.36), and its times are snapped to distinct timesteps
+        (no two grid points share one)."""
+        if model is None or not hasattr(model, "timesteps"):
+            return np.geomspace(self.t_min, self.t_max, self.n_t)
+        steps = int(model.num_train_timesteps)
+        ab = model.alpha_bar(torch.arange(1, steps + 1, dtype=torch.float64) / steps).numpy()
+        below = np.flatnonzero(ab <= float(vp_linear_alpha_bar(torch.tensor(self.t_max))))
+        t_hi = (int(below[0]) + 1) / steps if below.size else 1.0
+        ks = np.unique(model.timesteps(torch.as_tensor(np.geomspace(self.t_min, t_hi, self.n_t))).numpy())
+        return (ks + 1) / steps
 
     def _probes(self, ctx: Context, index: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor | None:
         if int(np.prod(shape)) <= self.exact_max_dim:
@@ -221,7 +234,7 @@ class FLIPD(LIDEstimator):
         pick = np.sort(ctx.rng(7).choice(n, size=min(self.fit_samples, n), replace=False))
         sub = Batch(x=allx.x[pick], cond=None if allx.cond is None else [allx.cond[i] for i in pick],
                     index=np.asarray(allx.index)[pick])
-        grid = self.t_grid()
+        grid = self.t_grid(ctx.model)
         curve = flipd_curve(ctx.model, sub.x, grid, cond=self._cond(sub),
                             probes=self._probes(ctx, sub.index, tuple(sub.x.shape[1:])))
         mean = curve.mean(axis=1)

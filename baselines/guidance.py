@@ -6,14 +6,21 @@ at the first ``n_steps`` times of a ``schedule_steps``-step uniform sampler that
 ``t_start``: ``y_t = sqrt(ab_t) x + sigma_t z``, noise z fixed per sample (context seed + index).
 
 Where does generation "start"? That depends on the schedule and the dimension. Stable
-Diffusion's first step has alpha_bar = 0.0047; the benchmark's VP-linear schedule reaches that
-at t = 0.73 and is 100 times noisier at t = 1. In a CPU-scale model in low dimension the
+Diffusion's 50-step DDIM sampler starts at timestep 981 (alpha_bar = 0.0058; 0.0047 is timestep
+999, which DDIM never visits); the benchmark's VP-linear schedule reaches 0.0058 at t = 0.71 and
+is 100 times noisier at t = 1. In a CPU-scale model in low dimension the
 condition's effect there is below the network's own error: on the 2-D conditional toy of the
 tests (three training seeds) cfg-norm's AUROC for the duplicated condition was 0.34-0.86 from
 t = 1 and 0.54-0.89 from t = 0.73, but 0.96-0.99 from t = 0.5. Default: the first 3 steps of a
 10-step sampler started at t_start = 0.5 (t = 0.5, 0.44, 0.39), the earliest window where such
-models resolve the condition. For Stable Diffusion-scale models pass ``t_start=1.0`` (the
-literal first steps, as published).
+models resolve the condition. On Stable Diffusion pass ``t_start=0.982, schedule_steps=50``: the
+SD adapter maps t to timestep ``ceil(1000 t) - 1``, so the grid is DDIM's own 981, 961, 941, ...
+(the published first steps; the README's SD commands do this).
+
+Precision. Wen et al. ran cfg-norm in fp16 (so does the SD adapter's forward); Jeon et al. run
+sharpness in fp32, where the difference of two nearly equal vectors is most exposed, so
+``sharpness`` computes its guidance difference and both JVPs in fp32 (through the adapter's
+``full_precision`` when the model has one; the CPU models are fp32 anyway).
 
 - ``cfg-norm`` (Wen et al., ICLR 2024, "Detecting, explaining, and mitigating memorization in
   diffusion models"): ``||eps(y_t, c) - eps(y_t, null)||`` averaged over the steps. A memorized
@@ -26,6 +33,8 @@ literal first steps, as published).
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -34,6 +43,12 @@ from mmh_bench import Access, Batch, Context
 from ._common import StartOfGeneration
 
 CFG_STREAM, SHARP_STREAM = 400, 410
+
+
+def _fp32(model) -> contextlib.AbstractContextManager:
+    """The model's fp32 mode where it has one (Stable Diffusion on a GPU), else nothing to change."""
+    full = getattr(model, "full_precision", None)
+    return full() if callable(full) else contextlib.nullcontext()
 
 
 def _pair(model, y: torch.Tensor, t: float, cond: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,9 +82,10 @@ class Sharpness(StartOfGeneration):
     def score(self, batch: Batch, ctx: Context) -> np.ndarray:
         def stat(model, y, t, cond):
             n = len(y)
-            ec, eu = _pair(model, y, t, cond)
-            d = ec - eu
-            _, jv = model.eps_jvp(torch.cat([y, y]), t, torch.cat([d, d]), cond + [None] * n)
+            with _fp32(model):
+                ec, eu = _pair(model, y, t, cond)
+                d = ec - eu
+                _, jv = model.eps_jvp(torch.cat([y, y]), t, torch.cat([d, d]), cond + [None] * n)
             hd = (jv[:n] - jv[n:]) / model.sigma(torch.tensor(t)) ** 2
             return hd.reshape(n, -1).norm(dim=1)
         return self.step_mean(batch, ctx, SHARP_STREAM, stat)

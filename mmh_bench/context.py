@@ -61,9 +61,9 @@ class _ModelView:
         self._guard(cond)
         return self._model.score(x, t, cond)
 
-    def cross_attention(self, x: Any, t: Any, cond: Sequence[Any]):
+    def cross_attention(self, x: Any, t: Any, cond: Sequence[Any], **kwargs: Any):
         self._guard(cond)
-        return self._model.cross_attention(x, t, cond)
+        return self._model.cross_attention(x, t, cond, **kwargs)  # e.g. layer= on Stable Diffusion
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):

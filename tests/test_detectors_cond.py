@@ -75,7 +75,8 @@ def test_conditional_flipd_runs(cond_task):
 
 # -- attention entropy on a fake model that offers cross-attention ----------------------------
 class FakeAttentionModel(ScoreModel):
-    """Condition 0 attends to one "trigger" token; the others spread attention over all tokens."""
+    """As Ren et al. observe in SD: ordinary conditions put their attention on the first token,
+    the memorized condition 0 spreads it over its tokens (higher entropy)."""
 
     shape = (2,)
     conditional = True
@@ -92,7 +93,7 @@ class FakeAttentionModel(ScoreModel):
         y, _ = self._prepare(x, t)
         self.nfe += y.shape[0]
         logits = 0.3 * torch.sin(y[:, :1] * torch.arange(1, self.tokens + 1))  # input-dependent jitter
-        hot = torch.tensor([int(c) == 0 for c in cond])
+        hot = torch.tensor([int(c) != 0 for c in cond])
         logits[hot, 0] += 6.0
         return torch.softmax(logits, dim=1)
 

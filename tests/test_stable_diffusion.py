@@ -155,11 +155,11 @@ def test_eps_shapes_conditions_and_counters(model):
     assert torch.allclose(e_c[0], e_c[2], atol=1e-5)  # id 0 is the table's first prompt
     e_mixed = model.eps(x, 0.5, [None, 1, None])  # per-sample None = empty prompt
     assert torch.allclose(e_mixed[0], e_u[0], atol=1e-5) and torch.allclose(e_mixed[1], e_c[1], atol=1e-5)
-    model.max_batch = 2  # larger requests are split into several network calls
+    model.rows_per_call = 2  # larger requests are split into several network calls
     try:
         assert torch.allclose(model.eps(x, 0.5, [0, 1, "a red square"]), e_c, atol=1e-5)
     finally:
-        model.max_batch = 16
+        model.rows_per_call = None
     with pytest.raises(ValueError, match="prompt id"):
         model.eps(x[:1], 0.5, [7])
     with pytest.raises(ValueError, match="shape"):
@@ -194,7 +194,15 @@ def test_cross_attention_is_a_distribution_over_tokens(model):
     assert torch.all(a >= 0) and torch.allclose(a.sum(1), torch.ones(2), atol=1e-5)
     assert not torch.allclose(a[0], a[1])  # different prompts attend differently
     # the recording processor computes the same output as the stock one
-    assert torch.allclose(model.eps(x, 0.5, [0, 1]), model.eps(x, 0.5, [0, 1]), atol=1e-6)
+    store: list = []
+    with sdm._processors(model.unet, lambda: sdm._RecordingCrossAttention(store), only_cross=True):
+        recorded = model.eps(x, 0.5, [0, 1])
+    assert len(store) == 4  # the tiny UNet's cross-attention layers, one record each
+    assert torch.allclose(recorded, model.eps(x, 0.5, [0, 1]), atol=1e-5)
+    per_layer = torch.stack([model.cross_attention(x, 0.5, [0, 1], layer=k) for k in range(4)])
+    assert torch.allclose(per_layer.mean(0), a, atol=1e-6)
+    with pytest.raises(ValueError, match="layer 4 does not exist; this UNet has 4"):
+        model.cross_attention(x, 0.5, [0, 1], layer=4)
     with pytest.raises(ValueError):
         model.cross_attention(x, 0.5, None)
 
@@ -222,18 +230,20 @@ def test_build_and_evaluate_end_to_end(tmp_path, pipe_dir, few_boots):
     inst = build_task(spec, tmp_path / "cache", progress=False)
     n = 6 * 2
     assert inst.samples.shape == (n, 4, 8, 8) and inst.samples.dtype == np.float32
-    assert inst.labels.tolist() == [1] * 6 + [0] * 6
-    assert inst.subtype.tolist() == [SUBTYPE_CODE[s] for s in "VM VM TM TM TM TM".split()] + [0] * 6
-    assert inst.cond.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    # rows may be stored in any order: read them in (prompt, generation) order
+    order = np.lexsort((inst.arrays["generation"], inst.cond))
+    assert inst.labels[order].tolist() == [1] * 6 + [0] * 6
+    assert inst.subtype[order].tolist() == [SUBTYPE_CODE[s] for s in "VM VM TM TM TM TM".split()] + [0] * 6
+    assert inst.cond[order].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     prompts = inst.arrays["prompts"]
     assert prompts.dtype.kind == "U" and prompts[1] == 'a "quoted" template shirt'
-    assert inst.arrays["generation"].tolist() == [0, 1] * 6
+    assert inst.arrays["generation"][order].tolist() == [0, 1] * 6
     meta = inst.meta
     assert meta["model"]["kind"] == "stable-diffusion" and meta["model"]["latent_shape"] == [4, 8, 8]
     assert meta["negative_set_sha256"] == meta["prompt_sets"]["negatives"]["file_sha256"]
     assert meta["sampling"]["steps"] == 3 and meta["sampling"]["generations_per_prompt"] == 2
     # two generations of one prompt start from different noise
-    assert not np.allclose(inst.samples[0], inst.samples[1])
+    assert not np.allclose(inst.samples[order[0]], inst.samples[order[1]])
 
     m = inst.score_model()  # through the registered loader, as the evaluator does
     assert isinstance(m, sdm.StableDiffusionScoreModel) and m.prompts == prompts.tolist()
@@ -296,14 +306,22 @@ def test_build_with_the_real_prompt_sets(tmp_path, pipe_dir, monkeypatch):
     assert inst.labels.sum() == 6 and len(inst.labels) == 12
     from mmh_bench.data.prompts import load_prompt_set
     types = load_prompt_set("nemo-memorized500").type_of()
-    pos = inst.arrays["prompts"][:6]
-    assert [SUBTYPE_CODE[types[p]] for p in pos] == inst.subtype[:6].tolist()
+    prompts = inst.arrays["prompts"]
+    pos = inst.labels == 1
+    assert [SUBTYPE_CODE[types[prompts[c]]] for c in inst.cond[pos]] == inst.subtype[pos].tolist()
     assert inst.meta["prompt_sets"]["negatives"]["name"] == "nemo-unmemorized500"
 
 
 def test_shipped_sd_tasks_are_opt_in():
     sd = {n: s for n, s in all_tasks().items() if s.family == "stable-diffusion"}
-    assert {"sd-v1-4", "sd-v1-5", "sd-v2-base"} <= set(sd)
+    assert {"sd-v1-4", "sd-v1-5", "sd-v1-4-jeon", "sd-v2"} <= set(sd)
+    # the SD 2 prompts were found and scored on the 768 px v-prediction model, and need it
+    v2 = sd["sd-v2"].section("model")
+    assert v2["id"] == "stabilityai/stable-diffusion-2" and v2["generation"] == "sd2"
+    assert sdm.GENERATIONS["sd2"] == {"cross_attention_dim": 1024, "sample_size": 96,
+                                      "prediction_type": "v_prediction"}
+    for name in ("sd-v1-4", "sd-v1-5", "sd-v1-4-jeon"):
+        assert sd[name].section("model")["generation"] == "sd1", name
     from mmh_bench.data.prompts import PROMPT_FILES
     for name, spec in sd.items():
         assert spec.suites == ("stable-diffusion",), name  # never in the default suite

@@ -11,7 +11,9 @@ Spec tables::
 
     [data]     positives, negatives (registered names or {file, sha256, format}), subtypes (optional),
                max_positives / max_negatives (0 = all; a seeded subset otherwise)
-    [model]    id (hub id or folder; `--model` overrides), conditional = true
+    [model]    id (hub id or folder; `--model` overrides), conditional = true, generation (optional:
+               "sd1", "sd2" or "sd2-base"; weights of another generation are refused, so e.g. the
+               SD 2 prompts are never scored on SD 1 weights)
     [sampling] generations_per_prompt, steps, guidance_scale, scheduler ("DDIM", ...), height, width
 """
 from __future__ import annotations
@@ -80,6 +82,10 @@ def build_stable_diffusion(spec: TaskSpec, workdir: Path, progress: bool) -> Bui
         raise BuildError(f"task {spec.name!r}: generations_per_prompt and steps must be >= 1")
     source = sdm.resolve_source(mcfg)
     pipe = sdm.load_pipeline(source)
+    try:
+        sdm.check_generation(pipe, mcfg.get("generation"), str(source))
+    except sdm.ModelLoadError as exc:
+        raise BuildError(f"task {spec.name!r}: {exc}") from None
     latents = sdm.generate_latents(
         pipe, prompts, generations=gens, steps=steps, guidance_scale=float(scfg.get("guidance_scale", 7.5)),
         scheduler=str(scfg.get("scheduler", "DDIM")), seed=spec.seed, height=scfg.get("height"),
@@ -89,6 +95,7 @@ def build_stable_diffusion(spec: TaskSpec, workdir: Path, progress: bool) -> Bui
     subtype = np.repeat(np.r_[sub, np.zeros(len(neg_t))], gens).astype(np.int8)
     width = max([len(p) for p in prompts] + [1])
     model = {"kind": "stable-diffusion", "path": ".", "source": str(source), "spec_id": mcfg.get("id"),
+             "generation": mcfg.get("generation"),
              "fingerprint": sdm.fingerprint(pipe), "latent_shape": list(latents.shape[1:]),
              "prediction_type": str(pipe.scheduler.config.get("prediction_type", "epsilon")),
              "dtype": str(pipe.unet.dtype).replace("torch.", ""), "device": str(pipe.unet.device)}
@@ -100,8 +107,8 @@ def build_stable_diffusion(spec: TaskSpec, workdir: Path, progress: bool) -> Bui
         samples=latents,
         cond=np.repeat(np.arange(len(prompts)), gens).astype(np.int32),
         labels=labels, subtype=subtype, model=model,
-        extra_arrays={"prompts": np.array(prompts, dtype=f"<U{width}"),
-                      "generation": np.tile(np.arange(gens), len(prompts)).astype(np.int16)},
+        sample_arrays={"generation": np.tile(np.arange(gens), len(prompts)).astype(np.int16)},
+        extra_arrays={"prompts": np.array(prompts, dtype=f"<U{width}")},
         extra_meta={"prompt_sets": prompt_sets, "negative_set_sha256": neg.sha256,
                     "sampling": {"generations_per_prompt": gens, "steps": steps,
                                  "guidance_scale": float(scfg.get("guidance_scale", 7.5)),

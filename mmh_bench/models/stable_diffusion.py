@@ -8,14 +8,22 @@ talks to the network at exactly the step it was trained for. Conditions are prom
 task's prompt table (or prompt strings); ``None`` is the empty prompt, the unconditional branch
 of classifier-free guidance. v-prediction checkpoints (SD 2.x at 768 px) are converted to eps.
 
-The network runs on the GPU in fp16 when one is available; results come back as float32 on the
-CPU so detectors written against the small CPU models run unchanged.
+Precision and memory. Generation and forward-only scoring run in fp16 on a GPU (as Wen et al. and
+Ren et al. ran SD); forward-mode JVPs run in fp32 (as Jeon et al. and the MMH authors' FLIPD code
+do), and :meth:`StableDiffusionScoreModel.full_precision` lets a detector run its forwards in fp32
+too (``sharpness`` does, for its guidance difference). A JVP materialises attention maps (fused
+kernels have no forward-mode derivative), so JVPs compute attention in slices of heads. Rows per
+network call are chosen from free device memory unless set (``rows_per_call``, or the environment
+variable ``MMH_BENCH_SD_ROWS_PER_CALL``), and halved on an out-of-memory error. Results come back
+as float32 on the CPU so detectors written against the small CPU models run unchanged.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -27,6 +35,28 @@ from ..score_model import ScoreModel
 
 #: latent samples generated per pipeline call when building a task
 GEN_BATCH = 8
+#: environment variable that fixes the rows per network call when scoring (default: from free memory)
+ENV_ROWS = "MMH_BENCH_SD_ROWS_PER_CALL"
+#: rows per call on the CPU, and the most ever chosen automatically
+CPU_ROWS, MAX_AUTO_ROWS = 16, 64
+#: share of free device memory the automatic choice plans to use
+MEMORY_SHARE = 0.7
+#: peak of one forward-mode JVP through one materialised attention layer, in attention maps
+#: (primal and tangent of the scores and of the softmax, and their products; the issue's CPU
+#: measurement, scaled); applies per slice of heads
+JVP_MAPS = 7
+#: activation tensors of the top block's size (channels x latent pixels) alive at a forward's
+#: peak, per row (an estimate from SD's UNet layout: skip connections, GEGLU input, residuals);
+#: a JVP holds primal and tangent of each
+FORWARD_ACTS = 40
+#: Stable Diffusion generations a task may require: what its checkpoints look like
+GENERATIONS: dict[str, dict[str, Any]] = {
+    "sd1": {"cross_attention_dim": 768, "sample_size": 64, "prediction_type": "epsilon"},
+    "sd2": {"cross_attention_dim": 1024, "sample_size": 96, "prediction_type": "v_prediction"},
+    "sd2-base": {"cross_attention_dim": 1024, "sample_size": 64, "prediction_type": "epsilon"},
+}
+#: a Hugging Face hub id: ``name`` or ``owner/name`` (dots allowed, e.g. ``owner/sd-v1.5``)
+_HUB_ID = re.compile(r"^[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9])?(?:/[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9])?)?$")
 _PIPES: dict[tuple[str, str, str], Any] = {}
 _SOURCE_OVERRIDE: list[str] = []
 
@@ -88,22 +118,19 @@ def load_pipeline(source: str | Path, *, device: str | torch.device | None = Non
     key = (str(source), str(dev), str(dt))
     if key in _PIPES:
         return _PIPES[key]
-    path = Path(str(source)).expanduser()
+    kind, name = source_kind(source)
     kwargs: dict[str, Any] = {"torch_dtype": dt, "safety_checker": None, "requires_safety_checker": False}
-    if path.is_dir():
-        name, kwargs["local_files_only"] = str(path), True
-    elif str(source).startswith((".", "/", "~")) or path.suffix:
-        raise ModelLoadError(f"model folder {str(source)!r} does not exist")
-    else:
-        name = str(source)
+    if kind == "folder":
+        kwargs["local_files_only"] = True
     try:
         with warnings.catch_warnings():  # newer diffusers renamed torch_dtype; older ones need it
             warnings.simplefilter("ignore", FutureWarning)
             pipe = StableDiffusionPipeline.from_pretrained(name, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
-        raise ModelLoadError(f"cannot load Stable Diffusion from {name!r}: {exc}. Pass --model with a "
-                             "local diffusers folder, or fetch the weights into the Hugging Face cache "
-                             "first") from None
+        also = "" if kind == "folder" else " (no local folder of that name either)"
+        raise ModelLoadError(f"cannot load Stable Diffusion from {name!r}{also}: "
+                             f"{exc}. Pass --model with a local diffusers folder, or fetch the weights into "
+                             "the Hugging Face cache first") from None
     pipe = pipe.to(dev)
     for part in (pipe.unet, pipe.vae, pipe.text_encoder):
         part.eval().requires_grad_(False)
@@ -113,26 +140,49 @@ def load_pipeline(source: str | Path, *, device: str | torch.device | None = Non
     return pipe
 
 
-#: config keys that change with how or where weights are loaded, not with the weights
-_VOLATILE = frozenset({"torch_dtype", "dtype", "transformers_version"})
+def source_kind(source: str | Path) -> tuple[str, str]:
+    """``("folder", path)`` for an existing folder, ``("hub", id)`` for a hub id (``owner/name``,
+    dots allowed); anything else is a missing folder."""
+    path = Path(str(source)).expanduser()
+    if path.is_dir():
+        return "folder", str(path)
+    if _HUB_ID.match(str(source)) and ".." not in str(source):
+        return "hub", str(source)
+    raise ModelLoadError(f"model folder {str(source)!r} does not exist")
+
+
+def check_generation(pipe: Any, generation: str | None, source: str = "the model") -> None:
+    """Refuse weights of another Stable Diffusion generation than the task's (e.g. SD 1 weights
+    for the SD 2 prompts), naming what differs. ``None`` checks nothing."""
+    if generation is None:
+        return
+    if generation not in GENERATIONS:
+        raise ModelLoadError(f"unknown Stable Diffusion generation {generation!r}; known: {', '.join(GENERATIONS)}")
+    have = {"cross_attention_dim": pipe.unet.config.cross_attention_dim,
+            "sample_size": pipe.unet.config.sample_size,
+            "prediction_type": pipe.scheduler.config.get("prediction_type", "epsilon")}
+    diff = [f"{k} {have[k]} (a {generation} checkpoint has {v})" for k, v in GENERATIONS[generation].items()
+            if have[k] != v]
+    if diff:
+        raise ModelLoadError(f"{source} is not a {generation} checkpoint: " + ", ".join(diff))
 
 
 def fingerprint(pipe: Any) -> str:
-    """Short identity of the weights (configs plus the first and last tensors of each network),
-    independent of the dtype they were loaded in, so a cached build is never scored by a
-    different model."""
+    """Short identity of the weights: every tensor's name and shape, the values of the first and
+    last tensor of each network, the noise schedule and the prediction type. Independent of the
+    dtype the weights were loaded in and of library versions (configs, which gain keys with
+    upgrades, are left out), so a cached build is never scored by a different model and never
+    refused after an upgrade."""
     h = hashlib.sha256()
     for name in ("unet", "text_encoder", "vae"):
-        part = getattr(pipe, name)
-        cfg = part.config.to_dict() if hasattr(part.config, "to_dict") else dict(part.config)
+        params = sorted(getattr(pipe, name).state_dict().items())
         h.update(name.encode())
-        h.update(json.dumps({k: v for k, v in cfg.items() if not k.startswith("_") and k not in _VOLATILE},
-                            sort_keys=True, default=str).encode())
-        params = list(part.named_parameters())
+        h.update(json.dumps([(k, list(v.shape)) for k, v in params]).encode())
         for pname, p in (params[0], params[-1]):
             h.update(pname.encode())
             h.update(p.detach().to("cpu", torch.float16).contiguous().numpy().tobytes())
     h.update(json.dumps(np.asarray(pipe.scheduler.alphas_cumprod, dtype=np.float32).round(6).tolist()).encode())
+    h.update(str(pipe.scheduler.config.get("prediction_type", "epsilon")).encode())
     return h.hexdigest()[:16]
 
 
@@ -192,24 +242,26 @@ class StableDiffusionScoreModel(ScoreModel):
     """``ScoreModel`` over a diffusers ``StableDiffusionPipeline`` (latent space, CFG conditions).
 
     ``prompts`` is the task's prompt table: integer conditions index it. Strings are used as
-    prompts directly. Text embeddings are cached per prompt.
+    prompts directly. Text embeddings are cached per prompt. ``rows_per_call`` fixes the rows per
+    network call (default: ``$MMH_BENCH_SD_ROWS_PER_CALL``, else chosen from free device memory
+    per kind of call); ``attention_slice`` the heads per attention slice in a JVP (default: from
+    free memory on a GPU, unsliced on the CPU); ``jvp_dtype`` the precision of JVPs.
     """
 
     conditional = True
     capabilities = frozenset({"cross_attention"})
 
     def __init__(self, pipe: Any, prompts: Sequence[str] = (), *, shape: Sequence[int] | None = None,
-                 output_device: str | torch.device = "cpu", max_batch: int = 16) -> None:
+                 output_device: str | torch.device = "cpu", rows_per_call: int | None = None,
+                 attention_slice: int | None = None, jvp_dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        #: rows per network call: larger requests (e.g. stacked JVP probes) are split, not refused
-        self.max_batch = int(max_batch)
         self.pipe = pipe
         self.unet, self.text_encoder, self.tokenizer = pipe.unet, pipe.text_encoder, pipe.tokenizer
         for part in (self.unet, self.text_encoder):
             part.requires_grad_(False)
         self.device = self.unet.device
-        self.dtype = self.unet.dtype
         self.output_device = torch.device(output_device)
+        self.jvp_dtype = jvp_dtype
         self._ab = torch.as_tensor(np.asarray(pipe.scheduler.alphas_cumprod), dtype=torch.float64)
         self.num_train_timesteps = int(self._ab.numel())
         self.prediction_type = str(pipe.scheduler.config.get("prediction_type", "epsilon"))
@@ -220,6 +272,103 @@ class StableDiffusionScoreModel(ScoreModel):
             int(cfg.in_channels), int(cfg.sample_size), int(cfg.sample_size))
         self.prompts = [str(p) for p in prompts]
         self._emb: dict[str, torch.Tensor] = {}
+        if rows_per_call is None and os.environ.get(ENV_ROWS):
+            try:
+                rows_per_call = int(os.environ[ENV_ROWS])
+            except ValueError:
+                raise ValueError(f"${ENV_ROWS} must be a whole number of rows, got {os.environ[ENV_ROWS]!r}") from None
+        if rows_per_call is not None and rows_per_call < 1:
+            raise ValueError(f"rows per call must be >= 1, got {rows_per_call}")
+        #: rows per network call, fixed by the user (None: chosen per kind of call, see rows_for)
+        self.rows_per_call = rows_per_call
+        self.attention_slice = attention_slice
+        self._auto_rows: dict[str, int] = {}
+
+    # -- memory ----------------------------------------------------------------------------------
+    def _top_heads(self) -> int:
+        """Heads of the widest-resolution self-attention (the largest attention maps)."""
+        return max((int(m.heads) for name, m in self.unet.named_modules()
+                    if name.startswith("down_blocks.0.") and name.endswith("attn1")), default=1)
+
+    def memory_per_row(self, kind: str) -> int:
+        """Estimated peak bytes one row adds to a network call: ``"forward"`` in the pipeline's
+        dtype, ``"jvp"`` in ``jvp_dtype`` (primal and tangent); see :data:`FORWARD_ACTS`."""
+        pixels = int(np.prod(self.shape[1:]))
+        width = int(self.unet.config.block_out_channels[0])
+        if kind == "jvp":
+            return 2 * FORWARD_ACTS * width * pixels * torch.finfo(self.jvp_dtype).bits // 8
+        return FORWARD_ACTS * width * pixels * torch.finfo(self.unet.dtype).bits // 8
+
+    def attention_bytes(self, heads: int) -> int:
+        """Estimated peak bytes of a JVP through the widest attention layer, ``heads`` at a time."""
+        queries = int(np.prod(self.shape[1:]))
+        return JVP_MAPS * heads * queries * queries * torch.finfo(self.jvp_dtype).bits // 8
+
+    def _free_bytes(self) -> int | None:
+        if self.device.type != "cuda":
+            return None
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return int(free)
+
+    def jvp_slice(self) -> int | None:
+        """Heads per attention slice in a JVP: the most whose peak fits a quarter of free memory."""
+        if self.attention_slice is not None:
+            return int(self.attention_slice)
+        free = self._free_bytes()
+        if free is None:
+            return None
+        return max(1, min(self._top_heads(), int(0.25 * free) // max(1, self.attention_bytes(1))))
+
+    def rows_for(self, kind: str) -> int:
+        """Rows per call for ``kind`` ("forward" or "jvp"): the user's value, else as many as fit
+        :data:`MEMORY_SHARE` of free device memory (at most :data:`MAX_AUTO_ROWS`; 16 on the CPU)."""
+        if self.rows_per_call is not None:
+            return self.rows_per_call
+        if kind not in self._auto_rows:
+            free = self._free_bytes()
+            if free is None:
+                rows = CPU_ROWS
+            else:
+                budget = MEMORY_SHARE * free
+                if kind == "jvp":
+                    budget -= self.attention_bytes(self.jvp_slice() or self._top_heads())
+                    budget -= sum(p.numel() for p in self.unet.parameters()) * 2  # fp16 -> fp32 copy
+                rows = int(budget // max(1, self.memory_per_row(kind)))
+            self._auto_rows[kind] = max(1, min(MAX_AUTO_ROWS, rows))
+        return self._auto_rows[kind]
+
+    def _in_chunks(self, kind: str, n: int, call: Any) -> list[Any]:
+        """``call(slice)`` over row slices of at most :meth:`rows_for` rows; an automatic choice
+        that runs out of device memory is halved and the slice retried."""
+        out, i = [], 0
+        while i < n:
+            rows = self.rows_for(kind)
+            try:
+                out.append(call(slice(i, i + rows)))
+            except torch.OutOfMemoryError:
+                if self.rows_per_call is not None or rows == 1:
+                    raise RuntimeError(f"out of device memory at {rows} row(s) per {kind} call; set "
+                                       f"${ENV_ROWS} lower or free the device") from None
+                self._auto_rows[kind] = rows // 2
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            i += rows
+        return out
+
+    @contextlib.contextmanager
+    def full_precision(self) -> Iterator[None]:
+        """Within the block the UNet runs in fp32 (weights upcast in place and restored after:
+        fp16 -> fp32 -> fp16 is exact). For detectors whose reference computes in fp32."""
+        old = self.unet.dtype
+        if old == self.jvp_dtype:
+            yield
+            return
+        self.unet.to(self.jvp_dtype)
+        try:
+            yield
+        finally:
+            self.unet.to(old)
 
     # -- time ------------------------------------------------------------------------------------
     def timesteps(self, t: Any) -> torch.Tensor:
@@ -251,29 +400,32 @@ class StableDiffusionScoreModel(ScoreModel):
         tok = self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length,
                              truncation=True, return_tensors="pt")
         out = self.text_encoder(tok.input_ids.to(self.text_encoder.device))[0]
-        for text, emb in zip(texts, out.to(self.dtype)):
+        for text, emb in zip(texts, out):
             self._emb[text] = emb
 
     def embed(self, cond: Sequence[Any] | None, n: int) -> torch.Tensor:
-        """Text-encoder states ``[n, tokens, width]`` for the conditions (empty prompt for None)."""
+        """Text-encoder states ``[n, tokens, width]`` for the conditions (empty prompt for None),
+        on the model's device in the UNet's current dtype."""
         texts = [""] * n if cond is None else [self._text(c) for c in cond]
         missing = sorted(set(texts) - set(self._emb))
         if missing:
             self._encode(missing)
-        return torch.stack([self._emb[t] for t in texts]).to(self.device)
+        return torch.stack([self._emb[t] for t in texts]).to(self.device, self.unet.dtype)
 
     # -- network ---------------------------------------------------------------------------------
     def _eps(self, y: torch.Tensor, t: torch.Tensor, cond: Sequence[Any] | None) -> torch.Tensor:
+        """The UNet on ``y`` (moved to the model's device and the UNet's dtype), as eps in float32."""
+        y = y.to(self.device)
         emb = self.embed(cond, y.shape[0])
         k = self.timesteps(t.detach().cpu()).to(self.device)
-        out = self.unet(y.to(self.dtype), k, encoder_hidden_states=emb).sample.float()
+        out = self.unet(y.to(self.unet.dtype), k, encoder_hidden_states=emb).sample.float()
         if self.prediction_type == "v_prediction":
             ab = self._ab[k.cpu()].to(self.device, torch.float32).view(-1, *([1] * len(self.shape)))
             out = ab.sqrt() * out + (1 - ab).sqrt() * y.float()
         return out
 
-    def _chunks(self, x: Any, t: Any, cond: Sequence[Any] | None) -> Iterator[tuple[Any, ...]]:
-        """Row slices of at most ``max_batch``; each goes to the device (and is validated) alone."""
+    def _rows(self, x: Any, t: Any, cond: Sequence[Any] | None) -> tuple[torch.Tensor, torch.Tensor, list | None]:
+        """Inputs as CPU tensors with one time per row, conditions checked; sliced per call later."""
         y = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x), dtype=torch.float32)
         n = y.shape[0]
         tt = torch.as_tensor(t, dtype=torch.float32).reshape(-1)
@@ -282,33 +434,38 @@ class StableDiffusionScoreModel(ScoreModel):
         if tt.shape[0] != n:
             raise ValueError(f"t has {tt.shape[0]} entries for {n} samples")
         cond = self._check_cond(cond, n)
-        step = max(1, self.max_batch)
-        for i in range(0, n, step):
-            s = slice(i, i + step)
-            yield s, y[s], tt[s], None if cond is None else list(cond)[s]
+        return y, tt, None if cond is None else list(cond)
 
     def _out(self, z: torch.Tensor) -> torch.Tensor:
         return z.to(self.output_device, torch.float32)
 
     def eps(self, x: Any, t: Any, cond: Sequence[Any] | None = None) -> torch.Tensor:
-        return torch.cat([self._out(super(StableDiffusionScoreModel, self).eps(y, tt, c))
-                          for _, y, tt, c in self._chunks(x, t, cond)])
+        y, tt, c = self._rows(x, t, cond)
+        base = super(StableDiffusionScoreModel, self).eps
+        return torch.cat(self._in_chunks("forward", y.shape[0], lambda s: self._out(
+            base(y[s], tt[s], None if c is None else c[s]))))
 
     def eps_jvp(self, x: Any, t: Any, v: Any, cond: Sequence[Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        from diffusers.models.attention_processor import AttnProcessor
+        """``(eps, J v)`` in ``jvp_dtype`` (fp32), attention in slices of :meth:`jvp_slice` heads."""
+        from diffusers.models.attention_processor import AttnProcessor, SlicedAttnProcessor
 
+        y, tt, c = self._rows(x, t, cond)
         vv = torch.as_tensor(np.asarray(v) if not isinstance(v, torch.Tensor) else v, dtype=torch.float32)
-        if cond is not None:  # encode outside the forward-mode trace
-            self.embed(cond, len(cond))
-        outs, jvs = [], []
-        # fused attention kernels have no forward-mode derivative; the plain one does
-        with _processors(self.unet, AttnProcessor, only_cross=False):
-            for s, y, tt, c in self._chunks(x, t, cond):
-                vs = vv.reshape(-1, *self.shape)[s]
-                out, jv = super().eps_jvp(y, tt, vs, c)
-                outs.append(self._out(out))
-                jvs.append(self._out(jv))
-        return torch.cat(outs), torch.cat(jvs)
+        vv = vv.reshape(-1, *self.shape)
+        if c is not None:  # encode outside the forward-mode trace
+            self.embed(c, len(c))
+        heads = self.jvp_slice()
+        # fused attention kernels have no forward-mode derivative; the plain and sliced ones do
+        make = AttnProcessor if heads is None else (lambda: SlicedAttnProcessor(heads))
+        base = super().eps_jvp
+
+        def call(s: slice) -> tuple[torch.Tensor, torch.Tensor]:
+            out, jv = base(y[s], tt[s], vv[s], None if c is None else c[s])
+            return self._out(out), self._out(jv)
+
+        with self.full_precision(), _processors(self.unet, make, only_cross=False):
+            parts = self._in_chunks("jvp", y.shape[0], call)
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def score(self, x: Any, t: Any, cond: Sequence[Any] | None = None) -> torch.Tensor:
         e = self.eps(x, t, cond)
@@ -316,13 +473,18 @@ class StableDiffusionScoreModel(ScoreModel):
         return -e / self.sigma(tt).reshape(-1, *([1] * len(self.shape))).to(self.output_device)
 
     @torch.no_grad()
-    def cross_attention(self, x: Any, t: Any, cond: Sequence[Any]) -> torch.Tensor:
-        """Softmax cross-attention over the prompt's tokens ``[n, tokens]``, averaged over every
-        cross-attention layer, head and image position (each row sums to 1); one evaluation."""
+    def cross_attention(self, x: Any, t: Any, cond: Sequence[Any], layer: int | None = None) -> torch.Tensor:
+        """Softmax cross-attention over the prompt's tokens ``[n, tokens]`` (each row sums to 1),
+        averaged over heads and image positions, and over every cross-attention layer
+        (``layer=None``) or read at one: ``layer`` counts cross-attention layers in the order the
+        UNet runs them (SD: 0-5 down, 6 mid, 7-15 up). One evaluation per row."""
         if cond is None:
             raise ValueError("cross_attention needs the prompts (cond)")
-        out = []
-        for _, y, tt, c in self._chunks(x, t, cond):
+        y0, tt0, c0 = self._rows(x, t, cond)
+
+        def call(s: slice) -> torch.Tensor:
+            y, tt = self._prepare(y0[s], tt0[s])  # on the model's device, validated
+            c = c0[s]
             self.embed(c, y.shape[0])
             self.nfe += y.shape[0]
             store: list[torch.Tensor] = []
@@ -330,8 +492,14 @@ class StableDiffusionScoreModel(ScoreModel):
                 self._eps(y, tt, c)
             if not store:
                 raise RuntimeError("the UNet has no cross-attention layers")
-            out.append(self._out(torch.stack(store).mean(0)))
-        return torch.cat(out)
+            if layer is None:
+                return self._out(torch.stack(store).mean(0))
+            if not -len(store) <= int(layer) < len(store):
+                raise ValueError(f"cross-attention layer {layer} does not exist; this UNet has {len(store)} "
+                                 f"(0-{len(store) - 1})")
+            return self._out(store[int(layer)])
+
+        return torch.cat(self._in_chunks("forward", y0.shape[0], call))
 
 
 # -- generation ----------------------------------------------------------------------------------
@@ -402,6 +570,7 @@ def load_for_build(root: str | Path, *, source: str | None = None, device: str |
     mcfg = meta["model"]
     src = source or (_SOURCE_OVERRIDE[-1] if _SOURCE_OVERRIDE else mcfg["source"])
     pipe = load_pipeline(src, device=device, dtype=dtype)
+    check_generation(pipe, mcfg.get("generation"), str(src))
     fp = fingerprint(pipe)
     if mcfg.get("fingerprint") and fp != mcfg["fingerprint"]:
         raise ModelLoadError(
