@@ -6,16 +6,42 @@ import numpy as np
 from mmh_bench import Access, Batch, Context, Detector
 
 
-class NNRatio(Detector):
-    """Reference: minus the ratio d1/d2 of the labelling rule itself (Yoon et al.; Gu et al.).
+class CopyRuleReference(Detector):
+    """Reference: the task's labelling rule restated exactly (base copy test and chance test).
 
-    It sees the training set, so it is the ceiling a sample-side detector is compared with,
-    not a competitor: its AUROC is high by construction.
+    Scores the base test's margin ``-max(d1 / (ratio d2), d1 / abs_tol)`` (above -1 exactly when
+    the base test passes) and pushes a copy far below -1 when its training point is not one the
+    chance test calls memorized, so it ranks every positive above every negative: AUROC 1 on every
+    memorization task. Not a competitor: it checks that labels, rule and evaluator agree.
+    """
+
+    name = "copy-rule"
+    access = Access.TRAIN_DATA
+    reference = True
+    cost_note = "one 2-NN search over all samples (the chance test needs them together)"
+
+    def fit(self, ctx: Context) -> None:
+        rule = ctx.train_index.rule
+        if rule is None:
+            raise ValueError(f"task {ctx.task.name!r} carries no copy rule (labels given, not computed)")
+        self._memorized_point = rule.apply(ctx.train_index, ctx.samples.x)["memorized_point"]
+
+    def score(self, batch: Batch, ctx: Context) -> np.ndarray:
+        out = ctx.train_index.rule.apply(ctx.train_index, batch.x)
+        nn = np.maximum(out["nn"], 0)
+        counted = self._memorized_point[nn] & (out["nn"] >= 0)
+        return np.where(counted, out["margin"], np.minimum(out["margin"], -1.0) - 10.0)
+
+
+class NNRatio(Detector):
+    """Minus the ratio d1/d2 of the base copy test (Yoon et al.; Gu et al.).
+
+    It reads the training set's neighbours, so it ranks with the training-set oracles; it ignores
+    the absolute tolerance and the chance test, so it is not the labelling rule (``copy-rule`` is).
     """
 
     name = "nn-ratio"
     access = Access.TRAIN_DATA
-    reference = True
     cost_note = "one 2-NN search"
 
     def score(self, batch: Batch, ctx: Context) -> np.ndarray:

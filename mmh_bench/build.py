@@ -19,16 +19,18 @@ from typing import Any, Callable
 import numpy as np
 
 from .copying import data_copying_ct
-from .instance import SUBTYPE_CODE, TaskInstance, dump_meta
+from .instance import TaskInstance, dump_meta
+from .instances import InstanceKey, cache_name, instance_spec
 from .io import atomic_write_text, load_arrays, save_arrays, sha256_arrays, sha256_file
-from .retrieval import TrainIndex, label_copies
+from .labels import SUBTYPE_CODE, LabellingError, check_null_rate, composition, label_samples
 from .spec import TaskSpec
 
 log = logging.getLogger(__name__)
 
 
-#: what a build folder holds; a cache of another format is rebuilt (2: held-out set and C_T)
-BUILD_FORMAT = 2
+#: what a build folder holds; a cache of another format is rebuilt (2: held-out set and C_T;
+#: 3: shuffled rows, chance-tested labels, instance kind)
+BUILD_FORMAT = 3
 
 
 class BuildError(RuntimeError):
@@ -46,12 +48,23 @@ class BuildOutput:
     train_cond: np.ndarray | None = None
     lid_star: np.ndarray | None = None  # given directly on LID-track tasks
     #: labels known by construction without a copy test (e.g. memorized prompt sets); with them
-    #: ``subtype`` codes from instance.SUBTYPES; the nearest-neighbour labelling is then skipped
+    #: ``subtype`` codes from labels.SUBTYPES; the nearest-neighbour labelling is then skipped
     labels: np.ndarray | None = None
     subtype: np.ndarray | None = None
     model: dict[str, Any] | None = None  # {"kind": ..., "path": relative path inside the build}
     #: fresh draws from the data distribution, never trained on: the held-out set of C_T
     heldout: np.ndarray | None = None
+    #: fresh draws from the data distribution (never trained on) for the labels' chance test, and
+    #: an independent set that measures the null copy rate (see mmh_bench.labels)
+    null_draws: np.ndarray | None = None
+    null_check: np.ndarray | None = None
+    #: designed role of each training row (an index into ``source_names``), for the composition audit
+    train_source: np.ndarray | None = None
+    source_names: list[str] | None = None
+    #: distances of the spec's [labels] are multiplied by this (a test instance placed at another scale)
+    label_scale: float = 1.0
+    #: arrays with one row per generated sample besides samples/cond (permuted with them)
+    sample_arrays: dict[str, np.ndarray] = field(default_factory=dict)
     extra_arrays: dict[str, np.ndarray] = field(default_factory=dict)
     extra_meta: dict[str, Any] = field(default_factory=dict)
 
@@ -92,27 +105,22 @@ def default_cache_dir() -> Path:
 
 
 # -- labelling ---------------------------------------------------------------------------------
-def label_samples(samples: np.ndarray, train: np.ndarray, train_lid: np.ndarray,
-                  labels_cfg: dict[str, Any]) -> tuple[dict[str, np.ndarray], TrainIndex]:
-    """Copy labels by the ratio test + absolute tolerance against the deduplicated training set.
+#: random stream of the row permutation: row order never carries a label
+PERMUTATION_STREAM = 104_729
 
-    Subtype DD when the copied point has LID* = 0 or stands for a duplicate group, else OD.
-    Every sample also gets the LID* of its nearest training point.
-    """
-    if "abs_tol" not in labels_cfg:
-        raise BuildError("[labels] must state abs_tol, the absolute distance under which a copy counts")
-    index = TrainIndex(train, dedup_tol=float(labels_cfg.get("dedup_tol", 0.0)))
-    lab = label_copies(samples, index, abs_tol=float(labels_cfg["abs_tol"]),
-                       ratio=float(labels_cfg.get("ratio", 1.0 / 3.0)))
-    rep = index.rep_row[lab.nn]
-    gsize = index.group_size[lab.nn]
-    lid_nn = np.asarray(train_lid, dtype=np.float32)[rep]
-    dd = (lid_nn == 0) | (gsize > 1)
-    subtype = np.where(lab.memorized, np.where(dd, SUBTYPE_CODE["DD"], SUBTYPE_CODE["OD"]),
-                       SUBTYPE_CODE["none"]).astype(np.int8)
-    arrays = {"labels": lab.memorized.astype(np.int8), "subtype": subtype, "d1": lab.d1,
-              "d2": lab.d2, "nn": lab.nn, "nn_row": rep, "group_size": gsize, "lid_star": lid_nn}
-    return arrays, index
+
+def permute_rows(out: BuildOutput, seed: int) -> np.ndarray:
+    """Shuffle the generated samples (and every per-sample array) with a seeded permutation, so
+    neither row order nor ``Batch.index`` says anything about how a sample was made."""
+    order = np.random.default_rng([seed, PERMUTATION_STREAM]).permutation(len(out.samples))
+    out.samples = np.asarray(out.samples)[order]
+    if out.cond is not None:
+        out.cond = np.asarray(out.cond)[order]
+    for key in ("labels", "subtype"):
+        if getattr(out, key) is not None:
+            setattr(out, key, np.asarray(getattr(out, key))[order])
+    out.sample_arrays = {k: np.asarray(v)[order] for k, v in out.sample_arrays.items()}
+    return order
 
 
 def check_balance(spec: TaskSpec, arrays: dict[str, np.ndarray]) -> None:
@@ -165,12 +173,13 @@ def load_instance(spec: TaskSpec, root: Path) -> TaskInstance | None:
     return TaskInstance(spec=spec, arrays=arrays, meta=meta, root=root)
 
 
-def build_task(spec: TaskSpec, cache_dir: str | Path | None = None, *, force: bool = False,
-               progress: bool = True) -> TaskInstance:
-    """Return the task's instance, building it (and caching it atomically) when needed."""
+def build_task(spec: TaskSpec, cache_dir: str | Path | None = None, *, instance: InstanceKey | None = None,
+               force: bool = False, progress: bool = True) -> TaskInstance:
+    """Return the instance of the task (the dev instance by default), building it (and caching it
+    atomically) when needed."""
     importlib.import_module("mmh_bench.builders")  # registers the shipped builders and loaders
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    root = cache / spec.name / spec.hash
+    root = cache / spec.name / cache_name(spec, instance)
     if not force and (root / "meta.json").exists():
         inst = load_instance(spec, root)
         if inst is not None:
@@ -178,42 +187,10 @@ def build_task(spec: TaskSpec, cache_dir: str | Path | None = None, *, force: bo
     if spec.builder not in BUILDERS:
         raise BuildError(f"task {spec.name!r}: unknown builder {spec.builder!r}; known: {sorted(BUILDERS)}")
     root.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{spec.hash}.", dir=root.parent))
+    work = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
         t0 = time.perf_counter()
-        out = BUILDERS[spec.builder](spec, work, progress)
-        arrays: dict[str, np.ndarray] = {"samples": np.asarray(out.samples, dtype=np.float32)}
-        meta: dict[str, Any] = {"task": spec.name, "version": spec.version, "spec_hash": spec.hash,
-                                "model": out.model, **out.extra_meta}
-        if out.train is not None:
-            arrays["train"] = np.asarray(out.train, dtype=np.float32)
-            arrays["train_lid"] = np.asarray(out.train_lid, dtype=np.float32)
-        for key in ("cond", "train_cond"):
-            if getattr(out, key) is not None:
-                arrays[key] = np.asarray(getattr(out, key))
-        if spec.track == "memorization" and out.labels is not None:
-            arrays["labels"] = np.asarray(out.labels, dtype=np.int8)
-            arrays["subtype"] = (np.asarray(out.subtype, dtype=np.int8) if out.subtype is not None
-                                 else np.zeros_like(arrays["labels"]))  # subtype unknown
-            check_balance(spec, arrays)
-        elif spec.track == "memorization":
-            labels_cfg = spec.section("labels")
-            lab, index = label_samples(arrays["samples"], arrays["train"], arrays["train_lid"], labels_cfg)
-            arrays.update(lab)
-            meta["dedup_tol"] = float(labels_cfg.get("dedup_tol", 0.0))
-            meta["n_train_dedup"] = len(index)
-            check_balance(spec, arrays)
-        else:
-            if out.lid_star is None:
-                raise BuildError(f"LID task {spec.name!r}: builder gave no lid_star")
-            arrays["lid_star"] = np.asarray(out.lid_star, dtype=np.float32)
-        if out.heldout is not None and "labels" in arrays and len(out.heldout):
-            arrays["heldout"] = np.asarray(out.heldout, dtype=np.float32)
-            meta["copying"] = {**data_copying_ct(arrays["train"], arrays["heldout"], arrays["samples"],
-                                                 seed=spec.seed).as_dict(),
-                               "n_heldout": int(len(arrays["heldout"]))}
-        arrays.update(out.extra_arrays)
-        meta["build_format"] = BUILD_FORMAT
+        meta, arrays = _build(instance_spec(spec, instance), work, progress)
         meta["build_seconds"] = round(time.perf_counter() - t0, 2)
         meta["data_hash"] = sha256_arrays(arrays)
         save_arrays(work / "instance.npz", arrays)
@@ -229,3 +206,56 @@ def build_task(spec: TaskSpec, cache_dir: str | Path | None = None, *, force: bo
     inst = load_instance(spec, root)
     assert inst is not None
     return inst
+
+
+def _build(spec: TaskSpec, work: Path, progress: bool) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Run the builder, shuffle rows, label, check, and assemble the arrays and meta of one build."""
+    out = BUILDERS[spec.builder](spec, work, progress)
+    permute_rows(out, spec.seed)
+    arrays: dict[str, np.ndarray] = {"samples": np.asarray(out.samples, dtype=np.float32)}
+    meta: dict[str, Any] = {"task": spec.name, "version": spec.version, "spec_hash": spec.hash,
+                            "instance_kind": spec.instance, "model": out.model, **out.extra_meta}
+    if out.train is not None:
+        arrays["train"] = np.asarray(out.train, dtype=np.float32)
+        arrays["train_lid"] = np.asarray(out.train_lid, dtype=np.float32)
+    for key in ("cond", "train_cond"):
+        if getattr(out, key) is not None:
+            arrays[key] = np.asarray(getattr(out, key))
+    if spec.track == "memorization" and out.labels is not None:
+        arrays["labels"] = np.asarray(out.labels, dtype=np.int8)
+        arrays["subtype"] = (np.asarray(out.subtype, dtype=np.int8) if out.subtype is not None
+                             else np.zeros_like(arrays["labels"]))  # subtype unknown
+        check_balance(spec, arrays)
+    elif spec.track == "memorization":
+        labels_cfg = spec.section("labels")
+        try:
+            lab = label_samples(arrays["samples"], arrays["train"], arrays["train_lid"], labels_cfg,
+                                null_draws=out.null_draws, null_check=out.null_check,
+                                train_source=out.train_source, scale=out.label_scale)
+        except LabellingError as exc:
+            raise BuildError(f"task {spec.name!r}: {exc}") from None
+        arrays.update(lab.arrays)
+        meta["dedup_tol"] = float(labels_cfg.get("dedup_tol", 0.0)) * out.label_scale
+        meta["n_train_dedup"] = len(lab.index)
+        meta["labelling"] = lab.stats
+        meta["null_copy_rate"] = lab.stats.get("null_copy_rate")
+        if out.source_names is not None:
+            meta["source_names"] = list(out.source_names)
+            meta["composition"] = composition(arrays, out.source_names)
+        check_balance(spec, arrays)
+        problem = check_null_rate(spec.name, lab.stats, float(arrays["labels"].mean()))
+        if problem:
+            raise BuildError(problem)
+    else:
+        if out.lid_star is None:
+            raise BuildError(f"LID task {spec.name!r}: builder gave no lid_star")
+        arrays["lid_star"] = np.asarray(out.lid_star, dtype=np.float32)
+    if out.heldout is not None and "labels" in arrays and len(out.heldout):
+        arrays["heldout"] = np.asarray(out.heldout, dtype=np.float32)
+        meta["copying"] = {**data_copying_ct(arrays["train"], arrays["heldout"], arrays["samples"],
+                                             seed=spec.seed % 2**32).as_dict(),
+                           "n_heldout": int(len(arrays["heldout"]))}
+    arrays.update(out.sample_arrays)
+    arrays.update(out.extra_arrays)
+    meta["build_format"] = BUILD_FORMAT
+    return meta, arrays

@@ -14,11 +14,10 @@ from .retrieval import TrainIndex
 from .score_model import ScoreModel
 from .spec import TaskSpec
 
-#: Subtype codes stored per sample.
+#: Subtype codes stored per sample, defined with the labelling rule (re-exported here).
 #: DD/OD: data-driven / overfitting-driven (synthetic and image tasks, by construction);
 #: VM/TM: verbatim / template memorization (Stable Diffusion prompt sets, from their labels).
-SUBTYPES = {0: "none", 1: "DD", 2: "OD", 3: "VM", 4: "TM"}
-SUBTYPE_CODE = {v: k for k, v in SUBTYPES.items()}
+from .labels import SUBTYPE_CODE, SUBTYPES, CopyRule  # noqa: E402
 
 #: model kind -> loader(path) -> ScoreModel. Adapters register themselves here.
 MODEL_LOADERS: dict[str, Callable[[Path], ScoreModel]] = {}
@@ -92,7 +91,10 @@ class TaskInstance:
 
     @cached_property
     def train_index(self) -> TrainIndex:
-        return TrainIndex(self.arrays["train"], dedup_tol=float(self.meta.get("dedup_tol", 0.0)))
+        """The deduplicated training set, carrying the instance's copy rule when it has one."""
+        index = TrainIndex(self.arrays["train"], dedup_tol=float(self.meta.get("dedup_tol", 0.0)))
+        index.rule = copy_rule(self.meta, self.arrays, index)
+        return index
 
     def score_model(self) -> ScoreModel | None:
         """Load the task's model once (None when the task has none)."""
@@ -138,6 +140,16 @@ class TaskInstance:
         if "build_seconds" in self.meta:
             out["build_seconds"] = self.meta["build_seconds"]
         return out
+
+
+def copy_rule(meta: dict[str, Any], arrays: dict[str, np.ndarray], index: TrainIndex) -> CopyRule | None:
+    """The labelling rule of a built instance (None for tasks labelled otherwise)."""
+    lab = meta.get("labelling")
+    if not lab or "train_null_rate" not in arrays:
+        return None
+    return CopyRule(ratio=float(lab["ratio"]), abs_tol=float(lab["abs_tol"]),
+                    chance_alpha=float(lab["chance_alpha"]),
+                    null_pass_rate=np.asarray(arrays["train_null_rate"], dtype=np.float64)[index.rep_row])
 
 
 def dump_meta(meta: dict[str, Any]) -> str:

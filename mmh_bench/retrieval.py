@@ -21,7 +21,7 @@ from .neardup import DedupResult, find_duplicates, group_diameters
 from .vector_index import (DEFAULT_BATCH, EXACT_MAX_ROWS, IndexFileError, VectorIndex, as_rows,
                            choose_kind, cosine_to_distance, prepare_rows, sha256_file)
 
-__all__ = ["COPY_RATIO", "as_rows", "duplicate_groups", "find_duplicates", "DedupResult",
+__all__ = ["COPY_RATIO", "nn_ratio", "as_rows", "duplicate_groups", "find_duplicates", "DedupResult",
            "group_diameters", "TrainIndex", "VectorIndex", "IndexFileError", "CopyLabels",
            "label_copies", "choose_kind", "cosine_to_distance", "EXACT_MAX_ROWS"]
 
@@ -52,6 +52,10 @@ class TrainIndex:
     ``index_options`` go to :meth:`VectorIndex.build`. Without duplicates the exact index searches
     the given array in place (no copy), so do not modify it afterwards.
     """
+
+    #: the task's labelling rule (:class:`mmh_bench.labels.CopyRule`) when the index is a task
+    #: instance's training set: part of what ``Access.TRAIN_DATA`` grants
+    rule: Any = None
 
     def __init__(self, train: np.ndarray, dedup_tol: float = 0.0, *, metric: str = "l2",
                  kind: str = "auto", embedding: str = "raw", progress: bool = False,
@@ -151,14 +155,21 @@ class CopyLabels:
 
     @property
     def ratio(self) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(self.d2 > 0, self.d1 / self.d2, np.inf)
+        return nn_ratio(self.d1, self.d2)
+
+
+def nn_ratio(d1: np.ndarray, d2: np.ndarray) -> np.ndarray:
+    """``d1 / d2``, and +inf where the second neighbour is missing (d2 = inf, as an approximate
+    index can return) or at distance 0: neither case is evidence of a copy."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.isfinite(d2) & (d2 > 0), d1 / d2, np.inf)
 
 
 def label_copies(samples: np.ndarray, index: TrainIndex, abs_tol: float,
                  ratio: float = COPY_RATIO, *, batch_size: int = DEFAULT_BATCH,
                  progress: bool = False) -> CopyLabels:
-    """A sample is a copy when ``d1 / d2 < ratio`` AND ``d1 < abs_tol``.
+    """A sample is a copy when ``d1 / d2 < ratio`` AND ``d1 < abs_tol`` (the base copy test; the
+    task labels add a chance test on top, see :mod:`mmh_bench.labels`).
 
     The ratio test alone would call a blurry blob around an isolated training point a copy (its
     second neighbour is far away), hence the absolute tolerance. Distances are to the deduplicated
@@ -168,11 +179,9 @@ def label_copies(samples: np.ndarray, index: TrainIndex, abs_tol: float,
         raise ValueError("the ratio test needs at least two distinct training points")
     d, i = index.search(samples, 2, batch_size=batch_size, progress=progress)
     d1, d2 = d[:, 0], d[:, 1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(d2 > 0, d1 / d2, np.inf)
     nn = i[:, 0]
-    found = nn >= 0
-    mem = (r < ratio) & (d1 < abs_tol) & found
+    found = nn >= 0  # an unfound neighbour (-1) is recorded as such, never as the last row
+    mem = (nn_ratio(d1, d2) < ratio) & (d1 < abs_tol) & found & (i[:, 1] >= 0)
     safe = np.where(found, nn, 0)
     return CopyLabels(d1=d1, d2=d2, nn=nn, memorized=mem,
                       copied_row=np.where(found, index.rep_row[safe], -1),

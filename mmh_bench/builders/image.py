@@ -20,9 +20,29 @@ import numpy as np
 
 from ..build import BuildOutput, register_builder, training_options
 from ..data.images import CLASS_NAMES, UNKNOWN_POSITIVE_LID, heldout_images, inject, load_images
+from ..instances import placement_rng
 from ..models.mlp import train_denoiser
 from ..models.pixel_mlp import PixelMLPScoreModel, sample_images, save_pixel_mlp
 from ..spec import TaskSpec
+
+
+#: designed role of each training row, by ``InjectedSet.group``
+GROUP_NAMES = ("common-class single", "duplicated image", "rare-class single")
+
+
+def null_halves(heldout: np.ndarray) -> dict[str, np.ndarray]:
+    """Unused real images are the fresh draws of an image task: half of them feed the labels'
+    chance test, the other half measures the null copy rate independently."""
+    return {"null_draws": heldout[0::2], "null_check": heldout[1::2]}
+
+
+def place_rare_class(spec: TaskSpec, d: dict, y: np.ndarray) -> dict:
+    """On a test instance the rare class is drawn by the secret placement, not read from the spec."""
+    rng = placement_rng(spec)
+    if rng is None or d.get("rare_class") is None:
+        return d
+    classes = [int(c) for c in d.get("classes", sorted(set(y.tolist())))]
+    return {**d, "rare_class": int(rng.choice(classes))}
 
 
 def even_classes(classes: list[int], n: int) -> np.ndarray:
@@ -35,6 +55,7 @@ def build_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
     d, m, s = spec.section("data"), spec.section("model"), spec.section("sampling")
     source = str(d.get("source", "digits"))
     x, y = load_images(source, d.get("side"))
+    d = place_rare_class(spec, d, y)
     inj = inject(x, y, d, spec.seed)
     shape = inj.x.shape[1:]
     conditional = bool(m.get("conditional", False))
@@ -51,8 +72,9 @@ def build_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
                           cond=cond, guidance=float(s.get("guidance", 1.0)), batch_size=1000,
                           progress=progress)
     names = CLASS_NAMES.get(source, ())
+    heldout = heldout_images(x, y, inj, d, spec.seed)
     return BuildOutput(
-        heldout=heldout_images(x, y, inj, d, spec.seed),
+        heldout=heldout, **null_halves(heldout), train_source=inj.group, source_names=list(GROUP_NAMES),
         samples=samples, train=inj.x, train_lid=inj.lid, cond=cond,
         train_cond=inj.label if conditional else None,
         model={"kind": "pixel-mlp", "path": "model"},

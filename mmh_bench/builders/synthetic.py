@@ -11,26 +11,46 @@ informative when it is small next to the memorized fraction.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..build import BuildError, BuildOutput, label_samples, register_builder, training_options
-from ..data.synthetic import Mixture, component_points, continuous_components, make_mixture
+from ..build import BuildError, BuildOutput, register_builder, training_options
+from ..data.synthetic import (Mixture, component_points, continuous_components, make_mixture,
+                              random_rotation)
+from ..instances import placement_rng
 from ..models.mlp import MLPDenoiser, MLPScoreModel, sample_ddpm, train_denoiser
 from ..spec import TaskSpec
 
-#: offset added to the task seed for the fresh draws behind the null copy rate
+#: offsets added to the task seed for the fresh draws behind the labels' chance test, the
+#: independent draws that measure the null copy rate, the held-out set of C_T, and the class ids
 NULL_SEED_OFFSET = 1_000_003
-NULL_DRAWS = 2000
+CHECK_SEED_OFFSET = 3_000_017
 HELDOUT_SEED_OFFSET = 2_000_003
+COND_STREAM = 4_001
+#: fresh draws per generated sample for the chance test (at least NULL_MIN)
+NULL_PER_SAMPLE = 20
+NULL_MIN = 20_000
+
+
+def fresh_draws(data: dict[str, Any], seed: int, mix: Mixture, n: int, draw_seed: int) -> np.ndarray | None:
+    """``n`` fresh draws from the continuous components in their training proportions: the data
+    distribution without its duplicated atoms (a model that generalizes perfectly samples these)."""
+    cids = continuous_components(data)
+    if not cids:
+        return None
+    weights = np.array([(mix.component == cid).sum() for cid in cids], dtype=float)
+    counts = np.random.default_rng([draw_seed, 5]).multinomial(n, weights / weights.sum())
+    return np.concatenate([component_points(data, cid, int(k), seed, draw_seed)[0]
+                           for cid, k in zip(cids, counts)]).astype(np.float32)
 
 
 def heldout_draws(data: dict[str, Any], seed: int, mix: Mixture) -> np.ndarray | None:
     """Fresh draws from the continuous components, as many per component as it has training rows:
-    the data distribution without its duplicated atoms, the held-out set of C_T (so copies of a
-    duplicated point count as copying, as a duplicated image's copies would against a test set)."""
+    the held-out set of C_T (so copies of a duplicated point count as copying, as a duplicated
+    image's copies would against a test set)."""
     cids = continuous_components(data)
     if not cids:
         return None
@@ -38,24 +58,66 @@ def heldout_draws(data: dict[str, Any], seed: int, mix: Mixture) -> np.ndarray |
                                             seed + HELDOUT_SEED_OFFSET)[0] for cid in cids]).astype(np.float32)
 
 
-def null_copy_rate(data: dict[str, Any], seed: int, mix: Mixture, labels_cfg: dict[str, Any],
-                   n_per_component: int = NULL_DRAWS) -> dict[str, Any]:
-    """Fraction of fresh data draws labelled copies, per continuous component and overall.
+def source_names(data: dict[str, Any]) -> list[str]:
+    """Each component's designed role (its ``role`` key, else kind and index) for the composition audit."""
+    return [str(c.get("role") or f"{c.get('kind')} #{cid}") for cid, c in enumerate(data["components"])]
 
-    The overall rate weights components by their share of training rows, i.e. it is the copy
-    rate of samples from the data distribution restricted to its continuous part.
-    """
-    cids = continuous_components(data)
-    if not cids:
-        return {"null_copy_rate": 0.0, "null_copy_rate_per_component": {}}
-    draws = [component_points(data, cid, n_per_component, seed, seed + NULL_SEED_OFFSET)[0]
-             for cid in cids]
-    lab, _ = label_samples(np.concatenate(draws).astype(np.float32), mix.x, mix.lid, labels_cfg)
-    per = lab["labels"].reshape(len(cids), n_per_component).mean(axis=1)
-    weights = np.array([(mix.component == cid).sum() for cid in cids], dtype=float)
-    return {"null_copy_rate": round(float(per @ weights / weights.sum()), 5),
-            "null_copy_rate_per_component": {str(cid): round(float(r), 5) for cid, r in zip(cids, per)},
-            "null_draws_per_component": n_per_component}
+
+def remap_conditions(mix: Mixture, seed: int) -> np.ndarray:
+    """Permute the class ids with a seeded permutation (returned), so an id's value says nothing
+    about which component or duplicated point it names."""
+    perm = np.random.default_rng([seed, COND_STREAM]).permutation(max(mix.n_classes, 1))
+    if mix.cond is not None:
+        mix.cond = perm[mix.cond]
+    return perm
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A test instance's similarity transform x -> scale * R x + shift of the whole data set."""
+
+    scale: float
+    rotation: np.ndarray
+    shift: np.ndarray
+
+    def __call__(self, x: np.ndarray | None) -> np.ndarray | None:
+        if x is None:
+            return None
+        return (self.scale * (x.astype(np.float64) @ self.rotation.T) + self.shift).astype(np.float32)
+
+
+def draw_placement(spec: TaskSpec, data: dict[str, Any], train: np.ndarray) -> Placement | None:
+    """The random placement of a test instance (None for dev instances): a Haar rotation, a
+    log-uniform scale in ``[placement] scale`` and a shift of ``shift`` times the data's RMS radius
+    in a random direction. ``point_jitter`` moves each point component's location first."""
+    rng = placement_rng(spec)
+    if rng is None:
+        return None
+    p = spec.section("placement")
+    lo, hi = (float(v) for v in p.get("scale", [0.8, 1.25]))
+    dim = int(data["dim"])
+    radius = float(np.sqrt((train.astype(np.float64) ** 2).sum(axis=1).mean()))
+    direction = rng.standard_normal(dim)
+    return Placement(scale=float(np.exp(rng.uniform(np.log(lo), np.log(hi)))),
+                     rotation=random_rotation(dim, rng),
+                     shift=float(p.get("shift", 1.0)) * radius * direction / np.linalg.norm(direction))
+
+
+def jitter_points(spec: TaskSpec, data: dict[str, Any]) -> dict[str, Any]:
+    """For a test instance, move every ``point`` component by up to ``[placement] point_jitter``."""
+    rng = placement_rng(spec)
+    jitter = float(spec.section("placement").get("point_jitter", 0.0))
+    if rng is None or jitter <= 0:
+        return data
+    comps = []
+    for c in data["components"]:
+        if c.get("kind") == "point":
+            at = np.asarray(c.get("at", [0.0, 0.0]), dtype=float)
+            step = rng.standard_normal(len(at))
+            step *= jitter * rng.uniform() ** (1 / len(at)) / np.linalg.norm(step)
+            c = {**c, "at": (at + step).tolist()}
+        comps.append(c)
+    return {**data, "components": comps}
 
 
 #: a sample farther from the origin than this many times the training set's radius has diverged
@@ -85,12 +147,21 @@ def sample_conditions(mix: Mixture, n: int, seed: int) -> np.ndarray:
 
 @register_builder("synthetic", capabilities=())
 def build_synthetic(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
-    data = spec.section("data")
+    data = jitter_points(spec, spec.section("data"))
     mix = make_mixture(data, spec.seed)
-    net = train_mixture_model(spec, mix, progress)
-    net.save(work / "model")
     s = spec.section("sampling")
     n, steps = int(s.get("n", 2000)), int(s.get("steps", 1000))
+    n_null = max(NULL_PER_SAMPLE * n, int(spec.section("labels").get("null_draws", NULL_MIN)))
+    null = fresh_draws(data, spec.seed, mix, n_null, spec.seed + NULL_SEED_OFFSET)
+    check = fresh_draws(data, spec.seed, mix, n_null, spec.seed + CHECK_SEED_OFFSET)
+    heldout = heldout_draws(data, spec.seed, mix)
+    place = draw_placement(spec, data, mix.x)
+    if place is not None:  # a test instance: the whole data set moves, distances scale with it
+        mix.x, null, check, heldout = place(mix.x), place(null), place(check), place(heldout)
+    if spec.conditional:
+        remap_conditions(mix, spec.seed)
+    net = train_mixture_model(spec, mix, progress)
+    net.save(work / "model")
     cond = train_cond = None
     if spec.conditional:
         cond, train_cond = sample_conditions(mix, n, spec.seed), mix.cond
@@ -104,9 +175,11 @@ def build_synthetic(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
         raise BuildError(f"task {spec.name!r}: {int(bad.sum())} of {n} generated samples diverged (not "
                          f"finite or over {DIVERGED_FACTOR:g} times the data's radius); lower [model] lr "
                          "or [sampling] guidance")
-    meta = null_copy_rate(data, spec.seed, mix, spec.section("labels"))
+    meta: dict[str, Any] = {}
     if spec.conditional:
         meta.update(n_classes=mix.n_classes, guidance=float(s.get("guidance", 1.0)))
     return BuildOutput(samples=samples, train=mix.x, train_lid=mix.lid, cond=cond, train_cond=train_cond,
-                       heldout=heldout_draws(data, spec.seed, mix), model={"kind": "mlp", "path": "model"},
+                       heldout=heldout, null_draws=null, null_check=check, train_source=mix.component,
+                       source_names=source_names(data), label_scale=1.0 if place is None else place.scale,
+                       model={"kind": "mlp", "path": "model"},
                        extra_arrays={"train_component": mix.component}, extra_meta=meta)

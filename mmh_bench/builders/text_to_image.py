@@ -29,6 +29,7 @@ from ..data.images import CLASS_NAMES, UNKNOWN_POSITIVE_LID, heldout_images, inj
 from ..data.text import ENCODER_PACKAGE, TextEncoder
 from ..models.cross_attn import CaptionTable, CrossAttnScoreModel, save_cross_attn, train_cross_attn
 from ..models.pixel_mlp import sample_images
+from .image import null_halves, place_rare_class
 from ..spec import TaskSpec
 
 
@@ -39,6 +40,7 @@ def build_text_to_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutp
     d, m, s = spec.section("data"), spec.section("model"), spec.section("sampling")
     source = str(d.get("source", "digits"))
     x, y = load_images(source, d.get("side"))
+    d = place_rare_class(spec, d, y)
     inj = inject(x, y, d, spec.seed)
     cs = caption_set(inj, CLASS_NAMES[source], d, spec.seed)
     encoder = TextEncoder(max_tokens=int(d.get("max_tokens", 16)))
@@ -57,8 +59,10 @@ def build_text_to_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutp
                           progress=progress)
     width = max(len(c) for c in cs.captions)
     memorized = [i for i, k in enumerate(cs.kind.tolist()) if k == KIND["duplicated"]]
+    heldout = heldout_images(x, y, inj, d, spec.seed)
     return BuildOutput(
-        heldout=heldout_images(x, y, inj, d, spec.seed),
+        heldout=heldout, **null_halves(heldout), train_source=cs.kind[cs.train_caption].astype(np.int64),
+        source_names=[f"{k} caption" for k in KIND],
         samples=samples, train=inj.x, train_lid=inj.lid, cond=cond, train_cond=cs.train_caption,
         model={"kind": "cross-attn", "path": "model"},
         extra_arrays={"caption_text": np.asarray(cs.captions, dtype=f"<U{width}"),

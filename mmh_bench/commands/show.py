@@ -1,7 +1,8 @@
 """``mmh-bench show TASK``: what a task contains, printed and drawn.
 
 Builds the task (or loads it from the cache), prints its summary (sizes, label balance per
-subtype, spec hash, null copy rate) and writes a PNG: the samples in 2-D (raw coordinates when
+subtype, spec hash, null copy rate, and the table of positives by designed source and subtype)
+and, with ``--out``, writes a PNG: the samples in 2-D (raw coordinates when
 D = 2, else a PCA projection fitted on training set and samples) coloured by label and subtype,
 next to the histogram of LID* per label. ``--export DIR`` also saves the training set and the
 labelled samples as an Arrow ``DatasetDict`` (``datasets.load_from_disk(DIR)``).
@@ -26,7 +27,8 @@ MAX_POINTS = 20000  # per layer drawn; larger sets are subsampled deterministica
 def task_summary(inst: Any) -> dict[str, Any]:
     """The instance summary plus the figures only some builds carry (null copy rate, C_T)."""
     out = dict(inst.summary())
-    for key in ("null_copy_rate", "null_copy_rate_per_component", "copying", "n_classes", "guidance",
+    out["instance"] = inst.instance_info()
+    for key in ("null_copy_rate", "labelling", "composition", "copying", "n_classes", "guidance",
                 "source", "manifolds"):
         if key in inst.meta:
             out[key] = inst.meta[key]
@@ -134,14 +136,26 @@ def draw(inst: Any, path: str | Path) -> Path:
     return path
 
 
+def composition_table(rows: list[dict[str, Any]]) -> str:
+    """Positives by designed source x subtype: anyone can audit what the labels count."""
+    from tabulate import tabulate
+    head = {"source": "source (designed role)", "samples_nearest": "samples nearest", "DD": "DD",
+            "OD": "OD", "chance_copies": "chance copies (label 0)"}
+    return tabulate([[r[k] for k in head] for r in rows], headers=list(head.values()), tablefmt="simple")
+
+
 def _format(summary: dict[str, Any]) -> str:
     lines = []
+    table = summary.pop("composition", None)
     for key, value in summary.items():
         if isinstance(value, float):
             value = f"{value:.4g}"
         elif isinstance(value, (dict, list)):
             value = json.dumps(value)
         lines.append(f"{key:>22}: {value}")
+    if table:
+        lines += ["", "positives by source and subtype (nearest training point's source):",
+                  composition_table(table)]
     return "\n".join(lines)
 
 
@@ -152,9 +166,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     spec = get_task(args.task)
     inst = build_task(spec, args.cache, progress=not args.quiet)
     summary = task_summary(inst)
-    out = Path(args.out) if args.out else Path(f"{spec.name}.png")
-    draw(inst, out)
-    summary["picture"] = str(out)
+    if args.out:  # a picture only when asked for: the command writes nothing else
+        summary["picture"] = str(draw(inst, Path(args.out)))
     if args.export:
         from ..data.export import save_instance
         summary["export"] = str(save_instance(inst, args.export))
@@ -166,10 +179,11 @@ def register(subparsers: Any) -> None:
     s = subparsers.add_parser(
         "show", help="print a task's summary and draw its samples",
         description="Build (or load) a task, print its summary (sizes, label balance per subtype, "
-                    "spec hash, null copy rate) and write a PNG: samples coloured by label and "
+                    "spec hash, null copy rate, positives by designed source and subtype) and, with "
+                    "--out, write a PNG: samples coloured by label and "
                     "subtype (2-D scatter or PCA projection) and the histogram of LID* per label.")
     s.add_argument("task", help="task name or path to a .toml spec")
-    s.add_argument("--out", default=None, help="PNG path (default: ./TASK.png)")
+    s.add_argument("--out", default=None, metavar="PNG", help="also draw the samples into this PNG file")
     s.add_argument("--export", default=None, metavar="DIR",
                    help="also save the training set and labelled samples as an Arrow DatasetDict in DIR")
     add_options(s, "cache")

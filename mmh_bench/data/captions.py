@@ -103,9 +103,12 @@ def caption_set(inj: InjectedSet, names: Sequence[str], cfg: dict[str, Any], see
     captions.append("")
     kind.append(KIND["null"])
     cls.append(-1)
-    return CaptionedSet(captions=captions, kind=np.asarray(kind, dtype=np.int8),
-                        caption_class=np.asarray(cls, dtype=np.int64), train_caption=train_caption,
-                        null_id=len(captions) - 1)
+    # caption ids in a seeded random order: an id's value says nothing about the caption's kind
+    order = rng.permutation(len(captions))  # new id i holds old caption order[i]
+    new_id = np.argsort(order)
+    return CaptionedSet(captions=[captions[i] for i in order], kind=np.asarray(kind, dtype=np.int8)[order],
+                        caption_class=np.asarray(cls, dtype=np.int64)[order],
+                        train_caption=new_id[train_caption], null_id=int(new_id[len(captions) - 1]))
 
 
 def prompt_plan(cs: CaptionedSet, per_unique: int, per_generic: int) -> np.ndarray:

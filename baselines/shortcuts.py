@@ -1,0 +1,89 @@
+"""Shortcut baselines: what a detector can win by reading the public task spec instead of detecting.
+
+Each rebuilds, from the spec and its public seed, where the *dev* instance keeps its memorization
+sources (duplicated and isolated training points, the rare class, the memorized captions) and
+scores samples by that knowledge alone. They are strong on dev instances by design and must fall
+to chance on test instances, whose placement follows a secret (mmh_bench.instances): the board
+keeps them in their own group as the evidence that the test instances hold.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from mmh_bench import Access, Batch, Context, Detector
+
+#: a continuous component with at most this many training points is an isolated (OD) source
+ISOLATED_MAX_POINTS = 20
+
+
+@lru_cache(maxsize=16)
+def _dev_training_set(task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(training rows, is-a-memorization-source flag, condition id per row) of the task's dev
+    instance, rebuilt from the public spec without training anything."""
+    from mmh_bench.registry import get_task
+    spec = get_task(task)
+    data = spec.section("data")
+    if spec.builder == "synthetic":
+        from mmh_bench.builders.synthetic import remap_conditions
+        from mmh_bench.data.synthetic import make_mixture
+        mix = make_mixture(data, spec.seed)
+        comps = data["components"]
+        source = np.array([c.get("kind") == "point" or int(c.get("copies", 1)) > 1
+                           or int(c.get("n", 1)) <= ISOLATED_MAX_POINTS for c in comps])[mix.component]
+        if spec.conditional:
+            remap_conditions(mix, spec.seed)
+        return mix.x, source, mix.cond if spec.conditional else None
+    if spec.builder in ("image", "text-to-image"):
+        from mmh_bench.data.images import GROUP_COMMON, inject, load_images
+        x, y = load_images(str(data.get("source", "digits")), data.get("side"))
+        inj = inject(x, y, data, spec.seed)
+        cond = inj.label
+        if spec.builder == "text-to-image":
+            from mmh_bench.data.captions import caption_set
+            from mmh_bench.data.images import CLASS_NAMES
+            cs = caption_set(inj, CLASS_NAMES[str(data.get("source", "digits"))], data, spec.seed)
+            cond = cs.train_caption
+        source = inj.group != GROUP_COMMON
+        return inj.x.reshape(len(inj.x), -1), source, cond if spec.conditional else None
+    raise ValueError(f"task {task!r} (builder {spec.builder!r}) has no training set to rebuild from its spec")
+
+
+class SourceDistance(Detector):
+    """Shortcut: minus the distance to the nearest memorization source of the dev instance
+    (duplicated and isolated points, duplicated and rare-class images), rebuilt from the spec."""
+
+    name = "shortcut-sources"
+    access = Access.SAMPLES
+    group = "shortcut"
+    cost_note = "rebuilds the dev training set from the spec (no training); one NN search"
+
+    def fit(self, ctx: Context) -> None:
+        x, source, _ = _dev_training_set(ctx.task.name)
+        self._sources = np.asarray(x[source], dtype=np.float64)
+
+    def score(self, batch: Batch, ctx: Context) -> np.ndarray:
+        from scipy.spatial.distance import cdist
+        q = np.asarray(batch.x, dtype=np.float64).reshape(len(batch.x), -1)
+        return -cdist(q, self._sources).min(axis=1)
+
+
+class MemorizedCondition(Detector):
+    """Shortcut: 1 when the sample's condition id is one the spec's dev instance gives to a
+    memorization source (a duplicated point's class, the rare class, a memorized caption), else 0."""
+
+    name = "shortcut-condition"
+    access = Access.MODEL_COND
+    group = "shortcut"
+    cost_note = "rebuilds the dev conditions from the spec; a set lookup"
+
+    def fit(self, ctx: Context) -> None:
+        _, source, cond = _dev_training_set(ctx.task.name)
+        if cond is None:
+            raise ValueError(f"task {ctx.task.name!r} has no conditions in its spec")
+        common = set(cond[~source].tolist())
+        self._memorized = np.array(sorted(set(cond[source].tolist()) - common))
+
+    def score(self, batch: Batch, ctx: Context) -> np.ndarray:
+        return np.isin(np.asarray(batch.cond), self._memorized).astype(float)
