@@ -18,11 +18,10 @@ import typing
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 import annotated_types as at
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from .data.images import SOURCES as _IMAGE_SOURCES
-from .data.synthetic import COMPONENTS
 
 ImageSource = Literal[tuple(sorted(_IMAGE_SOURCES))]  # type: ignore[valid-type]
 Pair = Annotated[list[float], Field(min_length=2, max_length=2)]
@@ -543,134 +542,23 @@ def task_model(raw: dict[str, Any]) -> type[TaskModel] | str:
     if builder is None:
         return "missing required top-level key 'builder'"
     if not isinstance(builder, str) or builder not in TASK_MODELS:
-        return (f"builder must be one of {', '.join(map(repr, TASK_MODELS))}, got {_show(builder)}"
+        return (f"builder must be one of {', '.join(map(repr, TASK_MODELS))}, got {show(builder)}"
                 + (did_you_mean(builder, TASK_MODELS) if isinstance(builder, str) else ""))
     if builder != "lid":
         return TASK_MODELS[builder]
     data = raw.get("data")
     source = data.get("source", "mixture") if isinstance(data, dict) else "mixture"
     if source not in LID_SOURCES:
-        return f"[data] source must be 'mixture' or 'skdim', got {_show(source)}"
+        return f"[data] source must be 'mixture' or 'skdim', got {show(source)}"
     return LID_SOURCES[source]
 
 
-# -- error messages ------------------------------------------------------------------------------
-_TYPE_WORDS = {"int_type": "an integer", "float_type": "a number", "string_type": "a string",
-               "bool_type": "true or false", "list_type": "a list", "model_type": "a table",
-               "dict_type": "a table", "model_attributes_type": "a table"}
-_SELF_CONTAINED = {"unknown_key", "spec_rule", "missing", "union_tag_invalid", "union_tag_not_found"}
-_MISSING = object()
-
-
-def _show(value: Any) -> str:
+# -- values as TOML writes them ------------------------------------------------------------------
+def show(value: Any) -> str:
     """A value as TOML writes it."""
     if isinstance(value, bool):
         return "true" if value else "false"
     return repr(value)
-
-
-def _clean(loc: tuple[Any, ...], raw: Any, at_table: bool = False) -> tuple[tuple[Any, ...], bool]:
-    """``loc`` without the tags pydantic adds for union members (they are not keys of the
-    document); True when a tag was dropped. Unless ``at_table`` (every error but 'missing'), a
-    last part that is not in the document is the missing key."""
-    out: list[Any] = []
-    node, tagged = raw, False
-    for i, part in enumerate(loc):
-        if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
-            out.append(part)
-            node = node[part]
-        elif isinstance(part, str) and isinstance(node, dict) and (
-                part in node or (i == len(loc) - 1 and not at_table)):
-            out.append(part)
-            node = node.get(part, _MISSING)
-        else:
-            tagged = True
-    return tuple(out), tagged
-
-
-def _node(raw: Any, loc: tuple[Any, ...]) -> Any:
-    for part in loc:
-        raw = raw[part]
-    return raw
-
-
-def _dotted(parts: tuple[Any, ...]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(parts))
-
-
-def _where(raw: dict[str, Any], table: tuple[Any, ...]) -> str:
-    """``[sampling] ``, ``[[data.components]] #2 (sphere) `` or '' for the top level."""
-    if not table:
-        return ""
-    if isinstance(table[-1], int) and all(isinstance(p, str) for p in table[:-1]):
-        node = _node(raw, table)
-        label = next((node[k] for k in ("kind", "name") if isinstance(node.get(k), str)), None)
-        return f"[[{'.'.join(table[:-1])}]] #{table[-1] + 1}" + (f" ({label})" if label else "") + " "
-    return f"[{_dotted(table)}] "
-
-
-def _phrase(err: dict[str, Any]) -> str:
-    kind, ctx = err["type"], err.get("ctx") or {}
-    if kind in ("unknown_key", "spec_rule"):
-        return str(ctx["message"])
-    if kind == "union_tag_invalid":
-        return f"unknown component kind {_show(ctx['tag'])}; known: {', '.join(sorted(COMPONENTS))}"
-    if kind == "union_tag_not_found":
-        return f"missing required key {ctx['discriminator']}"
-    if kind in _TYPE_WORDS:
-        return f"must be {_TYPE_WORDS[kind]}"
-    msg = str(err["msg"]).removeprefix("Value error, ").replace(" after validation", "")
-    return msg.replace("Input should be", "must be").replace("String should", "must").replace("List should", "must")
-
-
-def describe(exc: ValidationError, raw: dict[str, Any], model: type[TaskModel]) -> str:
-    """One line for the first problem pydantic found: the section, the key, what is wrong."""
-    def clean(e: dict[str, Any]) -> tuple[tuple[Any, ...], bool]:
-        return _clean(e["loc"], raw, at_table=e["type"] != "missing")
-
-    errors = exc.errors()
-    loc, tagged = clean(errors[0])
-    chosen = [(errors[0], loc)]
-    if tagged:  # a plain union: report the branch that got deepest, or all that failed at the top
-        def depth(e: dict[str, Any], lc: tuple[Any, ...]) -> int:  # an unknown key lies below its table
-            return len(lc) + len((e.get("ctx") or {}).get("at", ())) + (e["type"] == "unknown_key")
-
-        cands = [(e, clean(e)[0]) for e in errors]
-        cands = [(e, lc) for e, lc in cands if lc[:len(loc)] == loc]
-        deepest = max(depth(e, lc) for e, lc in cands)
-        chosen = [(e, lc) for e, lc in cands if depth(e, lc) == deepest]
-    err, loc = chosen[0]
-    loc = loc + tuple((err.get("ctx") or {}).get("at", ()))
-    phrase = " or ".join(dict.fromkeys(_phrase(e) for e, _ in chosen)).replace(" or must be ", " or ")
-    if err["type"] == "union_tag_not_found":  # perhaps the kind itself is misspelt
-        phrase += "".join(f"; unknown key {k!r}{did_you_mean(k, ['kind'])}" for k in _node(raw, loc)
-                          if not any(k in m.model_fields for m in COMPONENT_MODELS.values()))
-    if err["type"] == "unknown_key" or err["type"].startswith("union_tag"):
-        return f"{_where(raw, loc)}{phrase}".strip()
-    cut = len(loc) - 1
-    while cut > 0 and not isinstance(_node(raw, loc[:cut]), dict):
-        cut -= 1  # an index into a list of values belongs to the key: scale[1]
-    table = loc[:cut]
-    key = _dotted(loc[len(table):])
-    if not table and section_model(getattr(model.model_fields.get(key), "annotation", None)):
-        key = f"[{key}]"
-    if err["type"] == "missing":
-        return f"{_where(raw, table)}missing required " + (f"section {key}" if key[0] == "[" else f"key {key!r}")
-    value = err.get("input")
-    got = "" if err["type"] in _SELF_CONTAINED or isinstance(value, (dict, list)) else f", got {_show(value)}"
-    return f"{_where(raw, table)}{key} {phrase}{got}"
-
-
-def first_problem(raw: dict[str, Any]) -> str | None:
-    """None when ``raw`` is a valid task spec, else one line naming the section and the key."""
-    model = task_model(raw)
-    if isinstance(model, str):
-        return model
-    try:
-        model.model_validate(raw)
-    except ValidationError as exc:
-        return describe(exc, raw, model)
-    return None
 
 
 # -- the reference in docs/TASK_SPEC.md -----------------------------------------------------------
@@ -682,7 +570,7 @@ def _type_name(annotation: Any) -> str:
     if origin in (Union, types.UnionType):
         return " or ".join(dict.fromkeys(_type_name(a) for a in args if a is not type(None)))
     if origin is Literal:
-        return " or ".join(_show(a) for a in args)
+        return " or ".join(show(a) for a in args)
     if origin is list:
         inner = _type_name(args[0])
         return "array of tables" if inner == "table" else f"list of {inner}"
@@ -707,7 +595,8 @@ def _bounds(metadata: Any) -> str:
 def _table(model: type[Closed]) -> list[str]:
     rows = ["| key | type | range | meaning |", "| --- | --- | --- | --- |"]
     for key, field in model.model_fields.items():
-        rows.append(f"| `{key}` | {_type_name(field.annotation)} | {_bounds(field.metadata)} | {field.description or ''} |")
+        cells = (f"`{key}`", _type_name(field.annotation), _bounds(field.metadata), field.description or "")
+        rows.append(f"| {' | '.join(cells)} |")
     return rows
 
 

@@ -60,7 +60,8 @@ def _tiny(**changes) -> dict:
     ({"smapling": {"n": 3}}, "unknown section [smapling] (did you mean [sampling]?)"),
     ({"queries": {"n_per_component": 3}}, "unknown section [queries] (builder 'synthetic' reads [data], [model], "
                                           "[sampling], [labels], [balance], [placement], [instances])"),
-    ({"sampling__foo": 1, "sampling__stpes": 5}, "[sampling] unknown key 'stpes' (did you mean 'steps'?); also unknown: 'foo'"),
+    ({"sampling__foo": 1, "sampling__stpes": 5},
+     "[sampling] unknown key 'stpes' (did you mean 'steps'?); also unknown: 'foo'"),
     # unknown top-level key
     ({"seeed": 4}, "unknown top-level key 'seeed' (did you mean 'seed'?)"),
     # wrong types: TOML strings, booleans and floats are not integers
@@ -82,7 +83,8 @@ def _tiny(**changes) -> dict:
     ({"instances": {"dev_seeds": [1, -2]}}, "[instances] dev_seeds[1] must be greater than or equal to 0, got -2"),
     # components: unknown kind, missing kind, a key of another kind, a key the latent does not read
     ({"data__components__0__kind": "blob"},
-     "[[data.components]] #1 (blob) unknown component kind 'blob'; known: circle, plane, point, sphere, squiggly, torus"),
+     "[[data.components]] #1 (blob) unknown component kind 'blob'; "
+     "known: circle, plane, point, sphere, squiggly, torus"),
     ({"data__components__0__kind": None}, "[[data.components]] #1 missing required key 'kind'"),
     ({"data__components__0__kind": None, "data__components__0__kindx": "circle"},
      "[[data.components]] #1 missing required key 'kind'; unknown key 'kindx' (did you mean 'kind'?)"),
@@ -120,7 +122,8 @@ def _spec(name: str) -> dict:
      "[data.positives] unknown key 'sha' (did you mean 'sha256'?)"),
     ("sd-v1-4", lambda r: r["data"].update(positives=3), "[data] positives must be a string or a table, got 3"),
     ("sd-v1-4", lambda r: r.update(labels={"abs_tol": 1.0}), "unknown section [labels]"),
-    ("sd-v1-4", lambda r: r["balance"].update(require_subtypes=["DD"]), "[balance] require_subtypes[0] must be 'VM' or 'TM'"),
+    ("sd-v1-4", lambda r: r["balance"].update(require_subtypes=["DD"]),
+     "[balance] require_subtypes[0] must be 'VM' or 'TM'"),
     ("sd-v1-4", lambda r: r["sampling"].update(height=500), "[sampling] height must be a multiple of 8, got 500"),
     ("sd-v1-4", lambda r: r["model"].pop("conditional"), "[model] missing required key 'conditional'"),
     ("tiny_lid", lambda r: r["data"].update(source="skdm"), "[data] source must be 'mixture' or 'skdim', got 'skdm'"),
@@ -132,7 +135,8 @@ def _spec(name: str) -> dict:
     ("tiny_skdim", lambda r: r["data"]["manifolds"][2].update(nn=3),
      "[[data.manifolds]] #3 (M1_Sphere) unknown key 'nn' (did you mean 'n'?)"),
     ("tiny_image", lambda r: r["data"].update(source="mnist"), "[data] source must be 'digits', 'fashion', 'lfw' or"),
-    ("tiny_image", lambda r: r["data"].update(rare_class=7), "[data] rare_class must be one of classes [0, 1, 2], got 7"),
+    ("tiny_image", lambda r: r["data"].update(rare_class=7),
+     "[data] rare_class must be one of classes [0, 1, 2], got 7"),
     ("tiny_t2i", lambda r: r["model"].update(conditional=False), "[model] conditional must be True, got false"),
     ("tiny_t2i", lambda r: r["sampling"].update(n=10), "[sampling] unknown key 'n'"),
     ("lid-mix100", lambda r: r["data"]["components"][1].update(d=2),
