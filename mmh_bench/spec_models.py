@@ -73,10 +73,10 @@ class Closed(BaseModel):
 
 # -- top-level tables shared by every builder ---------------------------------------------------
 class Placement(Closed):
-    title = "[placement]: randomisation of a test instance"
-    scale: Pair | None = opt("[lo, hi], 0 < lo <= hi: range of the random scale of the data set")
-    shift: float | None = opt("size of the random shift of the data set", ge=0)
-    point_jitter: float | None = opt("size of the random moves of duplicated and isolated points", ge=0)
+    title = "[placement]: how a test instance is placed (read by synthetic builds)"
+    scale: Pair | None = opt("[lo, hi], 0 < lo <= hi: the data set's log-uniform random scale (default [0.8, 1.25])")
+    shift: float | None = opt("random shift, in units of the data's RMS radius (default 1)", ge=0)
+    point_jitter: float | None = opt("largest random move of each point component's location (default 0)", ge=0)
     class_permutation: bool | None = opt("shuffle which class or caption names which memorized condition")
 
     @model_validator(mode="after")
