@@ -116,7 +116,7 @@ def permute_rows(out: BuildOutput, seed: int) -> np.ndarray:
     out.samples = np.asarray(out.samples)[order]
     if out.cond is not None:
         out.cond = np.asarray(out.cond)[order]
-    for key in ("labels", "subtype"):
+    for key in ("labels", "subtype", "lid_star"):
         if getattr(out, key) is not None:
             setattr(out, key, np.asarray(getattr(out, key))[order])
     out.sample_arrays = {k: np.asarray(v)[order] for k, v in out.sample_arrays.items()}

@@ -34,7 +34,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .build import BUILD_FORMAT, default_cache_dir, load_instance
+from .build import BUILD_FORMAT, build_task, default_cache_dir, load_instance
 from .instance import TaskInstance, dump_meta
 from .io import atomic_write_text, save_arrays, sha256_arrays, sha256_file
 from .provenance import package_versions
@@ -417,3 +417,35 @@ def find_instances(task_name: str, cache_dir: str | Path | None = None) -> list[
         else:
             found.append(inst)
     return found
+
+
+#: where the board's published instances live in a checkout of the project (``make bench`` uses them)
+DEFAULT_INSTANCES = "leaderboard/instances"
+
+
+def published_for(spec: TaskSpec, root: str | Path = DEFAULT_INSTANCES) -> list[Path]:
+    """Published instance folders under ``root/<task>/`` that were built from this very spec."""
+    found = []
+    task_dir = Path(root) / spec.name
+    for folder in sorted(task_dir.iterdir()) if task_dir.is_dir() else []:
+        try:
+            body = json.loads((folder / INSTANCE_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if body.get("spec_hash") == spec.hash:
+            found.append(folder)
+    return found
+
+
+def resolve_instance(spec: TaskSpec, cache_dir: str | Path | None = None, *,
+                     published: str | Path | None = DEFAULT_INSTANCES, progress: bool = True) -> TaskInstance:
+    """The instance a run evaluates: the published one of this spec when ``published`` holds one
+    (pulled and verified byte for byte, so every machine measures the board's very bytes),
+    else this machine's own build of the dev instance (another instance: its results rank apart)."""
+    folders = published_for(spec, published) if published else []
+    if len(folders) > 1:
+        raise PublishError(f"{Path(published) / spec.name}: {len(folders)} published instances of spec "
+                           f"{spec.hash}; keep one per task")
+    if folders:
+        return pull_instance(folders[0], cache_dir)
+    return build_task(spec, cache_dir, progress=progress)

@@ -60,7 +60,7 @@ def _build_mixture(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
     q = spec.section("queries")
     x, lid, comp = _mixture_queries(data, spec.seed, int(q.get("n_per_component", 200)))
     return BuildOutput(samples=x, lid_star=lid, train=mix.x, train_lid=mix.lid, model=model,
-                       extra_arrays={"component": comp, "train_component": mix.component},
+                       sample_arrays={"component": comp}, extra_arrays={"train_component": mix.component},
                        extra_meta={"source": "mixture"})
 
 
@@ -113,7 +113,7 @@ def _build_skdim(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
     names = [e["name"] for e in entries]
     return BuildOutput(samples=np.concatenate(xs["qry"]), lid_star=np.concatenate(lids["qry"]),
                        train=np.concatenate(xs["ref"]), train_lid=np.concatenate(lids["ref"]),
-                       extra_arrays={"component": np.concatenate(comp)},
+                       sample_arrays={"component": np.concatenate(comp)},
                        extra_meta={"source": "skdim", "manifolds": names})
 
 
