@@ -1,0 +1,116 @@
+"""Dev and test instances: secret placement, no seed on disk, shortcuts that fail on test, exact reference."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmh_bench.build import build_task
+from mmh_bench.instances import InstanceError, InstanceKey, derived_seed
+from mmh_bench.registry import make_detector
+from mmh_bench.runner import evaluate_pair
+from mmh_bench.spec import load_spec
+
+DATA = Path(__file__).parent / "data"
+SECRET = "correct horse battery staple 42"
+
+
+@pytest.fixture(autouse=True)
+def _tiny_tasks_registered(monkeypatch):
+    """Shortcuts read the public spec by task name, as they would for a shipped task."""
+    monkeypatch.setenv("MMH_BENCH_TASKS_PATH", str(DATA))
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    spec = load_spec(DATA / "tiny.toml")
+    cache = tmp_path_factory.mktemp("inst")
+    return (build_task(spec, cache, progress=False),
+            build_task(spec, cache, instance=InstanceKey("test", secret=SECRET), progress=False), cache)
+
+
+def _auroc(inst, name):
+    res = evaluate_pair(inst, make_detector(name), isolation="in-process")
+    assert res["status"] == "ok", res["error"]
+    return res["metrics"]
+
+
+def test_test_instance_is_placed_by_its_secret_and_keeps_no_seed(pair):
+    dev, test, cache = pair
+    assert dev.instance_kind == "dev" and test.instance_kind == "test"
+    assert test.data_hash != dev.data_hash and test.instance_info()["id"].startswith("test-")
+    assert test.spec.hash == dev.spec.hash  # the same public spec
+    # the point mass moved: the spec's [0, 0] is not where the test instance's duplicates sit
+    dup = test.arrays["train"][test.arrays["train_component"] == 1]
+    assert np.linalg.norm(dup[0]) > 0.3 and np.allclose(dup, dup[0])
+    seed = str(derived_seed(test.spec, SECRET))
+    for path in test.root.rglob("*"):
+        assert SECRET not in path.name and seed not in path.name
+        if path.is_file():
+            blob = path.read_bytes()
+            assert SECRET.encode() not in blob and seed.encode() not in blob, path
+    assert "seed" not in test.meta and "secret" not in str(test.meta)
+    # same secret, same instance; another secret, another instance
+    again = build_task(test.spec, cache, instance=InstanceKey("test", secret=SECRET), progress=False)
+    assert again.data_hash == test.data_hash
+
+
+def test_instance_keys_refuse_weak_or_mixed_requests():
+    with pytest.raises(InstanceError, match="at least 16"):
+        InstanceKey("test", secret="short")
+    with pytest.raises(InstanceError, match="no secret"):
+        InstanceKey("dev", secret=SECRET)
+    with pytest.raises(InstanceError, match="kind"):
+        InstanceKey("prod")
+    assert SECRET not in repr(InstanceKey("test", secret=SECRET))
+
+
+def test_rows_are_shuffled_so_order_carries_no_label(pair):
+    dev, _, _ = pair
+    y = dev.labels.astype(bool)
+    first = np.flatnonzero(y)
+    assert 0 < len(first) < len(y) and not np.all(np.diff(first) == 1)
+    res = evaluate_pair(dev, make_detector("random"), isolation="in-process")
+    assert res["status"] == "ok"
+
+
+def test_copy_rule_reference_is_exact_on_dev_test_and_images(pair, tmp_path):
+    dev, test, _ = pair
+    image = build_task(load_spec(DATA / "tiny_image.toml"), tmp_path, progress=False)
+    for inst in (dev, test, image):
+        assert _auroc(inst, "copy-rule")["auroc"] == 1.0, inst.spec.name
+
+
+def test_shortcut_works_on_dev_and_falls_to_chance_on_test(pair):
+    dev, test, _ = pair
+    assert _auroc(dev, "shortcut-sources")["auroc"] > 0.8
+    m = _auroc(test, "shortcut-sources")
+    assert abs(m["auroc"] - 0.5) < 0.15 or m["auroc_ci"][0] <= 0.5 <= m["auroc_ci"][1], m["auroc"]
+
+
+def test_condition_ids_are_remapped_and_the_condition_shortcut_needs_the_dev_instance(tmp_path):
+    spec = load_spec(DATA / "tiny_cond.toml")
+    dev = build_task(spec, tmp_path, progress=False)
+    test = build_task(spec, tmp_path, instance=InstanceKey("test", secret=SECRET), progress=False)
+    comp, cond = dev.arrays["train_component"], dev.arrays["train_cond"]
+    # ids are not numbered in component order: the sphere (component 0) need not hold id 0
+    ids_by_component = [sorted(set(cond[comp == k].tolist())) for k in range(3)]
+    assert sorted(sum(ids_by_component, [])) == list(range(dev.meta["n_classes"]))
+    dev_ids, test_ids = (set(i.arrays["train_cond"][i.arrays["train_component"] == 1].tolist()) for i in (dev, test))
+    assert dev_ids != test_ids or dev.data_hash != test.data_hash
+    assert _auroc(dev, "shortcut-condition")["auroc"] > 0.5
+
+
+def test_cli_builds_a_test_instance_from_a_secret_in_the_environment(tmp_path, monkeypatch, capsys):
+    import json
+
+    from mmh_bench.cli import main
+    monkeypatch.setenv("MY_SECRET", SECRET)
+    assert main(["build", str(DATA / "tiny.toml"), "--cache", str(tmp_path), "--test-secret-env", "MY_SECRET",
+                 "-q"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out)["instance"]["kind"] == "test" and SECRET not in out
+    monkeypatch.setenv("EMPTY", "")
+    assert main(["build", str(DATA / "tiny.toml"), "--cache", str(tmp_path), "--test-secret-env", "EMPTY",
+                 "-q"]) == 2
