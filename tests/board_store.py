@@ -75,3 +75,36 @@ def load(path: Path) -> dict[str, Any]:
 def dump(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2))
+
+
+# -- variants of a stored result (the board's cases are built from real results, then edited) ----
+def with_negatives(doc: dict[str, Any], n_neg: int) -> dict[str, Any]:
+    """The same result as if the task had ``n_neg`` negatives (counts and resolvability flags follow)."""
+    from mmh_bench.metrics import tpr_resolvable
+    m = doc["metrics"]
+    for part in [m] + list(m["per_subtype"].values()):
+        part["n_neg"] = n_neg
+        part["tpr_at_fpr_resolvable"] = {k: tpr_resolvable(n_neg, float(k)) for k in part["tpr_at_fpr"]}
+    doc["n_samples"] = m["n_pos"] + n_neg
+    return doc
+
+
+def as_instance(doc: dict[str, Any], kind: str, data_hash: str) -> dict[str, Any]:
+    """The result moved to another instance of its task (a 64-hex data hash)."""
+    doc["instance"] = {"kind": kind, "data_hash": data_hash, "id": f"{kind}-{data_hash[:12]}"}
+    doc["provenance"]["data_hash"] = data_hash
+    return doc
+
+
+def renamed_task(spec: Any, name: str, dest: Path) -> Any:
+    """A copy of a task spec under another name (so another hash): a second task for the overview."""
+    from mmh_bench.spec import load_spec
+    path = dest / f"{name}.toml"
+    path.write_text(Path(spec.path).read_text().replace(f'name = "{spec.name}"', f'name = "{name}"', 1))
+    return load_spec(path)
+
+
+def on_task(doc: dict[str, Any], spec: Any) -> dict[str, Any]:
+    doc["task"], doc["task_hash"] = spec.name, spec.hash
+    doc["provenance"]["spec_hash"] = spec.hash
+    return doc

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import html
 import json
 import os
 import re
@@ -9,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from board_store import add_hostile_row, copy_store, dump, load
-from mmh_bench.board import collect_board, md, overview, pareto_front, render_board, render_html, render_markdown
-from mmh_bench.results import ResultError, known_tasks, read_result, scan_results
+from board_store import (add_hostile_row, as_instance, copy_store, dump, load, on_task, renamed_task,
+                         with_negatives)
+from mmh_bench.board import (GROUP_NOTE, collect_board, md, overview, overviews, pareto_front, render_board,
+                             render_html, render_markdown)
+from mmh_bench.results import ResultError, group_of, known_tasks, read_result, scan_results
+from mmh_bench.spec import load_spec
 from mmh_bench.schema import MAX_FILE_BYTES, ReportedFile, SchemaError, validate_model, validate_result
 
 
@@ -73,9 +77,9 @@ def _raw(det, data: bytes):
     return make
 
 
-def _set(path: str, value):
+def _set(path: str | tuple[str, ...], value):
     def fn(doc):
-        *head, last = path.split(".")
+        *head, last = path.split(".") if isinstance(path, str) else path
         d = doc
         for k in head:
             d = d[k]
@@ -173,6 +177,18 @@ HOSTILE = {
     "duplicate of a board entry": (_duplicate, "belongs at", "detector"),
     "repeated JSON key": (_dup_key, "appears twice", ""),
     "symbolic link": (_symlink, "symbolic link", ""),
+    "unknown group": (_mut("grp", _set("group", "oracle-ish")), "Input should be", "group"),
+    "group contradicts reference": (_mut("gref", _set("group", "reference")), "contradicts reference", ""),
+    "instance id not its hash": (_mut("iid", _set("instance.id", "dev-000000000000")), "first 12 hex", "instance"),
+    "instance kind unknown": (_mut("ikind", _set("instance.kind", "holdout")), "Input should be", "instance.kind"),
+    "instance differs from provenance": (_mut("ihash", _set("provenance.data_hash", "0" * 64)),
+                                         "differs from provenance", ""),
+    "bad isolation": (_mut("iso", _set("isolation", "none")), "Input should be", "isolation"),
+    "note with a control character": (_mut("note", _set("detector_note", "a\x00b")), "control", "detector_note"),
+    "false resolvability claim": (_mut("resolv", _set(("metrics", "tpr_at_fpr_resolvable", "0.001"), True)),
+                                  "contradicts the rule", "metrics"),
+    "reversed TPR interval": (_mut("tci", _set(("metrics", "tpr_at_fpr_ci", "0.05"), [0.9, 0.1])), "low <= high",
+                              "metrics.tpr_at_fpr_ci"),
 }
 
 
@@ -320,23 +336,24 @@ def test_html_has_filters_sorting_and_tracks(store, catalog):
 
 
 def test_overview_matrix_and_task_ct(store, catalog):
-    """One detector x task AUROC matrix per track, ordered by mean AUROC with the reference last,
-    and the task's C_T (from the results' task_stats) in the matrix and the task facts."""
+    """One detector x task AUROC matrix per track, grouped, with the task's C_T (from the results'
+    task_stats) and the instance each column uses."""
     board = collect_board(store / "results", tasks=catalog)
     heads, rows = overview(board, "memorization")
-    assert heads == ["detector", "tiny", "mean AUROC (its tasks)"]
-    names = [r[0] for r in rows]
-    assert names[-2] == "nn-ratio (reference)" and names[-1].startswith("C_T")
+    assert heads == ["group", "detector", "tiny", "mean rank in group", "tasks ranked"]
+    assert [r[:2] for r in rows] == [["model-side", "eps-norm"], ["sample-side", "norm"],
+                                     ["training-set oracle", "nn-ratio"], ["chance", "random"],
+                                     ["task", "C_T of the samples"], ["task", "instance"]]
     aurocs = {r.detector: r.auroc for r in board.rows}
-    means = [float(r[1]) for r in rows[:-2]]
-    assert means == sorted(means, reverse=True)
-    assert rows[0][1] == f"{max(v for d, v in aurocs.items() if d != 'nn-ratio'):.3f}"
-    ct = _good(store)["task_stats"]["data_copying_ct"]
-    assert rows[-1][1] == f"{ct:+.2f}"
+    assert all(r[2] == f"{aurocs[r[1]]:.3f}" and r[3:] == ["1.00", "1 of 1"] for r in rows[:4])
+    good = _good(store)
+    ct = good["task_stats"]["data_copying_ct"]
+    assert rows[-2][2] == f"{ct:+.2f}" and rows[-1][2] == good["instance"]["id"]
     readme, page, _ = _render(store, catalog)
     assert "## Overview: memorization" in readme and f"C_T {ct:+.2f}" in readme
     assert '<table class="overview">' in page and f"C_T {ct:+.2f}" in page
-    assert overview(board, "lid") == (["estimator", "mean MAE (its tasks)"], [])
+    assert "mean rank" in readme.split("## Overview: memorization")[1].split("|")[0]
+    assert overview(board, "lid") == (["group", "estimator", "mean rank in group", "tasks ranked"], [])
 
 
 def test_validate_cli_lists_rejections(store, catalog, monkeypatch, capsys, tiny_spec):
@@ -448,4 +465,244 @@ def test_bad_submission_metadata_is_rejected(store, catalog, baseline, change, r
 def test_render_markdown_still_takes_result_documents(store, catalog):
     docs = scan_results(store / "results", tasks=catalog).results
     text = render_markdown(docs)
-    assert "### tiny (v1)" in text and "| 1 " in text and "nn-ratio (reference)" in text
+    assert "### tiny (v1)" in text and _row(_task_part(text), "nn-ratio").startswith("| 1   | training-set oracle ")
+
+
+# -- groups, instances, support, honest numbers -------------------------------------------------
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+
+
+def _md_tables(text: str) -> list[list[list[str]]]:
+    """Every Markdown table in ``text``: its rows (header first, separator dropped) as cells."""
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(_cells(line))
+        elif current:
+            tables.append([current[0]] + current[2:])
+            current = []
+    return tables
+
+
+def _task_part(readme: str, task: str = "tiny") -> str:
+    return readme.split(f"### {task} (v1)")[1].split("\n### ")[0]
+
+
+def _add(store: Path, det: str, base: str = "norm", sub: str = "", **fields) -> Path:
+    """A copy of ``base``'s result as detector ``det`` (``sub``: an instance-id folder), with fields set."""
+    doc = load(_at(store, base))
+    doc["detector"] = det
+    for key, value in fields.items():
+        _set(tuple(key.split("__")), value)(doc)
+    path = _at(store, det).parent / sub / f"{det}.json"
+    dump(path, doc)
+    return path
+
+
+def test_groups_rank_apart_in_order_and_shortcuts_render_apart(store, catalog):
+    _add(store, "ref", group="reference", reference=True, access="train_data")
+    _add(store, "oracle", base="nn-ratio", metrics__auroc=0.02)
+    _add(store, "peek-a", group="shortcut", metrics__auroc=0.7)
+    _add(store, "peek-b", group="shortcut", metrics__auroc=0.8)
+    _add(store, "norm-b", metrics__auroc=0.01)  # sample-side beside norm
+    readme, page, rejected = _render(store, catalog)
+    assert not rejected
+    part = _task_part(readme)
+    main, cut = _md_tables(part)
+    assert [(r[0], r[1], r[2]) for r in main[1:]] == [
+        ("1", "reference", "ref"), ("1", "model-side", "eps-norm"), ("1", "sample-side", "norm"),
+        ("2", "sample-side", "norm-b"), ("1", "training-set oracle", "nn-ratio"),
+        ("2", "training-set oracle", "oracle"), ("1", "chance", "random")]
+    assert [(r[0], r[1], r[2]) for r in cut[1:]] == [("1", "shortcut", "peek-b"), ("2", "shortcut", "peek-a")]
+    between = part.split("| chance")[1].split("| #")[0]
+    assert md(GROUP_NOTE) in between  # the one-line explanation sits between the two tables
+    # the page: one body per group (sorting stays inside it), in the same order, shortcuts marked
+    body_groups = re.findall(r'<tbody class="measured( shortcut)?" data-group="([^"]+)"', page)
+    assert body_groups == [("", "reference"), ("", "model-side"), ("", "sample-side"),
+                           ("", "training-set oracle"), (" shortcut", "shortcut"), ("", "chance")]
+    # the overview keeps the shortcut group apart too
+    titles = [t for t, *_ in overviews(collect_board(store / "results", tasks=catalog))]
+    assert titles == ["Overview: memorization", "Overview: memorization, shortcut baselines"]
+    assert "peek-a" not in readme.split("## Overview: memorization, shortcut baselines")[0]
+
+
+@pytest.mark.parametrize("reference, access, group", [
+    (True, "train_data", "reference"), (False, "train_data", "training-set oracle"),
+    (False, "model+train_data", "training-set oracle"), (False, "model_cond", "model-side"),
+    (False, "model", "model-side"), (False, "samples", "sample-side")])
+def test_group_of_results_without_the_field(reference, access, group):
+    assert group_of({"reference": reference, "access": access}) == group
+    assert group_of({"reference": False, "access": access, "group": "chance"}) == "chance"
+
+
+def test_results_without_the_new_fields_render_the_same(store, catalog, baseline):
+    """Older results: the group comes from reference and access, the instance from provenance."""
+    for path in sorted((store / "results").rglob("*.json")):
+        doc = load(path)
+        for key in ("instance", "detector_note", "isolation") + (("group",) if doc["group"] != "chance" else ()):
+            doc.pop(key)
+        dump(path, doc)
+    readme, page, rejected = _render(store, catalog)
+    assert not rejected and (readme, page) == baseline
+
+
+TEST_HASH = "ab" * 32
+TEST_ID = "test-" + TEST_HASH[:12]
+
+
+def _test_instance(store: Path) -> None:
+    """Three rows on a second (test) instance of tiny, in the store's instance subfolder."""
+    for det, base, auroc in (("norm", "norm", 0.611), ("norm-b", "norm", 0.655), ("eps-norm", "eps-norm", 0.622)):
+        doc = as_instance(load(_at(store, base)), "test", TEST_HASH)
+        doc.update(detector=det)
+        doc["metrics"]["auroc"] = auroc
+        dump(_at(store, det).parent / TEST_ID / f"{det}.json", doc)
+
+
+def test_two_instances_are_two_tables_never_ranked_together(store, catalog, tmp_path):
+    _test_instance(store)
+    dump(store / "reported" / "papers.json", _reported())
+    dev_id = _good(store)["instance"]["id"]
+    readme, page, rejected = _render(store, catalog)
+    assert not rejected
+    part = _task_part(readme)
+    assert f"This task has 2 instances in the store ({TEST_ID}, {dev_id})" in part and "not comparable" in part
+    assert part.index(f"#### Instance {TEST_ID} (test)") < part.index(f"#### Instance {dev_id} (dev)")
+    test_table, dev_table, reported = _md_tables(part)
+    assert [(r[0], r[1], r[2]) for r in test_table[1:]] == [
+        ("1", "model-side", "eps-norm"), ("1", "sample-side", "norm-b"), ("2", "sample-side", "norm")]
+    assert {r[2] for r in dev_table[1:]} == {"nn-ratio", "eps-norm", "norm", "random"}
+    assert all(r[0] == "1" for r in dev_table[1:])  # norm-b (test only) is not ranked against dev's norm
+    assert "0.611" in _cells(next(line for line in part.splitlines() if "| norm " in line))[5]
+    assert reported[0][0] == "detector"  # reported rows once, after both instances
+    # the overview: the test instance, and it says so
+    heads, rows = overview(collect_board(store / "results", tasks=catalog), "memorization")
+    named = {r[1]: r for r in rows}
+    assert named["instance"][2] == TEST_ID and named["norm"][2] == "0.611" and "nn-ratio" not in named
+    # the page: one table per instance, the reported body under the first only
+    ids = re.findall(r'<table class="board" id="[^"]+" data-track="memorization" data-instance="([^"]+)"', page)
+    assert ids == [TEST_ID, dev_id] and page.count('<tbody class="reported">') == 1
+    assert page.index('<tbody class="reported">') < page.index(f'data-instance="{dev_id}"')
+    # one ROC figure per instance
+    written = render_board(store / "results", tmp_path / "site", tasks=catalog)
+    rocs = sorted(p.name for p in written if p.name.startswith("roc-"))
+    assert rocs == [f"roc-tiny-v1-{dev_id}.png", f"roc-tiny-v1-{TEST_ID}.png"]
+
+
+def test_same_instance_twice_in_the_store_is_rejected(store, catalog, baseline):
+    dev_id = _good(store)["instance"]["id"]
+    path = _add(store, "norm", sub=dev_id, metrics__auroc=0.999)
+    readme, page, rejected = _render(store, catalog)
+    assert [r.path for r in rejected] == [path] and "already on the board" in rejected[0].reason
+    assert (readme, page) == baseline
+
+
+def test_submission_on_another_instance_gets_its_own_table(store, catalog):
+    doc = as_instance(dict(_good(store), detector="theirs"), "test", TEST_HASH)
+    _submission(store, "their-entry", doc)
+    readme, _, rejected = _render(store, catalog)
+    assert not rejected
+    test_table = _md_tables(_task_part(readme).split(f"#### Instance {TEST_ID}")[1])[0]
+    assert [r[2] for r in test_table[1:]] == ["theirs"] and test_table[1][0] == "1"
+
+
+def test_overview_ranks_by_mean_rank_over_unequal_task_sets(store, tiny_spec, tmp_path):
+    other = renamed_task(tiny_spec, "tiny2", tmp_path)
+    catalog = known_tasks([tiny_spec, other])
+    for det, auroc in (("norm", 0.30), ("only2", 0.80)):  # norm: best alone on tiny, second on tiny2
+        doc = on_task(load(_at(store, "norm")), other)
+        doc["detector"], doc["metrics"]["auroc"] = det, auroc
+        dump(_at(store, det, "tiny2"), doc)
+    board = collect_board(store / "results", tasks=catalog)
+    heads, rows = overview(board, "memorization")
+    assert heads == ["group", "detector", "tiny", "tiny2", "mean rank in group", "tasks ranked"]
+    sample = [r for r in rows if r[0] == "sample-side"]
+    assert [r[1] for r in sample] == ["only2", "norm"]
+    assert sample[0][2:] == ["n/a", "0.800", "1.00", "1 of 2"]
+    assert sample[1][3:] == ["0.300", "1.50", "2 of 2"]
+    assert "mean rank" in overviews(board)[0][1] and not any("mean AUROC" in h for h in heads)
+
+
+def test_lid_overview_ranks_by_mean_rank_over_unequal_task_sets(store, tiny_spec, tmp_path):
+    lid = load_spec(Path(__file__).parent / "data" / "tiny_lid.toml")
+    lid2 = renamed_task(lid, "tiny_lid2", tmp_path)
+    for spec, det, mae in ((lid, "a", 1.0), (lid2, "a", 3.0), (lid2, "b", 2.0)):
+        doc = on_task(_good(store), spec)
+        doc.update(detector=det, track="lid", task_family="lid", n_memorized=None, roc=None,
+                   metrics={"mae": mae, "mse": mae ** 2, "concordance": 0.5, "n": doc["n_samples"]})
+        dump(_at(store, det, spec.name), doc)
+    board = collect_board(store / "results", tasks=known_tasks([tiny_spec, lid, lid2]))
+    assert not board.rejected, board.rejected
+    heads, rows = overview(board, "lid")
+    assert heads == ["group", "estimator", "tiny_lid", "tiny_lid2", "mean rank in group", "tasks ranked"]
+    assert [r[1:] for r in rows[:2]] == [["b", "n/a", "2.000", "1.00", "1 of 2"],
+                                         ["a", "1.000", "3.000", "1.50", "2 of 2"]]
+    assert "mean rank" in overviews(board)[0][1]
+
+
+def test_subtype_with_few_positives_prints_its_count(store, catalog):
+    doc = load(_at(store, "eps-norm"))
+    dd = doc["metrics"]["per_subtype"]["DD"]
+    od = copy.deepcopy(dd)
+    od["n_pos"], dd["n_pos"] = 4, dd["n_pos"] - 4
+    doc["metrics"]["per_subtype"]["OD"] = od
+    dump(_at(store, "eps-norm"), doc)
+    readme, page, rejected = _render(store, catalog)
+    assert not rejected
+    heads, *rows = _md_tables(_task_part(readme))[0]
+    row = next(r for r in rows if r[2] == "eps-norm")
+    assert row[heads.index("AUROC OD")] == "n=4" and row[heads.index("AUROC DD")] == f"{dd['auroc']:.3f}"
+    assert "n=k: only k positives of that subtype (fewer than 20)" in readme
+    assert '<td data-v="">n=4</td>' in page and "n=k: only k positives" in page
+
+
+def test_tpr_hidden_when_negatives_cannot_resolve_it(store, catalog):
+    for det in ("norm", "eps-norm", "random", "nn-ratio"):
+        dump(_at(store, det), with_negatives(load(_at(store, det)), 200))
+    readme, page, rejected = _render(store, catalog)
+    assert not rejected
+    heads, *rows = _md_tables(_task_part(readme))[0]
+    for col in ("TPR@0.1%FPR [95% CI]", "TPR@1%FPR [95% CI]"):  # 200 x 1% = 2 < 5 as well
+        assert {r[heads.index(col)] for r in rows} == {"n/r"}
+    reason = ("n/r: TPR@0.1%FPR not resolvable with 200 negatives (200 x 0.1% = 0.2 expected false "
+              "positives, fewer than 5; a single false positive is already 0.50% FPR); hidden.")
+    assert md(reason) in readme and html.escape(reason) in page
+    assert "TPR@1%FPR not resolvable with 200 negatives (200 x 1% = 2 expected" in readme
+
+
+def test_tpr_shown_with_its_interval_when_resolvable(store, catalog):
+    doc = with_negatives(load(_at(store, "norm")), 600)
+    m = doc["metrics"]
+    m["tpr_at_fpr"]["0.01"], m["tpr_at_fpr_ci"]["0.01"] = 0.5, [0.41234, 0.6]
+    dump(_at(store, "norm"), doc)
+    readme, _, rejected = _render(store, catalog)
+    assert not rejected
+    heads, *rows = _md_tables(_task_part(readme))[0]
+    row = next(r for r in rows if r[2] == "norm")
+    assert row[heads.index("TPR@1%FPR [95% CI]")] == "0.500 [0.412, 0.600]"
+    assert row[heads.index("TPR@0.1%FPR [95% CI]")] == "n/r"  # 600 x 0.1% < 5
+
+
+def test_point_and_interval_share_their_precision(store, catalog):
+    _add(store, "sharp", metrics__auroc=0.999, metrics__auroc_ci=[0.9984, 0.99996])
+    readme, page, _ = _render(store, catalog)
+    assert "0.999 [0.998, 1.000]" in readme and "0.999 [0.998, 1.000]" in page
+    triples = re.findall(r"(\d+\.\d+) \[(\d+\.\d+), (\d+\.\d+)\]", readme)
+    assert len(triples) >= 5 and all(len({len(x.split(".")[1]) for x in t}) == 1 for t in triples)
+
+
+def test_detector_note_once_under_its_table(store, catalog):
+    note = "t0 chosen by the <plateau> rule | see docs"
+    _add(store, "eps-norm", base="eps-norm", detector_note=note)
+    _test_instance(store)
+    doc = load(_at(store, "eps-norm").parent / TEST_ID / "eps-norm.json")
+    dump(_at(store, "eps-norm").parent / TEST_ID / "eps-norm.json", dict(doc, detector_note=note))
+    readme, page, rejected = _render(store, catalog)
+    assert not rejected
+    line = md(f"Note on eps-norm: {note}")
+    part = _task_part(readme)
+    assert part.count(line) == 2  # once under each instance's table, never per row
+    for table in part.split("#### Instance")[1:]:
+        assert table.count(line) == 1 and table.index(line) > table.rindex("| eps-norm")
+    assert page.count(html.escape(f"Note on eps-norm: {note}")) == 2 and "<plateau>" not in page

@@ -1,7 +1,7 @@
 """The rendered page in a real headless browser (Debian's chromium + chromedriver, via selenium).
 
-Loads index.html from disk (no network), sorts a column, filters by access level, checks that a
-detector name made of markup stays text, and that the screenshot is not blank. Skips when
+Loads index.html from disk (no network), sorts a column (inside each detector group), filters by
+access level, checks that a detector name made of markup stays text, and that the screenshot is not blank. Skips when
 chromium is not installed, except in CI (CI=true), where .ci/run installs it and a skip would
 hide a broken page.
 """
@@ -15,7 +15,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from board_store import HOSTILE_NAME, add_hostile_row, copy_store, dump
+from board_store import HOSTILE_NAME, add_hostile_row, copy_store, dump, load
 from mmh_bench.board import render_board
 from mmh_bench.results import known_tasks
 
@@ -73,9 +73,16 @@ def _values(rows, col: int) -> list[float]:
     return [float(r.find_elements("css selector", "td")[col].get_attribute("data-v")) for r in rows]
 
 
+def _bodies(table):
+    return table.find_elements("css selector", "tbody.measured")
+
+
 def test_page_sorts_filters_and_renders(driver, tiny_spec, tmp_path):
     root = copy_store(tiny_spec, tmp_path)
     add_hostile_row(root)
+    low = load(root / "results" / "tiny" / "v1" / "norm.json")  # a second sample-side row, lower AUROC
+    low["detector"], low["metrics"]["auroc"] = "norm-low", 0.3
+    dump(root / "results" / "tiny" / "v1" / "norm-low.json", low)
     dump(root / "reported" / "papers.json", {"entries": [{
         "task": "tiny", "detector": "published-method", "metrics": {"auroc": 0.97},
         "citation": "Doe et al. 2024", "url": "https://example.org/doe24",
@@ -86,24 +93,37 @@ def test_page_sorts_filters_and_renders(driver, tiny_spec, tmp_path):
 
     assert driver.title == "mmh-bench leaderboard"  # the markup in a name did not run
     table = driver.find_element("css selector", "table.board")
-    names = [r.find_elements("css selector", "td")[2].text for r in _visible(table)]
-    assert HOSTILE_NAME in names and len(names) == 5
+    det_col = _column(table, "detector")
+    names = [r.find_elements("css selector", "td")[det_col].text for r in _visible(table)]
+    assert HOSTILE_NAME in names and len(names) == 6
+    groups = [b.get_attribute("data-group") for b in _bodies(table)]
+    assert groups == ["model-side", "sample-side", "training-set oracle", "chance"]
 
-    # sort: first click on AUROC sorts descending, the second ascending; reported rows stay apart
+    # sort: first click on AUROC sorts descending, the second ascending, each group's body on its
+    # own (a ranking never crosses a group); the group's heading row stays on top; reported rows apart
     col = _column(table, "AUROC")
     th = table.find_elements("css selector", "thead th")[col]
+    sample = _bodies(table)[1]
+
+    def sample_values():
+        return _values([r for r in sample.find_elements("css selector", "tr.entry") if r.is_displayed()], col)
+
     th.click()
     assert th.get_attribute("aria-sort") == "descending"
-    vals = _values(_visible(table), col)
-    assert vals == sorted(vals, reverse=True) and len(set(vals)) > 1
+    vals = sample_values()
+    assert vals == sorted(vals, reverse=True) and len(set(vals)) > 1 and len(vals) == 3
     th.click()
     assert th.get_attribute("aria-sort") == "ascending"
-    assert _values(_visible(table), col) == sorted(vals)
+    assert sample_values() == sorted(vals)
+    for body in _bodies(table):
+        assert body.find_elements("css selector", "tr")[0].find_elements("css selector", "th.divider")
+    assert [b.get_attribute("data-group") for b in _bodies(table)] == groups
     assert [r.get_attribute("data-kind") for r in _visible(table, "reported")] == ["reported"]
     # sort a text column too
-    det_th = table.find_elements("css selector", "thead th")[_column(table, "detector")]
+    det_th = table.find_elements("css selector", "thead th")[det_col]
     det_th.click()
-    shown = [r.find_elements("css selector", "td")[2].get_attribute("data-v") for r in _visible(table)]
+    shown = [r.find_elements("css selector", "td")[det_col].get_attribute("data-v")
+             for r in sample.find_elements("css selector", "tr.entry")]
     assert shown == sorted(shown)
 
     # filter by access level: hide detectors that need the training data, then the model
@@ -113,11 +133,11 @@ def test_page_sorts_filters_and_renders(driver, tiny_spec, tmp_path):
     driver.find_element("css selector", "input.access-filter[value=model]").click()
     assert {r.get_attribute("data-access") for r in _visible(table)} == {"samples"}
     assert _visible(table, "reported") == []  # the reported entry declared model access
-    count = driver.find_element("css selector", "#t-synthetic-memorization-count").text
-    assert count == "3 rows shown"  # norm, random, and the markup-named copy of norm
+    count = driver.find_element("css selector", "#t-tiny-v1-count").text
+    assert count == "4 rows shown"  # norm, norm-low, random, and the markup-named copy of norm
     driver.find_element("css selector", "input.access-filter[value=model]").click()
     driver.find_element("css selector", "input.access-filter[value=train_data]").click()
-    assert len(_visible(table)) == 5
+    assert len(_visible(table)) == 6
 
     # the screenshot shows a page, not a blank canvas
     from PIL import Image
