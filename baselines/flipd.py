@@ -196,7 +196,7 @@ class FLIPD(LIDEstimator):
     def t_grid(self, model: Any = None) -> np.ndarray:
         """The t0 sweep: ``n_t`` log-spaced times in ``[t_min, t_max]``. On a discrete-time model
         (one with ``timesteps``, i.e. Stable Diffusion) the sweep ends where that model keeps the
-        signal fraction the VP schedule keeps at ``t_max`` (alpha_bar 0.14: timestep 622 on SD,
+        signal fraction the VP schedule keeps at ``t_max`` (alpha_bar 0.14: timestep 624 on SD,
         not 439 where alpha_bar is still 0.36), and its times are snapped to distinct timesteps
         (no two grid points share one)."""
         if model is None or not hasattr(model, "timesteps"):

@@ -3,7 +3,10 @@
 Tasks: the TOML files shipped in ``tasks/`` (installed as ``mmh_bench_tasks``), any folder in
 ``MMH_BENCH_TASKS_PATH`` (``:``-separated), or a path to a ``.toml`` file.
 Detectors: the entry-point group ``mmh_bench.detectors`` (the shipped baselines register there
-exactly as a third-party package would), or ``module:Class`` / ``path/to/file.py:Class``.
+exactly as a third-party package would), or ``module:Class`` / ``path/to/file.py:Class``. Any of
+them may carry constructor parameters, ``flipd(t0=0.05, probes=8)``: values are TOML literals
+(``0.05``, ``"knee"``, ``true``, ``[1, 2]``), JSON ``null`` for None, or a bare word taken as a
+string (``t0=plateau``); names the constructor does not take are refused with the ones it does.
 """
 from __future__ import annotations
 
@@ -11,8 +14,11 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import json
 import os
+import re
 import sys
+import tomllib
 from importlib import metadata, resources
 from pathlib import Path
 
@@ -134,12 +140,82 @@ def load_detector_class(ref: str) -> type[Detector]:
     return cls
 
 
+def split_refs(text: str) -> list[str]:
+    """Comma-separated detector references, commas inside parentheses, brackets or quotes kept."""
+    out, depth, quote, cur = [], 0, "", []
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append("".join(cur).strip())
+            cur = []
+            continue
+        cur.append(ch)
+    out.append("".join(cur).strip())
+    return [r for r in out if r]
+
+
+def _literal(text: str, where: str) -> object:
+    text = text.strip()
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        pass
+    if text == "null":
+        return None
+    if re.fullmatch(r"[A-Za-z_][\w.-]*", text):
+        return text
+    raise RegistryError(f"{where}: cannot read {text!r} as a value (a number, \"string\", true/false, [list] or null)")
+
+
+def parse_ref(ref: str) -> tuple[str, dict[str, object]]:
+    """``"name(a=1, b=x)"`` -> ``("name", {"a": 1, "b": "x"})``; a reference without parentheses
+    has no parameters."""
+    ref = ref.strip()
+    if not ref.endswith(")"):
+        return ref, {}
+    if "(" not in ref:
+        raise RegistryError(f"detector reference {ref!r} has ')' without '('")
+    name, body = ref[:ref.index("(")].strip(), ref[ref.index("(") + 1:-1]
+    params: dict[str, object] = {}
+    for item in split_refs(body):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key.isidentifier():
+            raise RegistryError(f"detector reference {ref!r}: parameters are name=value, got {item!r}")
+        if key in params:
+            raise RegistryError(f"detector reference {ref!r}: parameter {key!r} given twice")
+        params[key] = _literal(value, f"parameter {key!r} of {name!r}")
+    return name, params
+
+
+def _check_params(cls: type[Detector], params: dict[str, object], ref: str) -> None:
+    sig = inspect.signature(cls.__init__)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    known = [n for n, p in sig.parameters.items()
+             if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise RegistryError(f"detector {ref!r} has no parameter {', '.join(map(repr, unknown))}; "
+                            f"it takes: {', '.join(known) or 'none'}")
+
+
 def make_detector(ref: str | Detector) -> Detector:
+    """A detector from a reference (see the module docstring), constructed with its parameters."""
     if isinstance(ref, Detector):
         return ref
-    cls = load_detector_class(ref)
+    name, params = parse_ref(ref)
+    cls = load_detector_class(name)
+    _check_params(cls, params, name)
     try:
-        return cls()
+        return cls(**params)
     except Exception as exc:
         raise RegistryError(f"constructing detector {ref!r} failed: {type(exc).__name__}: {exc}") from exc
 
@@ -151,11 +227,11 @@ def all_detectors() -> dict[str, type[Detector]]:
 
 def resolve_detectors(refs: str | list[str]) -> list[Detector]:
     if isinstance(refs, str):
-        refs = [r.strip() for r in refs.split(",") if r.strip()]
+        refs = split_refs(refs)
     if refs == ["all"]:
         return [cls() for cls in all_detectors().values()]
     return [make_detector(r) for r in refs]
 
 
 __all__ = ["RegistryError", "SpecError", "all_tasks", "get_task", "resolve_tasks", "suite",
-           "load_detector_class", "make_detector", "all_detectors", "resolve_detectors"]
+           "load_detector_class", "make_detector", "parse_ref", "split_refs", "all_detectors", "resolve_detectors"]

@@ -66,14 +66,14 @@ class ScoreModel(abc.ABC):
         if tuple(y.shape[1:]) != tuple(self.shape):
             raise ValueError(f"expected samples of shape [n, {', '.join(map(str, self.shape))}], "
                              f"got {list(y.shape)}")
-        tt = as_tensor(t, self.device).reshape(-1)
+        tt = as_tensor(t).reshape(-1)  # checked on the CPU (no device sync), then moved
         if tt.numel() == 1:
             tt = tt.expand(y.shape[0])
         if tt.shape[0] != y.shape[0]:
             raise ValueError(f"t has {tt.shape[0]} entries for {y.shape[0]} samples")
         if bool(((tt <= 0) | (tt > 1)).any()):
             raise ValueError("t must lie in (0, 1]")
-        return y, tt
+        return y, tt.to(self.device)
 
     def _check_cond(self, cond: Sequence[Any] | None, n: int) -> Sequence[Any] | None:
         if cond is None:

@@ -176,3 +176,44 @@ def test_custom_prompt_file_is_pinned_by_sha256(tmp_path):
     with pytest.raises(P.PromptSetError, match="registered name"):
         P.resolve_prompt_set({"file": str(f)})
     assert P.sha256_texts(["a", "b"]) != P.sha256_texts(["ab"])
+
+
+# -- offline copies under upstream or other names (issue 18, item 7) ---------------------------------
+def test_local_copy_under_its_upstream_name_or_any_name_is_found(tmp_path, monkeypatch):
+    data = b"a cat\na dog"
+    pf = P.PromptFile("toy", "toy_registry.txt", "o/r", "0" * 40, "prompts/sd1_toy.txt",
+                      hashlib.sha256(data).hexdigest(), "txt", 2)
+    assert pf.upstream_name == "sd1_toy.txt" and pf.names() == ("toy_registry.txt", "sd1_toy.txt")
+    folder = tmp_path / "copies"
+    folder.mkdir()
+    (folder / "sd1_toy.txt").write_bytes(data)
+    monkeypatch.setenv(P.ENV_LOCAL, str(folder))
+    assert P.prompt_file(pf, cache_dir=tmp_path / "c", download=False) == folder / "sd1_toy.txt"
+    (folder / "sd1_toy.txt").rename(folder / "saved by hand.txt")  # any name: matched by sha256
+    assert P.prompt_file(pf, cache_dir=tmp_path / "c", download=False) == folder / "saved by hand.txt"
+    (folder / "sd1_toy.txt").write_bytes(b"a cat\na cow")  # a wrong file under a known name is an error
+    with pytest.raises(P.PromptSetError, match="sha256"):
+        P.prompt_file(pf, cache_dir=tmp_path / "c", download=False)
+
+
+def test_missing_file_error_names_what_it_wants(tmp_path, monkeypatch):
+    monkeypatch.setenv(P.ENV_LOCAL, str(tmp_path))
+    pf = P.PROMPT_FILES["jeon-sd1-mem500"]
+    with pytest.raises(P.PromptSetError) as err:
+        P.prompt_file(pf, cache_dir=tmp_path / "c", download=False)
+    msg = str(err.value)
+    assert "jeon_sd1_mem.txt or sd1_mem.txt" in msg and pf.sha256 in msg and P.ENV_LOCAL in msg
+    listing = P.expected_files().splitlines()
+    assert len(listing) == len(P.PROMPT_FILES) and any("sdv1_500_memorized.jsonl" in ln for ln in listing)
+
+
+@needs_shared
+def test_shared_copies_renamed_to_upstream_names_verify(tmp_path):
+    folder = tmp_path / "upstream"
+    folder.mkdir()
+    for pf in P.PROMPT_FILES.values():
+        (folder / pf.upstream_name).write_bytes((SHARED / pf.filename).read_bytes())
+    assert len({pf.upstream_name for pf in P.PROMPT_FILES.values()}) == len(P.PROMPT_FILES)
+    for name, n in EXPECTED.items():
+        ps = P.load_prompt_set(name, local=folder, cache_dir=tmp_path / "c", download=False)
+        assert len(ps) == n and ps.source == str(folder / P.PROMPT_FILES[name].upstream_name)

@@ -230,13 +230,16 @@ def test_build_and_evaluate_end_to_end(tmp_path, pipe_dir, few_boots):
     inst = build_task(spec, tmp_path / "cache", progress=False)
     n = 6 * 2
     assert inst.samples.shape == (n, 4, 8, 8) and inst.samples.dtype == np.float32
-    # rows may be stored in any order: read them in (prompt, generation) order
-    order = np.lexsort((inst.arrays["generation"], inst.cond))
+    # rows and prompt ids may be in any order: read rows in (prompt file position, generation) order
+    written = ["the no limits podcast", 'a "quoted" template shirt', "living room rug",
+               "a dog on a beach", "a bowl of fruit", "a city at night"]
+    prompts = inst.arrays["prompts"]
+    assert prompts.dtype.kind == "U" and sorted(prompts.tolist()) == sorted(written)
+    rank = np.array([written.index(prompts[c]) for c in inst.cond])
+    order = np.lexsort((inst.arrays["generation"], rank))
     assert inst.labels[order].tolist() == [1] * 6 + [0] * 6
     assert inst.subtype[order].tolist() == [SUBTYPE_CODE[s] for s in "VM VM TM TM TM TM".split()] + [0] * 6
-    assert inst.cond[order].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
-    prompts = inst.arrays["prompts"]
-    assert prompts.dtype.kind == "U" and prompts[1] == 'a "quoted" template shirt'
+    assert rank[order].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     assert inst.arrays["generation"][order].tolist() == [0, 1] * 6
     meta = inst.meta
     assert meta["model"]["kind"] == "stable-diffusion" and meta["model"]["latent_shape"] == [4, 8, 8]
@@ -330,3 +333,218 @@ def test_shipped_sd_tasks_are_opt_in():
         assert spec.section("model")["id"] and spec.conditional
         assert samp["steps"] >= 1 and samp["generations_per_prompt"] >= 1
     assert os.environ.get("MMH_BENCH_CACHE")  # conftest isolates the cache
+
+
+# -- the issues a GPU user met (issue 18) ------------------------------------------------------------
+class _Stop(Exception):
+    """Raised by the UNet probe once it has seen its inputs."""
+
+
+@pytest.fixture()
+def meta_model(pipe_dir):
+    """The adapter over a pipeline on the "meta" device: a stand-in for a GPU (tensors left on the
+    CPU cannot reach it unnoticed), with a probe that records every tensor the UNet is handed."""
+    from diffusers import StableDiffusionPipeline
+    pipe = StableDiffusionPipeline.from_pretrained(pipe_dir, safety_checker=None, requires_safety_checker=False)
+    pipe.unet.to("meta")
+    pipe.text_encoder.to("meta")
+    m = sdm.StableDiffusionScoreModel(pipe, ["a red square"], shape=(4, 8, 8))
+    seen: list[torch.device] = []
+
+    def probe(module, args, kwargs):
+        seen.extend(a.device for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor))
+        raise _Stop
+
+    pipe.unet.register_forward_pre_hook(probe, with_kwargs=True)
+    return m, seen
+
+
+@pytest.mark.parametrize("call", ["eps", "eps_jvp", "cross_attention", "score"])
+def test_every_tensor_handed_to_the_unet_is_on_the_models_device(meta_model, call):
+    m, seen = meta_model
+    assert m.device.type == "meta"
+    x = np.random.default_rng(0).standard_normal((2, 4, 8, 8)).astype(np.float32)  # CPU input
+    args = {"eps": (x, 0.5, [0, None]), "eps_jvp": (x, 0.5, x, [0, None]),
+            "cross_attention": (x, 0.5, [0, 0]), "score": (x, 0.5, [0, None])}[call]
+    with pytest.raises(_Stop):
+        getattr(m, call)(*args)
+    assert len(seen) >= 3 and {d.type for d in seen} == {"meta"}, seen  # sample, timesteps, text states
+
+
+def _cross_attn_modules_in_call_order(model) -> list:
+    """The UNet's cross-attention modules in the order a forward runs them."""
+    order: list = []
+    mods = [m for n, m in model.unet.named_modules() if n.endswith("attn2")]
+    hooks = [m.register_forward_hook(lambda mod, a, o: order.append(mod)) for m in mods]
+    try:
+        model.eps(torch.zeros(1, 4, 8, 8), 0.5, [0])
+    finally:
+        for h in hooks:
+            h.remove()
+    return order
+
+
+def test_attention_entropy_sign_and_layer_on_a_known_case(pipe_dir, few_boots):
+    """Zero keys make a layer's attention exactly uniform over the TOKENS positions: its entropy
+    is log(TOKENS), the most dispersed attention there is, which Ren et al. read as memorized.
+    The detector must return +log(TOKENS) from that layer (sign and layer pinned), and its score
+    must be Ren's detect.py formula on the adapter's attention."""
+    from mmh_bench import Batch
+    from mmh_bench.context import Context, TaskInfo
+    from mmh_bench_baselines._common import noised, row_noise
+    from mmh_bench_baselines.attention import ATTN_STREAM, AttentionEntropy
+
+    pipe = sdm.load_pipeline(pipe_dir, device="cpu", dtype="float32")
+    model = sdm.StableDiffusionScoreModel(pipe, ["a red square", "a blue circle"], shape=(4, 8, 8))
+    layers = _cross_attn_modules_in_call_order(model)
+    assert len(layers) == 4
+    saved = [{k: v.clone() for k, v in m.to_k.state_dict().items()} for m in layers]
+    try:
+        with torch.no_grad():
+            for p in layers[3].to_k.parameters():
+                p.zero_()
+            for m in layers[:3]:  # sharpen the others well away from uniform
+                for p in m.to_k.parameters():
+                    p.mul_(300.0)
+        x = torch.randn(3, 4, 8, 8)
+        uniform = model.cross_attention(x, 0.9, [0, 1, 0], layer=3)
+        assert torch.allclose(uniform, torch.full_like(uniform, 1 / TOKENS), atol=1e-6)
+        assert not torch.allclose(model.cross_attention(x, 0.9, [0, 1, 0], layer=2), uniform, atol=1e-3)
+
+        batch = Batch(x=x.numpy(), cond=[0, 1, 0], index=np.arange(3))
+        info = TaskInfo(name="sd-tiny", family="stable-diffusion", shape=(4, 8, 8), conditional=True, n_samples=3)
+
+        def score(det):
+            return det.score(batch, Context(det.name, det.access, info, seed=0, model=model))
+        ren = AttentionEntropy(layer=3, n_steps=1, schedule_steps=50, t_start=0.982)
+        np.testing.assert_allclose(score(ren), np.log(TOKENS), rtol=1e-6)
+        averaged = score(AttentionEntropy(n_steps=1, schedule_steps=50, t_start=0.982))
+        assert np.all(averaged < np.log(TOKENS) - 0.02)  # the other layers are not uniform
+        # two steps: the mean over steps of Ren's formula, (-a log a).sum over tokens, plus sign
+        det = AttentionEntropy(layer=2, n_steps=2, schedule_steps=50, t_start=0.982)
+        z = row_noise(Context(det.name, det.access, info, seed=0, model=model), batch.index, (4, 8, 8), ATTN_STREAM)
+        ref = np.zeros(3)
+        for t in det.times():
+            a = model.cross_attention(noised(model, batch.x, t, z), t, batch.cond, layer=2).double().numpy()
+            ref += (-a * np.log(a)).sum(1) / 2
+        np.testing.assert_allclose(score(det), ref, rtol=1e-6)
+        assert det.times()[:2] == pytest.approx([0.982, 0.962], abs=1e-4)
+        first = AttentionEntropy(n_steps=3, schedule_steps=50, t_start=0.982).times()
+        assert model.timesteps(torch.tensor(first)).tolist() == [981, 961, 941]  # DDIM's first steps
+    finally:
+        for m, state in zip(layers, saved):
+            m.to_k.load_state_dict(state)
+
+
+def test_rows_per_call_from_memory_env_and_out_of_memory(model, monkeypatch):
+    x = torch.randn(5, 4, 8, 8)
+    want = model.eps(x, 0.5, [0, 1, 0, 1, 0])
+    assert model.rows_for("forward") == sdm.CPU_ROWS and model.jvp_slice() is None  # CPU defaults
+    # on a device with 24 GiB free: fewer rows for fp32 JVPs than for forwards, within bounds
+    fresh = sdm.StableDiffusionScoreModel(model.pipe, model.prompts, shape=(4, 8, 8))
+    monkeypatch.setattr(fresh, "_free_bytes", lambda: 24 * 2**30)
+    assert 1 <= fresh.rows_for("jvp") <= fresh.rows_for("forward") <= sdm.MAX_AUTO_ROWS
+    assert fresh.attention_bytes(1) == sdm.JVP_MAPS * 64 * 64 * 4  # 8x8 latents: 64 queries, fp32
+    assert fresh.jvp_slice() == fresh._top_heads()  # tiny maps: a whole row's heads fit
+    # an automatic choice that runs out of memory is halved and the call retried
+    calls: list[int] = []
+    base = sdm.ScoreModel.eps
+
+    def tight(self, y, t, cond=None):
+        calls.append(len(y))
+        if len(y) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return base(self, y, t, cond)
+    monkeypatch.setattr(sdm.ScoreModel, "eps", tight)
+    fresh._auto_rows["forward"] = 8
+    assert torch.allclose(fresh.eps(x, 0.5, [0, 1, 0, 1, 0]), want, atol=1e-5)
+    assert fresh._auto_rows["forward"] == 2 and calls[:2] == [5, 4] and max(calls[2:]) <= 2
+    # a fixed value is honoured, and running out of memory with it says what to change
+    monkeypatch.setenv(sdm.ENV_ROWS, "4")
+    fixed = sdm.StableDiffusionScoreModel(model.pipe, model.prompts, shape=(4, 8, 8))
+    assert fixed.rows_for("jvp") == fixed.rows_for("forward") == 4
+    with pytest.raises(RuntimeError, match=sdm.ENV_ROWS):
+        fixed.eps(x, 0.5)
+    monkeypatch.setenv(sdm.ENV_ROWS, "many")
+    with pytest.raises(ValueError, match="whole number"):
+        sdm.StableDiffusionScoreModel(model.pipe, model.prompts)
+
+
+def test_jvp_in_slices_of_heads_matches_the_plain_jvp(model):
+    x, v = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
+    plain = model.eps_jvp(x, 0.3, v, [0, 1, None])
+    sliced = sdm.StableDiffusionScoreModel(model.pipe, model.prompts, shape=(4, 8, 8), attention_slice=1)
+    got = sliced.eps_jvp(x, 0.3, v, [0, 1, None])
+    assert torch.allclose(got[0], plain[0], atol=1e-5) and torch.allclose(got[1], plain[1], atol=1e-5)
+
+
+def test_jvps_and_full_precision_run_in_fp32_on_an_fp16_pipeline(pipe_dir):
+    pipe = sdm.load_pipeline(pipe_dir, device="cpu", dtype="float16")
+    m = sdm.StableDiffusionScoreModel(pipe, ["a red square"], shape=(4, 8, 8))
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    dtypes: list[torch.dtype] = []
+    hook = pipe.unet.register_forward_pre_hook(lambda mod, args: dtypes.append(args[0].dtype))
+    try:
+        x, v = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+        out, jv = m.eps_jvp(x, 0.3, v, [0, None])
+        assert dtypes == [torch.float32] and pipe.unet.dtype == torch.float16
+        with m.full_precision():
+            m.eps(x, 0.3, [0, None])
+        m.eps(x, 0.3, [0, None])
+        assert dtypes[1:] == [torch.float32, torch.float16]
+    finally:
+        hook.remove()
+    after = pipe.unet.state_dict()  # fp16 -> fp32 -> fp16 leaves the weights bit for bit
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    fd = (m.eps(x + 1e-2 * v, 0.3, [0, None]) - m.eps(x - 1e-2 * v, 0.3, [0, None])) / 2e-2
+    assert torch.isfinite(jv).all() and (jv - fd).norm() / fd.norm() < 0.2  # fp16 forwards, loosely
+
+
+def test_generation_check_and_hub_ids(tmp_path, pipe_dir):
+    pipe = sdm.load_pipeline(pipe_dir, device="cpu")
+    sdm.check_generation(pipe, None)
+    with pytest.raises(sdm.ModelLoadError, match="not a sd1 checkpoint: cross_attention_dim 32"):
+        sdm.check_generation(pipe, "sd1", "tiny")
+    with pytest.raises(sdm.ModelLoadError, match="unknown Stable Diffusion generation"):
+        sdm.check_generation(pipe, "sd3")
+    # a task that needs SD 2 refuses other weights before generating anything
+    spec_path = _spec(tmp_path / "task", pipe_dir, name="sd-needs-v2")
+    spec_path.write_text(spec_path.read_text().replace("conditional = true", 'conditional = true\ngeneration = "sd2"'))
+    with pytest.raises(BuildError, match="not a sd2 checkpoint.*prediction_type epsilon"):
+        build_task(load_spec(spec_path), tmp_path / "cache", progress=False)
+    for hub in ("stabilityai/stable-diffusion-2", "owner/sd-v1.5", "sd-v1.5"):
+        assert sdm.source_kind(hub) == ("hub", hub)
+    assert sdm.source_kind(pipe_dir) == ("folder", str(pipe_dir))
+    for missing in ("/nonexistent/sd", "./weights", "~/sd", "a/b/c", "owner/../x", "weights.v1/"):
+        with pytest.raises(sdm.ModelLoadError, match="does not exist"):
+            sdm.source_kind(missing)
+
+
+def test_fingerprint_ignores_config_keys_a_library_upgrade_adds(pipe_dir):
+    pipe = sdm.load_pipeline(pipe_dir, device="cpu")
+    fp = sdm.fingerprint(pipe)
+    pipe.unet.register_to_config(option_added_by_a_newer_diffusers=True)
+    pipe.text_encoder.config.option_added_by_a_newer_transformers = 1
+    assert sdm.fingerprint(pipe) == fp
+    with torch.no_grad():
+        p = next(iter(sorted(pipe.unet.state_dict().items())))[1]
+        p.add_(1.0)
+    try:
+        assert sdm.fingerprint(pipe) != fp  # the weights themselves are still named
+    finally:
+        with torch.no_grad():
+            p.sub_(1.0)
+
+
+def test_flipd_grid_on_sd_reaches_the_same_signal_fraction_without_repeats(model):
+    from mmh_bench.score_model import vp_linear_alpha_bar
+    from mmh_bench_baselines.flipd import FLIPD
+    det = FLIPD()
+    assert np.array_equal(det.t_grid(), np.geomspace(1e-3, 0.44, 18))  # continuous models: unchanged
+    grid = det.t_grid(model)
+    ks = model.timesteps(torch.as_tensor(grid)).numpy()
+    assert len(set(ks.tolist())) == len(grid) <= 18 and np.all(np.diff(ks) > 0)
+    target = float(vp_linear_alpha_bar(torch.tensor(0.44)))
+    ab = model.pipe.scheduler.alphas_cumprod
+    assert ks[0] == 0 and float(ab[ks[-1]]) <= target < float(ab[ks[-1] - 1])  # timestep 624, not 439
+    assert ks[-1] == 624

@@ -4,7 +4,11 @@ The prompt files are research data owned by their authors and are never shipped 
 Each is fetched once from a URL pinned to a commit, checked against its sha256 and cached under
 ``<mmh-bench cache>/sd_prompts/``. A local copy (a folder holding the files under the names below,
 given as an argument or through ``$MMH_BENCH_SD_PROMPTS``) is used instead when present, after the
-same checksum test; a copy whose checksum differs is an error, never a silent fallback.
+same checksum test. In such a folder a file is found under the registry's name
+(:attr:`PromptFile.filename`), under its upstream name (the last part of :attr:`PromptFile.path`,
+e.g. ``sd1_mem.txt``), or under any name at all when its sha256 is the pinned one; a file under
+one of the two names whose checksum differs is an error, never a silent fallback.
+:func:`expected_files` lists both names of every file.
 
 Formats: ``jsonl`` (one JSON object a line with a ``caption``), ``csv`` (';'-separated with a
 header holding ``Caption`` and optionally ``type`` = VM/TM), ``txt`` (one prompt a line; the last
@@ -51,6 +55,15 @@ class PromptFile:
     @property
     def url(self) -> str:
         return f"https://raw.githubusercontent.com/{self.repo}/{self.commit}/{self.path}"
+
+    @property
+    def upstream_name(self) -> str:
+        """The file's name in its source repository."""
+        return self.path.rsplit("/", 1)[-1]
+
+    def names(self) -> tuple[str, ...]:
+        """Names a local copy may have: the registry's, then the upstream one."""
+        return tuple(dict.fromkeys((self.filename, self.upstream_name)))
 
 
 _LAYER6 = ("layer6ai-labs/diffusion_memorization", "084b8b4b8689a880b8e515a166dd2677f24116b7")
@@ -144,14 +157,33 @@ def fetch(url: str, sha256: str, dest: str | Path, *, timeout: float = 60.0) -> 
     return dest
 
 
-def _local_candidates(entry: PromptFile, local: str | Path | None) -> list[Path]:
-    out = []
-    for base in (local, os.environ.get(ENV_LOCAL) or None):
-        if base is None:
-            continue
-        base = Path(base)
-        out.append(base if base.is_file() else base / entry.filename)
-    return out
+def _local_folders(local: str | Path | None) -> list[Path]:
+    return [Path(b) for b in (local, os.environ.get(ENV_LOCAL) or None) if b is not None]
+
+
+def _find_local(pf: PromptFile, base: Path) -> Path | None:
+    """A verified copy of ``pf`` in ``base`` (a file, or a folder searched by name, then by sha256)."""
+    if base.is_file():
+        named = [base]
+    else:
+        named = [base / n for n in pf.names() if (base / n).is_file()]
+    for cand in named:
+        got = sha256_file(cand)
+        if got != pf.sha256:
+            raise PromptSetError(f"local copy {cand} has sha256 {got}, expected {pf.sha256} "
+                                 f"(pinned {pf.url})")
+        return cand
+    if base.is_dir():  # a correct copy under another name
+        for cand in sorted(base.iterdir()):
+            if cand.is_file() and cand.stat().st_size < 50_000_000 and sha256_file(cand) == pf.sha256:
+                return cand
+    return None
+
+
+def expected_files(names: Sequence[str] | None = None) -> str:
+    """One line per prompt file: registry name, file names accepted in a local folder, sha256."""
+    entries = [get_prompt_file(n) for n in names] if names is not None else list(PROMPT_FILES.values())
+    return "\n".join(f"{pf.name}: {' or '.join(pf.names())} (sha256 {pf.sha256}, {pf.url})" for pf in entries)
 
 
 def prompt_file(entry: str | PromptFile, *, local: str | Path | None = None,
@@ -159,20 +191,24 @@ def prompt_file(entry: str | PromptFile, *, local: str | Path | None = None,
     """Path of a verified copy of a pinned prompt file: local copy, then cache, then download
     (from ``url`` when given, e.g. a mirror; the pinned sha256 is checked either way)."""
     pf = get_prompt_file(entry) if isinstance(entry, str) else entry
-    for cand in _local_candidates(pf, local):
-        if cand.is_file():
-            got = sha256_file(cand)
-            if got != pf.sha256:
-                raise PromptSetError(f"local copy {cand} has sha256 {got}, expected {pf.sha256} "
-                                     f"(pinned {pf.url})")
-            return cand
+    folders = _local_folders(local)
+    for base in folders:
+        found = _find_local(pf, base)
+        if found is not None:
+            return found
     cached = prompt_cache_dir(cache_dir) / pf.filename
     if cached.is_file() and sha256_file(cached) == pf.sha256:
         return cached
     if not download:
-        raise PromptSetError(f"prompt file {pf.filename} is neither cached nor in a local folder "
-                             f"(${ENV_LOCAL}) and downloads are off")
-    return fetch(url or pf.url, pf.sha256, cached)
+        where = ", ".join(str(b) for b in folders) or f"no local folder (${ENV_LOCAL} is unset)"
+        raise PromptSetError(f"prompt set {pf.name!r} is neither cached nor in {where}, and downloads are "
+                             f"off: put {' or '.join(pf.names())} (sha256 {pf.sha256}, from {pf.url}) "
+                             f"in a folder and point ${ENV_LOCAL} at it")
+    try:
+        return fetch(url or pf.url, pf.sha256, cached)
+    except PromptSetError as exc:
+        raise PromptSetError(f"{exc} (prompt set {pf.name!r} wants {' or '.join(pf.names())}, "
+                             f"sha256 {pf.sha256})") from None
 
 
 def get_prompt_file(name: str) -> PromptFile:

@@ -417,10 +417,10 @@ class StableDiffusionScoreModel(ScoreModel):
         """The UNet on ``y`` (moved to the model's device and the UNet's dtype), as eps in float32."""
         y = y.to(self.device)
         emb = self.embed(cond, y.shape[0])
-        k = self.timesteps(t.detach().cpu()).to(self.device)
+        k = self.timesteps(t.detach().to(self.device))  # computed where t is: no copy back to the CPU
         out = self.unet(y.to(self.unet.dtype), k, encoder_hidden_states=emb).sample.float()
         if self.prediction_type == "v_prediction":
-            ab = self._ab[k.cpu()].to(self.device, torch.float32).view(-1, *([1] * len(self.shape)))
+            ab = self._ab.to(self.device, torch.float32)[k].view(-1, *([1] * len(self.shape)))
             out = ab.sqrt() * out + (1 - ab).sqrt() * y.float()
         return out
 
