@@ -438,7 +438,7 @@ def _footnotes(rows: list[Row], track: str) -> list[str]:
         for key in TPR_SHOWN:
             alpha = float(key)
             for n_neg in sorted({r.metrics.get("n_neg") for r in ok if _tpr_hidden(r.metrics, key)}):
-                one = (f"; a single false positive is already {1 / n_neg:.2%} FPR" if n_neg * alpha < 1 else "")
+                one = (f"; a single false positive is already {1 / n_neg:.2%} FPR" if 0 < n_neg * alpha < 1 else "")
                 lines.append(f"n/r: TPR@{_pct(alpha)}FPR not resolvable with {n_neg} negatives "
                              f"({n_neg} x {_pct(alpha)} = {n_neg * alpha:.3g} expected false positives, "
                              f"fewer than {MIN_EXPECTED_FP}{one}); hidden.")
@@ -722,7 +722,7 @@ table.board{border-collapse:collapse;width:100%;margin:.5rem 0 1rem}
 table.board th,table.board td{border:1px solid #ccc;padding:.25rem .45rem;text-align:right;vertical-align:top;white-space:nowrap}
 table.board td.t{white-space:normal}
 table.overview{border-collapse:collapse;margin:.5rem 0 1rem}table.overview th,table.overview td{border:1px solid #ccc;padding:.2rem .4rem;text-align:right}
-table.overview td.t{text-align:left}
+table.overview td.t{text-align:left;white-space:nowrap}
 table.board td.t,table.board th.t{text-align:left}
 table.board thead th{background:#eef2f7;cursor:pointer;user-select:none;white-space:nowrap}
 table.board thead th[aria-sort=ascending]::after{content:" \\25B2"}
