@@ -66,9 +66,36 @@ class BadName(Good):
     name = "a/b"
 
 
+class RetunesInFit(Good):
+    """Overwrites its constructor parameter with a fitted value."""
+    name = "retunes"
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+
+    def fit(self, ctx):
+        self.scale = float(np.abs(ctx.samples.x).max())
+
+
+class PublicFittedState(Good):
+    name = "public-state"
+
+    def fit(self, ctx):
+        self.centre = ctx.samples.x.mean(0)  # fitted state must be self.centre_ or self._centre
+
+
+class HidesParameter(Good):
+    """Keeps its constructor argument under another name, so it cannot be cloned or recorded."""
+    name = "hides-parameter"
+
+    def __init__(self, k: int = 3) -> None:
+        self._k = k
+
+
 @pytest.mark.parametrize("det, failing", [
     (Sneaky(), "access"), (CondSneaky(), "access"), (Unseeded(), "deterministic"),
     (NaNs(), "finite"), (TwoColumns(), "output"), (BadName(), "contract"),
+    (RetunesInFit(), "fitted_state"), (PublicFittedState(), "fitted_state"), (HidesParameter(), "contract"),
 ])
 def test_check_detector_catches(det, failing):
     report = check_detector(det)
@@ -82,7 +109,8 @@ def test_check_detector_passes_a_good_detector():
     report = check_detector(det)
     assert report.ok, str(report)
     names = {c.name for c in report.checks if c.passed}
-    assert {"contract", "access", "output", "finite", "deterministic", "result", "batch_independent"} <= names
+    assert {"contract", "access", "output", "finite", "fitted_state", "deterministic", "result",
+            "batch_independent"} <= names
     assert report.task == "mmh-check"
 
 
@@ -128,6 +156,8 @@ def test_detector_outside_repo_becomes_verified_entry(tmp_path, tiny_spec, monke
     meta = json.loads((entry / "metadata.json").read_text())
     assert meta["detector"] == "crowding" and meta["tasks"][0]["name"] == "tiny"
     assert meta["authors"] == ["Ada Lovelace", "Alan Turing"]
+    ran = json.loads((entry / "results" / "tiny" / "v1" / "crowding.json").read_text())
+    assert ran["isolation"] in ("sandbox", "process")  # submissions are always evaluated sealed
 
     assert main(shlex.split(verify)[1:] + ["-q"]) == 0
     assert json.loads((entry / "verification.json").read_text())["ok"] is True

@@ -118,9 +118,10 @@ def _worker_env(threads: int, hide: list[Path]) -> dict[str, str]:
 
 
 def _describe_exit(rc: int) -> str:
-    if rc < 0:
-        name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
-        return f"the worker was killed by {name}" + (" (out of memory?)" if -rc == signal.SIGKILL else "")
+    sig = -rc if rc < 0 else rc - 128 if rc > 128 else 0  # bwrap reports a killed child as 128 + signal
+    if sig in signal.Signals._value2member_map_:
+        return (f"the worker was killed by {signal.Signals(sig).name}"
+                + (" (out of memory?)" if sig == signal.SIGKILL else ""))
     return f"the worker exited with status {rc} without a result"
 
 
