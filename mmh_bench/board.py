@@ -321,8 +321,9 @@ def collect_board(results_dir: str | Path, *, submissions_dir: str | Path | None
     ``results_dir`` (the store is ``leaderboard/{results,submissions,reported}``).
     ``tasks``: extra task specs accepted besides the registry's (or a full catalog mapping).
     Precedence when two entries claim the same (task, version, instance, detector): the results
-    store first (in path order), then submissions by submission date and name; the later claim is
-    rejected. Entries on different instances of a task are all kept, and never ranked together.
+    store first (a file in its instance's folder before one at the older flat place), then
+    submissions by submission date and name; the later claim is rejected. Entries on different
+    instances of a task are all kept, and never ranked together.
     """
     results_dir = Path(results_dir)
     catalog: TaskCatalog = tasks if isinstance(tasks, Mapping) else known_tasks(tasks or ())
@@ -332,7 +333,8 @@ def collect_board(results_dir: str | Path, *, submissions_dir: str | Path | None
     scan = scan_results(results_dir, tasks=catalog)
     board.rejected += scan.rejected
     claimed: dict[tuple[str, str, str, str], str] = {}
-    for path, doc in scan.accepted:
+    for path, doc in sorted(scan.accepted, key=lambda pd: (pd[0].parent.name != instance_of(pd[1])["id"],
+                                                           str(pd[0]))):
         key = _claim(doc)
         if key in claimed:
             board.rejected.append(Rejected(path, f"field 'detector': {doc['detector']!r} on {doc['task']!r} "

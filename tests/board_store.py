@@ -37,11 +37,20 @@ class EpsNorm(mb.Detector):
         return -eps.reshape(len(batch), -1).norm(dim=1).numpy()
 
 
+def result_file(root: Path, det: str, task: str = "tiny", version: str = "1") -> Path:
+    """Where ``det``'s result on the task is in the store (``<task>/v<version>/[<instance id>/]``);
+    for a detector not there yet, the plain place."""
+    folder = root / "results" / task / f"v{version}"
+    subs = sorted(p / f"{det}.json" for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    return next((p for p in subs if p.is_file()), folder / f"{det}.json")
+
+
 def add_hostile_row(root: Path) -> Path:
     """The norm result again, under a detector name made of markup (a valid, if nasty, name)."""
-    doc = load(root / "results" / "tiny" / "v1" / "norm.json")
+    norm = result_file(root, "norm")
+    doc = load(norm)
     doc["detector"] = HOSTILE_NAME
-    path = root / "results" / "tiny" / "v1" / f"{HOSTILE_NAME}.json"
+    path = norm.parent / f"{HOSTILE_NAME}.json"
     dump(path, doc)
     return path
 

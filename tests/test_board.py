@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from board_store import (add_hostile_row, as_instance, copy_store, dump, load, on_task, renamed_task,
-                         with_negatives)
+                         result_file, with_negatives)
 from mmh_bench.board import (GROUP_NOTE, collect_board, md, overview, overviews, pareto_front, render_board,
                              render_html, render_markdown)
 from mmh_bench.results import ResultError, group_of, known_tasks, read_result, scan_results
@@ -35,11 +35,11 @@ def _render(root: Path, catalog) -> tuple[str, str, list]:
 
 
 def _good(root: Path) -> dict:
-    return load(root / "results" / "tiny" / "v1" / "norm.json")
+    return load(_at(root, "norm"))
 
 
 def _at(root: Path, det: str, task: str = "tiny", version: str = "1") -> Path:
-    return root / "results" / task / f"v{version}" / f"{det}.json"
+    return result_file(root, det, task, version)
 
 
 # -- the schema accepts what the evaluator writes ------------------------------------------------
@@ -489,13 +489,13 @@ def _task_part(readme: str, task: str = "tiny") -> str:
     return readme.split(f"### {task} (v1)")[1].split("\n### ")[0]
 
 
-def _add(store: Path, det: str, base: str = "norm", sub: str = "", **fields) -> Path:
-    """A copy of ``base``'s result as detector ``det`` (``sub``: an instance-id folder), with fields set."""
+def _add(store: Path, det: str, base: str = "norm", path: Path | None = None, **fields) -> Path:
+    """A copy of ``base``'s result as detector ``det`` (at ``path``, else beside ``base``), fields set."""
     doc = load(_at(store, base))
     doc["detector"] = det
     for key, value in fields.items():
         _set(tuple(key.split("__")), value)(doc)
-    path = _at(store, det).parent / sub / f"{det}.json"
+    path = path or _at(store, base).parent / f"{det}.json"
     dump(path, doc)
     return path
 
@@ -557,7 +557,7 @@ def _test_instance(store: Path) -> None:
         doc = as_instance(load(_at(store, base)), "test", TEST_HASH)
         doc.update(detector=det)
         doc["metrics"]["auroc"] = auroc
-        dump(_at(store, det).parent / TEST_ID / f"{det}.json", doc)
+        dump(store / "results" / "tiny" / "v1" / TEST_ID / f"{det}.json", doc)
 
 
 def test_two_instances_are_two_tables_never_ranked_together(store, catalog, tmp_path):
@@ -590,12 +590,17 @@ def test_two_instances_are_two_tables_never_ranked_together(store, catalog, tmp_
     assert rocs == [f"roc-tiny-v1-{dev_id}.png", f"roc-tiny-v1-{TEST_ID}.png"]
 
 
-def test_same_instance_twice_in_the_store_is_rejected(store, catalog, baseline):
+def test_same_instance_twice_in_the_store_is_rejected(store, catalog):
+    """A result in its instance's folder wins over a copy at the older flat place."""
     dev_id = _good(store)["instance"]["id"]
-    path = _add(store, "norm", sub=dev_id, metrics__auroc=0.999)
+    folder = store / "results" / "tiny" / "v1"
+    if _at(store, "norm").parent != folder / dev_id:
+        _at(store, "norm").rename((folder / dev_id).mkdir(exist_ok=True) or folder / dev_id / "norm.json")
+    baseline = _render(store, catalog)
+    path = _add(store, "norm", path=folder / "norm.json", metrics__auroc=0.999)
     readme, page, rejected = _render(store, catalog)
     assert [r.path for r in rejected] == [path] and "already on the board" in rejected[0].reason
-    assert (readme, page) == baseline
+    assert (readme, page, []) == baseline
 
 
 def test_submission_on_another_instance_gets_its_own_table(store, catalog):
@@ -694,10 +699,10 @@ def test_point_and_interval_share_their_precision(store, catalog):
 
 def test_detector_note_once_under_its_table(store, catalog):
     note = "t0 chosen by the <plateau> rule | see docs"
-    _add(store, "eps-norm", base="eps-norm", detector_note=note)
+    _add(store, "eps-norm", base="eps-norm", path=_at(store, "eps-norm"), detector_note=note)
     _test_instance(store)
-    doc = load(_at(store, "eps-norm").parent / TEST_ID / "eps-norm.json")
-    dump(_at(store, "eps-norm").parent / TEST_ID / "eps-norm.json", dict(doc, detector_note=note))
+    path = store / "results" / "tiny" / "v1" / TEST_ID / "eps-norm.json"
+    dump(path, dict(load(path), detector_note=note))
     readme, page, rejected = _render(store, catalog)
     assert not rejected
     line = md(f"Note on eps-norm: {note}")

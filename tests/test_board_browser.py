@@ -15,7 +15,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from board_store import HOSTILE_NAME, add_hostile_row, copy_store, dump, load
+from board_store import HOSTILE_NAME, add_hostile_row, copy_store, dump, load, result_file
 from mmh_bench.board import render_board
 from mmh_bench.results import known_tasks
 
@@ -80,9 +80,10 @@ def _bodies(table):
 def test_page_sorts_filters_and_renders(driver, tiny_spec, tmp_path):
     root = copy_store(tiny_spec, tmp_path)
     add_hostile_row(root)
-    low = load(root / "results" / "tiny" / "v1" / "norm.json")  # a second sample-side row, lower AUROC
+    norm = result_file(root, "norm")
+    low = load(norm)  # a second sample-side row, lower AUROC
     low["detector"], low["metrics"]["auroc"] = "norm-low", 0.3
-    dump(root / "results" / "tiny" / "v1" / "norm-low.json", low)
+    dump(norm.parent / "norm-low.json", low)
     dump(root / "reported" / "papers.json", {"entries": [{
         "task": "tiny", "detector": "published-method", "metrics": {"auroc": 0.97},
         "citation": "Doe et al. 2024", "url": "https://example.org/doe24",
