@@ -12,7 +12,9 @@ import numpy as np
 from sklearn.metrics import roc_curve
 from tqdm.auto import tqdm
 
-from .build import BUILDER_CAPABILITIES, build_task
+from .build import BUILDER_CAPABILITIES
+from .publish import DEFAULT_INSTANCES, resolve_instance
+from .results import canonical_relpath
 from .context import Context
 from .detector import Batch, Detector, LIDEstimator, detector_group
 from .instance import SUBTYPES, TaskInstance
@@ -35,8 +37,11 @@ __all__ = ["DetectorFailure", "PeakMemory", "GridReport", "applicable", "compute
            "evaluate_pair", "make_context", "resolve_isolation", "result_path", "ruled_out"]
 
 
-def result_path(results_dir: Path, spec: TaskSpec, detector: str) -> Path:
-    return Path(results_dir) / spec.name / f"v{spec.version}" / f"{detector}.json"
+def result_path(results_dir: Path, inst: TaskInstance, detector: str) -> Path:
+    """``<results>/<task>/v<version>/<instance id>/<detector>.json``: one folder per instance, so
+    results of different instances never overwrite or pass for one another."""
+    return Path(results_dir) / canonical_relpath(inst.spec.name, inst.spec.version, detector,
+                                                 inst.instance_info()["id"])
 
 
 def detector_source(det: Detector) -> str:
@@ -205,13 +210,15 @@ def evaluate(tasks: str | Iterable[str | TaskSpec], detectors: str | Iterable[st
              results_dir: str | Path, *, cache_dir: str | Path | None = None, seed: int = 0,
              batch_size: int = DEFAULT_BATCH, force: bool = False, progress: bool = True,
              model_override: Any = None, isolation: str = "auto", timeout: float | None = None,
-             threads: int = 1) -> GridReport:
+             threads: int = 1, instances: str | Path | None = DEFAULT_INSTANCES) -> GridReport:
     """Evaluate every applicable (task, detector) pair, writing one JSON file per pair atomically.
 
     Each pair gets a fresh detector cloned from the given one's constructor parameters, so nothing
     fitted on one task reaches the next. Pairs whose current result (same instance data hash,
     detector version and parameters, status ok) already exists are skipped, so an interrupted grid
     resumes where it stopped. ``isolation``, ``timeout`` and ``threads``: see :func:`evaluate_pair`.
+    ``instances``: the folder of published instances (the board's); a task whose spec has one there
+    is evaluated on it, verified byte for byte, else on this machine's own build (None: always build).
     """
     specs = resolve_tasks(tasks) if isinstance(tasks, str) else [
         t if isinstance(t, TaskSpec) else get_task(t) for t in tasks]
@@ -234,12 +241,12 @@ def evaluate(tasks: str | Iterable[str | TaskSpec], detectors: str | Iterable[st
                 candidates.append(d)
         if not candidates:  # nothing can run here: the task is not even built
             continue
-        inst = build_task(spec, cache_dir, progress=progress)
+        inst = resolve_instance(spec, cache_dir, published=instances, progress=progress)
         attached = model_override(inst) if callable(model_override) else model_override
         if attached is not None:
             inst.set_model(attached)
         for proto in candidates:
-            path = result_path(results_dir, spec, proto.name)
+            path = result_path(results_dir, inst, proto.name)
             if not force and _is_current(path, inst, proto):
                 report.skipped_current.append(path)
                 continue

@@ -10,6 +10,7 @@ import pytest
 import mmh_bench as mb
 from mmh_bench import metrics
 from mmh_bench.registry import all_detectors
+from mmh_bench.build import build_task
 from mmh_bench.runner import evaluate, result_path
 
 NEEDS_COND = {"cfg-norm", "sharpness", "one-step-error", "attention-entropy", "flipd-cond"}
@@ -19,6 +20,7 @@ def test_every_detector_runs_on_tiny(tiny, tiny_spec, tmp_path, monkeypatch):
     # the bootstrap CI (1000 scikit-learn AUROCs per pair) is the evaluator's business and
     # dominates the run time here; this test is about the detectors
     monkeypatch.setattr(metrics, "bootstrap_auroc_ci", lambda *a, **k: None)
+    monkeypatch.setenv("MMH_BENCH_TASKS_PATH", str(tiny_spec.path).rsplit("/", 1)[0])  # shortcuts read specs by name
     names = sorted(all_detectors())
     for expected in ["random", "flipd", "normal-bundle", "mmh-ratio", "cfdm", "lpca", "mle", "twonn",
                      "ess", "score-norm", "denoising-loss", "cfg-norm", "sharpness", "one-step-error",
@@ -31,16 +33,16 @@ def test_every_detector_runs_on_tiny(tiny, tiny_spec, tmp_path, monkeypatch):
     for name in names:
         if name in na:
             continue
-        res = json.loads(result_path(tmp_path, tiny_spec, name).read_text())
+        res = json.loads(result_path(tmp_path, build_task(tiny_spec, progress=False), name).read_text())
         assert res["status"] == "ok", (name, res["error"])
         assert 0 <= res["metrics"]["auroc"] <= 1
         cls = all_detectors()[name]
         assert res["access"] == cls.access.label and cls.cost_note
         if cls.access.grants_model():
             assert res["cost"]["nfe_per_sample"] > 0, name
-    # the references that restate the labelling rule are perfect on their own labels
-    ratio = json.loads(result_path(tmp_path, tiny_spec, "nn-ratio").read_text())
-    assert ratio["metrics"]["auroc"] == 1.0
+    # the reference that restates the labelling rule is perfect on its own labels
+    rule = json.loads(result_path(tmp_path, build_task(tiny_spec, progress=False), "copy-rule").read_text())
+    assert rule["metrics"]["auroc"] == 1.0 and rule["group"] == "reference"
 
 
 def test_context_exposes_all_samples_to_fit(tiny):
@@ -77,5 +79,5 @@ def test_conditional_detectors_run_on_tiny_cond(tmp_path, monkeypatch):
     assert rep.failed == []
     assert [d for _, d, _ in rep.not_applicable] == ["attention-entropy"]  # the MLP has no attention
     for name in names:
-        res = json.loads(result_path(tmp_path, spec, name).read_text())
+        res = json.loads(result_path(tmp_path, build_task(spec, progress=False), name).read_text())
         assert res["status"] == "ok", (name, res["error"])

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import mmh_bench as mb
+from mmh_bench.build import build_task
 from mmh_bench.runner import evaluate, result_path
 
 
@@ -61,7 +62,7 @@ def test_failing_detectors_are_isolated(tiny_spec, tmp_path):
     dets = [Raises(), ReturnsNaN(), WrongShape(), Sneaky(), Norm()]
     rep = evaluate([tiny_spec], dets, tmp_path, progress=False)  # auto: sealed (not shipped baselines)
     assert len(rep.failed) == 4 and len(rep.ran) == 1
-    errors = {d.name: _load(result_path(tmp_path, tiny_spec, d.name)) for d in dets}
+    errors = {d.name: _load(result_path(tmp_path, build_task(tiny_spec, progress=False), d.name)) for d in dets}
     assert "boom" in errors["raises"]["error"]
     assert "NaN" in errors["nan"]["error"]
     assert "shape" in errors["shape"]["error"]
@@ -81,12 +82,12 @@ def test_failing_detectors_are_isolated(tiny_spec, tmp_path):
 def test_interrupted_grid_resumes(tiny_spec, tmp_path):
     with pytest.raises(KeyboardInterrupt):  # in-process: the interrupt reaches the evaluator itself
         evaluate([tiny_spec], [Norm(), Interrupts()], tmp_path, progress=False, isolation="in-process")
-    first = result_path(tmp_path, tiny_spec, "norm")
-    assert first.exists() and not result_path(tmp_path, tiny_spec, "interrupts").exists()
+    first = result_path(tmp_path, build_task(tiny_spec, progress=False), "norm")
+    assert first.exists() and not result_path(tmp_path, build_task(tiny_spec, progress=False), "interrupts").exists()
     stamp = first.stat().st_mtime_ns
     rep = evaluate([tiny_spec], [Norm(), "random"], tmp_path, progress=False, isolation="in-process")
     assert rep.skipped_current == [first] and first.stat().st_mtime_ns == stamp
-    assert result_path(tmp_path, tiny_spec, "random").exists()
+    assert result_path(tmp_path, build_task(tiny_spec, progress=False), "random").exists()
     # no temporary files are left behind by atomic writes
     assert not list(tmp_path.rglob("*.tmp"))
 
@@ -184,7 +185,7 @@ def test_spec_rules_out_detectors_without_a_build(tiny_spec, tmp_path, monkeypat
 
     def no_build(*a, **k):
         raise AssertionError("built a task with nothing to evaluate")
-    monkeypatch.setattr(runner, "build_task", no_build)
+    monkeypatch.setattr(runner, "resolve_instance", no_build)
     only_ruled_out = evaluate([tiny_spec], ["cfg-norm"], tmp_path, progress=False)
     assert not only_ruled_out.ran and len(only_ruled_out.not_applicable) == 1
     monkeypatch.undo()
