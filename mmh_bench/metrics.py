@@ -92,14 +92,15 @@ def resample_counts(y: np.ndarray, s: np.ndarray, draws: np.ndarray) -> tuple[np
     ``draws`` [B, n] holds the sample indices of B resamples; returns two [B, levels] count arrays,
     from which any ROC quantity of every resample follows without a loop over resamples."""
     levels, inv = np.unique(s, return_inverse=True)
-    k = len(levels)
-    y = np.asarray(y, dtype=bool)
+    return _counts(np.asarray(y, dtype=bool), inv, len(levels), draws)
+
+
+def _counts(y: np.ndarray, inv: np.ndarray, k: int, draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     flat = np.arange(draws.shape[0])[:, None] * k + inv[draws]
     cls = y[draws]
     size = draws.shape[0] * k
-    pos = np.bincount(flat[cls], minlength=size).reshape(-1, k).astype(float)
-    neg = np.bincount(flat[~cls], minlength=size).reshape(-1, k).astype(float)
-    return pos, neg
+    return (np.bincount(flat[cls], minlength=size).reshape(-1, k),
+            np.bincount(flat[~cls], minlength=size).reshape(-1, k))
 
 
 def auroc_from_counts(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
@@ -111,18 +112,24 @@ def auroc_from_counts(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / den, np.nan)
 
 
-def tpr_from_counts(pos: np.ndarray, neg: np.ndarray, alpha: float) -> np.ndarray:
-    """Strict TPR@FPR<=alpha of each row of level counts (NaN for a single-class row).
+def tpr_from_counts(pos: np.ndarray, neg: np.ndarray, alpha: float | tuple[float, ...]) -> np.ndarray:
+    """Strict TPR@FPR<=alpha of each row of level counts (NaN for a single-class row); with several
+    targets, one row of results per target.
 
-    Thresholds run from the highest level down; the ROC starts at (0, 0), so the answer is 0 when
-    even the top level costs more than alpha."""
+    Thresholds run from the highest level down, so FPR and TPR only grow along a row: the answer
+    is the TPR at the last point whose FPR is within alpha, or 0 (the ROC's origin) if none is."""
     tp = np.cumsum(pos[:, ::-1], axis=1)
     fp = np.cumsum(neg[:, ::-1], axis=1)
-    n_pos, n_neg = tp[:, -1:], fp[:, -1:]
+    n_pos, n_neg = tp[:, -1], fp[:, -1]
+    rows = np.arange(len(tp))
     with np.errstate(invalid="ignore", divide="ignore"):
-        tpr, fpr = tp / n_pos, fp / n_neg
-    best = np.where(fpr <= alpha + _EPS, tpr, 0.0).max(axis=1)
-    return np.where((n_pos[:, 0] > 0) & (n_neg[:, 0] > 0), best, np.nan)
+        fpr = fp / n_neg[:, None]
+        out = []
+        for a in np.atleast_1d(alpha):
+            last = (fpr <= a + _EPS).sum(axis=1) - 1
+            best = np.where(last >= 0, tp[rows, np.maximum(last, 0)], 0) / n_pos
+            out.append(np.where((n_pos > 0) & (n_neg > 0), best, np.nan))
+    return out[0] if np.ndim(alpha) == 0 else np.stack(out)
 
 
 def _interval(v: np.ndarray, level: float) -> list[float] | None:
@@ -143,14 +150,16 @@ def bootstrap_cis(y: np.ndarray, s: np.ndarray, n_boot: int = N_BOOT, seed: int 
         return {"auroc": None, "tpr_at_fpr": {str(a): None for a in alphas}}
     rng = np.random.default_rng(seed)
     n = len(y)
-    au, tprs = [], {a: [] for a in alphas}
+    levels, inv = np.unique(s, return_inverse=True)
+    au, tprs = [], []
     for start in range(0, n_boot, _CHUNK):
-        pos, neg = resample_counts(y, s, rng.integers(0, n, (min(_CHUNK, n_boot - start), n)))
+        pos, neg = _counts(y, inv, len(levels), rng.integers(0, n, (min(_CHUNK, n_boot - start), n)))
         au.append(auroc_from_counts(pos, neg))
-        for a in alphas:
-            tprs[a].append(tpr_from_counts(pos, neg, a))
+        if alphas:
+            tprs.append(tpr_from_counts(pos, neg, tuple(alphas)))
+    tpr = np.concatenate(tprs, axis=1) if alphas else None
     return {"auroc": _interval(np.concatenate(au), level),
-            "tpr_at_fpr": {str(a): _interval(np.concatenate(tprs[a]), level) for a in alphas}}
+            "tpr_at_fpr": {str(a): _interval(tpr[i], level) for i, a in enumerate(alphas)}}
 
 
 def bootstrap_auroc_ci(y: np.ndarray, s: np.ndarray, n_boot: int = N_BOOT, seed: int = BOOT_SEED,
