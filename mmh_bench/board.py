@@ -119,7 +119,7 @@ class InstanceFacts:
     n_memorized: int | None = None
     stats: dict[str, Any] = field(default_factory=dict)  # the results' task_stats (C_T, null copy rate)
 
-    def fact_parts(self) -> list[str]:
+    def fact_parts(self, with_id: bool = True) -> list[str]:
         parts = []
         if self.n_samples is not None:
             parts.append(f"{self.n_samples} samples")
@@ -133,7 +133,7 @@ class InstanceFacts:
         null = _num(self.stats.get("null_copy_rate"))
         if null is not None:
             parts.append(f"null copy rate {null:.1%}")
-        return parts + [f"instance {self.id} ({self.kind})"]
+        return parts + ([f"instance {self.id} ({self.kind})"] if with_id else [])
 
 
 @dataclass
@@ -702,7 +702,7 @@ def render_markdown(results: list[dict[str, Any]] | Board) -> str:
                     lines += [f"**{md(_multi_instance_line(board, t))}**", ""]
                 for inst in insts:
                     lines += [f"#### Instance {md(inst.id)} ({md(inst.kind)})", "",
-                              ", ".join(md(p) for p in inst.fact_parts()), ""]
+                              ", ".join(md(p) for p in inst.fact_parts(with_id=False)), ""]
                     lines += _md_instance(board, t, inst, track)
             reported = board.rows_for(t, ("reported",))
             if reported:
@@ -907,7 +907,7 @@ def _html_task(board: Board, t: TaskFacts, track: str) -> str:
     out = (f'{head}<p class="facts">{h(", ".join(t.fact_parts()))}{desc}</p>'
            f'<p class="instances"><b>{h(_multi_instance_line(board, t))}</b></p>')
     for i, inst in enumerate(insts):
-        out += (f'<h4>Instance {h(inst.id)} ({h(inst.kind)})</h4><p class="facts">{h(", ".join(inst.fact_parts()))}</p>'
+        out += (f'<h4>Instance {h(inst.id)} ({h(inst.kind)})</h4><p class="facts">{h(", ".join(inst.fact_parts(with_id=False)))}</p>'
                 + _html_instance(board, t, inst, track, f"{tid}-{inst.id}", reported if i == 0 else []))
     return out
 
