@@ -1,12 +1,14 @@
 """mmh-bench: a protocol-controlled benchmark for memorization detection in generative models.
 
-Five lines to score a detector of your own::
+A few lines to score a detector of your own (copies of one training point crowd together)::
 
-    import numpy as np, mmh_bench as mb
-    class Norm(mb.Detector):
-        name, access = "norm", mb.Access.SAMPLES
-        def score(self, batch, ctx): return -np.linalg.norm(batch.x, axis=1)
-    mb.evaluate("mmh-toy", [Norm()], "results/")
+    import mmh_bench as mb
+    from scipy.spatial import cKDTree
+    class Crowding(mb.Detector):
+        name, access = "crowding", mb.Access.SAMPLES
+        def fit(self, ctx): self.tree_ = cKDTree(ctx.samples.x)
+        def score(self, batch, ctx): return -self.tree_.query(batch.x, k=2)[0][:, 1]
+    mb.evaluate("mmh-toy", [Crowding()], "results/")
 """
 from __future__ import annotations
 
