@@ -42,6 +42,9 @@ class CFDM(LIDEstimator):
     name = "cfdm"
     access = Access.TRAIN_DATA
     cost_note = "one k-NN search in the training set; no network"
+    note = ("cfdm's rows depend on its bandwidth rule (2x the training set's median nearest-neighbour "
+            "spacing): where the model's copies are blurrier than that, or non-copies sit in dense regions, "
+            "the ranking inverts; a tenth of it ranks very differently (set bandwidth_factor).")
 
     def __init__(self, k: int = 64, bandwidth: float | None = None, bandwidth_factor: float = 2.0) -> None:
         self.k = int(k)

@@ -32,3 +32,29 @@ def test_ratio_and_absolute_tolerance():
     lab = label_copies(q, TrainIndex(train), abs_tol=0.5)
     assert lab.memorized.tolist() == [True, False, False]
     assert lab.nn.tolist() == [0, 0, 2]
+
+
+class _NoSecondNeighbour:
+    """An index that finds one neighbour, as an approximate index can: d2 = inf and index -1."""
+
+    def __init__(self, found: bool) -> None:
+        self.found = found
+
+    def __len__(self) -> int:
+        return 2
+
+    def search(self, x, k, **_):
+        d = np.array([[0.01, np.inf]] * len(x))
+        i = np.array([[0 if self.found else -1, -1]] * len(x))
+        return d, i
+
+    rep_row = np.array([0, 1])
+    group_size = np.array([1, 1])
+
+
+def test_missing_second_neighbour_is_no_copy_and_unfound_is_recorded():
+    q = np.zeros((3, 2))
+    lab = label_copies(q, _NoSecondNeighbour(found=True), abs_tol=0.5)
+    assert not lab.memorized.any() and np.isinf(lab.ratio).all()  # d2 = inf is no evidence of a copy
+    lab = label_copies(q, _NoSecondNeighbour(found=False), abs_tol=0.5)
+    assert not lab.memorized.any() and (lab.nn == -1).all() and (lab.copied_row == -1).all()
