@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,8 @@ from .io import write_json
 from .metrics import lid_metrics, memorization_metrics
 from .provenance import provenance
 from .registry import get_task, make_detector, resolve_detectors, resolve_tasks
-from .sealed import DetectorFailure, PeakMemory, SealError, WorkerFailure, isolation_mode, run_job, run_sealed
+from .sealed import (WORKER_ENV, DetectorFailure, PeakMemory, SealError, WorkerFailure, isolation_mode, run_job,
+                     run_sealed)
 from .spec import TaskSpec, canonical_json
 
 log = logging.getLogger(__name__)
@@ -220,6 +222,9 @@ def evaluate(tasks: str | Iterable[str | TaskSpec], detectors: str | Iterable[st
     ``instances``: the folder of published instances (the board's); a task whose spec has one there
     is evaluated on it, verified byte for byte, else on this machine's own build (None: always build).
     """
+    if os.environ.get(WORKER_ENV):
+        raise RuntimeError("mmh_bench.evaluate was called inside a sealed worker: the detector's file runs "
+                           "an evaluation when imported; guard it with `if __name__ == \"__main__\":`")
     specs = resolve_tasks(tasks) if isinstance(tasks, str) else [
         t if isinstance(t, TaskSpec) else get_task(t) for t in tasks]
     dets = resolve_detectors(detectors) if isinstance(detectors, str) else [

@@ -262,3 +262,15 @@ def test_worker_failures_become_clear_failed_results(tiny):
         run_sealed(tiny, Crashes())
     res = evaluate_pair(tiny, Raises(), isolation="sealed")
     assert res["status"] == "failed" and res["error"] == "RuntimeError: no luck today"
+
+
+def test_unguarded_script_is_refused_inside_the_worker(tiny, tmp_path):
+    """A detector file that runs an evaluation when imported would recurse in its worker."""
+    src = tmp_path / "script.py"
+    src.write_text("import numpy as np\nimport mmh_bench as mb\n\n"
+                   "class Norm(mb.Detector):\n    name = 'norm'\n"
+                   "    def score(self, batch, ctx):\n        return -np.linalg.norm(batch.x, axis=1)\n\n"
+                   "mb.evaluate([], [Norm()], 'unused')\n")  # no task: importing it here costs nothing
+    from mmh_bench.registry import load_detector_class
+    res = evaluate_pair(tiny, load_detector_class(f"{src}:Norm")(), isolation="sealed")
+    assert res["status"] == "failed" and "__main__" in res["error"], res["error"]

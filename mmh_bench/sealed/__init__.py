@@ -6,9 +6,10 @@ access grants, read from a view folder; labels are joined in the evaluator after
 - :func:`run_sealed`: the evaluator's side (view, sandbox, timeout, read back scores and cost).
 """
 from .job import DetectorFailure, PeakMemory, run_job, validate_scores
-from .sandbox import SealedRun, WorkerFailure, hidden_paths, isolation_mode, run_sealed, sandbox_available
+from .sandbox import (WORKER_ENV, SealedRun, WorkerFailure, hidden_paths, isolation_mode, run_sealed,
+                      sandbox_available)
 from .view import SealError, detector_ref, write_view
 
-__all__ = ["DetectorFailure", "PeakMemory", "SealError", "SealedRun", "WorkerFailure", "detector_ref",
-           "hidden_paths", "isolation_mode", "run_job", "run_sealed", "sandbox_available", "validate_scores",
-           "write_view"]
+__all__ = ["WORKER_ENV", "DetectorFailure", "PeakMemory", "SealError", "SealedRun", "WorkerFailure",
+           "detector_ref", "hidden_paths", "isolation_mode", "run_job", "run_sealed", "sandbox_available",
+           "validate_scores", "write_view"]

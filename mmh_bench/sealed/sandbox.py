@@ -34,6 +34,8 @@ VIEW_MOUNT, OUT_MOUNT = "/tmp/mmh-view", "/tmp/mmh-out"
 #: environment variables a worker inherits; everything else (MMH_BENCH_CACHE, tokens) stays out
 ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE")
 LOG_TAIL = 1500
+#: set in every worker's environment: an evaluation started inside a worker is refused
+WORKER_ENV = "MMH_BENCH_SEALED_WORKER"
 
 
 class WorkerFailure(RuntimeError):
@@ -112,7 +114,7 @@ def _worker_env(threads: int, hide: list[Path]) -> dict[str, str]:
     env = {k: os.environ[k] for k in ENV_KEEP if k in os.environ}
     paths = [p for p in sys.path if p and os.path.isdir(p)
              and not any(h == Path(p).resolve() or h in Path(p).resolve().parents for h in hide)]
-    env.update(PYTHONPATH=os.pathsep.join(paths), PYTHONDONTWRITEBYTECODE="1",
+    env.update(PYTHONPATH=os.pathsep.join(paths), PYTHONDONTWRITEBYTECODE="1", **{WORKER_ENV: "1"},
                OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
     return env
 
@@ -185,5 +187,5 @@ def run_sealed(inst: Any, det: Any, *, seed: int = 0, batch_size: int = 512, tim
         return SealedRun(scores, cost, "sandbox" if use_sandbox else "process")
 
 
-__all__ = ["SealError", "SealedRun", "WorkerFailure", "hidden_paths", "isolation_mode", "run_sealed",
+__all__ = ["WORKER_ENV", "SealError", "SealedRun", "WorkerFailure", "hidden_paths", "isolation_mode", "run_sealed",
            "sandbox_available"]

@@ -47,11 +47,13 @@ def detector_ref(det: Detector) -> tuple[str, Path | None]:
     cls = type(det)
     if "<locals>" in cls.__qualname__:
         raise SealError(f"detector class {cls.__qualname__} is defined inside a function; sealed "
-                        "evaluation needs a class importable by module:Class or path/file.py:Class")
+                        "evaluation needs a class importable by module:Class or path/file.py:Class "
+                        "(or evaluate it with isolation='in-process')")
     if cls.__module__ == "__main__" or cls.__module__.startswith(FILE_MODULE_PREFIX):
         path = getattr(sys.modules.get(cls.__module__), "__file__", None)
         if not path:
-            raise SealError(f"detector class {cls.__qualname__} has no source file to ship")
+            raise SealError(f"detector class {cls.__qualname__} has no source file to ship (defined "
+                            "interactively?); save it in a file or evaluate with isolation='in-process'")
         return f"detector/{Path(path).name}:{cls.__qualname__}", Path(path)
     return f"{cls.__module__}:{cls.__qualname__}", None
 

@@ -39,9 +39,14 @@ def _context(view: Path, det: Any, spec: dict[str, Any]) -> tuple[Any, Any, np.n
     info = TaskInfo(**{**spec["task"], "shape": tuple(spec["task"]["shape"])})
     model = train_index = None
     if spec["model"]:
-        importlib.import_module("mmh_bench.builders")  # registers the shipped model loaders
         from ..instance import MODEL_LOADERS
         kind = spec["model"]["kind"]
+        try:  # a model's own module registers its loader, faster to import than every builder
+            importlib.import_module(f"mmh_bench.models.{kind.replace('-', '_')}")
+        except ImportError:
+            pass
+        if kind not in MODEL_LOADERS:
+            importlib.import_module("mmh_bench.builders")  # registers the remaining shipped loaders
         if kind not in MODEL_LOADERS:
             raise KeyError(f"no loader for model kind {kind!r}; known: {sorted(MODEL_LOADERS)}")
         model = MODEL_LOADERS[kind](view / spec["model"]["path"])
