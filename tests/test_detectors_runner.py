@@ -13,7 +13,8 @@ from mmh_bench.registry import all_detectors
 from mmh_bench.build import build_task
 from mmh_bench.runner import evaluate, result_path
 
-NEEDS_COND = {"cfg-norm", "sharpness", "one-step-error", "attention-entropy", "flipd-cond"}
+NEEDS_COND = {name for name, cls in all_detectors().items() if cls.access.grants_cond()}
+DATA = __import__("pathlib").Path(__file__).parent / "data"
 
 
 def test_every_detector_runs_on_tiny(tiny, tiny_spec, tmp_path, monkeypatch):
@@ -73,6 +74,7 @@ def test_conditional_detectors_run_on_tiny_cond(tmp_path, monkeypatch):
     """The detectors that need conditions run through the evaluator on a built conditional task."""
     from mmh_bench.spec import load_spec
     monkeypatch.setattr(metrics, "bootstrap_auroc_ci", lambda *a, **k: None)
+    monkeypatch.setenv("MMH_BENCH_TASKS_PATH", str(DATA))
     spec = load_spec(COND_SPEC)
     names = sorted(NEEDS_COND - {"attention-entropy"}) + ["flipd", "lpca"]
     rep = evaluate([spec], names + ["attention-entropy"], tmp_path, progress=False)
