@@ -72,7 +72,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     with model_source(args.model):  # SD tasks need the weights both to build and to evaluate
         report = evaluate(args.tasks, args.detectors, args.results, cache_dir=args.cache, seed=args.seed,
                           batch_size=args.batch_size, force=args.force, progress=not args.quiet,
-                          model_override=_sd_model, isolation=args.isolation, timeout=args.timeout)
+                          model_override=_sd_model, isolation=args.isolation, timeout=args.timeout,
+                          instances=None if args.instances == "none" else args.instances)
     for task, det, why in report.not_applicable:
         print(f"skipped {det} on {task}: {why}", file=sys.stderr)
     print(f"{len(report.ran)} evaluated, {len(report.skipped_current)} already current, "
@@ -93,10 +94,12 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from .build import build_task
     from .registry import resolve_tasks
     from .models.stable_diffusion import model_source
+    from .instances import test_instance_key
+    key = test_instance_key(args.test_secret_env)
     for spec in resolve_tasks(args.tasks):
         with model_source(args.model):
-            inst = build_task(spec, args.cache, force=args.force, progress=not args.quiet)
-        print(json.dumps(inst.summary()))
+            inst = build_task(spec, args.cache, instance=key, force=args.force, progress=not args.quiet)
+        print(json.dumps({**inst.summary(), "instance": inst.instance_info()}))
     return 0
 
 
@@ -123,7 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "writes one JSON result per pair, skips pairs already current.")
     add_options(s, "tasks")
     s.add_argument("--detectors", default="all",
-                   help="comma-separated registered names, module:Class or path/file.py:Class (default: all)")
+                   help="comma-separated registered names, module:Class or path/file.py:Class (default: all); "
+                        "each may carry constructor parameters, recorded with its results: "
+                        "'flipd(t0=0.05,probes=8),cfg-norm(n_steps=5)' (values are TOML literals, null, "
+                        "or a bare word read as a string; unknown names are refused)")
     s.add_argument("--results", default=DEFAULT_RESULTS, help=f"results folder (default: {DEFAULT_RESULTS})")
     add_options(s, "cache", "seed", "batch-size")
     s.add_argument("--force", action="store_true", help="re-evaluate pairs whose results are current")
@@ -133,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "for all but the shipped baselines")
     s.add_argument("--timeout", type=_positive_seconds, default=None, metavar="SECONDS",
                    help="sealed runs only: a (task, detector) pair running longer fails (default: no limit)")
+    s.add_argument("--instances", default="leaderboard/instances", metavar="DIR",
+                   help="published instances (default: the board's, leaderboard/instances): a task whose spec "
+                        "has one there is evaluated on it, verified byte for byte; other tasks on this "
+                        "machine's own build. 'none': always this machine's dev build")
     add_options(s, "model", "quiet")
     s.set_defaults(func=_cmd_run)
 
@@ -141,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("tasks", help="comma-separated task names, suite:NAME, or .toml paths")
     add_options(s, "cache")
     s.add_argument("--force", action="store_true", help="rebuild even when a valid cache exists")
+    s.add_argument("--test-secret-env", default=None, metavar="VAR",
+                   help="maintainers: build the TEST instance whose seed and placement follow the secret "
+                        "held in environment variable VAR (>= 16 characters; never written anywhere). "
+                        "Default: the dev instance, from the spec's own seed")
     add_options(s, "model", "quiet")
     s.set_defaults(func=_cmd_build)
 

@@ -51,6 +51,10 @@ def _set_info(ps: PromptSet, used: Sequence[str]) -> dict[str, Any]:
             "used_sha256": sha256_texts(used)}
 
 
+#: random stream of the prompt order (prompt ids = positions in the shuffled list)
+PROMPT_ORDER_STREAM = 31_337
+
+
 @register_builder("stable-diffusion", capabilities=("cross_attention",))
 def build_stable_diffusion(spec: TaskSpec, workdir: Path, progress: bool) -> BuildOutput:
     from ..models import stable_diffusion as sdm
@@ -74,7 +78,11 @@ def build_stable_diffusion(spec: TaskSpec, workdir: Path, progress: bool) -> Bui
                          f"e.g. {sorted(both)[0]!r}")
     tmap = typed.type_of() if typed is not None else {}
     sub = [SUBTYPE_CODE[tmap[t]] if t in tmap else SUBTYPE_CODE["none"] for t in pos_t]
-    prompts = pos_t + neg_t
+    # prompt ids in a seeded random order: an id's value says nothing about the prompt's label
+    order = np.random.default_rng([spec.seed, PROMPT_ORDER_STREAM]).permutation(len(pos_t) + len(neg_t))
+    prompts = [(pos_t + neg_t)[i] for i in order]
+    is_pos = (order < len(pos_t)).astype(np.int8)
+    sub = np.r_[sub, np.zeros(len(neg_t))][order]
 
     gens = int(scfg.get("generations_per_prompt", 1))
     steps = int(scfg.get("steps", 50))
@@ -91,8 +99,8 @@ def build_stable_diffusion(spec: TaskSpec, workdir: Path, progress: bool) -> Bui
         scheduler=str(scfg.get("scheduler", "DDIM")), seed=spec.seed, height=scfg.get("height"),
         width=scfg.get("width"), progress=progress)
 
-    labels = np.repeat(np.r_[np.ones(len(pos_t)), np.zeros(len(neg_t))], gens).astype(np.int8)
-    subtype = np.repeat(np.r_[sub, np.zeros(len(neg_t))], gens).astype(np.int8)
+    labels = np.repeat(is_pos, gens).astype(np.int8)
+    subtype = np.repeat(sub, gens).astype(np.int8)
     width = max([len(p) for p in prompts] + [1])
     model = {"kind": "stable-diffusion", "path": ".", "source": str(source), "spec_id": mcfg.get("id"),
              "generation": mcfg.get("generation"),
