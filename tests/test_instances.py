@@ -80,6 +80,9 @@ def test_copy_rule_reference_is_exact_on_dev_test_and_images(pair, tmp_path):
     image = build_task(load_spec(DATA / "tiny_image.toml"), tmp_path, progress=False)
     for inst in (dev, test, image):
         assert _auroc(inst, "copy-rule")["auroc"] == 1.0, inst.spec.name
+    # the sealed worker receives the rule with the training set it grants
+    res = evaluate_pair(test, make_detector("copy-rule"), isolation="sealed")
+    assert res["status"] == "ok" and res["metrics"]["auroc"] == 1.0, res["error"]
 
 
 def test_shortcut_works_on_dev_and_falls_to_chance_on_test(pair):

@@ -111,6 +111,9 @@ def write_view(inst: Any, det: Detector, dir: str | Path, *, seed: int = 0, batc
     if access.grants_train() and "train" in inst.arrays:
         save_npy(out / "train.npy", inst.arrays["train"])
         view["train"] = {"path": "train.npy", "dedup_tol": float(inst.meta.get("dedup_tol", 0.0))}
+        if "train_null_rate" in inst.arrays and inst.meta.get("labelling"):  # the copy rule's training side
+            save_npy(out / "train_null_rate.npy", inst.arrays["train_null_rate"])
+            view["train"]["labelling"] = {k: inst.meta["labelling"][k] for k in ("ratio", "abs_tol", "chance_alpha")}
     if source is not None:
         (out / "detector").mkdir()
         shutil.copyfile(source, out / "detector" / source.name)

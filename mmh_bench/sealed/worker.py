@@ -53,6 +53,10 @@ def _context(view: Path, det: Any, spec: dict[str, Any]) -> tuple[Any, Any, np.n
     if spec["train"]:
         from ..retrieval import TrainIndex
         train_index = TrainIndex(_load(view / spec["train"]["path"]), dedup_tol=spec["train"]["dedup_tol"])
+        if spec["train"].get("labelling"):
+            from ..instance import copy_rule
+            train_index.rule = copy_rule({"labelling": spec["train"]["labelling"]},
+                                         {"train_null_rate": _load(view / "train_null_rate.npy")}, train_index)
     x = _load(view / "samples.npy")
     cond = _load(view / "cond.npy") if (view / "cond.npy").is_file() else None
     ctx = Context(det.name, det.access, info, seed=int(spec["seed"]), model=model,
