@@ -8,7 +8,8 @@ A few lines to score a detector of your own (copies of one training point crowd 
         name, access = "crowding", mb.Access.SAMPLES
         def fit(self, ctx): self.tree_ = cKDTree(ctx.samples.x)
         def score(self, batch, ctx): return -self.tree_.query(batch.x, k=2)[0][:, 1]
-    mb.evaluate("mmh-toy", [Crowding()], "results/")
+    if __name__ == "__main__":  # detectors run sealed: the worker imports this file
+        mb.evaluate("mmh-toy", [Crowding()], "results/")
 """
 from __future__ import annotations
 
