@@ -92,11 +92,16 @@ def _check_class(obj: object, where: str) -> type[Detector]:
     return obj
 
 
+def file_module_name(path: Path) -> str:
+    """The module name a detector file is imported under (one per resolved path)."""
+    digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:12]
+    return f"mmh_bench_user_{Path(path).stem}_{digest}"
+
+
 def _load_file(path: Path, attr: str) -> object:
     if not path.is_file():
         raise RegistryError(f"detector file {str(path)!r} does not exist")
-    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
-    mod_name = f"mmh_bench_user_{path.stem}_{digest}"
+    mod_name = file_module_name(path)
     spec = importlib.util.spec_from_file_location(mod_name, path)
     if spec is None or spec.loader is None:
         raise RegistryError(f"cannot import {str(path)!r}")

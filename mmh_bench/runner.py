@@ -22,9 +22,9 @@ from .instance import SUBTYPES, TaskInstance
 from .io import write_json
 from .metrics import lid_metrics, memorization_metrics
 from .provenance import provenance
-from .registry import get_task, make_detector, resolve_detectors, resolve_tasks
-from .sealed import (WORKER_ENV, DetectorFailure, PeakMemory, SealError, WorkerFailure, isolation_mode, run_job,
-                     run_sealed)
+from .registry import _entry_points, get_task, make_detector, parse_ref, resolve_tasks, split_refs
+from .sealed import (WORKER_ENV, DetectorFailure, PeakMemory, SealedDetector, SealError, WorkerFailure,
+                     describe_detector, isolation_mode, run_job, run_sealed)
 from .spec import TaskSpec, canonical_json
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ ROC_POINTS = 200
 ISOLATION_CHOICES = ("auto", "sealed", "in-process")
 SHIPPED_PACKAGE = "mmh_bench_baselines"
 __all__ = ["DetectorFailure", "PeakMemory", "GridReport", "applicable", "compute_scores", "evaluate",
-           "evaluate_pair", "make_context", "resolve_isolation", "result_path", "ruled_out"]
+           "evaluate_pair", "is_shipped_ref", "make_context", "resolve_detector", "resolve_isolation", "result_path",
+           "ruled_out"]
 
 
 def result_path(results_dir: Path, inst: TaskInstance, detector: str) -> Path:
@@ -47,6 +48,8 @@ def result_path(results_dir: Path, inst: TaskInstance, detector: str) -> Path:
 
 
 def detector_source(det: Detector) -> str:
+    if isinstance(det, SealedDetector):
+        return det.sealed_source
     cls = type(det)
     return f"{cls.__module__}:{cls.__qualname__}"
 
@@ -103,13 +106,48 @@ def _is_current(path: Path, inst: TaskInstance, det: Detector) -> bool:
 
 def is_shipped(det: Detector) -> bool:
     """A baseline shipped with mmh-bench: trusted code, so it may run in the evaluator's process."""
-    return type(det).__module__.split(".")[0] == SHIPPED_PACKAGE
+    return not isinstance(det, SealedDetector) and type(det).__module__.split(".")[0] == SHIPPED_PACKAGE
+
+
+def is_shipped_ref(ref: str) -> bool:
+    """Whether a reference (without parameters) names a shipped baseline, judged without importing
+    it: ``mmh_bench_baselines.*:Class``, or an entry point of the mmh-bench distribution itself."""
+    if ":" in ref:
+        target = ref.rpartition(":")[0]
+        return not (target.endswith(".py") or os.sep in target) and target.split(".")[0] == SHIPPED_PACKAGE
+    ep = _entry_points().get(ref)
+    if ep is None:
+        return True  # unknown: make_detector reports it, importing nothing
+    dist = getattr(ep, "dist", None)
+    return ep.value.split(".")[0].split(":")[0] == SHIPPED_PACKAGE and (
+        dist is None or dist.name.replace("_", "-").lower() == "mmh-bench")
+
+
+def resolve_detector(ref: str | Detector, isolation: str = "auto", *, hide: Iterable[str | Path | None] = (),
+                     check_seed: int | None = None) -> Detector:
+    """The detector a reference names, for evaluation under ``isolation``.
+
+    A reference to code that is not a shipped baseline and will run sealed is never imported here:
+    a sandboxed worker describes it (:func:`mmh_bench.sealed.describe_detector`) and this returns a
+    :class:`~mmh_bench.sealed.SealedDetector` stand-in. ``isolation="in-process"`` (trusted code, the
+    caller's choice) and shipped baselines import as :func:`~mmh_bench.registry.make_detector` does.
+    ``check_seed``: also run the conformance checks in that worker (the stand-in's ``check_report``)."""
+    if isolation not in ISOLATION_CHOICES:
+        raise ValueError(f"isolation {isolation!r} is not one of {', '.join(ISOLATION_CHOICES)}")
+    if isinstance(ref, Detector) or isolation == "in-process":
+        return make_detector(ref)
+    name, params = parse_ref(ref)
+    if is_shipped_ref(name):
+        return make_detector(ref)
+    return describe_detector(name, params, hide=hide, check_seed=check_seed)
 
 
 def resolve_isolation(isolation: str, det: Detector) -> str:
     """``"sealed"`` or ``"in-process"`` for ``det`` under the requested mode."""
     if isolation not in ISOLATION_CHOICES:
         raise ValueError(f"isolation {isolation!r} is not one of {', '.join(ISOLATION_CHOICES)}")
+    if isinstance(det, SealedDetector):  # a stand-in holds no code to run here
+        return "sealed"
     if isolation == "auto":  # in-process is faster for trusted code (benchmarks/sealed_cost.py)
         return "in-process" if is_shipped(det) else "sealed"
     return isolation
@@ -219,16 +257,24 @@ def evaluate(tasks: str | Iterable[str | TaskSpec], detectors: str | Iterable[st
     fitted on one task reaches the next. Pairs whose current result (same instance data hash,
     detector version and parameters, status ok) already exists are skipped, so an interrupted grid
     resumes where it stopped. ``isolation``, ``timeout`` and ``threads``: see :func:`evaluate_pair`.
+    A detector reference to code other than a shipped baseline that will run sealed is never imported
+    here: a sandboxed worker describes it (:func:`resolve_detector`); an import or constructor error
+    raises :class:`~mmh_bench.registry.RegistryError` before anything is built.
     ``instances``: the folder of published instances (the board's); a task whose spec has one there
     is evaluated on it, verified byte for byte, else on this machine's own build (None: always build).
     """
     if os.environ.get(WORKER_ENV):
         raise RuntimeError("mmh_bench.evaluate was called inside a sealed worker: the detector's file runs "
                            "an evaluation when imported; guard it with `if __name__ == \"__main__\":`")
+    if isolation not in ISOLATION_CHOICES:  # a bad mode fails before anything is described or built
+        raise ValueError(f"isolation {isolation!r} is not one of {', '.join(ISOLATION_CHOICES)}")
     specs = resolve_tasks(tasks) if isinstance(tasks, str) else [
         t if isinstance(t, TaskSpec) else get_task(t) for t in tasks]
-    dets = resolve_detectors(detectors) if isinstance(detectors, str) else [
-        make_detector(d) for d in detectors]
+    refs = split_refs(detectors) if isinstance(detectors, str) else list(detectors)
+    if refs == ["all"]:
+        refs = sorted(_entry_points())
+    # submitted code is described in a sandbox, never imported here (see resolve_detector)
+    dets = [resolve_detector(d, isolation, hide=[cache_dir, results_dir]) for d in refs]
     names = [d.name for d in dets]
     if len(set(names)) != len(names):
         raise ValueError(f"detector names must be unique in one run: {names}")

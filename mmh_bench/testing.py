@@ -178,6 +178,9 @@ def check_detector(det: Detector | type[Detector] | str, task: Any = None, *, se
     ``task``: a task name, :class:`~mmh_bench.spec.TaskSpec` or built
     :class:`~mmh_bench.TaskInstance`; default the shipped ``mmh-check`` task. The detector you
     pass is not modified: every run uses a fresh clone (``Detector.clone``), as the evaluator does.
+    The checks run in this process, importing the detector: they are the developer's own check.
+    ``mmh-bench submit`` runs them inside its sandboxed describe worker instead
+    (:func:`mmh_bench.sealed.describe_detector` with ``check_seed``), never in the evaluator.
     """
     from .runner import DetectorFailure, applicable, compute_scores, evaluate_pair
     from .schema import SchemaError, validate_result
@@ -187,6 +190,12 @@ def check_detector(det: Detector | type[Detector] | str, task: Any = None, *, se
     except Exception as exc:  # a broken class or reference is a failed check, not a crash
         report = CheckReport(str(det), "-")
         report.add("contract", False, f"cannot construct the detector: {type(exc).__name__}: {exc}")
+        return report
+    from .sealed import SealedDetector
+    if isinstance(base, SealedDetector):  # metadata only: its code runs in sandboxed workers alone
+        report = CheckReport(base.name, "-")
+        report.add("contract", False, f"{base!r} is a sealed stand-in with no code to check here; check the "
+                   "reference in its sandbox: mmh_bench.sealed.describe_detector(ref, check_seed=0).check_report")
         return report
     inst = _instance(task, cache_dir)
     report = CheckReport(getattr(base, "name", type(base).__name__), inst.spec.name)

@@ -274,3 +274,138 @@ def test_unguarded_script_is_refused_inside_the_worker(tiny, tmp_path):
     from mmh_bench.registry import load_detector_class
     res = evaluate_pair(tiny, load_detector_class(f"{src}:Norm")(), isolation="sealed")
     assert res["status"] == "failed" and "__main__" in res["error"], res["error"]
+
+
+# -- the evaluator never imports a submitted detector's code -----------------------------------------
+HOSTILE = '''
+import os
+import numpy as np
+import mmh_bench as mb
+import mmh_bench.runner
+import mmh_bench.sealed
+import mmh_bench.sealed.view
+
+def _gotcha(*args, **kwargs):
+    raise RuntimeError("patched by the detector module")
+
+mmh_bench.sealed.view.write_view = mmh_bench.sealed.write_view = _gotcha   # (a)
+mmh_bench.runner.evaluate_pair = _gotcha
+mb.HOSTILE_WAS_HERE = True                                                    # (c)
+try:                                                                          # (b)
+    os.makedirs(MARKER_DIR, exist_ok=True)
+    with open(os.path.join(MARKER_DIR, "marker"), "w") as fh:
+        fh.write(str(os.getpid()))
+except OSError:
+    pass
+
+class Hostile(mb.Detector):
+    name, access = "hostile", mb.Access.SAMPLES
+
+    def score(self, batch, ctx):
+        return -np.linalg.norm(batch.x, axis=1)
+'''
+
+
+class Norm(mb.Detector):
+    """What the hostile file scores, without its module's side effects."""
+    name, access = "norm", mb.Access.SAMPLES
+
+    def score(self, batch, ctx):
+        return -np.linalg.norm(batch.x, axis=1)
+
+
+def test_hostile_module_never_runs_in_the_evaluator(tiny, tmp_path):
+    import sys
+
+    import mmh_bench.runner as runner
+    import mmh_bench.sealed.view as view
+    marker_dir = tmp_path / "owned"
+    src = tmp_path / "hostile_det.py"
+    src.write_text(HOSTILE.replace("MARKER_DIR", repr(str(marker_dir))))
+    before = (view.write_view, mb.sealed.write_view, runner.evaluate_pair)
+    rep = runner.evaluate([str(TINY)], [f"{src}:Hostile", Norm()], tmp_path / "res", progress=False, isolation="sealed")
+    assert (view.write_view, mb.sealed.write_view, runner.evaluate_pair) == before
+    assert "HOSTILE_WAS_HERE" not in vars(mb)
+    assert not [m for m in sys.modules if m.startswith("mmh_bench_user_hostile_det")]
+    marker = marker_dir / "marker"
+    assert not marker.exists() or marker.read_text() != str(os.getpid())
+    if sandbox_available():  # the sandbox's file system is read-only but for its own /tmp and out folder
+        assert not marker.exists()
+    assert len(rep.ran) == 2 and not rep.failed, rep
+    res = {p.stem: json.loads(p.read_text()) for p in rep.ran}
+    assert res["hostile"]["status"] == "ok" and res["hostile"]["isolation"] in ("sandbox", "process")
+    assert res["hostile"]["detector_source"].startswith("mmh_bench_user_hostile_det_")
+    assert res["hostile"]["metrics"] == res["norm"]["metrics"]
+    alone = evaluate_pair(tiny, Norm(), isolation="in-process")  # the neighbour's numbers are unchanged
+    assert alone["metrics"] == res["norm"]["metrics"]
+
+
+def test_broken_detector_file_is_refused_quickly_naming_it(tmp_path):
+    from mmh_bench.registry import RegistryError
+    from mmh_bench.runner import evaluate
+    src = tmp_path / "broken_det.py"
+    src.write_text("import mmh_bench as mb\n\nclass Broken(mb.Detector:\n    name = 'broken'\n")
+    t0 = time.perf_counter()
+    with pytest.raises(RegistryError, match=r"broken_det\.py.*SyntaxError") as err:
+        evaluate([str(TINY)], [f"{src}:Broken"], tmp_path / "res", progress=False)
+    assert time.perf_counter() - t0 < 60
+    assert str(src) in str(err.value)
+    assert not (tmp_path / "res").exists()
+
+
+def test_describe_builds_a_stand_in_without_importing(tmp_path):
+    import sys
+
+    from mmh_bench.registry import RegistryError
+    from mmh_bench.runner import detector_source, resolve_detector, resolve_isolation
+    from mmh_bench.sealed import SealedDetector
+    src = tmp_path / "lid_det.py"
+    src.write_text("import numpy as np\nimport mmh_bench as mb\n\n"
+                   "class Width(mb.LIDEstimator):\n    name, access, version = 'width', mb.Access.TRAIN_DATA, '7'\n"
+                   "    note, cost_note, requires = 'a note', 'free', ('jvp',)\n"
+                   "    def __init__(self, k: int = 3, how: str = 'mean'):\n        self.k, self.how = k, how\n"
+                   "    def estimate(self, batch, ctx):\n        return np.zeros(len(batch))\n")
+    det = resolve_detector(f"{src}:Width(k=5)", "auto")
+    assert isinstance(det, SealedDetector) and isinstance(det, mb.LIDEstimator)
+    assert (det.name, det.access, det.version, det.note, det.cost_note, det.requires) == \
+        ("width", mb.Access.TRAIN_DATA, "7", "a note", "free", ("jvp",))
+    assert det.params() == {"k": 5, "how": "mean"} and det.clone().params() == det.params()
+    assert type(det.clone()) is type(det) and resolve_isolation("auto", det) == "sealed"
+    assert mb.detector.detector_group(det) == "training-set oracle"
+    assert detector_source(det).endswith(":Width") and detector_source(det).startswith("mmh_bench_user_lid_det_")
+    assert not [m for m in sys.modules if m.startswith("mmh_bench_user_lid_det")]
+    with pytest.raises(RuntimeError, match="runs only sealed"):
+        det.estimate(None, None)
+    from mmh_bench.testing import check_detector
+    report = check_detector(det)  # no code to check here: it says where to check it
+    assert not report.ok and "stand-in" in report.failures[0].message
+    with pytest.raises(RegistryError, match="constructing.*TypeError|no parameter 'j'"):
+        resolve_detector(f"{src}:Width(j=1)", "sealed")
+    (tmp_path / "not_det.py").write_text("class Plain:\n    pass\n")
+    with pytest.raises(RegistryError, match="not a subclass of mmh_bench.Detector"):
+        resolve_detector(f"{tmp_path / 'not_det.py'}:Plain", "sealed")
+    # in-process is the caller's choice to trust the code: it imports as before
+    assert not isinstance(resolve_detector(f"{src}:Width", "in-process"), SealedDetector)
+
+
+def test_describe_times_out_on_a_blocking_import(tmp_path):
+    from mmh_bench.registry import RegistryError
+    from mmh_bench.sealed import describe_detector
+    src = tmp_path / "slow_det.py"
+    src.write_text("import time\ntime.sleep(600)\n")
+    t0 = time.perf_counter()
+    with pytest.raises(RegistryError, match="timed out after 20 s"):
+        describe_detector(f"{src}:X", timeout=20)
+    assert time.perf_counter() - t0 < 60
+
+
+def test_which_references_count_as_shipped(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import mmh_bench.runner as runner
+    assert runner.is_shipped_ref("random") and runner.is_shipped_ref("mmh_bench_baselines.chance:RandomScore")
+    assert not runner.is_shipped_ref("some_pkg.mod:Cls") and not runner.is_shipped_ref("/x/mmh_bench_baselines.py:C")
+    # an installed third-party package's entry point is not a shipped baseline: it is described sealed
+    eps = {"ext": EntryPoint("ext", "their_pkg.detectors:Ext", "mmh_bench.detectors")}
+    monkeypatch.setattr(runner, "_entry_points", lambda: eps)
+    assert not runner.is_shipped_ref("ext")

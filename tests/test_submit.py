@@ -161,6 +161,8 @@ def test_detector_outside_repo_becomes_verified_entry(tmp_path, tiny_spec, monke
 
     assert main(shlex.split(verify)[1:] + ["-q"]) == 0
     assert json.loads((entry / "verification.json").read_text())["ok"] is True
+    import sys  # submit and verify described, checked and scored it in sandboxed workers only
+    assert not [m for m in sys.modules if m.startswith("mmh_bench_user_detector_")]
     assert main(shlex.split(board)[1:]) == 0
     readme = (work / "leaderboard" / "README.md").read_text()
     row = next(line for line in readme.splitlines() if "| crowding" in line)

@@ -12,8 +12,11 @@ An entry is a folder ``<board>/submissions/<name>/`` holding
   matches the result files and the detector file byte for byte.
 
 Both evaluate sealed (:mod:`mmh_bench.sealed`): the detector runs in a sandboxed worker that
-holds only what its access grants. ``verify`` still executes the submitted code (the class is
-imported here to read its name): run it where you would run any untrusted code.
+holds only what its access grants, and this process never imports its code. Its name, access and
+parameters come from a sandboxed describe step (:func:`mmh_bench.sealed.describe_detector`), which
+for ``submit`` also runs the conformance checks (:func:`mmh_bench.testing.check_detector`) on the
+public ``mmh-check`` task, built inside the sandbox. A shipped baseline (``mmh_bench_baselines``)
+is trusted and imported as usual.
 """
 from __future__ import annotations
 
@@ -68,9 +71,9 @@ def submission_dir(board: str | Path, name: str) -> Path:
 
 # -- submit -------------------------------------------------------------------------------------
 def cmd_submit(args: argparse.Namespace) -> int:
-    from ..registry import load_detector_class, resolve_tasks
+    from ..registry import RegistryError, resolve_tasks
     from ..results import known_tasks, scan_results
-    from ..runner import evaluate
+    from ..runner import evaluate, resolve_detector
     from ..schema import SchemaError, SubmissionMeta, _url, validate_model
     from ..testing import check_detector
 
@@ -98,15 +101,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
         else:
             ref = stored_ref = attr
             sha = None
-        cls = load_detector_class(ref)
-        print(f"[1/3] conformance check of {cls.__name__} ({cls.name!r}) ...", flush=True)
-        report = check_detector(cls, cache_dir=args.cache, seed=args.seed)
+        print(f"[1/3] conformance check of {stored_ref} ...", flush=True)
+        try:  # submitted code: described and checked in a sandboxed worker, never imported here
+            det = resolve_detector(ref, "sealed", hide=[args.cache, folder.parent], check_seed=args.seed)
+        except RegistryError as exc:
+            raise _error(str(exc)) from None
+        report = getattr(det, "check_report", None)
+        if report is None:  # a shipped baseline: trusted, checked here
+            report = check_detector(det, cache_dir=args.cache, seed=args.seed)
         print(report)
         if not report.ok:
             print("mmh-bench: submission stopped: fix the failed checks above", file=sys.stderr)
             return 1
         print(f"[2/3] evaluating on {len(specs)} task(s): {', '.join(s.name for s in specs)}", flush=True)
-        grid = evaluate(specs, [cls()], stage / "results", cache_dir=args.cache, seed=args.seed,
+        grid = evaluate(specs, [det], stage / "results", cache_dir=args.cache, seed=args.seed,
                         batch_size=args.batch_size, force=True, progress=not args.quiet, isolation="sealed")
         for task, det, why in grid.not_applicable:
             print(f"  skipped {det} on {task}: {why}", file=sys.stderr)
@@ -121,7 +129,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         scan = scan_results(stage / "results", tasks=known_tasks(specs))
         if scan.rejected:  # the evaluator's own output must pass the schema; anything else is a bug
             raise _error(f"result failed validation: {scan.rejected[0]}")
-        meta = {"schema_version": 1, "name": args.name, "detector": cls.name, "detector_ref": stored_ref,
+        meta = {"schema_version": 1, "name": args.name, "detector": det.name, "detector_ref": stored_ref,
                 "detector_sha256": sha, "authors": authors, "url": args.url,
                 "description": args.description, "submitted": _now(),
                 "mmh_bench_version": _version(), "seed": args.seed, "batch_size": args.batch_size,
@@ -203,9 +211,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     from ..io import write_json
     from ..provenance import hardware, hardware_label
-    from ..registry import all_tasks, load_detector_class
+    from ..registry import RegistryError, all_tasks
     from ..results import scan_results
-    from ..runner import evaluate
+    from ..runner import evaluate, resolve_detector
     from ..schema import SchemaError, SubmissionMeta, read_json, validate_model
     from ..spec import SpecError, parse_spec
 
@@ -255,13 +263,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
         ref = f"{code}:{attr}"
     else:
         ref = meta.detector_ref
-    cls = load_detector_class(ref)
-    if cls.name != meta.detector:
-        raise _error(f"the detector's name is {cls.name!r}, the entry's {meta.detector!r}")
+    try:  # described in a sandboxed worker: the submitted code is never imported here
+        det = resolve_detector(ref, "sealed", hide=[args.cache, folder.parent])
+    except RegistryError as exc:
+        raise _error(str(exc)) from None
+    if det.name != meta.detector:
+        raise _error(f"the detector's name is {det.name!r}, the entry's {meta.detector!r}")
 
     with tempfile.TemporaryDirectory(prefix="mmh-verify-") as tmp:
-        print(f"re-running {cls.name!r} on {len(specs)} task(s) ...", flush=True)
-        evaluate(list(specs.values()), [cls()], Path(tmp), cache_dir=args.cache, seed=meta.seed,
+        print(f"re-running {det.name!r} on {len(specs)} task(s) ...", flush=True)
+        evaluate(list(specs.values()), [det], Path(tmp), cache_dir=args.cache, seed=meta.seed,
                  batch_size=args.batch_size or meta.batch_size, force=True, progress=not args.quiet,
                  isolation="sealed")
         rerun = {p.relative_to(tmp): d for p, d in scan_results(tmp, tasks=specs).accepted}
@@ -311,7 +322,8 @@ def register(sub: Any) -> None:
         "submit", help="check a detector, run the standard suite, write a leaderboard entry",
         description="Run the conformance check (mmh_bench.testing.check_detector), evaluate the "
                     "detector on the standard suite, and write the entry (metadata.json, a copy of "
-                    "the detector file, one result per task) to BOARD/submissions/NAME/.")
+                    "the detector file, one result per task) to BOARD/submissions/NAME/. The detector's code "
+                    "runs only in sandboxed workers, never in this process.")
     s.add_argument("detector", help="path/to/file.py:Class (copied into the entry) or module:Class")
     s.add_argument("--name", required=True, help="entry name: letters, digits, '.', '_' or '-'")
     s.add_argument("--authors", required=True, help="comma-separated author names")
@@ -327,7 +339,7 @@ def register(sub: Any) -> None:
         description="Re-run BOARD/submissions/NAME with its recorded detector, tasks and seed; list "
                     "every metric that differs beyond --atol and every network-evaluation count that "
                     "differs at all; write verification.json. Exit status 1 when anything differs. "
-                    "This executes the submitted code.")
+                    "This executes the submitted code, in sandboxed workers only.")
     v.add_argument("name", help="entry name (folder under BOARD/submissions)")
     add_options(v, "board")
     v.add_argument("--atol", type=float, default=DEFAULT_ATOL,

@@ -1,5 +1,8 @@
 import sys
 
-from .worker import main
+if "--describe" in sys.argv[1:]:
+    from .describe import main
+else:
+    from .worker import main
 
 sys.exit(main())
