@@ -5,7 +5,8 @@
 
 Memorization tasks get a *test* instance (seed and placement from the secret, which is read from the
 environment and never written); LID-track tasks have no labels to shortcut and are published as
-their dev instance. Each task's folder under ``--out`` keeps one instance: older ones are removed.
+their dev instance; tasks without a trained model (numpy-seeded data) are skipped: every machine
+builds them to the same bytes. Each task's folder under ``--out`` keeps one instance: older ones are removed.
 Prints one JSON line per task (instance id, size, build and publish seconds).
 """
 from __future__ import annotations
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         inst = build_task(spec, args.cache, instance=key if spec.track == "memorization" else None,
                           progress=False)
         built = time.perf_counter() - t0
+        if not inst.meta.get("model"):  # no trained model: numpy-seeded data, the same build anywhere
+            print(json.dumps({"task": spec.name, "skipped": "no trained model: every machine builds the same bytes"}))
+            continue
         task_dir = Path(args.out) / spec.name
         target = task_dir / inst.instance_info()["id"]
         for old in task_dir.iterdir() if task_dir.is_dir() else []:
