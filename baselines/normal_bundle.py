@@ -60,6 +60,8 @@ class NormalBundle(LIDEstimator):
     name = "normal-bundle"
     access = Access.MODEL
     cost_note = "K forwards (K = 4 D, capped at max_copies)"
+    unsuited_families = {"stable-diffusion": "normal-bundle is off Stable Diffusion: 256 forwards per sample, and "
+                                             "at D = 16,384 its estimate cannot go below D - 255"}
 
     def __init__(self, t: float = 0.05, copies: int | None = None, max_copies: int = 256,
                  rule: str = "threshold", tau: float = 0.3, center: bool = True) -> None:

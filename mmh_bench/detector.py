@@ -54,6 +54,9 @@ class Detector:
     #: model capabilities needed beyond eps (see ``ScoreModel.capabilities``)
     requires: ClassVar[tuple[str, ...]] = ()
 
+    #: task families the detector does not run on by default, with the reason (the runner reports it)
+    unsuited_families: ClassVar[dict[str, str]] = {}
+
     def fit(self, ctx: "Context") -> None:
         """Optional one-off preparation per task (e.g. choosing a time from unlabelled samples)."""
 

@@ -63,6 +63,8 @@ def ruled_out(det: Detector, spec: TaskSpec) -> str | None:
     importlib.import_module("mmh_bench.builders")  # fills BUILDER_CAPABILITIES
     if spec.track == "lid" and not isinstance(det, LIDEstimator):
         return "LID-track tasks need an LID estimator"
+    if spec.family in det.unsuited_families:
+        return det.unsuited_families[spec.family]
     if det.access.grants_model() and not spec.section("model"):
         return "task has no score model"
     if det.access.grants_cond() and not spec.conditional:

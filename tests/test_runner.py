@@ -179,6 +179,8 @@ def test_spec_rules_out_detectors_without_a_build(tiny_spec, tmp_path, monkeypat
     assert runner.ruled_out(make_detector("flipd"), get_task("lid-skdim")) == "task has no score model"
     assert runner.ruled_out(make_detector("attention-entropy"), get_task("syn2-cond")) == "model lacks cross_attention"
     assert runner.ruled_out(make_detector("attention-entropy"), get_task("t2i-digits")) is None
+    assert "off Stable Diffusion" in runner.ruled_out(make_detector("normal-bundle"), get_task("sd-v1-4"))
+    assert runner.ruled_out(make_detector("flipd"), get_task("sd-v1-4")) is None
     assert get_task("t2i-digits").conditional
     first = evaluate([tiny_spec], ["random", "cfg-norm"], tmp_path, progress=False)
     assert len(first.ran) == 1 and first.not_applicable[0][1] == "cfg-norm"
