@@ -1,4 +1,4 @@
-"""The science check on the real mmh-toy task (one build per session, about three minutes)."""
+"""The science check on the real mmh-toy task (one build per session, about four minutes)."""
 import numpy as np
 
 from mmh_bench.context import Context
@@ -15,6 +15,12 @@ def test_toy_meets_its_promises(toy):
     # the copies of the point mass really collapsed onto it
     dd = toy.subtype == SUBTYPE_CODE["DD"]
     assert np.median(toy.arrays["d1"][dd]) < 0.02
+    # the labels mean memorization: OD copies are of the isolated points, not chance hits on the arc
+    comp = {row["source"]: row for row in toy.meta["composition"]}
+    od = sum(row["OD"] for row in comp.values())
+    assert od >= 20 and comp["isolated far points"]["OD"] >= 0.8 * od
+    assert comp["dense arc"]["chance_copies"] > 100 and comp["dense arc"]["OD"] <= 0.2 * od
+    assert toy.meta["null_copy_rate"] < 0.2 * s["memorized_frac"]
 
 
 def test_flipd_separates_and_reads_near_zero_on_the_point_mass(toy):
