@@ -409,3 +409,19 @@ def test_which_references_count_as_shipped(monkeypatch):
     eps = {"ext": EntryPoint("ext", "their_pkg.detectors:Ext", "mmh_bench.detectors")}
     monkeypatch.setattr(runner, "_entry_points", lambda: eps)
     assert not runner.is_shipped_ref("ext")
+
+
+def test_nested_hidden_folders_collapse_to_their_parent():
+    """A pulled instance lives under the cache, under ~/.cache: one mask for the outermost folder."""
+    import shutil
+
+    from mmh_bench.sealed.sandbox import hidden_paths
+    top = Path.home() / f".mmh-hide-test-{os.getpid()}"  # not under /tmp, which is emptied anyway
+    inner = top / "cache" / "task" / "instances" / "abc"
+    inner.mkdir(parents=True, exist_ok=True)
+    try:
+        out = hidden_paths([inner, top / "cache"])
+        assert (top / "cache").resolve() in out and inner.resolve() not in out
+        assert not any(q in p.parents for p in out for q in out)
+    finally:
+        shutil.rmtree(top)

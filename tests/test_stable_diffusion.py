@@ -273,7 +273,7 @@ def test_cli_run_with_model_and_fingerprint_guard(tmp_path, pipe_dir, capsys, fe
     assert main(args) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(args + ["--model", str(pipe_dir)]) == 0
-    assert (tmp_path / "res" / "sd-tiny-cli" / "v1" / "random.json").is_file()
+    assert len(list((tmp_path / "res" / "sd-tiny-cli" / "v1").glob("dev-*/random.json"))) == 1  # one instance folder
     # other weights than the ones that generated the cached latents are refused
     other = build_tiny_pipeline(tmp_path / "other-sd", seed=1)
     assert main(args + ["--model", str(other), "--force"]) == 2

@@ -60,7 +60,9 @@ def hidden_paths(extra: Iterable[str | Path | None] = ()) -> list[Path]:
         p = Path(p).resolve()
         if p.is_dir() and p not in out and Path("/tmp") not in [p, *p.parents]:  # /tmp is emptied anyway
             out.append(p)
-    return out
+    # a folder inside another hidden one is hidden with it (and bwrap cannot mount inside a mount it
+    # made read-only: a pulled instance lives under the cache, which lives under ~/.cache)
+    return [p for p in out if not any(q in p.parents for q in out)]
 
 
 def _essential() -> list[Path]:
