@@ -9,8 +9,6 @@ import importlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ import numpy as np
 from .copying import data_copying_ct
 from .instance import TaskInstance, dump_meta
 from .instances import InstanceKey, cache_name, instance_spec
-from .io import atomic_write_text, load_arrays, save_arrays, sha256_arrays, sha256_file
+from .io import atomic_write_text, load_arrays, save_arrays, sha256_arrays, sha256_file, staged_dir
 from .labels import SUBTYPE_CODE, LabellingError, check_null_rate, composition, label_samples
 from .spec import TaskSpec
 
@@ -186,9 +184,7 @@ def build_task(spec: TaskSpec, cache_dir: str | Path | None = None, *, instance:
             return inst
     if spec.builder not in BUILDERS:
         raise BuildError(f"task {spec.name!r}: unknown builder {spec.builder!r}; known: {sorted(BUILDERS)}")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+    with staged_dir(root) as work:
         t0 = time.perf_counter()
         meta, arrays = _build(instance_spec(spec, instance), work, progress)
         meta["build_seconds"] = round(time.perf_counter() - t0, 2)
@@ -197,12 +193,6 @@ def build_task(spec: TaskSpec, cache_dir: str | Path | None = None, *, instance:
         meta["files"] = {str(p.relative_to(work)): sha256_file(p)
                          for p in sorted(work.rglob("*")) if p.is_file()}
         atomic_write_text(work / "meta.json", dump_meta(meta))
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(work, root)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     inst = load_instance(spec, root)
     assert inst is not None
     return inst

@@ -23,10 +23,8 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
 import tomllib
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -36,7 +34,7 @@ import numpy as np
 
 from .build import BUILD_FORMAT, build_task, default_cache_dir, load_instance
 from .instance import TaskInstance, dump_meta
-from .io import atomic_write_text, save_arrays, sha256_arrays, sha256_file
+from .io import atomic_write_text, save_arrays, sha256_arrays, sha256_file, staged_dir
 from .provenance import package_versions
 from .spec import SpecError, TaskSpec, parse_spec
 
@@ -124,22 +122,6 @@ def _public_meta(meta: dict[str, Any], kind: str) -> dict[str, Any]:
         return obj
 
     return clean({k: v for k, v in meta.items() if k not in ("files", "pulled_from")}, "")
-
-
-@contextmanager
-def _staged(target: Path) -> Iterator[Path]:
-    """A temporary folder beside ``target`` that replaces it only when the block succeeds, so a
-    reader never sees half a folder."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        yield work
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(work, target)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -260,7 +242,7 @@ def publish_instance(inst: TaskInstance, out_dir: str | Path) -> Path:
     manifest = {name: {"dtype": a.dtype.str, "shape": list(a.shape), "in": _place(name, a, rows)}
                 for name, a in sorted(arrays.items())}
 
-    with _staged(out) as work:
+    with staged_dir(out) as work:
         with _quiet_datasets():
             for rs in ROW_SETS:
                 cols = {n: _arrow_column(arrays[n]) for n, m in manifest.items() if m["in"] == rs}
@@ -385,7 +367,7 @@ def pull_instance(source: str | Path, cache_dir: str | Path | None = None) -> Ta
         if inst is not None and inst.data_hash == body["data_hash"]:
             return inst
         log.warning("installed instance %s is corrupt; installing it again from %s", root, source)
-    with _staged(root) as work:
+    with staged_dir(root) as work:
         save_arrays(work / "instance.npz", arrays)
         copied = [rel for rel in body["files"] if rel.split("/")[0] not in _RESERVED]
         for rel in copied:
