@@ -27,10 +27,9 @@ class CopyRuleReference(Detector):
         self._memorized_point = rule.apply(ctx.train_index, ctx.samples.x)["memorized_point"]
 
     def score(self, batch: Batch, ctx: Context) -> np.ndarray:
-        out = ctx.train_index.rule.apply(ctx.train_index, batch.x)
-        nn = np.maximum(out["nn"], 0)
-        counted = self._memorized_point[nn] & (out["nn"] >= 0)
-        return np.where(counted, out["margin"], np.minimum(out["margin"], -1.0) - 10.0)
+        lab, margin = ctx.train_index.rule.base(ctx.train_index, batch.x)  # the chance test was decided in fit
+        counted = self._memorized_point[np.maximum(lab.nn, 0)] & (lab.nn >= 0)
+        return np.where(counted, margin, np.minimum(margin, -1.0) - 10.0)
 
 
 class NNRatio(Detector):

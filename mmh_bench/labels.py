@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import binom
 
-from .retrieval import COPY_RATIO, TrainIndex, label_copies
+from .retrieval import COPY_RATIO, CopyLabels, TrainIndex, label_copies, nn_ratio
 
 #: subtype codes stored per sample (DD/OD by construction; VM/TM from the SD prompt sets' labels)
 SUBTYPES = {0: "none", 1: "DD", 2: "OD", 3: "VM", 4: "TM"}
@@ -77,11 +77,18 @@ class CopyRule:
     def duplicated(self) -> np.ndarray:
         return self.null_pass_rate < 0
 
+    def base(self, index: TrainIndex, samples: np.ndarray) -> tuple[CopyLabels, np.ndarray]:
+        """The base copy test per sample, and its margin ``-max(d1 / (ratio d2), d1 / abs_tol)``:
+        above -1 exactly when the test passes (-inf where no neighbour was found)."""
+        lab = label_copies(np.asarray(samples, dtype=np.float32), index, abs_tol=self.abs_tol, ratio=self.ratio)
+        margin = -np.maximum(nn_ratio(lab.d1, lab.d2) / self.ratio, lab.d1 / self.abs_tol)
+        return lab, np.where(lab.nn >= 0, margin, -np.inf)
+
     def apply(self, index: TrainIndex, samples: np.ndarray) -> dict[str, np.ndarray]:
         """Per-sample ``base`` (passes the copy test), ``memorized``, ``chance`` (a base copy chance
-        explains), ``nn`` (-1 when not found), ``margin`` (> -1 exactly when the base test passes),
-        d1, d2, and per point ``memorized_point``."""
-        lab = label_copies(np.asarray(samples, dtype=np.float32), index, abs_tol=self.abs_tol, ratio=self.ratio)
+        explains), ``nn`` (-1 when not found), ``margin`` (see :meth:`base`), d1, d2, and per point
+        ``memorized_point``."""
+        lab, margin = self.base(index, samples)
         n_points = len(index)
         found = lab.nn >= 0
         nn = np.where(found, lab.nn, 0)
@@ -93,11 +100,8 @@ class CopyRule:
         p_value = np.where(k_p > 0, binom.sf(k_p - 1, m_p, q_p), 1.0)
         memorized_point = self.duplicated | (p_value < self.chance_alpha)
         memorized = lab.memorized & memorized_point[nn]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            margin = -np.maximum(np.where(np.isfinite(lab.d2) & (lab.d2 > 0), lab.d1 / (self.ratio * lab.d2), np.inf),
-                                 lab.d1 / self.abs_tol)
         return {"base": lab.memorized, "memorized": memorized, "chance": lab.memorized & ~memorized,
-                "nn": lab.nn, "d1": lab.d1, "d2": lab.d2, "margin": np.where(found, margin, -np.inf),
+                "nn": lab.nn, "d1": lab.d1, "d2": lab.d2, "margin": margin,
                 "memorized_point": memorized_point}
 
     def to_meta(self) -> dict[str, float]:
@@ -170,7 +174,7 @@ def label_samples(samples: np.ndarray, train: np.ndarray, train_lid: np.ndarray,
     check = null_check if null_check is not None and len(null_check) else null_draws
     if check is not None and len(check):
         # fresh draws that the rule, as decided on the generated samples, would call memorized
-        c = label_copies(np.asarray(check, dtype=np.float32), index, abs_tol=abs_tol, ratio=ratio)
+        c, _ = rule.base(index, check)
         hit = c.memorized & out["memorized_point"][np.maximum(c.nn, 0)] & (c.nn >= 0)
         stats.update(null_copy_rate=round(float(hit.mean()), 6), null_check_draws=int(len(check)),
                      null_check_independent=null_check is not None and len(null_check) > 0)
