@@ -1,0 +1,128 @@
+"""The Markdown board (``README.md``): every string from a file is escaped as text."""
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+from tabulate import tabulate
+
+from .cells import (COST_HEADERS, INTRO, TPR_SHOWN, _fmt, _footnotes, _interval, _metric_cells,
+                    _metric_heads, _pct, _ranked, _subtypes, _tpr_cell)
+from .model import FAMILIES, GROUP_NOTE, Board, InstanceFacts, Row, TaskFacts, board_from_results
+from .overview import _multi_instance_line, overviews
+
+_MD_SPECIAL = re.compile(r"([\\`*\[\]|~])")
+_MD_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def md(text: Any) -> str:
+    """Plain text for a Markdown table cell: no HTML, no markup, no line breaks, no pipes."""
+    s = "".join(" " if (ord(c) < 32 or c in "\u2028\u2029\x7f") else c for c in str(text))
+    s = html.escape(s, quote=False)  # & < > become entities, shown as text
+    s = _MD_SPECIAL.sub(r"\\\1", s)
+    return _MD_UNDERSCORE.sub(r"\\_", s)
+
+
+def _md_url(url: str) -> str:
+    return url.replace("(", "%28").replace(")", "%29").replace("|", "%7C").replace(" ", "%20")
+
+
+def _source_md(r: Row) -> str:
+    if r.kind == "submission":
+        mark = "verified" if r.verified else "unverified"
+        return f"submission [{md(r.submission)}]({_md_url(r.url)}) ({mark})"
+    return "measured"
+
+
+
+def _md_measured(groups: list[tuple[str, list[tuple[int | None, Row]]]], track: str, subtypes: list[str]) -> str:
+    heads = (["#", "group", "detector" if track != "lid" else "estimator", "source", "access"]
+             + _metric_heads(track, subtypes) + COST_HEADERS)
+    out = []
+    for group, ranked in groups:
+        for rank, r in ranked:
+            lead = [str(rank) if rank else "–", md(group), md(r.detector), _source_md(r), md(r.access or "?")]
+            if r.status != "ok":
+                out.append(lead + ["failed: " + md(str(r.error)[:100])] + [""] * (len(heads) - len(lead) - 1))
+                continue
+            c = r.cost or {}
+            out.append(lead + [text for text, _ in _metric_cells(r, track, subtypes)]
+                       + [_fmt(c.get("nfe_per_sample"), 1), _fmt(c.get("seconds"), 2)])
+    return tabulate(out, headers=heads, tablefmt="github", disable_numparse=True)
+
+
+def _md_reported(rows: list[Row], track: str) -> str:
+    out = []
+    for r in sorted(rows, key=lambda r: (r.detector, r.model, r.citation)):
+        m = r.metrics
+        vals = ([_fmt(m.get("mae")), _fmt(m.get("concordance"))] if track == "lid" else
+                [_fmt(m.get("auroc")) + _interval(m.get("auroc_ci"))] + [_tpr_cell(m, k)[0] for k in TPR_SHOWN])
+        out.append([md(r.detector), md(r.model or "–"), md(r.access or "?")] + vals +
+                   [f"[{md(r.citation)}]({_md_url(r.url)})", md(r.notes or "–")])
+    heads = (["detector", "model", "access"] +
+             (["MAE", "concordance"] if track == "lid" else ["AUROC"] + [f"TPR@{_pct(float(k))}FPR" for k in TPR_SHOWN]) +
+             ["source", "protocol notes"])
+    return tabulate(out, headers=heads, tablefmt="github", disable_numparse=True)
+
+
+
+def _md_instance(board: Board, t: TaskFacts, inst: InstanceFacts, track: str) -> list[str]:
+    rows = board.rows_for(t, ("measured", "submission"), inst.data_hash)
+    if not rows:
+        return []
+    groups = _ranked(rows, track)
+    subtypes = _subtypes(rows)
+    lines = []
+    main = [g for g in groups if g[0] != "shortcut"]
+    if main:
+        lines += [_md_measured(main, track, subtypes), ""]
+    cut = [g for g in groups if g[0] == "shortcut"]
+    if cut:
+        lines += [f"*{md(GROUP_NOTE)}*", "", _md_measured(cut, track, subtypes), ""]
+    foot = _footnotes(rows, track)
+    if foot:
+        lines += ["\\\n".join(md(f) for f in foot), ""]  # a trailing backslash breaks the line
+    plots = board.plots.get((t.name, t.version, inst.data_hash), {})
+    imgs = [f"![{label} on {md(t.name)}]({plots[k]})" for k, label in
+            (("roc", "ROC curves"), ("pareto", "AUROC against cost")) if k in plots]
+    if imgs:
+        lines += [" ".join(imgs), ""]
+    return lines
+
+
+def render_markdown(results: list[dict[str, Any]] | Board) -> str:
+    """The Markdown board (``README.md``) from a :class:`Board` or validated result documents."""
+    board = results if isinstance(results, Board) else board_from_results(results)
+    lines = ["# mmh-bench leaderboard", "", INTRO, ""]
+    hw = board.hardware()
+    if hw:
+        lines += ["Hardware: " + "; ".join(md(h) for h in hw), ""]
+    for title, note, heads, rows in overviews(board):
+        lines += [f"## {title}", "", md(note), "",
+                  tabulate([[md(c) for c in r] for r in rows], headers=[md(c) for c in heads],
+                           tablefmt="github", disable_numparse=True), ""]
+    for family, track, tasks in board.tables():
+        title = FAMILIES.get(family, family) + (" (LID track)" if track == "lid" and family != "lid" else "")
+        lines += [f"## {md(title)}", ""]
+        for t in tasks:
+            lines += [f"### {md(t.name)} (v{md(t.version)})", ""]
+            insts = board.instances(t)
+            if len(insts) == 1:
+                lines += [", ".join(md(p) for p in t.fact_parts() + insts[0].fact_parts()), ""]
+                lines += _md_instance(board, t, insts[0], track)
+            else:
+                lines += [", ".join(md(p) for p in t.fact_parts()), ""]
+                if insts:
+                    lines += [f"**{md(_multi_instance_line(board, t))}**", ""]
+                for inst in insts:
+                    lines += [f"#### Instance {md(inst.id)} ({md(inst.kind)})", "",
+                              ", ".join(md(p) for p in inst.fact_parts(with_id=False)), ""]
+                    lines += _md_instance(board, t, inst, track)
+            reported = board.rows_for(t, ("reported",))
+            if reported:
+                lines += ["**Reported in papers, not re-measured** (each under its own protocol; "
+                          "not comparable row for row with the measured table):", "",
+                          _md_reported(reported, track), ""]
+    return "\n".join(lines)
+
