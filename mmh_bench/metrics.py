@@ -11,6 +11,9 @@
 - Bootstrap CIs: one set of resamples (with replacement, fixed seed) gives the AUROC and every
   TPR@FPR interval, so the intervals describe the same resampled worlds; resamples with a single
   class are skipped.
+- AUROC by negative source: every positive against one source's negatives at a time (COCO,
+  LAION, ...), so a detector that only separates easy negatives shows it (Verma et al. found
+  Wen et al.'s detector at 0.967 against LAION negatives and 1.000 against random strings).
 - LID metrics: MAE, MSE, and concordance = probability that, of two points with different true
   LID, the one with the larger LID gets the larger estimate (ties count one half).
 """
@@ -187,11 +190,40 @@ def detection_metrics(y: np.ndarray, s: np.ndarray, *, with_ci: bool = True) -> 
     return out
 
 
+#: fewest negatives of a source for its AUROC (below: None)
+MIN_SOURCE_NEG = 2
+
+
+def auroc_by_source(y: np.ndarray, s: np.ndarray, negative_source: np.ndarray) -> dict[str, float | None]:
+    """AUROC of all positives against each negative source's negatives: ``{source: auroc}``.
+
+    ``negative_source`` has one entry per sample; a negative's entry names its source (a non-empty
+    string), a positive's entry is ignored. A source with fewer than :data:`MIN_SOURCE_NEG`
+    negatives, or a task without positives, gets None. Sources are returned in sorted order."""
+    y, s = _check(y, s)
+    src = np.asarray(negative_source, dtype=object).ravel()
+    if src.shape != y.shape:
+        raise ValueError(f"negative_source has {src.size} entries, labels {y.size}")
+    bad = [v for v in src[~y] if not isinstance(v, str) or not v]
+    if bad:
+        raise ValueError(f"every negative needs a non-empty string source (got {bad[0]!r})")
+    out: dict[str, float | None] = {}
+    for name in sorted(set(src[~y])):
+        neg = ~y & (src == name)
+        out[str(name)] = (auroc(y[y | neg], s[y | neg])
+                          if y.any() and neg.sum() >= MIN_SOURCE_NEG else None)
+    return out
+
+
 def memorization_metrics(y: np.ndarray, s: np.ndarray, subtype: np.ndarray | None = None,
-                         subtype_names: dict[int, str] | None = None) -> dict[str, Any]:
-    """Overall metrics, plus each subtype's positives against all non-memorized samples."""
+                         subtype_names: dict[int, str] | None = None,
+                         negative_source: np.ndarray | None = None) -> dict[str, Any]:
+    """Overall metrics, plus each subtype's positives against all non-memorized samples, and with
+    ``negative_source`` (one entry per sample) ``auroc_by_source`` (:func:`auroc_by_source`)."""
     y, s = _check(y, s)
     out = detection_metrics(y, s)
+    if negative_source is not None:
+        out["auroc_by_source"] = auroc_by_source(y, s, negative_source)
     out["per_subtype"] = {}
     if subtype is not None:
         subtype = np.asarray(subtype)

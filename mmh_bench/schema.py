@@ -173,6 +173,9 @@ class DetectionMetrics(Strict):
 
 class MemorizationMetrics(DetectionMetrics):
     per_subtype: dict[Literal["DD", "OD", "VM", "TM"], DetectionMetrics] = Field(default_factory=dict)
+    # all positives against each negative source's negatives (metrics.auroc_by_source); null
+    # for a source with too few negatives; absent where the task names no sources
+    auroc_by_source: Annotated[dict[Label, Prob | None], Field(min_length=1, max_length=64)] | None = None
 
 
 class LIDMetrics(Strict):

@@ -161,3 +161,57 @@ def test_resolvable_rule_is_recorded():
     assert set(m["tpr_at_fpr_ci"]) == set(m["tpr_at_fpr_closest"]) == {"0.001", "0.01", "0.05"}
     lo, hi = m["tpr_at_fpr_ci"]["0.05"]
     assert lo <= m["tpr_at_fpr"]["0.05"] <= hi
+
+
+# -- AUROC per negative source -------------------------------------------------------------------
+def _two_sources():
+    """20 positives scored 1.0-2.0; 20 'random' negatives far below (easy), 20 'laion' negatives
+    interleaved with the positives (hard), 1 'coco' negative (too few for an AUROC)."""
+    rng = np.random.default_rng(0)
+    pos = rng.uniform(1.0, 2.0, 20)
+    easy = rng.uniform(-3.0, -2.0, 20)
+    hard = rng.uniform(1.0, 2.0, 20)
+    y = np.r_[np.ones(20), np.zeros(41)].astype(int)
+    s = np.r_[pos, easy, hard, 0.0]
+    src = np.array([""] * 20 + ["random"] * 20 + ["laion"] * 20 + ["coco"], dtype=object)
+    return y, s, src, pos, hard
+
+
+def test_auroc_by_source_separates_easy_and_hard_negatives():
+    from mmh_bench.metrics import auroc_by_source
+    y, s, src, pos, hard = _two_sources()
+    got = auroc_by_source(y, s, src)
+    assert list(got) == ["coco", "laion", "random"]
+    assert got["random"] == 1.0 and got["coco"] is None
+    ref = roc_auc_score(np.r_[np.ones(20), np.zeros(20)], np.r_[pos, hard])
+    assert got["laion"] == pytest.approx(ref) and 0.3 < got["laion"] < 0.8
+    # the pooled AUROC hides the hard source behind the easy one
+    assert got["laion"] < memorization_metrics(y, s)["auroc"] < got["random"]
+    # positives' entries are ignored, whatever they hold
+    src2 = src.copy()
+    src2[:20] = None
+    assert auroc_by_source(y, s, src2) == got
+
+
+def test_memorization_metrics_reports_sources_only_when_given():
+    y, s, src, _, _ = _two_sources()
+    assert "auroc_by_source" not in memorization_metrics(y, s)
+    m = memorization_metrics(y, s, negative_source=src)
+    from mmh_bench.metrics import auroc_by_source
+    assert m["auroc_by_source"] == auroc_by_source(y, s, src)
+    # what the runner writes validates against the result schema's metrics model
+    from mmh_bench.schema import MemorizationMetrics
+    assert MemorizationMetrics.model_validate(m).auroc_by_source["coco"] is None
+
+
+def test_auroc_by_source_rejects_bad_sources():
+    from mmh_bench.metrics import auroc_by_source
+    y, s, src, _, _ = _two_sources()
+    with pytest.raises(ValueError, match="entries"):
+        auroc_by_source(y, s, src[:-1])
+    bad = src.copy()
+    bad[30] = ""
+    with pytest.raises(ValueError, match="non-empty string source"):
+        auroc_by_source(y, s, bad)
+    # no positives: every source gets None
+    assert auroc_by_source(np.zeros(4, int), np.arange(4.0), np.array(["a"] * 4)) == {"a": None}
