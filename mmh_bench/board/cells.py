@@ -2,11 +2,14 @@
 cells with their reasons, and the within-group ranking of a table's rows."""
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
-from ..metrics import MIN_EXPECTED_FP, tpr_resolvable
+from ..metrics import MIN_EXPECTED_FP, MIN_SOURCE_NEG, tpr_resolvable
 from .model import GROUP_ORDER, MIN_SUBTYPE_POS, SUBTYPES, Row, _num
+
 
 def _fmt(v: Any, nd: int = 3) -> str:
     n = _num(v)
@@ -55,13 +58,89 @@ def _subtypes(rows: list[Row]) -> list[str]:
     return [s for s in SUBTYPES if s in present]
 
 
-def _metric_cells(r: Row, track: str, subtypes: list[str]) -> list[tuple[str, float | None]]:
-    """(text, sort value) of every metric column of an ok row, for both renderers."""
-    m = r.metrics
-    if track == "lid":
-        return [(_fmt(m.get(k)), _num(m.get(k))) for k in ("mae", "mse", "concordance")]
-    return ([(_fmt(m.get("auroc")) + _interval(m.get("auroc_ci")), r.auroc), (_fmt(m.get("ap")), _num(m.get("ap")))]
-            + [_tpr_cell(m, k) for k in TPR_SHOWN] + [_sub_cell(m, s) for s in subtypes])
+#: the FPR target whose strict TPR gets the closest-rule shift beside it
+SHIFT_KEY = "0.01"
+
+
+def closest_shift(m: dict[str, Any], key: str = SHIFT_KEY) -> float | None:
+    """Closest-point TPR minus strict TPR at ``key`` (>= 0: the closest ROC point may lie above
+    the target FPR); None when either is missing or the target is not resolvable."""
+    if _tpr_hidden(m, key):
+        return None
+    strict = _num((m.get("tpr_at_fpr") or {}).get(key))
+    closest = _num((m.get("tpr_at_fpr_closest") or {}).get(key))
+    return None if strict is None or closest is None else closest - strict
+
+
+def _shift_cell(m: dict[str, Any]) -> tuple[str, float | None]:
+    if _tpr_hidden(m, SHIFT_KEY):
+        return "n/r", None
+    d = closest_shift(m)
+    return ("–" if d is None else "0.000" if abs(d) < 5e-4 else f"{d:+.3f}"), d
+
+
+def _sources_cell(m: dict[str, Any], esc: Callable[[str], str]) -> tuple[str, float | None]:
+    """Each negative source's AUROC in one cell ("coco 0.998 · laion 0.712"); sorts by the lowest.
+    Source names come from the file: ``esc`` makes them text for the renderer."""
+    by = m.get("auroc_by_source") or {}
+    if not by:
+        return "–", None
+    vals = [v for v in map(_num, by.values()) if v is not None]
+    text = " · ".join(f"{esc(k)} {_fmt(v) if _num(v) is not None else f'n<{MIN_SOURCE_NEG}'}"
+                      for k, v in by.items())
+    return text, (min(vals) if vals else None)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The metric columns of one table, decided by its rows: a column no row can fill is left out
+    (so a table without closest-rule TPRs or negative sources renders as before they existed)."""
+
+    track: str
+    subtypes: tuple[str, ...] = ()
+    shift: bool = False  # the closest-rule shift beside TPR@1%FPR
+    sources: bool = False  # AUROC by negative source
+
+    @classmethod
+    def of(cls, rows: list[Row], track: str) -> "Columns":
+        if track == "lid":
+            return cls(track)
+        ok = [r.metrics for r in rows if r.status == "ok"]
+        return cls(track, tuple(_subtypes(rows)), any(m.get("tpr_at_fpr_closest") for m in ok),
+                   any(m.get("auroc_by_source") for m in ok))
+
+    def heads(self) -> list[str]:
+        if self.track == "lid":
+            return list(LID_METRICS)
+        tpr = [f"TPR@{_pct(float(k))}FPR [95% CI]" for k in TPR_SHOWN]
+        shift = [SHIFT_HEAD] if self.shift else []
+        return (MEM_METRICS[:2] + tpr[:1] + shift + tpr[1:] + [f"AUROC {s}" for s in self.subtypes]
+                + (["AUROC by negative source"] if self.sources else []))
+
+    def cells(self, r: Row, esc: Callable[[str], str] = str) -> list[tuple[str, float | None]]:
+        """(text, sort value) of every metric column of an ok row, for both renderers; ``esc``
+        escapes the strings a file supplies (Markdown; the page escapes whole cells itself)."""
+        m = r.metrics
+        if self.track == "lid":
+            return [(_fmt(m.get(k)), _num(m.get(k))) for k in ("mae", "mse", "concordance")]
+        tpr = [_tpr_cell(m, k) for k in TPR_SHOWN]
+        return ([(_fmt(m.get("auroc")) + _interval(m.get("auroc_ci")), r.auroc), (_fmt(m.get("ap")), _num(m.get("ap")))]
+                + tpr[:1] + ([_shift_cell(m)] if self.shift else []) + tpr[1:]
+                + [_sub_cell(m, s) for s in self.subtypes] + ([_sources_cell(m, esc)] if self.sources else []))
+
+
+def shift_summary(rows: list[Row]) -> str | None:
+    """One line on how far the closest-point rule moves the table's TPR@1%FPR (None: no row has it)."""
+    shifts = [(d, r.detector) for r in rows if r.status == "ok" and (d := closest_shift(r.metrics)) is not None]
+    if not shifts:
+        return None
+    top, who = max(((abs(d), who) for d, who in shifts), key=lambda p: (p[0], p[1]))
+    med = statistics.median(abs(d) for d, _ in shifts)
+    head = (f"{SHIFT_HEAD} (closest-point TPR minus strict TPR@{_pct(float(SHIFT_KEY))}FPR) over the "
+            f"{len(shifts)} rows that have both: ")
+    if top < 5e-4:
+        return head + "no row moves."
+    return head + f"largest {top:.3f} ({who}), median {med:.3f}."
 
 
 def _footnotes(rows: list[Row], track: str) -> list[str]:
@@ -79,6 +158,13 @@ def _footnotes(rows: list[Row], track: str) -> list[str]:
         if any(_sub_cell(r.metrics, s)[0].startswith("n=") for r in ok for s in SUBTYPES):
             lines.append(f"n=k: only k positives of that subtype (fewer than {MIN_SUBTYPE_POS}); "
                          "no AUROC is printed on so few.")
+        shift = shift_summary(rows)
+        if shift:
+            lines.append(shift)
+        if any(r.metrics.get("auroc_by_source") for r in ok):
+            lines.append("AUROC by negative source: every positive against one source's negatives at a "
+                         f"time (n<{MIN_SOURCE_NEG}: too few negatives of that source); a detector that "
+                         "separates only the easy sources shows it here.")
     notes = sorted({(r.detector, r.detector_note) for r in rows if r.detector_note})
     lines += [f"Note on {d}: {n}" for d, n in notes]
     return lines
@@ -106,15 +192,11 @@ def _ranked(rows: list[Row], track: str) -> list[tuple[str, list[tuple[int | Non
             for g in sorted(by, key=lambda g: (_group_pos(g), g))]
 
 
-
 TPR_SHOWN = ("0.01", "0.001")
 MEM_METRICS = ["AUROC [95% CI]", "AP"] + [f"TPR@{_pct(float(k))}FPR [95% CI]" for k in TPR_SHOWN]
 LID_METRICS = ["MAE", "MSE", "concordance"]
 COST_HEADERS = ["NFE/sample", "seconds"]
-
-
-def _metric_heads(track: str, subtypes: list[str]) -> list[str]:
-    return LID_METRICS if track == "lid" else MEM_METRICS + [f"AUROC {s}" for s in subtypes]
+SHIFT_HEAD = f"closest-rule shift @{_pct(float(SHIFT_KEY))}"
 
 INTRO = ("Measured by mmh-bench under one protocol; higher AUROC is better. Rows are ranked per task "
          "instance and within their group: *reference* (restatements of the labelling rule, which "
@@ -125,7 +207,9 @@ INTRO = ("Measured by mmh-bench under one protocol; higher AUROC is better. Rows
          "does not exceed x%, with a bootstrap 95% interval; it is hidden (n/r) when the negatives "
          f"cannot resolve x% (fewer than {MIN_EXPECTED_FP} expected false positives). A subtype "
          f"with fewer than {MIN_SUBTYPE_POS} positives shows its count (n=k), not an AUROC. NFE "
-         "counts network forward passes and JVPs per sample. **source** says where a row comes "
+         "counts network forward passes and JVPs per sample. *closest-rule shift @1%* is what the "
+         "closest-point rule (the ROC point whose FPR is nearest 1%, which may exceed it: the rule "
+         "in Jeon et al.'s and Ren et al.'s code) would add to the strict TPR@1%FPR beside it. **source** says where a row comes "
          "from: *measured* (the results store), *submission* (run with `mmh-bench submit`; "
          "*verified* once `mmh-bench verify` reproduced every number), or *reported, not "
          "re-measured* (numbers published in papers, under their own protocols, listed separately "

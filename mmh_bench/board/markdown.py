@@ -7,8 +7,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .cells import (COST_HEADERS, INTRO, TPR_SHOWN, _fmt, _footnotes, _interval, _metric_cells,
-                    _metric_heads, _pct, _ranked, _subtypes, _tpr_cell)
+from .cells import (COST_HEADERS, INTRO, TPR_SHOWN, Columns, _fmt, _footnotes, _interval, _pct, _ranked,
+                    _tpr_cell)
 from .model import FAMILIES, GROUP_NOTE, Board, InstanceFacts, Row, TaskFacts, board_from_results
 from .overview import _multi_instance_line, overviews
 
@@ -35,10 +35,9 @@ def _source_md(r: Row) -> str:
     return "measured"
 
 
-
-def _md_measured(groups: list[tuple[str, list[tuple[int | None, Row]]]], track: str, subtypes: list[str]) -> str:
-    heads = (["#", "group", "detector" if track != "lid" else "estimator", "source", "access"]
-             + _metric_heads(track, subtypes) + COST_HEADERS)
+def _md_measured(groups: list[tuple[str, list[tuple[int | None, Row]]]], cols: Columns) -> str:
+    heads = (["#", "group", "detector" if cols.track != "lid" else "estimator", "source", "access"]
+             + cols.heads() + COST_HEADERS)
     out = []
     for group, ranked in groups:
         for rank, r in ranked:
@@ -47,7 +46,7 @@ def _md_measured(groups: list[tuple[str, list[tuple[int | None, Row]]]], track: 
                 out.append(lead + ["failed: " + md(str(r.error)[:100])] + [""] * (len(heads) - len(lead) - 1))
                 continue
             c = r.cost or {}
-            out.append(lead + [text for text, _ in _metric_cells(r, track, subtypes)]
+            out.append(lead + [text for text, _ in cols.cells(r, md)]
                        + [_fmt(c.get("nfe_per_sample"), 1), _fmt(c.get("seconds"), 2)])
     return tabulate(out, headers=heads, tablefmt="github", disable_numparse=True)
 
@@ -66,20 +65,19 @@ def _md_reported(rows: list[Row], track: str) -> str:
     return tabulate(out, headers=heads, tablefmt="github", disable_numparse=True)
 
 
-
 def _md_instance(board: Board, t: TaskFacts, inst: InstanceFacts, track: str) -> list[str]:
     rows = board.rows_for(t, ("measured", "submission"), inst.data_hash)
     if not rows:
         return []
     groups = _ranked(rows, track)
-    subtypes = _subtypes(rows)
+    cols = Columns.of(rows, track)
     lines = []
     main = [g for g in groups if g[0] != "shortcut"]
     if main:
-        lines += [_md_measured(main, track, subtypes), ""]
+        lines += [_md_measured(main, cols), ""]
     cut = [g for g in groups if g[0] == "shortcut"]
     if cut:
-        lines += [f"*{md(GROUP_NOTE)}*", "", _md_measured(cut, track, subtypes), ""]
+        lines += [f"*{md(GROUP_NOTE)}*", "", _md_measured(cut, cols), ""]
     foot = _footnotes(rows, track)
     if foot:
         lines += ["\\\n".join(md(f) for f in foot), ""]  # a trailing backslash breaks the line

@@ -9,8 +9,7 @@ import html
 import re
 from typing import Any
 
-from .cells import (COST_HEADERS, INTRO, _fmt, _footnotes, _metric_cells, _metric_heads, _ranked,
-                    _subtypes)
+from .cells import COST_HEADERS, INTRO, Columns, _fmt, _footnotes, _ranked
 from .model import (ACCESS_FLAGS, FAMILIES, GROUP_NOTE, KIND_LABEL, Board, InstanceFacts, Row,
                     TaskFacts, _num)
 from .overview import _multi_instance_line, overviews
@@ -136,16 +135,16 @@ def _source_html(r: Row) -> str:
     return f'<span class="badge b-measured">measured</span>{hw}'
 
 
-def _html_row(r: Row, track: str, subtypes: list[str], rank: int | None) -> str:
+def _html_row(r: Row, cols: Columns, rank: int | None) -> str:
     cells = [_td(str(rank) if rank else "–", rank),
              _td(r.detector, r.detector.lower(), "t"),
              _td(r.access or "?", r.access or "", "t")]
-    n_metric = len(_metric_heads(track, subtypes)) + len(COST_HEADERS)
+    n_metric = len(cols.heads()) + len(COST_HEADERS)
     if r.status != "ok":
         cells.append(f'<td class="t failed" colspan="{n_metric}" data-v="">failed: {h(str(r.error)[:300])}</td>')
         cells += ['<td hidden data-v=""></td>'] * (n_metric - 1)
     else:
-        cells += [_td(text, v) for text, v in _metric_cells(r, track, subtypes)] + _cost_cells(r)
+        cells += [_td(text, v) for text, v in cols.cells(r)] + _cost_cells(r)
     cells.append(_td(_source_html(r), KIND_LABEL[r.kind], "t", raw=True))
     flags = " ".join(r.flags)
     return (f'<tr class="entry kind-{r.kind}" data-task="{h(r.task)}" data-group="{h(r.group)}" '
@@ -157,12 +156,12 @@ def _html_instance(board: Board, t: TaskFacts, inst: InstanceFacts, track: str, 
     """One table per instance: a body per group (sorting stays inside it), the shortcut group's
     body marked apart, then the reported rows (only under the task's first instance)."""
     rows = board.rows_for(t, ("measured", "submission"), inst.data_hash)
-    subtypes = _subtypes(rows + reported) if track != "lid" else []
+    cols = Columns.of(rows + reported, track)
     heads: list[tuple[str, str, str]] = [("#", "num", "ascending"),
                                          ("detector" if track != "lid" else "estimator", "text", "ascending"),
                                          ("access", "text", "ascending")]
     heads += [(label, "num", "ascending" if label in ("MAE", "MSE") else "descending")
-              for label in _metric_heads(track, subtypes)]
+              for label in cols.heads()]
     heads += [("NFE/sample", "num", "ascending"), ("seconds", "num", "ascending"), ("source", "text", "ascending")]
     th = "".join(f'<th class="{"t" if typ == "text" else ""}" data-type="{typ}" data-first="{first}" '
                  f'title="sort by {h(label)}">{h(label)}</th>' for label, typ, first in heads)
@@ -172,12 +171,12 @@ def _html_instance(board: Board, t: TaskFacts, inst: InstanceFacts, track: str, 
         label = f"{group}: {GROUP_NOTE}" if cut else group
         bodies += (f'<tbody class="measured{" shortcut" if cut else ""}" data-group="{h(group)}">'
                    f'<tr><th class="divider" colspan="{len(heads)}">{h(label)}</th></tr>'
-                   + "".join(_html_row(r, track, subtypes, rank) for rank, r in ranked) + "</tbody>")
+                   + "".join(_html_row(r, cols, rank) for rank, r in ranked) + "</tbody>")
     if reported:
         bodies += (f'<tbody class="reported"><tr><th class="divider" colspan="{len(heads)}">Reported in '
                    'papers, not re-measured: numbers from each paper under its own protocol, shown for '
                    'context and never ranked with the rows above</th></tr>' +
-                   "".join(_html_row(r, track, subtypes, None) for r in
+                   "".join(_html_row(r, cols, None) for r in
                            sorted(reported, key=lambda r: (r.detector, r.model, r.citation))) + "</tbody>")
     foot = "".join(f'<p class="foot muted">{h(f)}</p>' for f in _footnotes(rows, track))
     figs = ""
