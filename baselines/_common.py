@@ -7,9 +7,8 @@ import numpy as np
 import torch
 
 from mmh_bench import Batch, Context, Detector
+from mmh_bench.score_model import T_MIN
 
-#: last time of the project's samplers (mmh_bench.models.mlp.T_MIN): the end of a sampler's grid
-T_MIN = 1e-3
 
 
 def row_noise(ctx: Context, index: np.ndarray, shape: tuple[int, ...], stream: int,

@@ -1,4 +1,4 @@
-"""Cross-attention entropy (Ren et al., ECCV 2024, "Unveiling and mitigating memorization in
+"""Post-hoc cross-attention entropy (after Ren et al., ECCV 2024, "Unveiling and mitigating memorization in
 text-to-image diffusion models through cross attention").
 
 Sign. Ren et al. find that a memorized prompt spreads its cross-attention over the prompt's
@@ -11,11 +11,10 @@ positions by the adapter).
 Layer and step. Ren's first-step mode ("E") reads one layer, index 3 of the cross-attention
 layers in the order the UNet runs them (SD 1 and 2: the second transformer of the second down
 block, 32x32 for SD 1), at the first DDIM step (timestep 981), on the conditional branch. Here
-``layer=None`` (default) averages every layer, since the CPU models have few; Ren's protocol on
-Stable Diffusion is ``attention-entropy(layer=3, n_steps=1, schedule_steps=50, t_start=0.982)``
-(see the README). The detector reads noised versions of the final sample (post-hoc), not the
-generation's own x_T: a variant of Ren's generation-time setting, on the time window of
-``cfg-norm`` (see ``guidance.py``). Needs a model with the ``"cross_attention"`` capability;
+``layer=None`` (default) averages every layer, since the CPU models have few. This variant reads
+noised versions of the final sample (post-hoc), not the generation's own x_T, on the time window
+of ``cfg-norm-posthoc`` (see ``guidance.py``); Ren's own generation-time setting is
+``attention-entropy`` (``generation_time.py``). Needs a model with the ``"cross_attention"`` capability;
 elsewhere the evaluator marks it not applicable.
 """
 from __future__ import annotations
@@ -38,9 +37,9 @@ def attention_entropy(p: torch.Tensor) -> torch.Tensor:
 
 
 class AttentionEntropy(StartOfGeneration):
-    """Entropy of cross-attention over condition tokens at the start of generation (Ren et al.: higher = memorized)."""
+    """Post-hoc variant of Ren et al.: cross-attention entropy at noised versions of the sample (higher = memorized)."""
 
-    name = "attention-entropy"
+    name = "attention-entropy-posthoc"
     access = Access.MODEL_COND
     requires = ("cross_attention",)
     version = "2"

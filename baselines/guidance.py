@@ -1,7 +1,8 @@
-"""Detectors of the text-to-image literature that compare conditional and unconditional predictions.
+"""Post-hoc variants of the guidance detectors (the published methods are in ``generation_time.py``).
 
-A detector sees the final samples x and their conditions, not the generation trajectory. The
-published methods evaluate at the start of generation, so these evaluate at noised versions of x
+These see the final sample x and its condition, not the generation's trajectory: the setting of a
+detector handed an image from elsewhere. The published methods evaluate at the start of the
+generation's own trajectory; these evaluate at noised versions of x
 at the first ``n_steps`` times of a ``schedule_steps``-step uniform sampler that starts at
 ``t_start``: ``y_t = sqrt(ab_t) x + sigma_t z``, noise z fixed per sample (context seed + index).
 
@@ -22,10 +23,10 @@ sharpness in fp32, where the difference of two nearly equal vectors is most expo
 ``sharpness`` computes its guidance difference and both JVPs in fp32 (through the adapter's
 ``full_precision`` when the model has one; the CPU models are fp32 anyway).
 
-- ``cfg-norm`` (Wen et al., ICLR 2024, "Detecting, explaining, and mitigating memorization in
+- ``cfg-norm-posthoc`` (after Wen et al., ICLR 2024, "Detecting, explaining, and mitigating memorization in
   diffusion models"): ``||eps(y_t, c) - eps(y_t, null)||`` averaged over the steps. A memorized
   condition dictates the output and its guidance term is large.
-- ``sharpness`` (Jeon et al., ICML 2025, "Understanding and mitigating memorization in generative
+- ``sharpness-posthoc`` (after Jeon et al., ICML 2025, "Understanding and mitigating memorization in generative
   models via sharpness of probability landscapes"): the Hessian-weighted score difference
   ``||H_delta s_delta||`` with ``s_delta = s(y, c) - s(y, null)`` and ``H_delta`` the Jacobian
   of that difference, through one forward-mode JVP per branch in the direction ``s_delta``. In
@@ -33,22 +34,15 @@ sharpness in fp32, where the difference of two nearly equal vectors is most expo
 """
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 
 from mmh_bench import Access, Batch, Context
 
 from ._common import StartOfGeneration
+from .generation_time import sharpness_term
 
 CFG_STREAM, SHARP_STREAM = 400, 410
-
-
-def _fp32(model) -> contextlib.AbstractContextManager:
-    """The model's fp32 mode where it has one (Stable Diffusion on a GPU), else nothing to change."""
-    full = getattr(model, "full_precision", None)
-    return full() if callable(full) else contextlib.nullcontext()
 
 
 def _pair(model, y: torch.Tensor, t: float, cond: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,9 +53,9 @@ def _pair(model, y: torch.Tensor, t: float, cond: list) -> tuple[torch.Tensor, t
 
 
 class CFGNorm(StartOfGeneration):
-    """Mean norm of the classifier-free guidance term over the first steps of generation."""
+    """Post-hoc variant of Wen et al.: the guidance term's norm at noised versions of the sample."""
 
-    name = "cfg-norm"
+    name = "cfg-norm-posthoc"
     access = Access.MODEL_COND
     cost_note = "2 forwards per step (default 3 steps)"
 
@@ -73,19 +67,11 @@ class CFGNorm(StartOfGeneration):
 
 
 class Sharpness(StartOfGeneration):
-    """Norm of the Hessian-weighted score difference at the start of generation (one JVP per branch)."""
+    """Post-hoc variant of Jeon et al.: the Hessian-weighted score difference at noised versions of the sample."""
 
-    name = "sharpness"
+    name = "sharpness-posthoc"
     access = Access.MODEL_COND
     cost_note = "2 forwards + 2 JVPs per step (default 3 steps)"
 
     def score(self, batch: Batch, ctx: Context) -> np.ndarray:
-        def stat(model, y, t, cond):
-            n = len(y)
-            with _fp32(model):
-                ec, eu = _pair(model, y, t, cond)
-                d = ec - eu
-                _, jv = model.eps_jvp(torch.cat([y, y]), t, torch.cat([d, d]), cond + [None] * n)
-            hd = (jv[:n] - jv[n:]) / model.sigma(torch.tensor(t)) ** 2
-            return hd.reshape(n, -1).norm(dim=1)
-        return self.step_mean(batch, ctx, SHARP_STREAM, stat)
+        return self.step_mean(batch, ctx, SHARP_STREAM, sharpness_term)

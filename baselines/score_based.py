@@ -9,7 +9,7 @@ not depend on how the task is cut into batches.
 - ``denoising-loss``: the training loss ``||eps(y_t) - z||^2`` averaged over fixed (t, z) pairs,
   the loss-based membership signal (Matsumoto et al. 2023; Carlini et al. 2023 use the same
   quantity for membership inference). Lower loss = more memorized, so the score is -loss.
-- ``one-step-error`` (Webster 2023, "A reproducible extraction of training images from diffusion
+- ``one-step-error-posthoc`` (after Webster 2023, "A reproducible extraction of training images from diffusion
   models"): memorized prompts are regenerated almost exactly by a *single* denoising step from
   the start of generation. Variant used here (the sample's original trajectory is not
   available): noise the sample to ``t_start`` with fixed noise, predict x0 in one step under
@@ -82,7 +82,7 @@ class DenoisingLoss(Detector):
 class OneStepError(Detector):
     """Minus the RMS error of the one-step x0 prediction at the start of generation."""
 
-    name = "one-step-error"
+    name = "one-step-error-posthoc"
     access = Access.MODEL_COND
     cost_note = "draws forwards (default 2)"
 

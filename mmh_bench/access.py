@@ -8,19 +8,25 @@ class Access(enum.Flag):
     """What a detector may see besides the generated samples.
 
     Levels combine with ``|`` (e.g. ``Access.MODEL | Access.TRAIN_DATA``). ``MODEL_COND``
-    implies ``MODEL``: conditions are useless without the model that reads them.
+    implies ``MODEL``: conditions are useless without the model that reads them. ``GENERATION``
+    (the generation-time setting) implies ``MODEL_COND`` and adds the generation itself: each
+    sample's initial noise x_T (``batch.noise``) and a replay of its trajectory (``ctx.generation``).
     """
 
     SAMPLES = 1
     MODEL = 2
     MODEL_COND = 4
     TRAIN_DATA = 8
+    GENERATION = 16
 
     def grants_model(self) -> bool:
-        return bool(self & (Access.MODEL | Access.MODEL_COND))
+        return bool(self & (Access.MODEL | Access.MODEL_COND | Access.GENERATION))
 
     def grants_cond(self) -> bool:
-        return bool(self & Access.MODEL_COND)
+        return bool(self & (Access.MODEL_COND | Access.GENERATION))
+
+    def grants_generation(self) -> bool:
+        return bool(self & Access.GENERATION)
 
     def grants_train(self) -> bool:
         return bool(self & Access.TRAIN_DATA)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -10,6 +10,7 @@ from .access import Access
 
 if TYPE_CHECKING:  # pragma: no cover
     from .detector import Batch
+    from .sampler import Sampler, Step
     from .retrieval import TrainIndex
     from .score_model import ScoreModel
 
@@ -71,6 +72,32 @@ class _ModelView:
         return getattr(self._model, name)
 
 
+class GenerationView:
+    """The generation-time handle (``Access.GENERATION``): the task's sampler and a replay of a
+    batch's own trajectories from their stored x_T. Network calls go through the counted model."""
+
+    def __init__(self, model: "ScoreModel", sampler: "Sampler") -> None:
+        self._model = model
+        self.sampler = sampler
+
+    def times(self) -> list[float]:
+        """The sampler's time grid, first step first."""
+        return [float(t) for t in self.sampler.times()]
+
+    def trajectory(self, batch: "Batch", n_steps: int | None = None, *, noise: Any = None,
+                   cond: Sequence[Any] | None = None) -> Iterator["Step"]:
+        """The first ``n_steps`` steps (all by default) of the generations of ``batch`` (x_T
+        ``batch.noise``, conditions ``batch.cond``) under the task's sampler, exactly as they ran
+        when the task was built. ``noise`` / ``cond`` replace them, e.g. to draw further
+        generations of the same conditions."""
+        from .sampler import trajectory
+        x_t = batch.noise if noise is None else noise
+        if x_t is None:
+            raise AccessError("this batch carries no initial noise (Access.GENERATION on a task that stores it)")
+        c = batch.cond if cond is None else cond
+        return trajectory(self._model, x_t, self.sampler, None if c is None else list(c), n_steps=n_steps)
+
+
 class Context:
     """Per-task handle given to ``Detector.fit`` and ``Detector.score``.
 
@@ -80,7 +107,8 @@ class Context:
 
     def __init__(self, detector: str, access: Access, task: TaskInfo, *, seed: int,
                  model: "ScoreModel | None" = None, train_index: "TrainIndex | None" = None,
-                 extras: dict[str, Any] | None = None, samples: "Batch | None" = None) -> None:
+                 extras: dict[str, Any] | None = None, samples: "Batch | None" = None,
+                 sampler: "Sampler | None" = None) -> None:
         self.detector = detector
         self.access = access
         self.task = task
@@ -89,6 +117,7 @@ class Context:
         self._train_index = train_index
         self._extras = dict(extras or {})
         self._samples = samples
+        self._sampler = sampler
 
     def rng(self, offset: int = 0) -> np.random.Generator:
         """A generator seeded from the context seed (plus an offset for independent streams)."""
@@ -113,6 +142,16 @@ class Context:
         if self._model is None:
             raise AccessError(f"task {self.task.name!r} provides no score model")
         return _ModelView(self._model, self.access.grants_cond(), self.detector)
+
+    @property
+    def generation(self) -> GenerationView:
+        """The task's sampler and a replay of each sample's trajectory (``Access.GENERATION``)."""
+        if not self.access.grants_generation():
+            raise AccessError(f"detector {self.detector!r} declared access {self.access.label!r}; "
+                              "ctx.generation needs Access.GENERATION")
+        if self._sampler is None or self._model is None:
+            raise AccessError(f"task {self.task.name!r} keeps no replayable generation (sampler and x_T)")
+        return GenerationView(self._model, self._sampler)
 
     @property
     def train_index(self) -> "TrainIndex":

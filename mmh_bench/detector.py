@@ -19,11 +19,14 @@ class Batch:
     ``x`` has shape ``[n, ...]`` in the space the model works in. ``cond`` holds one condition
     per sample (class ids or prompts), or None when the task is unconditional or the detector
     did not declare ``Access.MODEL_COND``. ``index`` gives the rows' positions in the task.
+    ``noise`` holds each sample's initial noise x_T (shape of ``x``) for detectors that declared
+    ``Access.GENERATION``, else None.
     """
 
     x: np.ndarray
     cond: Sequence[Any] | None = None
     index: np.ndarray = field(default=None)  # type: ignore[assignment]
+    noise: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.index is None:
@@ -106,7 +109,7 @@ class Detector:
 
 
 #: The board's detector groups; a ranking never mixes groups.
-GROUPS = ("reference", "training-set oracle", "model-side", "sample-side", "shortcut", "chance")
+GROUPS = ("reference", "training-set oracle", "generation-time", "model-side", "sample-side", "shortcut", "chance")
 
 
 def detector_group(det: "Detector | type[Detector]") -> str:
@@ -124,6 +127,8 @@ def detector_group(det: "Detector | type[Detector]") -> str:
         return det.group
     if det.access.grants_train():
         return "training-set oracle"
+    if det.access.grants_generation():
+        return "generation-time"
     return "model-side" if det.access.grants_model() else "sample-side"
 
 

@@ -86,6 +86,8 @@ def applicable(det: Detector, inst: TaskInstance) -> tuple[bool, str]:
         return False, "detector needs conditions; task is unconditional"
     if det.access.grants_train() and "train" not in inst.arrays:
         return False, "task has no training set"
+    if det.access.grants_generation() and (inst.noise is None or inst.sampler() is None):
+        return False, "task keeps no replayable generation (initial noise and sampler)"
     if det.requires:
         model = inst.score_model()
         missing = set(det.requires) - set(getattr(model, "capabilities", ()))
@@ -159,9 +161,12 @@ def make_context(det: Detector, inst: TaskInstance, *, seed: int) -> tuple[Conte
     """The context ``det`` gets on ``inst`` in this process, and the score model behind it (or None)."""
     access = det.access
     model = inst.score_model() if access.grants_model() else None
+    gen = access.grants_generation()
     ctx = Context(det.name, access, inst.info(), seed=seed, model=model,
                   train_index=inst.train_index if access.grants_train() else None, extras=inst.extras,
-                  samples=Batch(x=inst.samples, cond=inst.cond if access.grants_cond() else None))
+                  samples=Batch(x=inst.samples, cond=inst.cond if access.grants_cond() else None,
+                                noise=inst.noise if gen else None),
+                  sampler=inst.sampler() if gen else None)
     return ctx, model
 
 
@@ -170,7 +175,7 @@ def compute_scores(det: Detector, inst: TaskInstance, *, seed: int, batch_size: 
     """Run ``fit`` and ``score`` (or ``estimate`` on LID tasks) over the task in batches, in this
     process; a sealed worker runs the very same loop (:func:`mmh_bench.sealed.run_job`)."""
     ctx, model = make_context(det, inst, seed=seed)
-    return run_job(det, ctx, inst.samples, ctx.samples.cond, lid=inst.spec.track == "lid", model=model,
+    return run_job(det, ctx, lid=inst.spec.track == "lid", model=model,
                    batch_size=batch_size, progress=progress, desc=f"{inst.spec.name} / {det.name}")
 
 

@@ -14,6 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+T_MIN = 1e-3  # smallest training and sampling time: the VP schedule is singular at 0
+
 
 def as_tensor(x: Any, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
     if isinstance(x, torch.Tensor):

@@ -174,15 +174,17 @@ class SDModel(Closed):
 
 # -- sampling ----------------------------------------------------------------------------------
 class Sampling(Closed):
-    title = "[sampling] of synthetic and image tasks: DDPM sampling"
+    title = "[sampling] of synthetic and image tasks: DDIM from stored initial noise"
+    sampler: Literal["ddim"] | None = opt("the sampler (mmh_bench.sampler); only 'ddim': deterministic, replayable")
     n: int | None = opt("samples to generate (default 2000)", ge=1)
-    steps: int | None = opt("DDPM steps (default 1000 synthetic, 200 image)", ge=1)
+    steps: int | None = opt("DDIM steps (default 100)", ge=2)
     guidance: float | None = opt("classifier-free guidance scale, conditional models only (default 1)", ge=0)
 
 
 class PromptSampling(Closed):
     title = "[sampling] of text-to-image tasks: generations per prompt"
-    steps: int | None = opt("DDPM steps (default 100)", ge=1)
+    sampler: Literal["ddim"] | None = opt("the sampler (mmh_bench.sampler); only 'ddim': deterministic, replayable")
+    steps: int | None = opt("DDIM steps (default 100)", ge=2)
     guidance: float | None = opt("classifier-free guidance scale (default 3)", ge=0)
     per_unique: int | None = opt("generations per duplicated, rare, single and novel caption (default 8)", ge=1)
     per_generic: int | None = opt("generations per generic caption (default 10)", ge=1)

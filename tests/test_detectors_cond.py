@@ -47,7 +47,7 @@ def cond_task(tiny_spec):
     return inst
 
 
-@pytest.mark.parametrize("name", ["cfg-norm", "sharpness", "one-step-error"])
+@pytest.mark.parametrize("name", ["cfg-norm-posthoc", "sharpness-posthoc", "one-step-error-posthoc"])
 def test_memorized_condition_scores_highest(cond_task, name):
     """Stated bar: AUROC >= 0.85 for the duplicated condition against the other three, and its
     mean score above every other condition's (measured 0.92-0.99 over three training seeds)."""
@@ -62,7 +62,7 @@ def test_memorized_condition_scores_highest(cond_task, name):
 
 
 def test_sharpness_counts_one_jvp_per_branch_and_step(cond_task):
-    det = make_detector("sharpness")
+    det = make_detector("sharpness-posthoc")
     _, cost = compute_scores(det, cond_task, seed=0)
     assert cost["jvp_per_sample"] == 2 * det.n_steps
     assert cost["nfe_per_sample"] == 4 * det.n_steps  # 2 forwards + 2 JVPs per step

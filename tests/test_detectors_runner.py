@@ -24,8 +24,8 @@ def test_every_detector_runs_on_tiny(tiny, tiny_spec, tmp_path, monkeypatch):
     monkeypatch.setenv("MMH_BENCH_TASKS_PATH", str(tiny_spec.path).rsplit("/", 1)[0])  # shortcuts read specs by name
     names = sorted(all_detectors())
     for expected in ["random", "flipd", "normal-bundle", "mmh-ratio", "cfdm", "lpca", "mle", "twonn",
-                     "ess", "score-norm", "denoising-loss", "cfg-norm", "sharpness", "one-step-error",
-                     "attention-entropy", "nn-distance", "nn-ratio", "authpct"]:
+                     "ess", "score-norm", "denoising-loss", "cfg-norm-posthoc", "sharpness-posthoc", "one-step-error-posthoc",
+                     "attention-entropy-posthoc", "nn-distance", "nn-ratio", "authpct"]:
         assert expected in names
     rep = evaluate([tiny_spec], names, tmp_path, progress=False)
     assert rep.failed == []
@@ -76,10 +76,10 @@ def test_conditional_detectors_run_on_tiny_cond(tmp_path, monkeypatch):
     monkeypatch.setattr(metrics, "bootstrap_auroc_ci", lambda *a, **k: None)
     monkeypatch.setenv("MMH_BENCH_TASKS_PATH", str(DATA))
     spec = load_spec(COND_SPEC)
-    names = sorted(NEEDS_COND - {"attention-entropy"}) + ["flipd", "lpca"]
-    rep = evaluate([spec], names + ["attention-entropy"], tmp_path, progress=False)
+    names = sorted(NEEDS_COND - {"attention-entropy-posthoc"}) + ["flipd", "lpca"]
+    rep = evaluate([spec], names + ["attention-entropy-posthoc"], tmp_path, progress=False)
     assert rep.failed == []
-    assert [d for _, d, _ in rep.not_applicable] == ["attention-entropy"]  # the MLP has no attention
+    assert [d for _, d, _ in rep.not_applicable] == ["attention-entropy-posthoc"]  # the MLP has no attention
     for name in names:
         res = json.loads(result_path(tmp_path, build_task(spec, progress=False), name).read_text())
         assert res["status"] == "ok", (name, res["error"])

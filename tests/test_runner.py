@@ -174,22 +174,22 @@ def test_spec_rules_out_detectors_without_a_build(tiny_spec, tmp_path, monkeypat
     instance (its data hash decides what is current)."""
     from mmh_bench import runner
     from mmh_bench.registry import get_task, make_detector
-    assert runner.ruled_out(make_detector("cfg-norm"), tiny_spec) == "detector needs conditions; task is unconditional"
+    assert runner.ruled_out(make_detector("cfg-norm-posthoc"), tiny_spec) == "detector needs conditions; task is unconditional"
     assert runner.ruled_out(make_detector("random"), get_task("lid-mix10")) == "LID-track tasks need an LID estimator"
     assert runner.ruled_out(make_detector("flipd"), get_task("lid-skdim")) == "task has no score model"
-    assert runner.ruled_out(make_detector("attention-entropy"), get_task("syn2-cond")) == "model lacks cross_attention"
-    assert runner.ruled_out(make_detector("attention-entropy"), get_task("t2i-digits")) is None
+    assert runner.ruled_out(make_detector("attention-entropy-posthoc"), get_task("syn2-cond")) == "model lacks cross_attention"
+    assert runner.ruled_out(make_detector("attention-entropy-posthoc"), get_task("t2i-digits")) is None
     assert "off Stable Diffusion" in runner.ruled_out(make_detector("normal-bundle"), get_task("sd-v1-4"))
     assert runner.ruled_out(make_detector("flipd"), get_task("sd-v1-4")) is None
     assert get_task("t2i-digits").conditional
-    first = evaluate([tiny_spec], ["random", "cfg-norm"], tmp_path, progress=False)
-    assert len(first.ran) == 1 and first.not_applicable[0][1] == "cfg-norm"
+    first = evaluate([tiny_spec], ["random", "cfg-norm-posthoc"], tmp_path, progress=False)
+    assert len(first.ran) == 1 and first.not_applicable[0][1] == "cfg-norm-posthoc"
 
     def no_build(*a, **k):
         raise AssertionError("built a task with nothing to evaluate")
     monkeypatch.setattr(runner, "resolve_instance", no_build)
-    only_ruled_out = evaluate([tiny_spec], ["cfg-norm"], tmp_path, progress=False)
+    only_ruled_out = evaluate([tiny_spec], ["cfg-norm-posthoc"], tmp_path, progress=False)
     assert not only_ruled_out.ran and len(only_ruled_out.not_applicable) == 1
     monkeypatch.undo()
-    again = evaluate([tiny_spec], ["random", "cfg-norm"], tmp_path, progress=False)
+    again = evaluate([tiny_spec], ["random", "cfg-norm-posthoc"], tmp_path, progress=False)
     assert not again.ran and len(again.skipped_current) == 1

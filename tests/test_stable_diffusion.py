@@ -22,7 +22,7 @@ from mmh_bench.build import BuildError, build_task  # noqa: E402
 from mmh_bench.cli import main  # noqa: E402
 from mmh_bench.instance import SUBTYPE_CODE  # noqa: E402
 from mmh_bench.models import stable_diffusion as sdm  # noqa: E402
-from mmh_bench.registry import all_detectors, all_tasks  # noqa: E402
+from mmh_bench.registry import all_detectors, all_tasks, get_task, make_detector  # noqa: E402
 from mmh_bench.runner import evaluate  # noqa: E402
 from mmh_bench.spec import load_spec  # noqa: E402
 
@@ -30,7 +30,8 @@ from sd_tiny import TOKENS, build_tiny_pipeline  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "sd_prompts"
 #: detectors written against the ScoreModel interface that should run unchanged on SD
-SD_DETECTORS = ["random", "flipd", "cfg-norm", "sharpness", "attention-entropy", "one-step-error"]
+SD_DETECTORS = ["random", "flipd", "cfg-norm-posthoc", "sharpness-posthoc", "attention-entropy-posthoc",
+                "one-step-error-posthoc", "cfg-norm", "sharpness", "attention-entropy(layer=0)", "one-step-dcs"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -245,15 +246,18 @@ def test_build_and_evaluate_end_to_end(tmp_path, pipe_dir, few_boots):
     assert meta["model"]["kind"] == "stable-diffusion" and meta["model"]["latent_shape"] == [4, 8, 8]
     assert meta["negative_set_sha256"] == meta["prompt_sets"]["negatives"]["file_sha256"]
     assert meta["sampling"]["steps"] == 3 and meta["sampling"]["generations_per_prompt"] == 2
-    # two generations of one prompt start from different noise
+    # two generations of one prompt start from different noise, kept with the sample
     assert not np.allclose(inst.samples[order[0]], inst.samples[order[1]])
+    assert inst.noise.shape == inst.samples.shape and not np.allclose(inst.noise[order[0]], inst.noise[order[1]])
+    sampler = inst.sampler()  # DDIM on the scheduler's own grid: the generations replay
+    assert sampler is not None and sampler.steps == 3 and sampler.guidance == 7.5
 
     m = inst.score_model()  # through the registered loader, as the evaluator does
     assert isinstance(m, sdm.StableDiffusionScoreModel) and m.prompts == prompts.tolist()
 
     from mmh_bench_baselines.flipd import FLIPD
     known = set(all_detectors())
-    dets = [FLIPD(t0=0.05, probes=2)] + [d for d in SD_DETECTORS if d in known and d != "flipd"]
+    dets = [FLIPD(t0=0.05, probes=2)] + [d for d in SD_DETECTORS if d.split("(")[0] in known and d != "flipd"]
     report = evaluate([spec], dets, tmp_path / "results", cache_dir=tmp_path / "cache", progress=False,
                       batch_size=4)
     assert not report.failed, [json.loads(p.read_text())["error"] for p in report.failed]
@@ -263,6 +267,29 @@ def test_build_and_evaluate_end_to_end(tmp_path, pipe_dir, few_boots):
     for res in by_det.values():
         assert res["status"] == "ok" and 0.0 <= res["metrics"]["auroc"] <= 1.0
     assert by_det["flipd"]["cost"]["jvp_per_sample"] == 2  # Hutchinson: 2 probes (D = 256 > 64)
+    for name in ("cfg-norm", "sharpness", "attention-entropy", "one-step-dcs"):
+        assert by_det[name]["access"] == "generation" and by_det[name]["group"] == "generation-time"
+    assert by_det["cfg-norm"]["cost"]["nfe_per_sample"] == 2  # step 1: both branches, read once
+
+
+def test_generation_time_defaults_are_the_published_protocol(pipe_dir):
+    """Jeon et al.'s Table 1: DDIM 50 steps, guidance 7.5, one generation per prompt, the statistic
+    at step 1 (timestep 981); n = 4 and 5 / 50 steps are one parameter away."""
+    for task in ("sd-v1-4-jeon", "sd-v2"):
+        s = get_task(task).section("sampling")
+        assert (s["scheduler"], s["steps"], s["guidance_scale"], s["generations_per_prompt"]) == ("DDIM", 50, 7.5, 1)
+    for name in ("cfg-norm", "sharpness", "attention-entropy", "one-step-dcs"):
+        det = make_detector(name)
+        assert (det.n_steps, det.generations) == (1, 1)
+    assert make_detector("cfg-norm(n_steps=5, generations=4)").get_params() == {"n_steps": 5, "generations": 4}
+    pipe = sdm.load_pipeline(str(pipe_dir))
+    sampler = sdm.ddim_sampler(pipe, "DDIM", 50, 7.5)
+    model = sdm.StableDiffusionScoreModel(pipe, prompts=["x"])
+    sched = sdm.make_scheduler(pipe, "DDIM")
+    sched.set_timesteps(50)
+    assert model.timesteps(torch.as_tensor(sampler.times())).tolist() == sched.timesteps.tolist()
+    assert sched.timesteps[0] == 981 and sampler.guidance == 7.5
+    assert sdm.ddim_sampler(pipe, "PNDM", 50, 7.5) is None  # not replayable: generation-time rows n/a
 
 
 def test_cli_run_with_model_and_fingerprint_guard(tmp_path, pipe_dir, capsys, few_boots):

@@ -22,7 +22,8 @@ from ..build import BuildOutput, register_builder, training_options
 from ..data.images import CLASS_NAMES, UNKNOWN_POSITIVE_LID, heldout_images, inject, load_images
 from ..instances import placement_rng
 from ..models.mlp import train_denoiser
-from ..models.pixel_mlp import PixelMLPScoreModel, sample_images, save_pixel_mlp
+from ..models.pixel_mlp import PixelMLPScoreModel, save_pixel_mlp
+from ..sampler import Sampler, sample_task
 from ..spec import TaskSpec
 
 
@@ -68,19 +69,19 @@ def build_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
     model = PixelMLPScoreModel(net, shape)
     n = int(s.get("n", 2000))
     cond = even_classes(sorted(set(inj.label.tolist())), n) if conditional else None
-    samples = sample_images(model, n, steps=int(s.get("steps", 200)), seed=spec.seed + 1,
-                          cond=cond, guidance=float(s.get("guidance", 1.0)), batch_size=1000,
-                          progress=progress)
+    sampler = Sampler.from_spec(s, steps=100, clip=1.0)
+    samples, noise = sample_task(model, n, spec.seed, sampler, None if cond is None else cond.tolist(),
+                                 progress=progress)
     names = CLASS_NAMES.get(source, ())
     heldout = heldout_images(x, y, inj, d, spec.seed)
     return BuildOutput(
         heldout=heldout, **null_halves(heldout), train_source=inj.group, source_names=list(GROUP_NAMES),
         samples=samples, train=inj.x, train_lid=inj.lid, cond=cond,
         train_cond=inj.label if conditional else None,
-        model={"kind": "pixel-mlp", "path": "model"},
+        model={"kind": "pixel-mlp", "path": "model"}, sample_arrays={"noise": noise},
         extra_arrays={"train_class": inj.label, "train_group": inj.group, "train_dup_id": inj.dup_id,
                       "train_source_row": inj.source_row},
-        extra_meta={"image_source": source, "image_shape": list(shape),
+        extra_meta={"image_source": source, "image_shape": list(shape), "sampler": sampler.to_meta(),
                     "class_names": list(names),
                     "train_lid_note": (f"LID* is 0 for duplicated images; {UNKNOWN_POSITIVE_LID} marks "
                                        "'unknown, > 0' for all others"),

@@ -94,11 +94,14 @@ def build_stable_diffusion(spec: TaskSpec, workdir: Path, progress: bool) -> Bui
         sdm.check_generation(pipe, mcfg.get("generation"), str(source))
     except sdm.ModelLoadError as exc:
         raise BuildError(f"task {spec.name!r}: {exc}") from None
-    latents = sdm.generate_latents(
+    latents, noise = sdm.generate_latents(
         pipe, prompts, generations=gens, steps=steps, guidance_scale=float(scfg.get("guidance_scale", 7.5)),
         scheduler=str(scfg.get("scheduler", "DDIM")), seed=spec.seed, height=scfg.get("height"),
         width=scfg.get("width"), progress=progress)
 
+    sampler = sdm.ddim_sampler(pipe, str(scfg.get("scheduler", "DDIM")), steps,
+                               float(scfg.get("guidance_scale", 7.5)))
+    replay = {"sampler": sampler.to_meta()} if sampler is not None else {}
     labels = np.repeat(is_pos, gens).astype(np.int8)
     subtype = np.repeat(sub, gens).astype(np.int8)
     width = max([len(p) for p in prompts] + [1])
@@ -115,9 +118,9 @@ def build_stable_diffusion(spec: TaskSpec, workdir: Path, progress: bool) -> Bui
         samples=latents,
         cond=np.repeat(np.arange(len(prompts)), gens).astype(np.int32),
         labels=labels, subtype=subtype, model=model,
-        sample_arrays={"generation": np.tile(np.arange(gens), len(prompts)).astype(np.int16)},
+        sample_arrays={"generation": np.tile(np.arange(gens), len(prompts)).astype(np.int16), "noise": noise},
         extra_arrays={"prompts": np.array(prompts, dtype=f"<U{width}")},
-        extra_meta={"prompt_sets": prompt_sets, "negative_set_sha256": neg.sha256,
+        extra_meta={"prompt_sets": prompt_sets, "negative_set_sha256": neg.sha256, **replay,
                     "sampling": {"generations_per_prompt": gens, "steps": steps,
                                  "guidance_scale": float(scfg.get("guidance_scale", 7.5)),
                                  "scheduler": str(scfg.get("scheduler", "DDIM")),

@@ -21,7 +21,8 @@ from ..build import BuildError, BuildOutput, register_builder, training_options
 from ..data.synthetic import (Mixture, component_points, continuous_components, make_mixture,
                               random_rotation)
 from ..instances import placement_rng
-from ..models.mlp import MLPDenoiser, MLPScoreModel, sample_ddpm, train_denoiser
+from ..models.mlp import MLPDenoiser, MLPScoreModel, train_denoiser
+from ..sampler import Sampler, sample_task
 from ..spec import TaskSpec
 
 #: offsets added to the task seed for the fresh draws behind the labels' chance test, the
@@ -153,7 +154,7 @@ def build_synthetic(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
     data = jitter_points(spec, spec.section("data"))
     mix = make_mixture(data, spec.seed)
     s = spec.section("sampling")
-    n, steps = int(s.get("n", 2000)), int(s.get("steps", 1000))
+    n = int(s.get("n", 2000))
     n_null = max(NULL_PER_SAMPLE * n, int(spec.section("labels").get("null_draws", NULL_MIN)))
     null = fresh_draws(data, spec.seed, mix, n_null, spec.seed + NULL_SEED_OFFSET)
     check = fresh_draws(data, spec.seed, mix, n_null, spec.seed + CHECK_SEED_OFFSET)
@@ -168,21 +169,19 @@ def build_synthetic(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
     cond = train_cond = None
     if spec.conditional:
         cond, train_cond = sample_conditions(mix, n, spec.seed), mix.cond
-        samples = sample_ddpm(MLPScoreModel(net), n, steps=steps, seed=spec.seed + 1,
-                              cond=cond.tolist(), guidance=float(s.get("guidance", 1.0)),
-                              progress=progress)
-    else:
-        samples = sample_ddpm(MLPScoreModel(net), n, steps=steps, seed=spec.seed + 1, progress=progress)
+    sampler = Sampler.from_spec(s, steps=100)
+    samples, noise = sample_task(MLPScoreModel(net), n, spec.seed, sampler,
+                                 None if cond is None else cond.tolist(), progress=progress)
     bad = diverged(samples, mix.x)
     if bad.any():  # a diverged sampler must not become rows that break every detector
         raise BuildError(f"task {spec.name!r}: {int(bad.sum())} of {n} generated samples diverged (not "
                          f"finite or over {DIVERGED_FACTOR:g} times the data's radius); lower [model] lr "
                          "or [sampling] guidance")
-    meta: dict[str, Any] = {}
+    meta: dict[str, Any] = {"sampler": sampler.to_meta()}
     if spec.conditional:
-        meta.update(n_classes=mix.n_classes, guidance=float(s.get("guidance", 1.0)))
+        meta.update(n_classes=mix.n_classes)
     return BuildOutput(samples=samples, train=mix.x, train_lid=mix.lid, cond=cond, train_cond=train_cond,
                        heldout=heldout, null_draws=null, null_check=check, train_source=mix.component,
                        source_names=source_names(data), label_scale=1.0 if place is None else place.scale,
-                       model={"kind": "mlp", "path": "model"},
+                       model={"kind": "mlp", "path": "model"}, sample_arrays={"noise": noise},
                        extra_arrays={"train_component": mix.component}, extra_meta=meta)

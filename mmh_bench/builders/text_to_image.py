@@ -28,7 +28,7 @@ from ..data.captions import KIND, caption_set, prompt_plan
 from ..data.images import CLASS_NAMES, UNKNOWN_POSITIVE_LID, heldout_images, inject, load_images
 from ..data.text import ENCODER_PACKAGE, TextEncoder
 from ..models.cross_attn import CaptionTable, CrossAttnScoreModel, save_cross_attn, train_cross_attn
-from ..models.pixel_mlp import sample_images
+from ..sampler import Sampler, sample_task
 from .image import null_halves, place_rare_class
 from ..spec import TaskSpec
 
@@ -54,9 +54,9 @@ def build_text_to_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutp
     save_cross_attn(net, table, cs.captions, work / "model")
     model = CrossAttnScoreModel(net, table, cs.captions)
     cond = prompt_plan(cs, int(s.get("per_unique", 8)), int(s.get("per_generic", 10)))
-    samples = sample_images(model, len(cond), steps=int(s.get("steps", 100)), seed=spec.seed + 1,
-                          cond=cond, guidance=float(s.get("guidance", 3.0)), batch_size=1000,
-                          progress=progress)
+    sampler = Sampler.from_spec({"guidance": 3.0, **s}, steps=100, clip=1.0)
+    samples, noise = sample_task(model, len(cond), spec.seed, sampler, np.asarray(cond).tolist(),
+                                 progress=progress)
     width = max(len(c) for c in cs.captions)
     memorized = [i for i, k in enumerate(cs.kind.tolist()) if k == KIND["duplicated"]]
     heldout = heldout_images(x, y, inj, d, spec.seed)
@@ -64,13 +64,13 @@ def build_text_to_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutp
         heldout=heldout, **null_halves(heldout), train_source=cs.kind[cs.train_caption].astype(np.int64),
         source_names=[f"{k} caption" for k in KIND],
         samples=samples, train=inj.x, train_lid=inj.lid, cond=cond, train_cond=cs.train_caption,
-        model={"kind": "cross-attn", "path": "model"},
+        model={"kind": "cross-attn", "path": "model"}, sample_arrays={"noise": noise},
         extra_arrays={"caption_text": np.asarray(cs.captions, dtype=f"<U{width}"),
                       "caption_kind": cs.kind, "caption_class": cs.caption_class,
                       "caption_n_tokens": n_tokens.astype(np.int64),
                       "train_class": inj.label, "train_group": inj.group, "train_dup_id": inj.dup_id,
                       "train_source_row": inj.source_row},
-        extra_meta={"image_source": source, "image_shape": list(inj.x.shape[1:]),
+        extra_meta={"image_source": source, "image_shape": list(inj.x.shape[1:]), "sampler": sampler.to_meta(),
                     "text_encoder": f"{ENCODER_PACKAGE} (all-MiniLM-L6-v2 token embeddings, "
                                     f"{tokens.shape[-1]}-dim, {tokens.shape[1]} tokens)",
                     "caption_kinds": dict(KIND), "null_caption_id": cs.null_id,

@@ -28,7 +28,7 @@ def task_summary(inst: Any) -> dict[str, Any]:
     """The instance summary plus the figures only some builds carry (null copy rate, C_T)."""
     out = dict(inst.summary())
     out["instance"] = inst.instance_info()
-    for key in ("null_copy_rate", "labelling", "composition", "copying", "n_classes", "guidance",
+    for key in ("null_copy_rate", "labelling", "composition", "copying", "n_classes", "sampler",
                 "source", "manifolds"):
         if key in inst.meta:
             out[key] = inst.meta[key]

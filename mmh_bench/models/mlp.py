@@ -1,6 +1,7 @@
 """A small MLP noise-prediction network on the continuous VP schedule, its training and sampling.
 
-Used for every synthetic task: fast enough on two CPU cores to overfit on purpose.
+Used for every synthetic task: fast enough on two CPU cores to overfit on purpose. Sampling is
+:mod:`mmh_bench.sampler`.
 """
 from __future__ import annotations
 
@@ -15,9 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..score_model import ScoreModel, vp_linear_alpha_bar
-
-T_MIN = 1e-3  # smallest training / sampling time; the schedule is singular at 0
+from ..score_model import T_MIN, ScoreModel, vp_linear_alpha_bar
 
 
 def _time_features(t: torch.Tensor, n: int = 32) -> torch.Tensor:
@@ -148,45 +147,6 @@ class MLPScoreModel(ScoreModel):
 
     def _eps(self, y: torch.Tensor, t: torch.Tensor, cond: Sequence[Any] | None) -> torch.Tensor:
         return self.net(y, t, self._labels(cond, y.shape[0]))
-
-
-@torch.no_grad()
-def sample_ddpm(model: ScoreModel, n: int, *, steps: int = 1000, seed: int = 0,
-                cond: Sequence[Any] | None = None, guidance: float = 1.0,
-                batch_size: int = 4096, clip: float | None = None, progress: bool = True) -> np.ndarray:
-    """Ancestral DDPM sampling on a uniform time grid from 1 down to ``T_MIN``, then to x0.
-
-    With ``cond``, classifier-free guidance: ``eps_u + guidance * (eps_c - eps_u)``. With
-    ``clip``, each step's x0 prediction is clamped to ``[-clip, clip]`` (as diffusers'
-    ``clip_sample``), which keeps guided image chains inside the pixel range.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    grid = torch.linspace(1.0, T_MIN, steps)
-    for start in range(0, n, batch_size):
-        m = min(batch_size, n - start)
-        c = None if cond is None else list(cond[start:start + m])
-        y = torch.randn((m, *model.shape), generator=gen)
-        it = tqdm(range(steps), desc="sampling", disable=not progress, mininterval=1.0, leave=False)
-        for i in it:
-            t = grid[i]
-            ab_t = model.alpha_bar(t)
-            e = model.eps(y, t, None)
-            if c is not None:
-                e = e + guidance * (model.eps(y, t, c) - e)
-            x0 = (y - (1 - ab_t).sqrt() * e) / ab_t.sqrt()
-            if clip is not None:
-                x0 = x0.clamp(-clip, clip)
-            if i == steps - 1:
-                y = x0
-                break
-            ab_s = model.alpha_bar(grid[i + 1])
-            a_ts = ab_t / ab_s
-            mean = (ab_s.sqrt() * (1 - a_ts) * x0 + a_ts.sqrt() * (1 - ab_s) * y) / (1 - ab_t)
-            var = (1 - a_ts) * (1 - ab_s) / (1 - ab_t)
-            y = mean + var.sqrt() * torch.randn(y.shape, generator=gen)
-        out.append(y.numpy())
-    return np.concatenate(out, axis=0).astype(np.float32)
 
 
 def _load_mlp(path: Path) -> MLPScoreModel:

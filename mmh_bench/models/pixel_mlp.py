@@ -12,11 +12,9 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
-from ..score_model import ScoreModel
-from .mlp import MLPDenoiser, MLPScoreModel, sample_ddpm
+from .mlp import MLPDenoiser, MLPScoreModel
 
 
 class PixelMLPScoreModel(MLPScoreModel):
@@ -32,21 +30,6 @@ class PixelMLPScoreModel(MLPScoreModel):
     def _eps(self, y: torch.Tensor, t: torch.Tensor, cond: Sequence[Any] | None) -> torch.Tensor:
         n = y.shape[0]
         return self.net(y.reshape(n, -1), t, self._labels(cond, n)).reshape(y.shape)
-
-
-@torch.no_grad()
-def sample_images(model: ScoreModel, n: int, *, steps: int = 100, seed: int = 0,
-                  cond: Sequence[Any] | None = None, guidance: float = 1.0, clip: float = 1.0,
-                  batch_size: int = 1000, progress: bool = True) -> np.ndarray:
-    """Ancestral DDPM sampling for images in ``[-clip, clip]``: as
-    :func:`mmh_bench.models.mlp.sample_ddpm` (same time grid, classifier-free guidance
-    ``eps_u + guidance (eps_c - eps_u)``) but each step's x0 prediction is clipped to the pixel
-    range, as diffusers' ``DDPMScheduler(clip_sample=True)`` does. Why: at t near 1 the x0
-    prediction divides by sqrt(alpha_bar) ~ 0.007, so with guidance and few steps an unclipped
-    chain can leave the image range for good.
-    """
-    return sample_ddpm(model, n, steps=steps, seed=seed, cond=cond, guidance=guidance, clip=clip,
-                       batch_size=batch_size, progress=progress)
 
 
 def save_pixel_mlp(net: MLPDenoiser, shape: Sequence[int], path: Path) -> None:

@@ -26,12 +26,15 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from ..score_model import ScoreModel
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..sampler import Sampler
 
 #: latent samples generated per pipeline call when building a task
 GEN_BATCH = 8
@@ -247,6 +250,8 @@ class StableDiffusionScoreModel(ScoreModel):
     per kind of call); ``attention_slice`` the heads per attention slice in a JVP (default: from
     free memory on a GPU, unsliced on the CPU); ``jvp_dtype`` the precision of JVPs.
     """
+
+    replay_block = None  # batches are sliced to fit the device (mmh_bench.sampler: no padded blocks)
 
     conditional = True
     capabilities = frozenset({"cross_attention"})
@@ -531,8 +536,9 @@ def initial_noise(shape: Sequence[int], seed: int) -> torch.Tensor:
 def generate_latents(pipe: Any, prompts: Sequence[str], *, generations: int = 1, steps: int = 50,
                      guidance_scale: float = 7.5, scheduler: str = "DDIM", seed: int = 0,
                      height: int | None = None, width: int | None = None, batch_size: int = GEN_BATCH,
-                     progress: bool = False) -> np.ndarray:
-    """``generations`` final latents per prompt (prompt-major order), float32 ``[n, 4, h, w]``.
+                     progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``generations`` final latents per prompt (prompt-major order), float32 ``[n, 4, h, w]``, and
+    the initial latent x_T of each.
 
     Generation ``j`` of prompt ``i`` starts from :func:`initial_noise` with seed
     ``seed * 1_000_000 + i * generations + j``.
@@ -544,7 +550,7 @@ def generate_latents(pipe: Any, prompts: Sequence[str], *, generations: int = 1,
     jobs = [(i, j) for i in range(len(prompts)) for j in range(generations)]
     saved = pipe.scheduler
     pipe.scheduler = make_scheduler(pipe, scheduler)
-    out = []
+    out, starts = [], []
     try:
         for start in tqdm(range(0, len(jobs), batch_size), desc="generating latents", disable=not progress,
                           unit="batch"):
@@ -555,9 +561,30 @@ def generate_latents(pipe: Any, prompts: Sequence[str], *, generations: int = 1,
                            guidance_scale=float(guidance_scale), height=shape[1] * f, width=shape[2] * f,
                            latents=init.to(pipe.unet.device, pipe.unet.dtype), output_type="latent")
             out.append(res.images.float().cpu().numpy())
+            starts.append(init.numpy())
     finally:
         pipe.scheduler = saved
-    return np.concatenate(out, axis=0).astype(np.float32) if out else np.zeros((0, *shape), np.float32)
+    if not out:
+        return np.zeros((0, *shape), np.float32), np.zeros((0, *shape), np.float32)
+    return np.concatenate(out, axis=0).astype(np.float32), np.concatenate(starts, axis=0).astype(np.float32)
+
+
+def ddim_sampler(pipe: Any, scheduler: str, steps: int, guidance_scale: float) -> "Sampler | None":
+    """The replay of the task's generations (:class:`mmh_bench.sampler.Sampler`): DDIM on the
+    scheduler's own timesteps as times ``(timestep + 1) / T`` (981 ... 1 for 50 steps: t = 0.982
+    ... 0.002, which :meth:`StableDiffusionScoreModel.timesteps` maps back). None when the task's
+    scheduler is not DDIM on a uniform grid: its generations then cannot be replayed."""
+    from ..sampler import Sampler
+    sched = make_scheduler(pipe, scheduler)
+    if type(sched).__name__ != "DDIMScheduler" or float(sched.config.get("eta", 0.0) or 0.0) != 0.0:
+        return None
+    sched.set_timesteps(int(steps))
+    ts = np.asarray(sched.timesteps.cpu().numpy(), dtype=np.int64)
+    big_t = int(sched.config.num_train_timesteps)
+    if len(ts) < 2 or len(set(np.diff(ts).tolist())) != 1:
+        return None
+    return Sampler(steps=len(ts), guidance=float(guidance_scale), t_max=(ts[0] + 1) / big_t,
+                   t_min=(ts[-1] + 1) / big_t)
 
 
 # -- loading a built task's model ----------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import psutil
@@ -70,16 +70,18 @@ def validate_scores(out: Any, n: int, who: str) -> np.ndarray:
     return arr
 
 
-def run_job(det: Detector, ctx: Context, x: np.ndarray, cond: Sequence[Any] | None, *, lid: bool,
-            model: Any, batch_size: int, progress: bool = False, desc: str = "") -> tuple[np.ndarray, dict[str, Any]]:
-    """Run ``fit`` then ``score`` (``estimate`` when ``lid``) over ``x`` in batches; scores and cost.
+def run_job(det: Detector, ctx: Context, *, lid: bool, model: Any, batch_size: int, progress: bool = False,
+            desc: str = "") -> tuple[np.ndarray, dict[str, Any]]:
+    """Run ``fit`` then ``score`` (``estimate`` when ``lid``) over ``ctx.samples`` in batches (each
+    slice carries what the context's samples carry); scores and cost.
 
     ``model`` is the undressed score model behind ``ctx`` (or None): its counters give the cost,
     so network evaluations are counted, not claimed."""
     if model is not None:
         model.reset_counters()
     torch.manual_seed(ctx.seed)
-    n = len(x)
+    full = ctx.samples
+    n = len(full)
     method = det.estimate if lid else det.score  # type: ignore[attr-defined]
     starts: Any = range(0, n, batch_size)
     if progress:
@@ -91,7 +93,8 @@ def run_job(det: Detector, ctx: Context, x: np.ndarray, cond: Sequence[Any] | No
         det.fit(ctx)
         for start in starts:
             sl = slice(start, min(start + batch_size, n))
-            batch = Batch(x=x[sl], cond=None if cond is None else cond[sl], index=np.arange(n)[sl])
+            batch = Batch(x=full.x[sl], cond=None if full.cond is None else full.cond[sl], index=np.arange(n)[sl],
+                          noise=None if full.noise is None else full.noise[sl])
             parts.append(validate_scores(method(batch, ctx), sl.stop - sl.start, det.name))
     seconds = time.perf_counter() - t0
     cost = {"nfe_per_sample": round((model.nfe + model.njvp) / n, 3) if model is not None else 0.0,

@@ -107,6 +107,9 @@ def write_view(inst: Any, det: Detector, dir: str | Path, *, seed: int = 0, batc
     save_npy(out / "samples.npy", inst.samples)
     if access.grants_cond() and inst.cond is not None:
         save_npy(out / "cond.npy", inst.cond)
+    if access.grants_generation() and inst.noise is not None and inst.meta.get("sampler"):
+        save_npy(out / "noise.npy", inst.noise)
+        view["sampler"] = dict(inst.meta["sampler"])
     if access.grants_model():
         kind, src = _model_folder(inst)
         shutil.copytree(src, out / "model", copy_function=_link_or_copy)

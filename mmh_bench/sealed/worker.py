@@ -33,7 +33,7 @@ def _detector(view: Path, job: dict[str, Any]) -> Any:
     return load_detector_class(ref)(**job["params"])
 
 
-def _context(view: Path, det: Any, spec: dict[str, Any]) -> tuple[Any, Any, np.ndarray, np.ndarray | None]:
+def _context(view: Path, det: Any, spec: dict[str, Any]) -> tuple[Any, Any]:
     from ..context import Context, TaskInfo
     from ..detector import Batch
     info = TaskInfo(**{**spec["task"], "shape": tuple(spec["task"]["shape"])})
@@ -59,9 +59,14 @@ def _context(view: Path, det: Any, spec: dict[str, Any]) -> tuple[Any, Any, np.n
                                          {"train_null_rate": _load(view / "train_null_rate.npy")}, train_index)
     x = _load(view / "samples.npy")
     cond = _load(view / "cond.npy") if (view / "cond.npy").is_file() else None
-    ctx = Context(det.name, det.access, info, seed=int(spec["seed"]), model=model,
-                  train_index=train_index, samples=Batch(x=x, cond=cond))
-    return ctx, model, x, cond
+    noise = _load(view / "noise.npy") if (view / "noise.npy").is_file() else None
+    sampler = None
+    if spec.get("sampler"):
+        from ..sampler import Sampler
+        sampler = Sampler.from_meta(spec["sampler"])
+    ctx = Context(det.name, det.access, info, seed=int(spec["seed"]), model=model, train_index=train_index,
+                  samples=Batch(x=x, cond=cond, noise=noise), sampler=sampler)
+    return ctx, model
 
 
 def run_view(view: Path) -> tuple[np.ndarray, dict[str, Any]]:
@@ -72,8 +77,8 @@ def run_view(view: Path) -> tuple[np.ndarray, dict[str, Any]]:
         raise ValueError(f"view format {spec.get('format')!r}; this worker reads {VIEW_FORMAT}")
     job = json.loads((view / "job.json").read_text())
     det = _detector(view, job)
-    ctx, model, x, cond = _context(view, det, spec)
-    return run_job(det, ctx, x, cond, lid=spec["track"] == "lid", model=model,
+    ctx, model = _context(view, det, spec)
+    return run_job(det, ctx, lid=spec["track"] == "lid", model=model,
                    batch_size=int(job["batch_size"]))
 
 
