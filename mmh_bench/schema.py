@@ -13,7 +13,12 @@ Three kinds of file:
 - submission metadata (``submissions/<name>/metadata.json``): :class:`SubmissionMeta`, written
   by ``mmh-bench submit``; ``verification.json`` beside it: :class:`Verification`.
 - reported numbers (``reported/<anything>.json``): :class:`ReportedFile`, numbers published in
-  papers with citation, link and protocol notes; never re-measured, always shown as such.
+  papers with citation, link and protocol notes; never re-measured, always shown as such. The
+  numbers mmh-bench ships (``mmh_bench/reported/*.toml``, :mod:`mmh_bench.reported`) are
+  :class:`ReportedRow` entries, which also say which TPR rule the source used.
+
+One module holds every format the board accepts, so that it reads as their specification; that
+is why it is longer than the others.
 """
 from __future__ import annotations
 
@@ -433,6 +438,63 @@ class ReportedFile(Strict):
         return self
 
 
+# -- reported rows shipped with the package (mmh_bench/reported/*.toml) --------------------------
+#: How a source turned an ROC curve into "TPR at x% FPR": the same scores give different numbers.
+TPR_RULES = {
+    "strict-le": "largest TPR at FPR <= x (strict, as here)",
+    "strict-lt": "last ROC point with FPR < x",
+    "closest": "ROC point with FPR closest to x",
+    "closest-flip": "FPR closest to x; labels flipped if AUROC < 0.5",
+    "unstated": "not stated",
+}
+FprTarget = Annotated[str, Field(pattern=r"^0\.[0-9]*[1-9]$", max_length=8)]
+Line = Annotated[str, Field(min_length=1, max_length=600), AfterValidator(_no_control)]
+
+
+class PublishedMetrics(Strict):
+    """Numbers as a source prints them; each absent when it does not give it (never guessed)."""
+
+    auroc: Prob | None = None
+    auroc_ci: Interval | None = None
+    tpr_at_fpr: Annotated[dict[FprTarget, Prob], Field(max_length=8)] = Field(default_factory=dict)
+    tpr_at_fpr_ci: Annotated[dict[FprTarget, Interval], Field(max_length=8)] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> "PublishedMetrics":
+        if self.auroc is None and not self.tpr_at_fpr:
+            raise ValueError("a reported row needs an auroc or a tpr_at_fpr")
+        if self.auroc_ci is not None and self.auroc is None:
+            raise ValueError("auroc_ci without auroc")
+        _ci_ok(self.auroc_ci)
+        for key, ci in self.tpr_at_fpr_ci.items():
+            if key not in self.tpr_at_fpr:
+                raise ValueError(f"tpr_at_fpr_ci.{key} without tpr_at_fpr.{key}")
+            _ci_ok(ci, f"tpr_at_fpr_ci.{key}")
+        return self
+
+
+class ReportedRow(Strict):
+    """One row of a published table, attached to the mmh-bench task it is closest to (same model and
+    prompt sets where the source names them). Shown as "reported, not re-measured", never ranked."""
+
+    task: Name
+    method: Label  # the method's name as the source prints it
+    detector: Name | None = None  # the mmh-bench detector that implements it, if one does
+    setting: Label | None = None  # generations per prompt, steps, seeds ... as the source gives them
+    model: Label
+    positives: Label
+    negatives: Label
+    metrics: PublishedMetrics
+    source: Label  # paper and table or figure, or repository, commit and file
+    url: Url | None = None
+    tpr_rule: Literal["strict-le", "strict-lt", "closest", "closest-flip", "unstated"]
+    protocol: Line  # one line: how the source's protocol differs from the task's
+
+    def key(self) -> tuple[str, ...]:
+        """What makes a row distinct (a repeated key is an error in the file)."""
+        return (self.task, self.method, self.setting or "", self.model, self.negatives, self.source)
+
+
 # -- parsing ------------------------------------------------------------------------------------
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number in JSON (store numbers as finite numbers)")
@@ -573,5 +635,6 @@ def json_schema() -> dict[str, Any]:
 
 __all__ = ["SCHEMA_VERSION", "MAX_FILE_BYTES", "SchemaError", "MemorizationResult", "LIDResult",
            "Instance", "SubmissionMeta", "Verification", "ReportedFile", "ReportedEntry", "ReportedMetrics",
+           "ReportedRow", "PublishedMetrics", "TPR_RULES",
            "TaskRef", "CheckItem", "Difference", "parse_json_bytes", "read_json", "validate_result",
            "validate_model", "check_task", "describe", "json_schema"]

@@ -281,15 +281,18 @@ def test_reported_rows_are_separate(store, catalog, baseline):
     dump(store / "reported" / "papers.json", _reported())
     readme, page, rejected = _render(store, catalog)
     assert not rejected
-    assert "Reported in papers, not re-measured" in readme
-    measured_part, reported_part = readme.split("Reported in papers, not re-measured")
+    measured_part, reported_part = _task_part(readme).split("#### Reported, not re-measured")
     assert "Doe et al." in reported_part and "Doe et al." not in measured_part
     assert "&lt;b&gt;2024&lt;/b&gt;" in reported_part and "[" in reported_part
-    # in the page they sit in their own table body, badged, never ranked
-    body = page.split('<tbody class="reported">')[1].split("</tbody>")[0]
-    assert "reported, not re-measured" in body and "Doe et al., &lt;b&gt;2024&lt;/b&gt;" in body
-    assert 'data-kind="reported"' in body and '<td data-v="">–</td>' in body
-    assert page.split('<tbody class="reported">')[0].count('data-kind="reported"') == 0
+    assert "their own negatives; 50 sampling steps" in reported_part  # the entry's protocol notes
+    heads, row = _md_tables(reported_part)[0]
+    assert row[heads.index("TPR rule")] == "not stated" and row[heads.index("TPR@0.1%FPR [95% CI]")] == "–"
+    # in the page they sit in a table of their own, badged, never ranked
+    table = page.split('<table class="board reported" id="t-tiny-v1-reported"')[1].split("</table>")[0]
+    assert 'data-kind="reported"' in table and '<td data-v="">–</td>' in table
+    assert "reported, not re-measured" in page.split('id="t-tiny-v1-reported-s1">')[1].split("</p>")[0]
+    assert "Doe et al., &lt;b&gt;2024&lt;/b&gt;" in page
+    assert page.split('<table class="board reported"')[0].count('data-kind="reported"') == 0
     # the measured part of the board is as before
     assert all(line in readme for line in baseline[0].splitlines())
 
@@ -575,15 +578,15 @@ def test_two_instances_are_two_tables_never_ranked_together(store, catalog, tmp_
     assert {r[2] for r in dev_table[1:]} == {"nn-ratio", "eps-norm", "norm", "random"}
     assert all(r[0] == "1" for r in dev_table[1:])  # norm-b (test only) is not ranked against dev's norm
     assert "0.611" in _cells(next(line for line in part.splitlines() if "| norm " in line))[5]
-    assert reported[0][0] == "detector"  # reported rows once, after both instances
+    assert reported[0][0] == "method (as published)"  # reported rows once, after both instances
     # the overview: the test instance, and it says so
     heads, rows = overview(collect_board(store / "results", tasks=catalog), "memorization")
     named = {r[1]: r for r in rows}
     assert named["instance"][2] == TEST_ID and named["norm"][2] == "0.611" and "nn-ratio" not in named
-    # the page: one table per instance, the reported body under the first only
+    # the page: one table per instance, then the task's reported table after both
     ids = re.findall(r'<table class="board" id="[^"]+" data-track="memorization" data-instance="([^"]+)"', page)
-    assert ids == [TEST_ID, dev_id] and page.count('<tbody class="reported">') == 1
-    assert page.index('<tbody class="reported">') < page.index(f'data-instance="{dev_id}"')
+    assert ids == [TEST_ID, dev_id] and page.count('<table class="board reported" id="t-tiny-v1-reported"') == 1
+    assert page.index('id="t-tiny-v1-reported"') > page.index(f'data-instance="{dev_id}"')
     # one ROC figure per instance
     written = render_board(store / "results", tmp_path / "site", tasks=catalog)
     rocs = sorted(p.name for p in written if p.name.startswith("roc-"))

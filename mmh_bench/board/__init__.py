@@ -48,14 +48,15 @@ log = logging.getLogger(__name__)
 def render_board(results_dir: str | Path, out_dir: str | Path, *,
                  submissions_dir: str | Path | None = None, reported_dir: str | Path | None = None,
                  tasks: TaskCatalog | Iterable[TaskSpec | str | Path] | None = None,
-                 plots: bool = True) -> list[Path]:
+                 plots: bool = True, shipped_reported: bool = True) -> list[Path]:
     """Validate the store and write ``README.md``, ``index.html`` and ``plots/*.png`` into ``out_dir``.
 
     Rejected files are logged as warnings (``mmh-bench validate`` lists them) and left out.
+    ``shipped_reported``: also show the published numbers of :mod:`mmh_bench.reported`.
     Returns the files written.
     """
     board = collect_board(results_dir, submissions_dir=submissions_dir, reported_dir=reported_dir,
-                          tasks=tasks)
+                          tasks=tasks, shipped_reported=shipped_reported)
     for bad in board.rejected:
         log.warning("left out %s", bad)
     out = Path(out_dir)

@@ -12,6 +12,7 @@ from ..io import sha256_file
 from ..results import Rejected, TaskCatalog, instance_of, iter_json_files, known_tasks, scan_results
 from ..schema import (ReportedFile, SchemaError, SubmissionMeta, Verification, read_json,
                       validate_model)
+from ..reported import REPORTED_DIR, load_reported
 from ..spec import TaskSpec
 from .model import Board, Row, TaskFacts, _add_result
 
@@ -91,7 +92,28 @@ def _load_reported(reported_dir: Path, tasks: TaskCatalog, rejected: list[Reject
             rows.append(Row(kind="reported", task=e.task, version=spec.version, family=spec.family,
                             track=spec.track, detector=e.detector, access=e.access,
                             metrics=e.metrics.model_dump(by_alias=True, exclude_none=True),
-                            citation=e.citation, url=e.url, notes=e.protocol_notes, model=e.model or ""))
+                            citation=e.citation, url=e.url, notes=e.protocol_notes, model=e.model or "",
+                            method=e.detector, tpr_rule="unstated"))
+    return rows
+
+
+def _shipped_reported(tasks: TaskCatalog, rejected: list[Rejected]) -> list[Row]:
+    """The published numbers shipped in :mod:`mmh_bench.reported`, for the tasks on this board."""
+    try:
+        entries = load_reported()
+    except SchemaError as exc:
+        rejected.append(Rejected(REPORTED_DIR, str(exc), exc.field))
+        return []
+    rows = []
+    for e in entries:
+        spec = tasks.get(e.task)
+        if spec is None:  # a catalog without the Stable Diffusion tasks
+            continue
+        rows.append(Row(kind="reported", task=e.task, version=spec.version, family=spec.family,
+                        track=spec.track, detector=e.detector or "", access=None,
+                        metrics=e.metrics.model_dump(exclude_none=True), citation=e.source,
+                        url=e.url or "", notes=e.protocol, model=e.model, method=e.method,
+                        setting=e.setting or "", negatives=e.negatives, tpr_rule=e.tpr_rule))
     return rows
 
 
@@ -101,11 +123,14 @@ def _claim(doc: dict[str, Any]) -> tuple[str, str, str, str]:
 
 def collect_board(results_dir: str | Path, *, submissions_dir: str | Path | None = None,
                   reported_dir: str | Path | None = None,
-                  tasks: TaskCatalog | Iterable[TaskSpec | str | Path] | None = None) -> Board:
+                  tasks: TaskCatalog | Iterable[TaskSpec | str | Path] | None = None,
+                  shipped_reported: bool = True) -> Board:
     """Validate the whole store and gather what the board shows.
 
     ``submissions_dir`` / ``reported_dir`` default to ``submissions`` / ``reported`` beside
     ``results_dir`` (the store is ``leaderboard/{results,submissions,reported}``).
+    ``shipped_reported``: add the published numbers mmh-bench ships (:mod:`mmh_bench.reported`)
+    for the tasks in the catalog, before the store's own reported files.
     ``tasks``: extra task specs accepted besides the registry's (or a full catalog mapping).
     Precedence when two entries claim the same (task, version, instance, detector): the results
     store first (a file in its instance's folder before one at the older flat place), then
@@ -151,13 +176,15 @@ def collect_board(results_dir: str | Path, *, submissions_dir: str | Path | None
                 row = _add_result(board, doc, "submission", catalog)
                 row.submission, row.authors, row.url, row.verified = (meta.name, list(meta.authors),
                                                                       meta.url, verified)
+    reported = _shipped_reported(catalog, board.rejected) if shipped_reported else []
     if reps.is_dir():
-        for row in _load_reported(reps, catalog, board.rejected):
-            board.rows.append(row)
-            key = (row.task, row.version)
-            if key not in board.tasks:
-                spec = catalog[row.task]
-                board.tasks[key] = TaskFacts(row.task, row.version, row.family, row.track, spec.hash,
-                                             description=spec.description)
+        reported += _load_reported(reps, catalog, board.rejected)
+    for row in reported:
+        board.rows.append(row)
+        key = (row.task, row.version)
+        if key not in board.tasks:
+            spec = catalog[row.task]
+            board.tasks[key] = TaskFacts(row.task, row.version, row.family, row.track, spec.hash,
+                                         description=spec.description)
     return board
 

@@ -7,10 +7,10 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .cells import (COST_HEADERS, INTRO, TPR_SHOWN, Columns, _fmt, _footnotes, _interval, _pct, _ranked,
-                    _tpr_cell)
+from .cells import COST_HEADERS, INTRO, Columns, _fmt, _footnotes, _ranked
 from .model import FAMILIES, GROUP_NOTE, Board, InstanceFacts, Row, TaskFacts, board_from_results
 from .overview import _multi_instance_line, overviews
+from .reported import REPORTED_NOTE, REPORTED_TITLE, note_text, reported_cells, reported_heads, source_notes
 
 _MD_SPECIAL = re.compile(r"([\\`*\[\]|~])")
 _MD_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
@@ -51,18 +51,13 @@ def _md_measured(groups: list[tuple[str, list[tuple[int | None, Row]]]], cols: C
     return tabulate(out, headers=heads, tablefmt="github", disable_numparse=True)
 
 
-def _md_reported(rows: list[Row], track: str) -> str:
-    out = []
-    for r in sorted(rows, key=lambda r: (r.detector, r.model, r.citation)):
-        m = r.metrics
-        vals = ([_fmt(m.get("mae")), _fmt(m.get("concordance"))] if track == "lid" else
-                [_fmt(m.get("auroc")) + _interval(m.get("auroc_ci"))] + [_tpr_cell(m, k)[0] for k in TPR_SHOWN])
-        out.append([md(r.detector), md(r.model or "–"), md(r.access or "?")] + vals +
-                   [f"[{md(r.citation)}]({_md_url(r.url)})", md(r.notes or "–")])
-    heads = (["detector", "model", "access"] +
-             (["MAE", "concordance"] if track == "lid" else ["AUROC"] + [f"TPR@{_pct(float(k))}FPR" for k in TPR_SHOWN]) +
-             ["source", "protocol notes"])
-    return tabulate(out, headers=heads, tablefmt="github", disable_numparse=True)
+def _md_reported(rows: list[Row], track: str) -> list[str]:
+    refs, firsts = source_notes(rows)
+    table = tabulate([[text for text, _ in reported_cells(r, k, rows, track, md)] for r, k in zip(rows, refs)],
+                     headers=reported_heads(rows, track), tablefmt="github", disable_numparse=True)
+    notes = [md(f"[{k}] ") + (f"[{md(r.citation)}]({_md_url(r.url)})" if r.url else md(r.citation))
+             + (f"; {md(note_text(r))}" if r.notes else "") for k, r in enumerate(firsts, 1)]
+    return [table, "", "\\\n".join(notes), ""]
 
 
 def _md_instance(board: Board, t: TaskFacts, inst: InstanceFacts, track: str) -> list[str]:
@@ -119,8 +114,6 @@ def render_markdown(results: list[dict[str, Any]] | Board) -> str:
                     lines += _md_instance(board, t, inst, track)
             reported = board.rows_for(t, ("reported",))
             if reported:
-                lines += ["**Reported in papers, not re-measured** (each under its own protocol; "
-                          "not comparable row for row with the measured table):", "",
-                          _md_reported(reported, track), ""]
+                lines += [f"#### {REPORTED_TITLE}", "", md(REPORTED_NOTE), ""] + _md_reported(reported, track)
     return "\n".join(lines)
 

@@ -60,6 +60,11 @@ class Row:
     notes: str = ""
     model: str = ""
     detector_note: str = ""
+    # reported rows: the method as published, its setting, negatives and TPR rule (schema.TPR_RULES)
+    method: str = ""
+    setting: str = ""
+    negatives: str = ""
+    tpr_rule: str = ""
 
     @property
     def flags(self) -> list[str]:

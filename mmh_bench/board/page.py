@@ -13,6 +13,7 @@ from .cells import COST_HEADERS, INTRO, Columns, _fmt, _footnotes, _ranked
 from .model import (ACCESS_FLAGS, FAMILIES, GROUP_NOTE, KIND_LABEL, Board, InstanceFacts, Row,
                     TaskFacts, _num)
 from .overview import _multi_instance_line, overviews
+from .reported import REPORTED_NOTE, REPORTED_TITLE, note_text, reported_cells, reported_heads, source_notes
 
 def h(text: Any) -> str:
     return html.escape(str(text), quote=True)
@@ -121,10 +122,9 @@ def _cost_cells(r: Row) -> list[str]:
 
 def _source_html(r: Row) -> str:
     if r.kind == "reported":
-        notes = f'<br><span class="muted">{h(r.notes)}</span>' if r.notes else ""
-        model = f" &middot; model: {h(r.model)}" if r.model else ""
-        return (f'<span class="badge b-reported">{h(KIND_LABEL["reported"])}</span> '
-                f'<a href="{h(r.url)}" rel="noopener noreferrer">{h(r.citation)}</a>{model}{notes}')
+        cite = (f'<a href="{h(r.url)}" rel="noopener noreferrer">{h(r.citation)}</a>' if r.url
+                else h(r.citation))
+        return f'<span class="badge b-reported">{h(KIND_LABEL["reported"])}</span> {cite}'
     if r.kind == "submission":
         mark = ('<span class="badge b-verified">verified</span>' if r.verified
                 else '<span class="badge">unverified</span>')
@@ -151,20 +151,23 @@ def _html_row(r: Row, cols: Columns, rank: int | None) -> str:
             f'data-access="{h(flags)}" data-kind="{r.kind}">' + "".join(cells) + "</tr>")
 
 
-def _html_instance(board: Board, t: TaskFacts, inst: InstanceFacts, track: str, tid: str,
-                   reported: list[Row]) -> str:
+def _th(heads: list[tuple[str, str, str]]) -> str:
+    """Sortable header cells: (label, "num" | "text", first sort direction)."""
+    return "".join(f'<th class="{"t" if typ == "text" else ""}" data-type="{typ}" data-first="{first}" '
+                   f'title="sort by {h(label)}">{h(label)}</th>' for label, typ, first in heads)
+
+
+def _html_instance(board: Board, t: TaskFacts, inst: InstanceFacts, track: str, tid: str) -> str:
     """One table per instance: a body per group (sorting stays inside it), the shortcut group's
-    body marked apart, then the reported rows (only under the task's first instance)."""
+    body marked apart."""
     rows = board.rows_for(t, ("measured", "submission"), inst.data_hash)
-    cols = Columns.of(rows + reported, track)
+    cols = Columns.of(rows, track)
     heads: list[tuple[str, str, str]] = [("#", "num", "ascending"),
                                          ("detector" if track != "lid" else "estimator", "text", "ascending"),
                                          ("access", "text", "ascending")]
     heads += [(label, "num", "ascending" if label in ("MAE", "MSE") else "descending")
               for label in cols.heads()]
     heads += [("NFE/sample", "num", "ascending"), ("seconds", "num", "ascending"), ("source", "text", "ascending")]
-    th = "".join(f'<th class="{"t" if typ == "text" else ""}" data-type="{typ}" data-first="{first}" '
-                 f'title="sort by {h(label)}">{h(label)}</th>' for label, typ, first in heads)
     bodies = ""
     for group, ranked in _ranked(rows, track):
         cut = group == "shortcut"
@@ -172,12 +175,6 @@ def _html_instance(board: Board, t: TaskFacts, inst: InstanceFacts, track: str, 
         bodies += (f'<tbody class="measured{" shortcut" if cut else ""}" data-group="{h(group)}">'
                    f'<tr><th class="divider" colspan="{len(heads)}">{h(label)}</th></tr>'
                    + "".join(_html_row(r, cols, rank) for rank, r in ranked) + "</tbody>")
-    if reported:
-        bodies += (f'<tbody class="reported"><tr><th class="divider" colspan="{len(heads)}">Reported in '
-                   'papers, not re-measured: numbers from each paper under its own protocol, shown for '
-                   'context and never ranked with the rows above</th></tr>' +
-                   "".join(_html_row(r, cols, None) for r in
-                           sorted(reported, key=lambda r: (r.detector, r.model, r.citation))) + "</tbody>")
     foot = "".join(f'<p class="foot muted">{h(f)}</p>' for f in _footnotes(rows, track))
     figs = ""
     for k, label in (("roc", "ROC curves"), ("pareto", "AUROC against cost")):
@@ -187,7 +184,32 @@ def _html_instance(board: Board, t: TaskFacts, inst: InstanceFacts, track: str, 
                      f'<figcaption>{h(label)}: {h(t.name)} v{h(t.version)}, {h(inst.id)}</figcaption></figure>')
     return (f'<p class="muted" id="{tid}-count"></p>'
             f'<table class="board" id="{tid}" data-track="{h(track)}" data-instance="{h(inst.id)}">'
-            f'<thead><tr>{th}</tr></thead>{bodies}</table>{foot}{figs}')
+            f'<thead><tr>{_th(heads)}</tr></thead>{bodies}</table>{foot}{figs}')
+
+
+def _html_reported(rows: list[Row], track: str, tid: str) -> str:
+    """The task's published numbers in a table of their own (never ranked; sortable, unnumbered),
+    each source with its protocol note once below it."""
+    refs, firsts = source_notes(rows)
+    labels = reported_heads(rows, track)
+    numeric = {i for i, label in enumerate(labels)
+               if label.startswith(("AUROC", "TPR@", "MAE", "concordance", "source"))}
+    heads = [(label, "num" if i in numeric else "text",
+              "descending" if i in numeric and label not in ("MAE", "source") else "ascending")
+             for i, label in enumerate(labels)]
+    body = ""
+    for r, k in zip(rows, refs):
+        cells = [_td(text, v) if i in numeric else _td(text, text.lower(), "t")
+                 for i, (text, v) in enumerate(reported_cells(r, k, rows, track))]
+        cells[-1] = _td(f'<a href="#{tid}-s{k}">[{k}]</a>', k, raw=True)
+        body += (f'<tr class="entry kind-reported" data-task="{h(r.task)}" data-group="" '
+                 f'data-access="{h(" ".join(r.flags))}" data-kind="reported">' + "".join(cells) + "</tr>")
+    notes = "".join(f'<p class="foot" id="{tid}-s{k}">[{k}] {_source_html(r)}'
+                    + (f"; {h(note_text(r))}" if r.notes else "") + "</p>" for k, r in enumerate(firsts, 1))
+    return (f'<h4 class="reported">{h(REPORTED_TITLE)}</h4><p class="muted">{h(REPORTED_NOTE)}</p>'
+            f'<p class="muted" id="{tid}-count"></p>'
+            f'<table class="board reported" id="{tid}" data-track="{h(track)}" data-instance="">'
+            f'<thead><tr>{_th(heads)}</tr></thead><tbody class="reported">{body}</tbody></table>{notes}')
 
 
 def _table_id(*parts: str) -> str:
@@ -200,17 +222,17 @@ def _html_task(board: Board, t: TaskFacts, track: str) -> str:
     desc = f' <span class="muted">{h(t.description)}</span>' if t.description else ""
     head = f'<h3>{h(t.name)} <span class="muted">v{h(t.version)}</span></h3>'
     tid = _table_id(t.name, "v" + t.version)
+    tail = _html_reported(reported, track, f"{tid}-reported") if reported else ""
     if len(insts) <= 1:
         facts = t.fact_parts() + (insts[0].fact_parts() if insts else [])
-        # with no measured instance the table holds the reported rows only
-        body = _html_instance(board, t, insts[0] if insts else InstanceFacts("", "", ""), track, tid, reported)
-        return f'{head}<p class="facts">{h(", ".join(facts))}{desc}</p>{body}'
+        body = _html_instance(board, t, insts[0], track, tid) if insts else ""
+        return f'{head}<p class="facts">{h(", ".join(facts))}{desc}</p>{body}{tail}'
     out = (f'{head}<p class="facts">{h(", ".join(t.fact_parts()))}{desc}</p>'
            f'<p class="instances"><b>{h(_multi_instance_line(board, t))}</b></p>')
-    for i, inst in enumerate(insts):
+    for inst in insts:
         out += (f'<h4>Instance {h(inst.id)} ({h(inst.kind)})</h4><p class="facts">{h(", ".join(inst.fact_parts(with_id=False)))}</p>'
-                + _html_instance(board, t, inst, track, f"{tid}-{inst.id}", reported if i == 0 else []))
-    return out
+                + _html_instance(board, t, inst, track, f"{tid}-{inst.id}"))
+    return out + tail
 
 
 def _html_section(board: Board, family: str, track: str, tasks: list[TaskFacts]) -> str:
