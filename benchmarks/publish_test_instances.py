@@ -6,8 +6,10 @@
 Memorization tasks get a *test* instance (seed and placement from the secret, which is read from the
 environment and never written); LID-track tasks have no labels to shortcut and are published as
 their dev instance; tasks without a trained model (numpy-seeded data) are skipped: every machine
-builds them to the same bytes. Each task's folder under ``--out`` keeps one instance: older ones are removed.
-Prints one JSON line per task (instance id, size, build and publish seconds).
+builds them to the same bytes. A task whose spec asks for ``[instances] test_replicates = K`` gets K
+test instances (replicates 0 .. K-1 of the one secret), each placed and trained from its own seed.
+Each task's folder under ``--out`` keeps exactly this run's instances: older ones are removed.
+Prints one JSON line per instance (id, replicate, size, build and publish seconds).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import time
 from pathlib import Path
 
 from mmh_bench.build import build_task
-from mmh_bench.instances import test_instance_key
+from mmh_bench.instances import test_instance_key, test_replicates
 from mmh_bench.publish import publish_instance
 from mmh_bench.registry import resolve_tasks
 
@@ -35,29 +37,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--secret-env", default="MMH_BENCH_TEST_SECRET")
     p.add_argument("--cache", default=None)
     args = p.parse_args(argv)
-    key = test_instance_key(args.secret_env)
+    test_instance_key(args.secret_env)  # fails early and clearly without a secret
     for spec in resolve_tasks(args.tasks):
-        t0 = time.perf_counter()
-        inst = build_task(spec, args.cache, instance=key if spec.track == "memorization" else None,
-                          progress=False)
-        built = time.perf_counter() - t0
-        if not inst.meta.get("model"):  # no trained model: numpy-seeded data, the same build anywhere
-            print(json.dumps({"task": spec.name, "skipped": "no trained model: every machine builds the same bytes"}))
-            continue
+        memorization = spec.track == "memorization"
+        keep = []
+        for r in range(test_replicates(spec) if memorization else 1):
+            t0 = time.perf_counter()
+            inst = build_task(spec, args.cache, instance=test_instance_key(args.secret_env, r) if memorization else None,
+                              progress=False)
+            built = time.perf_counter() - t0
+            if not inst.meta.get("model"):  # no trained model: numpy-seeded data, the same build anywhere
+                print(json.dumps({"task": spec.name, "skipped": "no trained model: every machine builds the same bytes"}))
+                break
+            target = Path(args.out) / spec.name / inst.instance_info()["id"]
+            keep.append(target)
+            if target.exists():
+                shutil.rmtree(target)
+            t0 = time.perf_counter()
+            publish_instance(inst, target)
+            print(json.dumps({"task": spec.name, "instance": inst.instance_info()["id"], "replicate": r,
+                              "bytes": folder_bytes(target), "build_seconds": round(built, 1),
+                              "publish_seconds": round(time.perf_counter() - t0, 2),
+                              "n_memorized": inst.summary().get("n_memorized"),
+                              "null_copy_rate": inst.meta.get("null_copy_rate")}), flush=True)
         task_dir = Path(args.out) / spec.name
-        target = task_dir / inst.instance_info()["id"]
         for old in task_dir.iterdir() if task_dir.is_dir() else []:
-            if old != target:
+            if old not in keep:
                 shutil.rmtree(old)
-        if target.exists():
-            shutil.rmtree(target)
-        t0 = time.perf_counter()
-        publish_instance(inst, target)
-        print(json.dumps({"task": spec.name, "instance": inst.instance_info()["id"], "bytes": folder_bytes(target),
-                          "build_seconds": round(built, 1),
-                          "publish_seconds": round(time.perf_counter() - t0, 2),
-                          "n_memorized": inst.summary().get("n_memorized"),
-                          "null_copy_rate": inst.meta.get("null_copy_rate")}), flush=True)
     return 0
 
 

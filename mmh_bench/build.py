@@ -188,6 +188,8 @@ def build_task(spec: TaskSpec, cache_dir: str | Path | None = None, *, instance:
         t0 = time.perf_counter()
         meta, arrays = _build(instance_spec(spec, instance), work, progress)
         meta["build_seconds"] = round(time.perf_counter() - t0, 2)
+        if instance is not None and instance.kind == "test":
+            meta["instance_replicate"] = instance.replicate
         meta["data_hash"] = sha256_arrays(arrays)
         save_arrays(work / "instance.npz", arrays)
         meta["files"] = {str(p.relative_to(work)): sha256_file(p)

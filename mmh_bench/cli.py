@@ -95,7 +95,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from .registry import resolve_tasks
     from .models.stable_diffusion import model_source
     from .instances import test_instance_key
-    key = test_instance_key(args.test_secret_env)
+    if args.replicate and not args.test_secret_env:
+        print("mmh-bench build: --replicate needs --test-secret-env", file=sys.stderr)
+        return 2
+    key = test_instance_key(args.test_secret_env, args.replicate)
     for spec in resolve_tasks(args.tasks):
         with model_source(args.model):
             inst = build_task(spec, args.cache, instance=key, force=args.force, progress=not args.quiet)
@@ -155,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="maintainers: build the TEST instance whose seed and placement follow the secret "
                         "held in environment variable VAR (>= 16 characters; never written anywhere). "
                         "Default: the dev instance, from the spec's own seed")
+    s.add_argument("--replicate", type=int, default=0, metavar="R",
+                   help="with --test-secret-env: build test replicate R (0 .. [instances] test_replicates - 1) "
+                        "of that secret (default 0)")
     add_options(s, "model", "quiet")
     s.set_defaults(func=_cmd_build)
 

@@ -92,11 +92,14 @@ class TaskInstance:
         """``dev`` (built from the public spec and seed) or ``test`` (placed by a secret seed)."""
         return str(self.meta.get("instance_kind", "dev"))
 
-    def instance_info(self) -> dict[str, str]:
+    def instance_info(self) -> dict[str, Any]:
         """The instance's identity, part of every result: a result is current, and rows are
-        ranked together, only for the same data hash."""
-        return {"kind": self.instance_kind, "data_hash": self.data_hash,
-                "id": f"{self.instance_kind}-{self.data_hash[:12]}"}
+        ranked together, only for the same data hash. Replicated test instances carry their number."""
+        out: dict[str, Any] = {"kind": self.instance_kind, "data_hash": self.data_hash,
+                               "id": f"{self.instance_kind}-{self.data_hash[:12]}"}
+        if self.meta.get("instance_replicate") is not None:
+            out["replicate"] = int(self.meta["instance_replicate"])
+        return out
 
     def info(self) -> TaskInfo:
         return TaskInfo(name=self.spec.name, family=self.spec.family,

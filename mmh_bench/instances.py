@@ -42,6 +42,7 @@ class InstanceKey:
     kind: str = "dev"
     seed: int | None = None  # dev: the seed (default: the spec's)
     secret: str | None = None  # test only
+    replicate: int = 0  # test only: one secret places several replicates, each its own instance
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -51,11 +52,17 @@ class InstanceKey:
                 raise InstanceError(f"a test instance needs a secret of at least {MIN_SECRET_CHARS} characters")
             if self.seed is not None:
                 raise InstanceError("a test instance's seed comes from its secret; give no seed")
-        elif self.secret is not None:
-            raise InstanceError("a dev instance has no secret")
+        elif self.secret is not None or self.replicate:
+            raise InstanceError("a dev instance has no secret and no replicate number (give another seed)")
+        if self.replicate < 0:
+            raise InstanceError("replicate numbers start at 0")
 
     def __repr__(self) -> str:  # never print the secret
-        return f"InstanceKey(kind={self.kind!r}, seed={self.seed!r})"
+        return f"InstanceKey(kind={self.kind!r}, seed={self.seed!r}, replicate={self.replicate})"
+
+    def salted(self) -> str:
+        """The secret as the seed derivations read it: replicate 0 is the secret itself."""
+        return (self.secret or "") + (f"\0replicate-{self.replicate}" if self.replicate else "")
 
 
 def derived_seed(spec: TaskSpec, secret: str) -> int:
@@ -70,7 +77,7 @@ def instance_spec(spec: TaskSpec, key: InstanceKey | None) -> TaskSpec:
         return spec
     if key.kind == "dev":
         return dataclasses.replace(spec, seed=int(key.seed))
-    return dataclasses.replace(spec, seed=derived_seed(spec, key.secret or ""), instance="test")
+    return dataclasses.replace(spec, seed=derived_seed(spec, key.salted()), instance="test")
 
 
 def cache_name(spec: TaskSpec, key: InstanceKey | None) -> str:
@@ -79,7 +86,7 @@ def cache_name(spec: TaskSpec, key: InstanceKey | None) -> str:
         return spec.hash
     if key.kind == "dev":
         return f"{spec.hash}-dev{int(key.seed)}"
-    digest = hashlib.sha256(f"mmh-bench-cache\0{spec.hash}\0{key.secret}".encode()).hexdigest()
+    digest = hashlib.sha256(f"mmh-bench-cache\0{spec.hash}\0{key.salted()}".encode()).hexdigest()
     return f"{spec.hash}-test-{digest[:16]}"
 
 
@@ -90,7 +97,7 @@ def placement_rng(spec: TaskSpec) -> np.random.Generator | None:
     return np.random.default_rng([spec.seed, PLACEMENT_STREAM])
 
 
-def test_instance_key(secret_env: str | None) -> InstanceKey | None:
+def test_instance_key(secret_env: str | None, replicate: int = 0) -> InstanceKey | None:
     """The test instance named by a secret held in an environment variable (a command line would
     show it in the process list), or None (the dev instance) when no variable is named."""
     if not secret_env:
@@ -98,4 +105,9 @@ def test_instance_key(secret_env: str | None) -> InstanceKey | None:
     secret = os.environ.get(secret_env, "")
     if not secret:
         raise InstanceError(f"environment variable {secret_env} holds no secret")
-    return InstanceKey("test", secret=secret)
+    return InstanceKey("test", secret=secret, replicate=int(replicate))
+
+
+def test_replicates(spec: TaskSpec) -> int:
+    """How many test instances the board keeps of the task (``[instances] test_replicates``)."""
+    return int(spec.section("instances").get("test_replicates", 1))

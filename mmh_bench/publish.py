@@ -419,15 +419,13 @@ def published_for(spec: TaskSpec, root: str | Path = DEFAULT_INSTANCES) -> list[
     return found
 
 
-def resolve_instance(spec: TaskSpec, cache_dir: str | Path | None = None, *,
-                     published: str | Path | None = DEFAULT_INSTANCES, progress: bool = True) -> TaskInstance:
-    """The instance a run evaluates: the published one of this spec when ``published`` holds one
-    (pulled and verified byte for byte, so every machine measures the board's very bytes),
-    else this machine's own build of the dev instance (another instance: its results rank apart)."""
+def resolve_instances(spec: TaskSpec, cache_dir: str | Path | None = None, *,
+                      published: str | Path | None = DEFAULT_INSTANCES, progress: bool = True) -> list[TaskInstance]:
+    """The instances a run evaluates: the published ones of this spec when ``published`` holds any
+    (each pulled and verified byte for byte, so every machine measures the board's very bytes; a
+    task may keep several replicates), else this machine's own build of the dev instance (another
+    instance: its results rank apart)."""
     folders = published_for(spec, published) if published else []
-    if len(folders) > 1:
-        raise PublishError(f"{Path(published) / spec.name}: {len(folders)} published instances of spec "
-                           f"{spec.hash}; keep one per task")
     if folders:
-        return pull_instance(folders[0], cache_dir)
-    return build_task(spec, cache_dir, progress=progress)
+        return [pull_instance(f, cache_dir) for f in folders]
+    return [build_task(spec, cache_dir, progress=progress)]

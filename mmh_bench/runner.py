@@ -14,7 +14,7 @@ from sklearn.metrics import roc_curve
 from tqdm.auto import tqdm
 
 from .build import BUILDER_CAPABILITIES
-from .publish import DEFAULT_INSTANCES, resolve_instance
+from .publish import DEFAULT_INSTANCES, resolve_instances
 from .results import canonical_relpath
 from .context import Context
 from .detector import Batch, Detector, LIDEstimator, detector_group
@@ -240,7 +240,8 @@ def evaluate_pair(inst: TaskInstance, det: Detector, *, seed: int = 0, batch_siz
         result["metrics"] = lid_metrics(inst.lid_star, scores)
     else:
         y = labels.astype(bool)
-        result["metrics"] = memorization_metrics(y, scores, inst.subtype, SUBTYPES)
+        result["metrics"] = memorization_metrics(y, scores, inst.subtype, SUBTYPES,
+                                                 negative_source=inst.arrays.get("negative_source"))
         result["roc"] = _roc_points(y, scores)
     return result
 
@@ -299,27 +300,28 @@ def evaluate(tasks: str | Iterable[str | TaskSpec], detectors: str | Iterable[st
                 candidates.append(d)
         if not candidates:  # nothing can run here: the task is not even built
             continue
-        inst = resolve_instance(spec, cache_dir, published=instances, progress=progress)
-        attached = model_override(inst) if callable(model_override) else model_override
-        if attached is not None:
-            inst.set_model(attached)
-        for proto in candidates:
-            path = result_path(results_dir, inst, proto.name)
-            if not force and _is_current(path, inst, proto):
-                report.skipped_current.append(path)
-                continue
-            ok, why = applicable(proto, inst)
-            if not ok:
-                report.not_applicable.append((spec.name, proto.name, why))
-                continue
-            res = evaluate_pair(inst, proto.clone(), seed=seed, batch_size=batch_size, progress=progress,
-                                isolation=isolation, timeout=timeout, threads=threads,
-                                hide=[cache_dir, results_dir], model_override=attached is not None)
-            write_json(path, res)
-            (report.failed if res["status"] == "failed" else report.ran).append(path)
-            if progress:
-                m = res["metrics"] or {}
-                headline = (f"AUROC {m['auroc']:.3f}" if "auroc" in m else
-                            f"MAE {m['mae']:.3f}" if "mae" in m else res["error"])
-                tqdm.write(f"  {spec.name:<28} {proto.name:<18} {res['status']:<7} {headline}")
+        for inst in resolve_instances(spec, cache_dir, published=instances, progress=progress):
+            attached = model_override(inst) if callable(model_override) else model_override
+            if attached is not None:
+                inst.set_model(attached)
+            for proto in candidates:
+                path = result_path(results_dir, inst, proto.name)
+                if not force and _is_current(path, inst, proto):
+                    report.skipped_current.append(path)
+                    continue
+                ok, why = applicable(proto, inst)
+                if not ok:
+                    if (spec.name, proto.name, why) not in report.not_applicable:  # once per task
+                        report.not_applicable.append((spec.name, proto.name, why))
+                    continue
+                res = evaluate_pair(inst, proto.clone(), seed=seed, batch_size=batch_size, progress=progress,
+                                    isolation=isolation, timeout=timeout, threads=threads,
+                                    hide=[cache_dir, results_dir], model_override=attached is not None)
+                write_json(path, res)
+                (report.failed if res["status"] == "failed" else report.ran).append(path)
+                if progress:
+                    m = res["metrics"] or {}
+                    headline = (f"AUROC {m['auroc']:.3f}" if "auroc" in m else
+                                f"MAE {m['mae']:.3f}" if "mae" in m else res["error"])
+                    tqdm.write(f"  {spec.name:<28} {proto.name:<18} {res['status']:<7} {headline}")
     return report

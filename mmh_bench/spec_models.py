@@ -89,6 +89,9 @@ class Placement(Closed):
 class Instances(Closed):
     title = "[instances]: which instances of the task exist"
     dev_seeds: list[Annotated[int, Field(ge=0)]] | None = opt("seeds of the dev instances (default: the spec's seed)")
+    test_replicates: int | None = opt("test instances the board keeps, each placed and trained from its own "
+                                      "secret-derived seed; the board shows their mean and spread (default 1)",
+                                      ge=1, le=20)
 
 
 class CopyLabels(Closed):

@@ -56,6 +56,31 @@ def test_test_instance_is_placed_by_its_secret_and_keeps_no_seed(pair):
     assert again.data_hash == test.data_hash
 
 
+def test_replicates_of_one_secret_are_distinct_instances_that_publish_and_run_together(pair, tmp_path):
+    """Replicate r > 0 of a secret is another placement and training seed; the runner evaluates
+    every published replicate of a spec, and each result names its replicate."""
+    from mmh_bench.publish import publish_instance, resolve_instances
+    from mmh_bench.runner import evaluate
+    dev, test, cache = pair
+    second = build_task(dev.spec, cache, instance=InstanceKey("test", secret=SECRET, replicate=1), progress=False)
+    assert second.data_hash not in (dev.data_hash, test.data_hash)
+    assert derived_seed(dev.spec, InstanceKey("test", secret=SECRET, replicate=1).salted()) != derived_seed(dev.spec, SECRET)
+    assert test.instance_info()["replicate"] == 0 and second.instance_info()["replicate"] == 1
+    assert "replicate" not in dev.instance_info()
+    published = tmp_path / "published"
+    for inst in (test, second):
+        publish_instance(inst, published / dev.spec.name / inst.instance_info()["id"])
+    found = resolve_instances(dev.spec, tmp_path / "pulled", published=published, progress=False)
+    assert sorted(i.data_hash for i in found) == sorted([test.data_hash, second.data_hash])
+    rep = evaluate([dev.spec], ["random"], tmp_path / "results", cache_dir=tmp_path / "pulled",
+                   instances=published, progress=False)
+    import json
+    got = sorted(json.loads(p.read_text())["instance"]["replicate"] for p in rep.ran)
+    assert got == [0, 1]
+    with pytest.raises(InstanceError, match="replicate"):
+        InstanceKey("dev", replicate=1)
+
+
 def test_instance_keys_refuse_weak_or_mixed_requests():
     with pytest.raises(InstanceError, match="at least 16"):
         InstanceKey("test", secret="short")

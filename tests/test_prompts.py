@@ -97,6 +97,22 @@ def test_shared_sets_agree_with_each_other(monkeypatch, tmp_path):
 
 
 @needs_shared
+def test_jeon_negative_blocks_are_what_the_registry_says(tmp_path):
+    """The origins behind AUROC per negative source, checked against the file itself."""
+    load = partial(P.load_prompt_set, local=SHARED, cache_dir=tmp_path, download=False)
+    neg, ren = load("jeon-sd1-nmem500"), set(load("ren-nomem500").texts)
+    by = {}
+    for text, origin in zip(neg.texts, neg.origins):
+        by.setdefault(origin, []).append(text)
+    assert {k: len(v) for k, v in by.items()} == {"coco": 200, "lexica": 100, "tuxemon": 100, "gpt-4": 100}
+    assert all(t.startswith("a tuxemon cartoon") for t in by["tuxemon"])
+    assert not any("tuxemon" in t for k, v in by.items() if k != "tuxemon" for t in v)
+    assert sum(t in ren for t in by["gpt-4"]) == 99 and not any(t in ren for k, v in by.items()
+                                                                   if k != "gpt-4" for t in v)
+    assert set(load("nemo-unmemorized500").origins) == {"laion"}
+
+
+@needs_shared
 def test_local_copy_with_a_wrong_checksum_is_refused(tmp_path):
     bad = tmp_path / "local"
     bad.mkdir()

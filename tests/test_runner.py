@@ -187,7 +187,7 @@ def test_spec_rules_out_detectors_without_a_build(tiny_spec, tmp_path, monkeypat
 
     def no_build(*a, **k):
         raise AssertionError("built a task with nothing to evaluate")
-    monkeypatch.setattr(runner, "resolve_instance", no_build)
+    monkeypatch.setattr(runner, "resolve_instances", no_build)
     only_ruled_out = evaluate([tiny_spec], ["cfg-norm-posthoc"], tmp_path, progress=False)
     assert not only_ruled_out.ran and len(only_ruled_out.not_applicable) == 1
     monkeypatch.undo()

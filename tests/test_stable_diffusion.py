@@ -270,6 +270,9 @@ def test_build_and_evaluate_end_to_end(tmp_path, pipe_dir, few_boots):
     for name in ("cfg-norm", "sharpness", "attention-entropy", "one-step-dcs"):
         assert by_det[name]["access"] == "generation" and by_det[name]["group"] == "generation-time"
     assert by_det["cfg-norm"]["cost"]["nfe_per_sample"] == 2  # step 1: both branches, read once
+    # negatives keep their source (here the file's name: custom files name no origin)
+    assert set(inst.arrays["negative_source"][inst.labels == 0]) == {"nmem.txt"}
+    assert list(by_det["random"]["metrics"]["auroc_by_source"]) == ["nmem.txt"]
 
 
 def test_generation_time_defaults_are_the_published_protocol(pipe_dir):

@@ -102,6 +102,8 @@ def build_stable_diffusion(spec: TaskSpec, workdir: Path, progress: bool) -> Bui
     sampler = sdm.ddim_sampler(pipe, str(scfg.get("scheduler", "DDIM")), steps,
                                float(scfg.get("guidance_scale", 7.5)))
     replay = {"sampler": sampler.to_meta()} if sampler is not None else {}
+    origin = neg.origin_of()  # negatives' sources, for AUROC per negative source
+    neg_source = np.array([""] * len(pos_t) + [origin.get(t, "") or neg.name for t in neg_t])[order]
     labels = np.repeat(is_pos, gens).astype(np.int8)
     subtype = np.repeat(sub, gens).astype(np.int8)
     width = max([len(p) for p in prompts] + [1])
@@ -118,7 +120,8 @@ def build_stable_diffusion(spec: TaskSpec, workdir: Path, progress: bool) -> Bui
         samples=latents,
         cond=np.repeat(np.arange(len(prompts)), gens).astype(np.int32),
         labels=labels, subtype=subtype, model=model,
-        sample_arrays={"generation": np.tile(np.arange(gens), len(prompts)).astype(np.int16), "noise": noise},
+        sample_arrays={"generation": np.tile(np.arange(gens), len(prompts)).astype(np.int16), "noise": noise,
+                       "negative_source": np.repeat(neg_source, gens)},
         extra_arrays={"prompts": np.array(prompts, dtype=f"<U{width}")},
         extra_meta={"prompt_sets": prompt_sets, "negative_set_sha256": neg.sha256, **replay,
                     "sampling": {"generations_per_prompt": gens, "steps": steps,

@@ -23,6 +23,7 @@ import json
 import os
 import urllib.error
 import urllib.request
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -51,6 +52,18 @@ class PromptFile:
     fmt: str
     n: int
     description: str = ""
+    #: where the prompts come from, for AUROC per negative source: one name for the whole file,
+    #: or ``(name, first line, end line)`` blocks of a file that concatenates several sources
+    origin: str | tuple[tuple[str, int, int], ...] = ""
+
+    def origins(self, n: int) -> tuple[str, ...]:
+        """The origin of each of the file's ``n`` prompts ("" where unknown)."""
+        if isinstance(self.origin, str):
+            return (self.origin,) * n
+        out = [""] * n
+        for name, lo, hi in self.origin:
+            out[lo:hi] = [name] * (min(hi, n) - lo)
+        return tuple(out)
 
     @property
     def url(self) -> str:
@@ -73,8 +86,15 @@ _REN = ("chunsanHong/MemBench_code", "f22a0fdcd24fa0f4a43bf7b9a8e42c8c78af302f")
 
 
 def _pf(name: str, filename: str, src: tuple[str, str], path: str, sha: str, fmt: str, n: int,
-        desc: str) -> PromptFile:
-    return PromptFile(name, filename, src[0], src[1], path, sha, fmt, n, desc)
+        desc: str, origin: str | tuple[tuple[str, int, int], ...] = "") -> PromptFile:
+    return PromptFile(name, filename, src[0], src[1], path, sha, fmt, n, desc, origin)
+
+
+#: Jeon et al.'s negatives file concatenates four sources in blocks, read off the file itself:
+#: lines 0-199 are COCO-style captions, 200-299 Lexica prompts, 300-399 all begin "a tuxemon
+#: cartoon", and 400-499 are exactly the GPT-4 prompts of Ren et al.'s ``ren-nomem500`` (99 of 100
+#: verbatim; tests/test_prompts.py checks these facts on the real file when it is present)
+JEON_NEGATIVE_BLOCKS = (("coco", 0, 200), ("lexica", 200, 300), ("tuxemon", 300, 400), ("gpt-4", 400, 500))
 
 
 #: registry name -> pinned file. Names are what task specs use in ``[data]``.
@@ -87,10 +107,10 @@ PROMPT_FILES: dict[str, PromptFile] = {p.name: p for p in [
         "the same 500 prompts with per-prompt VM/TM type (Hintersdorf et al. 2024, NeMo)"),
     _pf("nemo-unmemorized500", "nemo_unmemorized_laion_prompts.csv", _NEMO, "prompts/unmemorized_laion_prompts.csv",
         "f453b418cc157864baacbf68d97447273feac41e8066b2ead6b307bf795988e1", "csv", 500,
-        "500 non-memorized LAION prompts"),
+        "500 non-memorized LAION prompts", origin="laion"),
     _pf("coco2014-val10k", "coco2014_val_10000.csv", _NEMO, "prompts/coco2014_val_10000.csv",
         "5445e449c60fd6b326a05c79a683c4d64620b0330a372de843eb6b9dbe5901e3", "csv", 10000,
-        "10,000 COCO 2014 validation captions"),
+        "10,000 COCO 2014 validation captions", origin="coco"),
     _pf("matching-verbatim86", "matching_verbatim86.json", _LAYER6, "match_verbatim_captions.json",
         "97bd5d75932e26d56edb84870ab43f567dfbf081f94a4798b1444c905b891f87", "json", 86,
         "86 matching-verbatim prompts (a subset of the 500) from the MMH paper's SD figure"),
@@ -99,7 +119,8 @@ PROMPT_FILES: dict[str, PromptFile] = {p.name: p for p in [
         "the 500 SD v1 memorized prompts as used by Jeon et al. 2025"),
     _pf("jeon-sd1-nmem500", "jeon_sd1_nmem.txt", _JEON, "prompts/sd1_nmem.txt",
         "628796e195391501591859f55e249cca70e8fcaa7ceb33aac1d753fbfe4d8a4c", "txt", 500,
-        "Jeon et al.'s 500 negatives (COCO, Lexica, Tuxemon and GPT-4 style prompts)"),
+        "Jeon et al.'s 500 negatives (COCO, Lexica, Tuxemon and GPT-4 style prompts)",
+        origin=JEON_NEGATIVE_BLOCKS),
     _pf("jeon-sd2-mem219", "jeon_sd2_mem.txt", _JEON, "prompts/sd2_mem.txt",
         "02f212d64767b4f066ca1c9ddc161a6ea5cf717aadf7f45e44bfe21856563e8d", "txt", 219,
         "219 SD v2 memorized prompts"),
@@ -108,7 +129,7 @@ PROMPT_FILES: dict[str, PromptFile] = {p.name: p for p in [
         "the 345-prompt subset used by Ren et al. 2024"),
     _pf("ren-nomem500", "ren_nomem500.txt", _REN, "MemAttn/prompt/group_nomem500.txt",
         "4e0de75ae37b4fb2f8676026d876d9f4b03267a90041af4069d74b912e588c2d", "txt", 500,
-        "Ren et al.'s 500 GPT-4-style non-memorized prompts"),
+        "Ren et al.'s 500 GPT-4-style non-memorized prompts", origin="gpt-4"),
 ]}
 
 
@@ -121,9 +142,15 @@ class PromptSet:
     sha256: str
     types: tuple[str, ...] | None = None
     source: str = ""
+    #: each prompt's origin (e.g. "coco", "laion"; "" where unknown), from the registry
+    origins: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def origin_of(self) -> dict[str, str]:
+        """Prompt -> origin ("" where the set does not say)."""
+        return dict(zip(self.texts, self.origins or ("",) * len(self.texts)))
 
     def type_of(self) -> dict[str, str]:
         """Caption -> type, for labelling other sets that contain the same captions."""
@@ -282,7 +309,8 @@ def load_prompt_set(name: str, *, local: str | Path | None = None, cache_dir: st
     """A registered prompt set, verified and parsed (see :data:`PROMPT_FILES`)."""
     pf = get_prompt_file(name)
     path = prompt_file(pf, local=local, cache_dir=cache_dir, download=download)
-    return _read(path, pf.fmt, pf.name, pf.sha256, pf.n)
+    out = _read(path, pf.fmt, pf.name, pf.sha256, pf.n)
+    return dataclasses.replace(out, origins=pf.origins(len(out)))
 
 
 def load_custom_prompt_set(file: str | Path, sha256: str, fmt: str, name: str | None = None) -> PromptSet:
