@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from .build import BUILDER_CAPABILITIES
 from .publish import DEFAULT_INSTANCES, resolve_instances
+from .threads import limited_threads
 from .results import canonical_relpath
 from .context import Context
 from .detector import Batch, Detector, LIDEstimator, detector_group
@@ -221,7 +222,8 @@ def evaluate_pair(inst: TaskInstance, det: Detector, *, seed: int = 0, batch_siz
     }
     try:
         if mode == "in-process":
-            scores, cost = compute_scores(det, inst, seed=seed, batch_size=batch_size, progress=progress)
+            with limited_threads(threads):  # as a sealed worker runs: the same threads either way
+                scores, cost = compute_scores(det, inst, seed=seed, batch_size=batch_size, progress=progress)
         elif model_override and det.access.grants_model():
             raise SealError("this task's model was attached in memory (--model); a sealed worker cannot "
                             "load it: evaluate in-process to trust the detector")

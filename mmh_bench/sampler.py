@@ -168,5 +168,7 @@ def sample_task(model: ScoreModel, n: int, seed: int, sampler: Sampler, cond: Se
                 *, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """A task's ``n`` generations: ``(samples, x_T)``, x_T from the task's ``seed``; the builder
     keeps both, so every sample's trajectory can be replayed."""
+    from .threads import limited_threads, model_threads
     noise = initial_noise(n, model.shape, seed)
-    return generate(model, noise, sampler, cond, progress=progress), noise
+    with limited_threads(model_threads(getattr(model, "net", None))):
+        return generate(model, noise, sampler, cond, progress=progress), noise

@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..score_model import T_MIN, ScoreModel, vp_linear_alpha_bar
+from ..threads import limited_threads, model_threads
 
 
 def _time_features(t: torch.Tensor, n: int = 32) -> torch.Tensor:
@@ -84,23 +85,24 @@ def fit_eps(net: nn.Module, data: torch.Tensor, labels: torch.Tensor | None, nul
     forward = forward or (lambda m, y, t, c: m(y, t, c))
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 0.01)
-    net.train()
-    for _ in tqdm(range(steps), desc=desc, disable=not progress, mininterval=1.0, leave=False):
-        idx = torch.randint(0, len(data), (batch_size,), generator=gen)
-        x0 = data[idx]
-        t = sample_times(batch_size, t_power, gen)
-        z = torch.randn(x0.shape, generator=gen)
-        ab = vp_linear_alpha_bar(t).reshape(-1, *([1] * (x0.dim() - 1)))
-        y = ab.sqrt() * x0 + (1 - ab).sqrt() * z
-        c = None
-        if labels is not None:
-            c = labels[idx].clone()
-            c[torch.rand(batch_size, generator=gen) < p_uncond] = null_label
-        loss = ((forward(net, y, t, c) - z) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+    with limited_threads(model_threads(net)):  # small models: one thread (mmh_bench.threads)
+        net.train()
+        for _ in tqdm(range(steps), desc=desc, disable=not progress, mininterval=1.0, leave=False):
+            idx = torch.randint(0, len(data), (batch_size,), generator=gen)
+            x0 = data[idx]
+            t = sample_times(batch_size, t_power, gen)
+            z = torch.randn(x0.shape, generator=gen)
+            ab = vp_linear_alpha_bar(t).reshape(-1, *([1] * (x0.dim() - 1)))
+            y = ab.sqrt() * x0 + (1 - ab).sqrt() * z
+            c = None
+            if labels is not None:
+                c = labels[idx].clone()
+                c[torch.rand(batch_size, generator=gen) < p_uncond] = null_label
+            loss = ((forward(net, y, t, c) - z) ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
     net.eval()
     return net
 
