@@ -237,6 +237,9 @@ class Instance(Strict):
     kind: Literal["dev", "test"]
     data_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     id: Annotated[str, Field(pattern=r"^(dev|test)-[0-9a-f]{12}$")]
+    # which of several instances of one kind (built from different secret or dev seeds) this is;
+    # the board averages a task's replicates and reports how stable their rankings are
+    replicate: Annotated[int, Field(ge=0)] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "Instance":

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Any
+from typing import Any, Callable
 
 from tabulate import tabulate
 
 from .cells import COST_HEADERS, INTRO, Columns, _fmt, _footnotes, _ranked
 from .model import FAMILIES, GROUP_NOTE, Board, InstanceFacts, Row, TaskFacts, board_from_results
 from .overview import _multi_instance_line, overviews
+from .replicates import ReplicateRow, ReplicateSummary, summarize
 from .reported import REPORTED_NOTE, REPORTED_TITLE, note_text, reported_cells, reported_heads, source_notes
 
 _MD_SPECIAL = re.compile(r"([\\`*\[\]|~])")
@@ -35,20 +36,42 @@ def _source_md(r: Row) -> str:
     return "measured"
 
 
-def _md_measured(groups: list[tuple[str, list[tuple[int | None, Row]]]], cols: Columns) -> str:
-    heads = (["#", "group", "detector" if cols.track != "lid" else "estimator", "source", "access"]
-             + cols.heads() + COST_HEADERS)
+def _md_ranked(groups: list[tuple[str, list[tuple[int | None, Any]]]], heads: list[str],
+               rest: Callable[[Any], list[str]]) -> str:
+    """A ranked table: rank, group, detector, source and access of each item's row, then ``rest``."""
     out = []
     for group, ranked in groups:
-        for rank, r in ranked:
-            lead = [str(rank) if rank else "–", md(group), md(r.detector), _source_md(r), md(r.access or "?")]
-            if r.status != "ok":
-                out.append(lead + ["failed: " + md(str(r.error)[:100])] + [""] * (len(heads) - len(lead) - 1))
-                continue
-            c = r.cost or {}
-            out.append(lead + [text for text, _ in cols.cells(r, md)]
-                       + [_fmt(c.get("nfe_per_sample"), 1), _fmt(c.get("seconds"), 2)])
+        for rank, item in ranked:
+            r = item.first if isinstance(item, ReplicateRow) else item
+            out.append([str(rank) if rank else "–", md(group), md(r.detector), _source_md(r), md(r.access or "?")]
+                       + rest(item))
     return tabulate(out, headers=heads, tablefmt="github", disable_numparse=True)
+
+
+def _lead(track: str) -> list[str]:
+    return ["#", "group", "detector" if track != "lid" else "estimator", "source", "access"]
+
+
+def _md_measured(groups: list[tuple[str, list[tuple[int | None, Row]]]], cols: Columns) -> str:
+    heads = _lead(cols.track) + cols.heads() + COST_HEADERS
+
+    def rest(r: Row) -> list[str]:
+        if r.status != "ok":
+            return ["failed: " + md(str(r.error)[:100])] + [""] * (len(heads) - 6)
+        c = r.cost or {}
+        return [text for text, _ in cols.cells(r, md)] + [_fmt(c.get("nfe_per_sample"), 1), _fmt(c.get("seconds"), 2)]
+    return _md_ranked(groups, heads, rest)
+
+
+def _md_replicates(s: ReplicateSummary) -> list[str]:
+    """The replicate summary of one kind: note, then the ranked table (shortcuts apart)."""
+    lines = [f"#### Across the {len(s.instances)} {md(s.kind)} replicates", "", md(s.note()), ""]
+    for cut in (False, True):
+        groups = [g for g in s.groups if (g[0] == "shortcut") == cut]
+        if groups:
+            lines += ([f"*{md(GROUP_NOTE)}*", ""] if cut else []) + [
+                _md_ranked(groups, _lead(s.track) + s.heads, lambda rep: [t for t, _ in rep.cells()]), ""]
+    return lines
 
 
 def _md_reported(rows: list[Row], track: str) -> list[str]:
@@ -108,6 +131,8 @@ def render_markdown(results: list[dict[str, Any]] | Board) -> str:
                 lines += [", ".join(md(p) for p in t.fact_parts()), ""]
                 if insts:
                     lines += [f"**{md(_multi_instance_line(board, t))}**", ""]
+                for reps in board.replicates(t).values():
+                    lines += _md_replicates(summarize(board, t, reps))
                 for inst in insts:
                     lines += [f"#### Instance {md(inst.id)} ({md(inst.kind)})", "",
                               ", ".join(md(p) for p in inst.fact_parts(with_id=False)), ""]

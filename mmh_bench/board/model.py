@@ -85,6 +85,7 @@ class InstanceFacts:
     n_samples: int | None = None
     n_memorized: int | None = None
     stats: dict[str, Any] = field(default_factory=dict)  # the results' task_stats (C_T, null copy rate)
+    replicate: int | None = None  # index among the task's instances of this kind (schema.Instance)
 
     def fact_parts(self, with_id: bool = True) -> list[str]:
         parts = []
@@ -144,12 +145,22 @@ class Board:
                 and r.kind in kinds and (instance is None or r.instance == instance)]
 
     def instances(self, task: TaskFacts) -> list[InstanceFacts]:
-        """The task's instances in display order: test first, then by rows measured, then id.
-        The first is the one the overview uses."""
+        """The task's instances in display order: test first, then by replicate index (where the
+        results give one), rows measured and id. The first is the one the overview uses (or,
+        with replicates of its kind, their mean)."""
         count = defaultdict(int)
         for r in self.rows_for(task, ("measured",)):
             count[r.instance] += 1
-        return sorted(task.instances.values(), key=lambda i: (i.kind != "test", -count[i.data_hash], i.id))
+        return sorted(task.instances.values(), key=lambda i: (i.kind != "test", i.kind, i.replicate is None,
+                                                              i.replicate or 0, -count[i.data_hash], i.id))
+
+    def replicates(self, task: TaskFacts) -> dict[str, list[InstanceFacts]]:
+        """kind -> the task's instances of that kind, where it has two or more (replicates: one
+        spec, different seeds), in display order."""
+        by: dict[str, list[InstanceFacts]] = defaultdict(list)
+        for inst in self.instances(task):
+            by[inst.kind].append(inst)
+        return {k: v for k, v in by.items() if len(v) >= 2}
 
     def hardware(self) -> list[str]:
         return sorted({r.hardware for r in self.rows if r.hardware})
@@ -190,6 +201,7 @@ def _add_result(board: Board, doc: dict[str, Any], kind: str, tasks: TaskCatalog
     if row.instance not in known or (known[row.instance].n_samples is None and doc.get("n_samples")):
         inst = instance_of(doc)
         known[row.instance] = InstanceFacts(inst["id"], inst["kind"], inst["data_hash"], doc.get("n_samples"),
-                                            doc.get("n_memorized"), dict(doc.get("task_stats") or {}))
+                                            doc.get("n_memorized"), dict(doc.get("task_stats") or {}),
+                                            inst.get("replicate"))
     return row
 

@@ -6,7 +6,8 @@ from collections import defaultdict
 from scipy.stats import rankdata
 
 from .cells import _fmt, _group_pos
-from .model import GROUP_NOTE, Board, Row, TaskFacts, _num
+from .model import GROUP_NOTE, Board, InstanceFacts, Row, TaskFacts, _num
+from .replicates import overview_rows
 
 def _mean_ranks(track: str, tasks: list[TaskFacts], rows: dict[tuple[str, str], list[Row]]
                 ) -> dict[str, tuple[float, int]]:
@@ -37,7 +38,9 @@ def overview(board: Board, track: str, *, shortcut: bool = False) -> tuple[list[
     the instance each column uses."""
     tasks = [t for _, tr, ts in board.tables() if tr == track for t in ts if board.rows_for(t, ("measured",))]
     chosen = {(t.name, t.version): board.instances(t)[0] for t in tasks}
-    rows = {k: [r for r in board.rows_for(board.tasks[k], ("measured",), chosen[k].data_hash)
+    reps = {k: board.replicates(board.tasks[k]).get(chosen[k].kind, []) for k in chosen}
+    rows = {k: [r for r in (overview_rows(board, board.tasks[k], reps[k]) if reps[k] else
+                            board.rows_for(board.tasks[k], ("measured",), chosen[k].data_hash))
                 if (r.group == "shortcut") == shortcut] for k in chosen}
     tasks = [t for t in tasks if rows[(t.name, t.version)]]
     if not tasks:
@@ -47,19 +50,34 @@ def overview(board: Board, track: str, *, shortcut: bool = False) -> tuple[list[
     for t in tasks:
         for r in rows[(t.name, t.version)]:
             group[r.detector] = r.group
-            cells[r.detector][(t.name, t.version)] = _fmt(r.metrics.get("mae" if track == "lid" else "auroc")) \
-                if r.status == "ok" else "failed"
+            cells[r.detector][(t.name, t.version)] = (
+                _fmt(r.metrics.get("mae" if track == "lid" else "auroc")) if r.status == "ok"
+                else f"{r.error} replicates" if r.status == "partial" else "failed")
     mean = _mean_ranks(track, tasks, rows)
     order = sorted(cells, key=lambda d: (_group_pos(group[d]), group[d], d not in mean,
                                          mean.get(d, (0.0, 0))[0], -mean.get(d, (0.0, 0))[1], d))
     out = [[group[d], d] + [cells[d].get((t.name, t.version), "n/a") for t in tasks]
            + ([f"{mean[d][0]:.2f}", f"{mean[d][1]} of {len(tasks)}"] if d in mean else ["–", "0"]) for d in order]
+    keys = [(t.name, t.version) for t in tasks]
     if track != "lid" and not shortcut:
         out.append(["task", "C_T of the samples"]
-                   + [(f"{v:+.2f}" if (v := _num(chosen[(t.name, t.version)].stats.get("data_copying_ct")))
-                       is not None else "–") for t in tasks] + ["", ""])
-    out.append(["task", "instance"] + [chosen[(t.name, t.version)].id for t in tasks] + ["", ""])
+                   + [(f"{v:+.2f}" if (v := _task_ct(reps[k] or [chosen[k]])) is not None else "–") for k in keys]
+                   + ["", ""])
+    out.append(["task", "instance"] + [f"mean of {len(reps[k])} {chosen[k].kind}" if reps[k] else chosen[k].id
+                                       for k in keys] + ["", ""])
     return _overview_heads(track, tasks), out
+
+
+def _task_ct(insts: list[InstanceFacts]) -> float | None:
+    """The C_T of an instance, or the mean over replicates (None unless every one has it)."""
+    cts = [_num(i.stats.get("data_copying_ct")) for i in insts]
+    return None if any(v is None for v in cts) else sum(cts) / len(cts)  # type: ignore[arg-type]
+
+
+def uses_replicates(board: Board, track: str) -> bool:
+    """Whether any overview column of ``track`` is a replicate mean (its note then says so)."""
+    return any(board.replicates(t).get(board.instances(t)[0].kind)
+               for _, tr, ts in board.tables() if tr == track for t in ts if board.rows_for(t, ("measured",)))
 
 
 def _overview_heads(track: str, tasks: list[TaskFacts]) -> list[str]:
@@ -84,6 +102,9 @@ OVERVIEW_NOTE = {
             + OVERVIEW_RULE.format(metric="MAE")),
 }
 OVERVIEW_TITLE = {"memorization": "Overview: memorization", "lid": "Overview: LID estimation"}
+REPLICATE_RULE = ("Where a task has several instances of that kind (replicates: one spec, different "
+                  "seeds), its column is the mean over them and ranks by it; a detector without a "
+                  "result on every replicate shows how many it has and is not ranked on that task.")
 
 
 def overviews(board: Board) -> list[tuple[str, str, list[str], list[list[str]]]]:
@@ -95,13 +116,24 @@ def overviews(board: Board) -> list[tuple[str, str, list[str], list[list[str]]]]
             heads, rows = overview(board, track, shortcut=shortcut)
             if rows:
                 title = OVERVIEW_TITLE[track] + (", shortcut baselines" if shortcut else "")
-                out.append((title, GROUP_NOTE if shortcut else OVERVIEW_NOTE[track], heads, rows))
+                note = GROUP_NOTE if shortcut else OVERVIEW_NOTE[track]
+                out.append((title, note + (" " + REPLICATE_RULE if uses_replicates(board, track) else ""),
+                            heads, rows))
     return out
 
 
 def _multi_instance_line(board: Board, t: TaskFacts) -> str:
     insts = board.instances(t)
-    return (f"This task has {len(insts)} instances in the store ({', '.join(i.id for i in insts)}): "
-            "they differ in data and model, so their rows are not comparable and are ranked apart, "
-            f"never against each other. The overview uses {insts[0].id}.")
+    head = f"This task has {len(insts)} instances in the store ({', '.join(i.id for i in insts)})"
+    reps = board.replicates(t)
+    if not reps:
+        return (head + ": they differ in data and model, so their rows are not comparable and are ranked "
+                f"apart, never against each other. The overview uses {insts[0].id}.")
+    kinds = "; ".join(f"the {len(v)} {k} instances are replicates (one spec, different seeds)"
+                      for k, v in reps.items())
+    first = reps.get(insts[0].kind)
+    uses = f"the mean over the {len(first)} {insts[0].kind} replicates" if first else insts[0].id
+    return (f"{head}: {kinds}, summarised by their mean and spread and ranked by the mean. Every "
+            "instance's rows also get a table of their own, ranked apart; rows of different kinds are "
+            f"never ranked together. The overview uses {uses}.")
 

@@ -7,12 +7,13 @@ import base64
 import hashlib
 import html
 import re
-from typing import Any
+from typing import Any, Callable
 
 from .cells import COST_HEADERS, INTRO, Columns, _fmt, _footnotes, _ranked
 from .model import (ACCESS_FLAGS, FAMILIES, GROUP_NOTE, KIND_LABEL, Board, InstanceFacts, Row,
                     TaskFacts, _num)
 from .overview import _multi_instance_line, overviews
+from .replicates import ReplicateSummary, summarize
 from .reported import REPORTED_NOTE, REPORTED_TITLE, note_text, reported_cells, reported_heads, source_notes
 
 def h(text: Any) -> str:
@@ -135,20 +136,54 @@ def _source_html(r: Row) -> str:
     return f'<span class="badge b-measured">measured</span>{hw}'
 
 
-def _html_row(r: Row, cols: Columns, rank: int | None) -> str:
-    cells = [_td(str(rank) if rank else "–", rank),
-             _td(r.detector, r.detector.lower(), "t"),
-             _td(r.access or "?", r.access or "", "t")]
+def _html_row(r: Row, middle: list[str], rank: int | None) -> str:
+    """A ranked row: rank, detector, access, the ``middle`` cells, source."""
+    cells = ([_td(str(rank) if rank else "–", rank), _td(r.detector, r.detector.lower(), "t"),
+              _td(r.access or "?", r.access or "", "t")] + middle
+             + [_td(_source_html(r), KIND_LABEL[r.kind], "t", raw=True)])
+    return (f'<tr class="entry kind-{r.kind}" data-task="{h(r.task)}" data-group="{h(r.group)}" '
+            f'data-access="{h(" ".join(r.flags))}" data-kind="{r.kind}">' + "".join(cells) + "</tr>")
+
+
+def _measured_cells(r: Row, cols: Columns) -> list[str]:
     n_metric = len(cols.heads()) + len(COST_HEADERS)
     if r.status != "ok":
-        cells.append(f'<td class="t failed" colspan="{n_metric}" data-v="">failed: {h(str(r.error)[:300])}</td>')
-        cells += ['<td hidden data-v=""></td>'] * (n_metric - 1)
-    else:
-        cells += [_td(text, v) for text, v in cols.cells(r)] + _cost_cells(r)
-    cells.append(_td(_source_html(r), KIND_LABEL[r.kind], "t", raw=True))
-    flags = " ".join(r.flags)
-    return (f'<tr class="entry kind-{r.kind}" data-task="{h(r.task)}" data-group="{h(r.group)}" '
-            f'data-access="{h(flags)}" data-kind="{r.kind}">' + "".join(cells) + "</tr>")
+        return ([f'<td class="t failed" colspan="{n_metric}" data-v="">failed: {h(str(r.error)[:300])}</td>']
+                + ['<td hidden data-v=""></td>'] * (n_metric - 1))
+    return [_td(text, v) for text, v in cols.cells(r)] + _cost_cells(r)
+
+
+def _html_heads(track: str, metrics: list[str], tail: list[str]) -> list[tuple[str, str, str]]:
+    """(label, type, first direction) of a ranked table: rank, detector, access, ``metrics``
+    (numbers; MAE and MSE sort ascending first), ``tail`` (numbers ascending), source."""
+    return ([("#", "num", "ascending"), ("detector" if track != "lid" else "estimator", "text", "ascending"),
+             ("access", "text", "ascending")]
+            + [(label, "num", "ascending" if label.startswith(("MAE", "MSE")) else "descending") for label in metrics]
+            + [(label, "num", "ascending") for label in tail] + [("source", "text", "ascending")])
+
+
+def _html_bodies(groups: list[tuple[str, list[tuple[int | None, Any]]]], n_cols: int,
+                 row: Callable[[Any, int | None], str]) -> str:
+    """A body per group (sorting stays inside it), the shortcut group's body marked apart."""
+    bodies = ""
+    for group, ranked in groups:
+        cut = group == "shortcut"
+        label = f"{group}: {GROUP_NOTE}" if cut else group
+        bodies += (f'<tbody class="measured{" shortcut" if cut else ""}" data-group="{h(group)}">'
+                   f'<tr><th class="divider" colspan="{n_cols}">{h(label)}</th></tr>'
+                   + "".join(row(item, rank) for rank, item in ranked) + "</tbody>")
+    return bodies
+
+
+def _html_replicates(s: ReplicateSummary, tid: str) -> str:
+    """The replicate summary of one kind: a ranked table of mean ± sd per detector."""
+    heads = _html_heads(s.track, s.heads, [])
+    bodies = _html_bodies(s.groups, len(heads), lambda rep, rank: _html_row(
+        rep.first, [_td(text, v) for text, v in rep.cells()], rank))
+    return (f'<h4>Across the {len(s.instances)} {h(s.kind)} replicates</h4><p class="facts">{h(s.note())}</p>'
+            f'<p class="muted" id="{tid}-count"></p>'
+            f'<table class="board" id="{tid}" data-track="{h(s.track)}" data-instance="{h(s.kind)}-replicates">'
+            f'<thead><tr>{_th(heads)}</tr></thead>{bodies}</table>')
 
 
 def _th(heads: list[tuple[str, str, str]]) -> str:
@@ -162,19 +197,8 @@ def _html_instance(board: Board, t: TaskFacts, inst: InstanceFacts, track: str, 
     body marked apart."""
     rows = board.rows_for(t, ("measured", "submission"), inst.data_hash)
     cols = Columns.of(rows, track)
-    heads: list[tuple[str, str, str]] = [("#", "num", "ascending"),
-                                         ("detector" if track != "lid" else "estimator", "text", "ascending"),
-                                         ("access", "text", "ascending")]
-    heads += [(label, "num", "ascending" if label in ("MAE", "MSE") else "descending")
-              for label in cols.heads()]
-    heads += [("NFE/sample", "num", "ascending"), ("seconds", "num", "ascending"), ("source", "text", "ascending")]
-    bodies = ""
-    for group, ranked in _ranked(rows, track):
-        cut = group == "shortcut"
-        label = f"{group}: {GROUP_NOTE}" if cut else group
-        bodies += (f'<tbody class="measured{" shortcut" if cut else ""}" data-group="{h(group)}">'
-                   f'<tr><th class="divider" colspan="{len(heads)}">{h(label)}</th></tr>'
-                   + "".join(_html_row(r, cols, rank) for rank, r in ranked) + "</tbody>")
+    heads = _html_heads(track, cols.heads(), COST_HEADERS)
+    bodies = _html_bodies(_ranked(rows, track), len(heads), lambda r, rank: _html_row(r, _measured_cells(r, cols), rank))
     foot = "".join(f'<p class="foot muted">{h(f)}</p>' for f in _footnotes(rows, track))
     figs = ""
     for k, label in (("roc", "ROC curves"), ("pareto", "AUROC against cost")):
@@ -229,6 +253,8 @@ def _html_task(board: Board, t: TaskFacts, track: str) -> str:
         return f'{head}<p class="facts">{h(", ".join(facts))}{desc}</p>{body}{tail}'
     out = (f'{head}<p class="facts">{h(", ".join(t.fact_parts()))}{desc}</p>'
            f'<p class="instances"><b>{h(_multi_instance_line(board, t))}</b></p>')
+    for kind, reps in board.replicates(t).items():
+        out += _html_replicates(summarize(board, t, reps), f"{tid}-{kind}-replicates")
     for inst in insts:
         out += (f'<h4>Instance {h(inst.id)} ({h(inst.kind)})</h4><p class="facts">{h(", ".join(inst.fact_parts(with_id=False)))}</p>'
                 + _html_instance(board, t, inst, track, f"{tid}-{inst.id}"))
