@@ -16,6 +16,7 @@ from ..reported import REPORTED_DIR, load_reported
 from ..spec import TaskSpec
 from .model import Board, Row, TaskFacts, _add_result
 
+
 def _sha_tree(paths: Iterable[tuple[Path, Path]]) -> dict[str, str]:
     return {str(rel): sha256_file(p) for p, rel in paths}
 

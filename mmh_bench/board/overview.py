@@ -9,6 +9,7 @@ from .cells import _fmt, _group_pos
 from .model import GROUP_NOTE, Board, InstanceFacts, Row, TaskFacts, _num
 from .replicates import overview_rows
 
+
 def _mean_ranks(track: str, tasks: list[TaskFacts], rows: dict[tuple[str, str], list[Row]]
                 ) -> dict[str, tuple[float, int]]:
     """detector -> (mean within-group rank, tasks ranked): on each task, the group's members with a

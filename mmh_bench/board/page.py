@@ -16,6 +16,7 @@ from .overview import _multi_instance_line, overviews
 from .replicates import ReplicateSummary, summarize
 from .reported import REPORTED_NOTE, REPORTED_TITLE, note_text, reported_cells, reported_heads, source_notes
 
+
 def h(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
