@@ -119,7 +119,10 @@ def test_page_sorts_filters_and_renders(driver, tiny_spec, tmp_path):
     for body in _bodies(table):
         assert body.find_elements("css selector", "tr")[0].find_elements("css selector", "th.divider")
     assert [b.get_attribute("data-group") for b in _bodies(table)] == groups
-    assert [r.get_attribute("data-kind") for r in _visible(table, "reported")] == ["reported"]
+    assert _visible(table, "reported") == []  # published numbers are never in a ranked table ...
+    rep = driver.find_element("css selector", "#t-tiny-v1-reported")  # ... but in one of their own
+    assert [r.get_attribute("data-kind") for r in _visible(rep, "reported")] == ["reported"]
+    assert rep.find_elements("css selector", "thead th")[0].text.strip() == "method (as published)"
     # sort a text column too
     det_th = table.find_elements("css selector", "thead th")[det_col]
     det_th.click()
@@ -133,7 +136,8 @@ def test_page_sorts_filters_and_renders(driver, tiny_spec, tmp_path):
     assert "train_data" not in access and "model" in access and "samples" in access
     driver.find_element("css selector", "input.access-filter[value=model]").click()
     assert {r.get_attribute("data-access") for r in _visible(table)} == {"samples"}
-    assert _visible(table, "reported") == []  # the reported entry declared model access
+    assert _visible(rep, "reported") == []  # the reported entry declared model access
+    assert driver.find_element("css selector", "#t-tiny-v1-reported-count").text == "0 rows shown"
     count = driver.find_element("css selector", "#t-tiny-v1-count").text
     assert count == "4 rows shown"  # norm, norm-low, random, and the markup-named copy of norm
     driver.find_element("css selector", "input.access-filter[value=model]").click()
