@@ -219,11 +219,14 @@ def memorization_metrics(y: np.ndarray, s: np.ndarray, subtype: np.ndarray | Non
                          subtype_names: dict[int, str] | None = None,
                          negative_source: np.ndarray | None = None) -> dict[str, Any]:
     """Overall metrics, plus each subtype's positives against all non-memorized samples, and with
-    ``negative_source`` (one entry per sample) ``auroc_by_source`` (:func:`auroc_by_source`)."""
+    ``negative_source`` (one entry per sample) ``auroc_by_source`` (:func:`auroc_by_source`;
+    left out when there are no negatives)."""
     y, s = _check(y, s)
     out = detection_metrics(y, s)
     if negative_source is not None:
-        out["auroc_by_source"] = auroc_by_source(y, s, negative_source)
+        by_source = auroc_by_source(y, s, negative_source)
+        if by_source:  # no negatives, no sources
+            out["auroc_by_source"] = by_source
     out["per_subtype"] = {}
     if subtype is not None:
         subtype = np.asarray(subtype)

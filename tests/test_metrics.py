@@ -202,6 +202,9 @@ def test_memorization_metrics_reports_sources_only_when_given():
     # what the runner writes validates against the result schema's metrics model
     from mmh_bench.schema import MemorizationMetrics
     assert MemorizationMetrics.model_validate(m).auroc_by_source["coco"] is None
+    # no negatives: nothing to split, and no empty field for the schema to refuse
+    assert "auroc_by_source" not in memorization_metrics(np.ones(3, int), np.arange(3.0),
+                                                         negative_source=np.array(["", "", ""]))
 
 
 def test_auroc_by_source_rejects_bad_sources():
