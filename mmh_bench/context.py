@@ -97,6 +97,20 @@ class GenerationView:
         c = batch.cond if cond is None else cond
         return trajectory(self._model, x_t, self.sampler, None if c is None else list(c), n_steps=n_steps)
 
+    def generate(self, batch: "Batch", *, noise: Any = None, cond: Sequence[Any] | None = None,
+                 guidance: float | None = None, cond_eps: Any = None) -> np.ndarray:
+        """Run the task's sampler to the end for ``batch`` (its x_T and conditions unless replaced):
+        the finished samples. ``guidance`` replaces the sampler's scale; ``cond_eps(y, t)`` its
+        conditional branch (e.g. :meth:`ScoreModel.eps_embedded` with a changed embedding)."""
+        import dataclasses
+        from .sampler import generate
+        x_t = batch.noise if noise is None else noise
+        if x_t is None:
+            raise AccessError("this batch carries no initial noise (Access.GENERATION on a task that stores it)")
+        c = batch.cond if cond is None else cond
+        sampler = self.sampler if guidance is None else dataclasses.replace(self.sampler, guidance=float(guidance))
+        return generate(self._model, x_t, sampler, None if c is None else list(c), progress=False, cond_eps=cond_eps)
+
 
 class Context:
     """Per-task handle given to ``Detector.fit`` and ``Detector.score``.

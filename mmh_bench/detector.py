@@ -12,6 +12,50 @@ if TYPE_CHECKING:  # pragma: no cover
     from .context import Context
 
 
+class Configurable:
+    """Parameters the scikit-learn way, shared by detectors and mitigators: the constructor's
+    arguments, kept as attributes of the same name, are the hyper-parameters recorded with every
+    result; fitted state is private; :meth:`clone` gives a fresh, unfitted copy."""
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        """Constructor parameter names, read from ``__init__``'s signature as scikit-learn does."""
+        from sklearn.base import BaseEstimator
+        return BaseEstimator._get_param_names.__func__(cls)  # type: ignore[attr-defined]
+
+    def get_params(self, deep: bool = False) -> dict[str, Any]:
+        """The constructor's parameters with their current values (scikit-learn's contract).
+
+        Each ``__init__`` parameter must be stored unchanged as an attribute of the same name, so
+        that ``type(obj)(**obj.get_params())`` rebuilds it; fitted state lives in
+        ``_private`` or ``trailing_underscore_`` attributes and is never a parameter."""
+        out = {}
+        for key in self._get_param_names():
+            if not hasattr(self, key):
+                raise AttributeError(f"{type(self).__name__}.__init__ takes {key!r} but does not store it "
+                                     f"as self.{key}; parameters are constructor arguments kept as attributes")
+            out[key] = getattr(self, key)
+        return out
+
+    def set_params(self, **params: Any) -> "Configurable":
+        names = set(self._get_param_names())
+        for key, value in params.items():
+            if key not in names:
+                raise ValueError(f"{type(self).__name__} has no parameter {key!r}; "
+                                 f"its parameters: {sorted(names) or 'none'}")
+            setattr(self, key, value)
+        return self
+
+    def params(self) -> dict[str, Any]:
+        """Hyper-parameters recorded with each result: the constructor's arguments, nothing fitted."""
+        return self.get_params()
+
+    def clone(self) -> "Configurable":
+        """A fresh, unfitted copy with the same constructor parameters (``sklearn.base.clone``)."""
+        from sklearn.base import clone
+        return clone(self)
+
+
 @dataclass(frozen=True)
 class Batch:
     """A slice of a task's generated samples.
@@ -36,7 +80,7 @@ class Batch:
         return len(self.x)
 
 
-class Detector:
+class Detector(Configurable):
     """Base class for memorization detectors.
 
     Subclasses set ``name`` and ``access`` and implement :meth:`score`. ``version`` is part of
@@ -65,44 +109,6 @@ class Detector:
 
     def score(self, batch: Batch, ctx: "Context") -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    @classmethod
-    def _get_param_names(cls) -> list[str]:
-        """Constructor parameter names, read from ``__init__``'s signature as scikit-learn does."""
-        from sklearn.base import BaseEstimator
-        return BaseEstimator._get_param_names.__func__(cls)  # type: ignore[attr-defined]
-
-    def get_params(self, deep: bool = False) -> dict[str, Any]:
-        """The constructor's parameters with their current values (scikit-learn's contract).
-
-        Each ``__init__`` parameter must be stored unchanged as an attribute of the same name, so
-        that ``type(det)(**det.get_params())`` rebuilds the detector; fitted state lives in
-        ``_private`` or ``trailing_underscore_`` attributes and is never a parameter."""
-        out = {}
-        for key in self._get_param_names():
-            if not hasattr(self, key):
-                raise AttributeError(f"{type(self).__name__}.__init__ takes {key!r} but does not store it "
-                                     f"as self.{key}; parameters are constructor arguments kept as attributes")
-            out[key] = getattr(self, key)
-        return out
-
-    def set_params(self, **params: Any) -> "Detector":
-        names = set(self._get_param_names())
-        for key, value in params.items():
-            if key not in names:
-                raise ValueError(f"{type(self).__name__} has no parameter {key!r}; "
-                                 f"its parameters: {sorted(names) or 'none'}")
-            setattr(self, key, value)
-        return self
-
-    def params(self) -> dict[str, Any]:
-        """Hyper-parameters recorded with each result: the constructor's arguments, nothing fitted."""
-        return self.get_params()
-
-    def clone(self) -> "Detector":
-        """A fresh, unfitted detector with the same constructor parameters (``sklearn.base.clone``)."""
-        from sklearn.base import clone
-        return clone(self)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, access={self.access.label})"

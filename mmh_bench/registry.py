@@ -1,4 +1,4 @@
-"""Finding tasks and detectors by name.
+"""Finding tasks, detectors and mitigators by name.
 
 Tasks: the TOML files shipped in ``tasks/`` (installed as ``mmh_bench_tasks``), any folder in
 ``MMH_BENCH_TASKS_PATH`` (``:``-separated), or a path to a ``.toml`` file.
@@ -7,6 +7,7 @@ exactly as a third-party package would), or ``module:Class`` / ``path/to/file.py
 them may carry constructor parameters, ``flipd(t0=0.05, probes=8)``: values are TOML literals
 (``0.05``, ``"knee"``, ``true``, ``[1, 2]``), JSON ``null`` for None, or a bare word taken as a
 string (``t0=plateau``); names the constructor does not take are refused with the ones it does.
+Mitigators resolve the same way from the entry-point group ``mmh_bench.mitigators``.
 """
 from __future__ import annotations
 
@@ -21,11 +22,16 @@ import sys
 import tomllib
 from importlib import metadata, resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .detector import Detector
 from .spec import SpecError, TaskSpec, load_spec
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .mitigation import Mitigator
+
 ENTRY_POINT_GROUP = "mmh_bench.detectors"
+MITIGATOR_GROUP = "mmh_bench.mitigators"
 
 
 class RegistryError(LookupError):
@@ -80,13 +86,24 @@ def resolve_tasks(names: str | list[str]) -> list[TaskSpec]:
 
 
 # -- detectors ---------------------------------------------------------------------------------
-def _entry_points() -> dict[str, metadata.EntryPoint]:
-    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+#: what can be registered: kind -> (entry-point group, base class path)
+KINDS = {"detector": (ENTRY_POINT_GROUP, "mmh_bench.detector:Detector"),
+         "mitigator": (MITIGATOR_GROUP, "mmh_bench.mitigation.contract:Mitigator")}
 
 
-def _check_class(obj: object, where: str) -> type[Detector]:
-    if not (inspect.isclass(obj) and issubclass(obj, Detector)):
-        raise RegistryError(f"{where} is not a subclass of mmh_bench.Detector")
+def _base(kind: str) -> type:
+    module, _, attr = KINDS[kind][1].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _entry_points(kind: str = "detector") -> dict[str, metadata.EntryPoint]:
+    return {ep.name: ep for ep in metadata.entry_points(group=KINDS[kind][0])}
+
+
+def _check_class(obj: object, where: str, kind: str = "detector") -> type:
+    base = _base(kind)
+    if not (inspect.isclass(obj) and issubclass(obj, base)):
+        raise RegistryError(f"{where} is not a subclass of mmh_bench.{base.__name__}")
     if not obj.name:
         raise RegistryError(f"{where} has no name")
     return obj
@@ -117,8 +134,9 @@ def _load_file(path: Path, attr: str) -> object:
     return getattr(module, attr)
 
 
-def load_detector_class(ref: str) -> type[Detector]:
-    """A registered name, ``module:Class`` or ``path/to/file.py:Class``."""
+def load_detector_class(ref: str, kind: str = "detector") -> type[Detector]:
+    """A registered name, ``module:Class`` or ``path/to/file.py:Class`` (a mitigator's with
+    ``kind="mitigator"``)."""
     if ":" in ref:
         target, attr = ref.rsplit(":", 1)
         if target.endswith(".py") or os.sep in target:
@@ -131,17 +149,17 @@ def load_detector_class(ref: str) -> type[Detector]:
             if not hasattr(module, attr):
                 raise RegistryError(f"module {target!r} has no attribute {attr!r}")
             obj = getattr(module, attr)
-        return _check_class(obj, ref)
-    eps = _entry_points()
+        return _check_class(obj, ref, kind)
+    eps = _entry_points(kind)
     if ref not in eps:
-        raise RegistryError(f"unknown detector {ref!r}; known detectors: {', '.join(sorted(eps))}")
+        raise RegistryError(f"unknown {kind} {ref!r}; known {kind}s: {', '.join(sorted(eps))}")
     try:
         obj = eps[ref].load()
     except Exception as exc:
-        raise RegistryError(f"loading detector {ref!r} ({eps[ref].value}) failed: {exc}") from exc
-    cls = _check_class(obj, ref)
+        raise RegistryError(f"loading {kind} {ref!r} ({eps[ref].value}) failed: {exc}") from exc
+    cls = _check_class(obj, ref, kind)
     if cls.name != ref:
-        raise RegistryError(f"entry point {ref!r} loads a detector named {cls.name!r}")
+        raise RegistryError(f"entry point {ref!r} loads a {kind} named {cls.name!r}")
     return cls
 
 
@@ -200,7 +218,7 @@ def parse_ref(ref: str) -> tuple[str, dict[str, object]]:
     return name, params
 
 
-def _check_params(cls: type[Detector], params: dict[str, object], ref: str) -> None:
+def _check_params(cls: type, params: dict[str, object], ref: str) -> None:
     sig = inspect.signature(cls.__init__)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return
@@ -212,31 +230,46 @@ def _check_params(cls: type[Detector], params: dict[str, object], ref: str) -> N
                             f"it takes: {', '.join(known) or 'none'}")
 
 
-def make_detector(ref: str | Detector) -> Detector:
-    """A detector from a reference (see the module docstring), constructed with its parameters."""
-    if isinstance(ref, Detector):
-        return ref
-    name, params = parse_ref(ref)
-    cls = load_detector_class(name)
+def make_detector(ref: str | Detector, kind: str = "detector") -> Detector:
+    """A detector (or with ``kind="mitigator"`` a mitigator) from a reference (see the module
+    docstring), constructed with its parameters."""
+    if isinstance(ref, _base(kind)):
+        return ref  # type: ignore[return-value]
+    name, params = parse_ref(ref)  # type: ignore[arg-type]
+    cls = load_detector_class(name, kind)
     _check_params(cls, params, name)
     try:
         return cls(**params)
     except Exception as exc:
-        raise RegistryError(f"constructing detector {ref!r} failed: {type(exc).__name__}: {exc}") from exc
+        raise RegistryError(f"constructing {kind} {ref!r} failed: {type(exc).__name__}: {exc}") from exc
 
 
-def all_detectors() -> dict[str, type[Detector]]:
-    """Every detector registered through entry points, by name."""
-    return {name: load_detector_class(name) for name in sorted(_entry_points())}
+def all_detectors(kind: str = "detector") -> dict[str, type[Detector]]:
+    """Every detector (or mitigator) registered through entry points, by name."""
+    return {name: load_detector_class(name, kind) for name in sorted(_entry_points(kind))}
 
 
-def resolve_detectors(refs: str | list[str]) -> list[Detector]:
+def resolve_detectors(refs: str | list[str], kind: str = "detector") -> list[Detector]:
     if isinstance(refs, str):
         refs = split_refs(refs)
     if refs == ["all"]:
-        return [cls() for cls in all_detectors().values()]
-    return [make_detector(r) for r in refs]
+        return [cls() for cls in all_detectors(kind).values()]
+    return [make_detector(r, kind) for r in refs]
+
+
+def make_mitigator(ref: str) -> "Mitigator":
+    """A mitigator from a registered name, ``module:Class`` or ``file.py:Class``, with parameters."""
+    return make_detector(ref, "mitigator")  # type: ignore[return-value]
+
+
+def all_mitigators() -> dict[str, type["Mitigator"]]:
+    return all_detectors("mitigator")  # type: ignore[return-value]
+
+
+def resolve_mitigators(refs: str | list[str]) -> list["Mitigator"]:
+    return resolve_detectors(refs, "mitigator")  # type: ignore[return-value]
 
 
 __all__ = ["RegistryError", "SpecError", "all_tasks", "get_task", "resolve_tasks", "suite",
-           "load_detector_class", "make_detector", "parse_ref", "split_refs", "all_detectors", "resolve_detectors"]
+           "load_detector_class", "make_detector", "parse_ref", "split_refs", "all_detectors", "resolve_detectors",
+           "make_mitigator", "all_mitigators", "resolve_mitigators"]

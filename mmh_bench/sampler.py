@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -128,9 +128,11 @@ class Step:
 
 
 def trajectory(model: ScoreModel, noise: Any, sampler: Sampler, cond: Sequence[Any] | None = None,
-               *, n_steps: int | None = None, progress: bool = False) -> Iterator[Step]:
+               *, n_steps: int | None = None, progress: bool = False,
+               cond_eps: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> Iterator[Step]:
     """The generation's steps from x_T = ``noise``, first step first (all ``sampler.steps`` by
-    default, else the first ``n_steps``). Network calls go through ``model.eps`` and are counted."""
+    default, else the first ``n_steps``). Network calls go through ``model.eps`` and are counted.
+    ``cond_eps(y, t)`` replaces the conditional branch (a mitigator's changed condition)."""
     grid = sampler.times()
     n_steps = len(grid) if n_steps is None else min(int(n_steps), len(grid))
     y = torch.as_tensor(np.asarray(noise), dtype=torch.float32).clone()
@@ -139,7 +141,8 @@ def trajectory(model: ScoreModel, noise: Any, sampler: Sampler, cond: Sequence[A
         for i in tqdm(range(n_steps), desc="sampling", disable=not progress, mininterval=1.0, leave=False):
             t = torch.tensor(float(grid[i]))
             e_u = _blocked(model, y, t, None)
-            e_c = None if c is None else _blocked(model, y, t, c)
+            e_c = (cond_eps(y, t) if cond_eps is not None else
+                   None if c is None else _blocked(model, y, t, c))
             e = e_u if e_c is None else e_u + sampler.guidance * (e_c - e_u)
             ab_t = model.alpha_bar(t)
             x0 = (y - (1 - ab_t).sqrt() * e) / ab_t.sqrt()
@@ -155,10 +158,11 @@ def trajectory(model: ScoreModel, noise: Any, sampler: Sampler, cond: Sequence[A
 
 
 def generate(model: ScoreModel, noise: Any, sampler: Sampler, cond: Sequence[Any] | None = None,
-             *, progress: bool = True) -> np.ndarray:
+             *, progress: bool = True,
+             cond_eps: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
     """The finished samples of the generations from x_T = ``noise`` (float32, shape of ``noise``)."""
     last = None
-    for last in trajectory(model, noise, sampler, cond, progress=progress):
+    for last in trajectory(model, noise, sampler, cond, progress=progress, cond_eps=cond_eps):
         pass
     assert last is not None
     return last.x0.numpy().astype(np.float32)

@@ -103,6 +103,25 @@ class ScoreModel(abc.ABC):
         out, jv = torch.func.jvp(lambda z: self._eps(z, tt, cond), (y,), (vv,))
         return out.detach(), jv.detach()
 
+    def condition_embedding(self, cond: Sequence[Any]) -> torch.Tensor:
+        """The tensor through which each condition enters the network (capability
+        ``"condition_embedding"``): what a mitigator may optimize or perturb."""
+        raise NotImplementedError(f"{type(self).__name__} exposes no condition embedding")
+
+    def _eps_embedded(self, y: torch.Tensor, t: torch.Tensor, emb: torch.Tensor,
+                      cond: Sequence[Any]) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} exposes no condition embedding")
+
+    def eps_embedded(self, x: Any, t: Any, emb: torch.Tensor, cond: Sequence[Any]) -> torch.Tensor:
+        """``eps`` with each condition of ``cond`` entering as the embedding ``emb`` instead of its
+        own (:meth:`condition_embedding`; ``cond`` still gives what is not embedded, e.g. which
+        caption tokens are padding), with gradients to ``x`` and ``emb``; counted as a forward."""
+        y, tt = self._prepare(x, t)
+        if emb.shape[0] != y.shape[0] or len(cond) != y.shape[0]:
+            raise ValueError(f"emb and cond need one row per sample ({y.shape[0]})")
+        self.nfe += y.shape[0]
+        return self._eps_embedded(y, tt, emb, cond)
+
     def cross_attention(self, x: Any, t: Any, cond: Sequence[Any]) -> torch.Tensor:
         """Cross-attention probabilities over condition tokens, ``[n, tokens]`` averaged over
         layers, heads and queries (capability ``"cross_attention"``); counted as one evaluation."""

@@ -7,6 +7,7 @@ Each module defines ``register(subparsers) -> None`` that adds its parser and se
 
 MODULES: list[str] = [
     "dedup",
+    "mitigate",
     "publish",
     "show",
     "submit",

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -29,10 +30,13 @@ from .mlp import _time_features, fit_eps
 MASKED = -1e9  # logit of a padding token (finite, so forward-mode derivatives stay finite)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-           mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(softmax(q k^T / sqrt(d)) v, probabilities)``; ``mask [n, Lk]`` True where a key is real."""
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+           first_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(softmax(q k^T / sqrt(d)) v, probabilities)``; ``mask [n, Lk]`` True where a key is real;
+    ``first_scale`` multiplies the first key's logits (1: unchanged)."""
     logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if first_scale != 1.0:
+        logits = torch.cat([logits[..., :1] * first_scale, logits[..., 1:]], dim=-1)
     if mask is not None:
         logits = logits.masked_fill(~mask[:, None, None, :], MASKED)
     p = torch.softmax(logits, dim=-1)
@@ -53,13 +57,13 @@ class CrossAttention(nn.Module):
         self.kv = nn.Linear(text_width, 2 * self.width)
         self.out = nn.Linear(hidden, hidden)
 
-    def forward(self, h: torch.Tensor, text: torch.Tensor,
-                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, h: torch.Tensor, text: torch.Tensor, mask: torch.Tensor,
+                logit_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         n, dh = h.shape[0], self.width // self.heads
         q = self.q(self.norm(h)).reshape(n, self.queries, self.heads, dh).transpose(1, 2)
         k, v = (z.reshape(n, z.shape[1], self.heads, dh).transpose(1, 2)
                 for z in self.kv(text).chunk(2, dim=-1))
-        o, p = attend(q, k, v, mask)  # o [n, heads, queries, dh], p [n, heads, queries, L]
+        o, p = attend(q, k, v, mask, first_scale=logit_scale)  # o [n, heads, queries, dh], p [n, heads, queries, L]
         return self.out(o.transpose(1, 2).reshape(n, -1)), p
 
 
@@ -87,7 +91,8 @@ class CrossAttnDenoiser(nn.Module):
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, self.dim))
 
     def forward(self, y: torch.Tensor, t: torch.Tensor, text: torch.Tensor, mask: torch.Tensor,
-                return_attention: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                return_attention: bool = False,
+                logit_scale: float = 1.0) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``y [n, *shape]``, ``t [n]``, ``text [n, L, text_dim]``, ``mask [n, L]`` (bool)."""
         n = y.shape[0]
         h = self.inp(torch.cat([y.reshape(n, -1), _time_features(t)], dim=1))
@@ -95,7 +100,7 @@ class CrossAttnDenoiser(nn.Module):
         probs = []
         for block, cross in zip(self.blocks, self.cross):
             h = h + block(h)
-            a, p = cross(h, ctx, mask)
+            a, p = cross(h, ctx, mask, logit_scale)
             h = h + a
             probs.append(p)
         out = self.out(h).reshape(y.shape)
@@ -144,7 +149,7 @@ class CrossAttnScoreModel(ScoreModel):
     A string is encoded with the task's text encoder on first use (needs the encoder installed).
     """
 
-    capabilities = frozenset({"cross_attention"})
+    capabilities = frozenset({"cross_attention", "condition_embedding", "attention_rescale"})
 
     def __init__(self, net: CrossAttnDenoiser, table: CaptionTable,
                  captions: Sequence[str] | None = None, encoder: Any = None) -> None:
@@ -188,7 +193,30 @@ class CrossAttnScoreModel(ScoreModel):
 
     def _eps(self, y: torch.Tensor, t: torch.Tensor, cond: Sequence[Any] | None) -> torch.Tensor:
         text, mask = self._text(cond, y.shape[0])
-        return self.net(y, t, text, mask)
+        return self.net(y, t, text, mask, logit_scale=self.first_token_scale)
+
+    #: Ren et al.'s mitigation: the attention logit of the first (beginning) token is multiplied
+    #: by this factor in every cross-attention layer (1 = the model as trained)
+    first_token_scale: float = 1.0
+
+    @contextmanager
+    def rescaled_attention(self, scale: float) -> Iterator[None]:
+        """Within the block, every cross-attention layer multiplies the first token's logits by
+        ``scale`` (Ren et al.'s mitigation; capability ``"attention_rescale"``)."""
+        old, self.first_token_scale = self.first_token_scale, float(scale)
+        try:
+            yield
+        finally:
+            self.first_token_scale = old
+
+    def condition_embedding(self, cond: Sequence[Any]) -> torch.Tensor:
+        """The caption token embeddings each condition feeds the cross-attention, ``[n, L, dim]``
+        (padding positions stay masked: :meth:`eps_embedded` reads the masks of ``cond``)."""
+        return self._text(cond, len(cond))[0].clone()
+
+    def _eps_embedded(self, y: torch.Tensor, t: torch.Tensor, emb: torch.Tensor,
+                      cond: Sequence[Any]) -> torch.Tensor:
+        return self.net(y, t, emb, self._text(cond, y.shape[0])[1], logit_scale=self.first_token_scale)
 
     @torch.no_grad()
     def cross_attention(self, x: Any, t: Any, cond: Sequence[Any]) -> torch.Tensor:

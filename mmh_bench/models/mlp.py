@@ -41,9 +41,13 @@ class MLPDenoiser(nn.Module):
             nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden)) for _ in range(depth))
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim))
 
-    def forward(self, y: torch.Tensor, t: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, t: torch.Tensor, c: torch.Tensor | None = None,
+                emb: torch.Tensor | None = None) -> torch.Tensor:
+        """``emb`` (``[n, hidden]``) replaces the class embedding ``self.cond(c)`` when given."""
         h = self.inp(torch.cat([y, _time_features(t)], dim=1))
-        if self.cond is not None:
+        if emb is not None:
+            h = h + emb
+        elif self.cond is not None:
             if c is None:
                 c = torch.full((y.shape[0],), self.config["n_classes"], dtype=torch.long, device=y.device)
             h = h + self.cond(c)
@@ -135,6 +139,7 @@ class MLPScoreModel(ScoreModel):
         self.shape = (net.config["dim"],)
         self.n_classes = net.config["n_classes"]
         self.conditional = self.n_classes > 0
+        self.capabilities = frozenset({"condition_embedding"}) if self.conditional else frozenset()
 
     def alpha_bar(self, t: Any) -> torch.Tensor:
         return vp_linear_alpha_bar(t)
@@ -149,6 +154,17 @@ class MLPScoreModel(ScoreModel):
 
     def _eps(self, y: torch.Tensor, t: torch.Tensor, cond: Sequence[Any] | None) -> torch.Tensor:
         return self.net(y, t, self._labels(cond, y.shape[0]))
+
+    def condition_embedding(self, cond: Sequence[Any]) -> torch.Tensor:
+        """The class embedding each condition adds to the hidden state, ``[n, hidden]``."""
+        if not self.conditional:
+            raise ValueError("this model is unconditional: it has no condition embedding")
+        with torch.no_grad():
+            return self.net.cond(self._labels(cond, len(cond))).clone()
+
+    def _eps_embedded(self, y: torch.Tensor, t: torch.Tensor, emb: torch.Tensor,
+                      cond: Sequence[Any]) -> torch.Tensor:
+        return self.net(y.reshape(y.shape[0], -1), t, emb=emb).reshape(y.shape)
 
 
 def _load_mlp(path: Path) -> MLPScoreModel:

@@ -1,0 +1,157 @@
+"""The mitigation section of the board: per task, a table and a memorization-vs-quality Pareto plot.
+
+Each mitigator contributes one curve over the settings of its sweep; the unmitigated generation
+is the reference point. Rows are read from ``<results>/<task>/v<ver>/<instance>/*.json``
+(each validated as :class:`MitigationResult` before it is shown); only one instance's rows share a
+table, as on the detection board. The published mitigation protocols have no single numbers to
+set beside ours; they are listed as "reported protocol" notes.
+"""
+from __future__ import annotations
+
+import html
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from .result import MitigationResult, read_mitigation_result
+
+#: the papers' protocols (../shared/data/published/README.md, section G), as notes beside the tables
+REPORTED_PROTOCOLS = [
+    ("MemBench (Hong, Oh, Sung)", "10 images per prompt, 50 DDIM steps, guidance 7.5; max SSCD to the "
+     "ground-truth images, share above 0.5, CLIP and aesthetic scores; no leaderboard"),
+    ("Jeon et al., ICML 2025 (SAIL)", "454 (v1.4) / 202 (v2.0) prompts with retrievable training images, "
+     "5 generations per prompt, SSCD and CLIP; random tokens {1,2,4,6,8}, Ren's C {1.1,1.2,1.25,1.3,1.5}, "
+     "Wen's target loss 1-5; curves, not single numbers"),
+    ("Wen et al., ICLR 2024", "prompt embedding optimised to lower ||eps_c - eps_u|| (target loss 3 in "
+     "their README)"),
+    ("Ross et al., ICLR 2025 (MMH)", "prompt embedding optimised at DDIM step 40 of 50 to raise FLIPD "
+     "(lr 0.05, 20 iterations), or at step 0 to lower the CFG norm; then regenerated"),
+]
+
+
+def collect(results: str | Path) -> tuple[dict[tuple[str, str, str], list[MitigationResult]], list[str]]:
+    """Valid mitigation results grouped by (task, version, instance id), and the rejected files."""
+    groups: dict[tuple[str, str, str], list[MitigationResult]] = defaultdict(list)
+    rejected = []
+    for path in sorted(Path(results).glob("*/v*/*/*.json")):
+        try:
+            res = read_mitigation_result(path)
+        except ValueError as exc:
+            rejected.append(f"{path}: {exc}")
+            continue
+        groups[(res.task, res.task_version, res.instance.id)].append(res)
+    return dict(groups), rejected
+
+
+def _quality(res: MitigationResult) -> float | None:
+    """The quality axis: precision (share on the data manifold) times condition accuracy."""
+    m = res.metrics
+    if m is None or m.precision is None:
+        return None
+    return m.precision * (m.condition_accuracy if m.condition_accuracy is not None else 1.0)
+
+
+def _fmt(v: float | None, nd: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{nd}f}"
+
+
+def table_rows(rows: list[MitigationResult]) -> list[list[str]]:
+    """One row per (mitigator, setting): rate with interval, DD / OD rates, quality, cost."""
+    base = {r.mitigator: r for r in rows if r.mitigator == "none" and r.metrics is not None}.get("none")
+    base_nfe = base.cost.nfe_per_sample if base and base.cost else None
+    out = []
+    for r in sorted(rows, key=lambda r: (r.mitigator != "none", r.mitigator, str(r.setting))):
+        if r.status != "ok" or r.metrics is None or r.cost is None:
+            out.append([r.mitigator, "" if r.setting is None else f"{r.swept}={r.setting}", "failed", "", "", "",
+                        "", "", (r.error or "")[:80]])
+            continue
+        m = r.metrics
+        extra = None if base_nfe is None else r.cost.nfe_per_sample - base_nfe
+        out.append([r.mitigator, "" if r.setting is None else f"{r.swept}={r.setting}",
+                    f"{m.memorization.rate:.3f} [{m.memorization.ci[0]:.3f}, {m.memorization.ci[1]:.3f}]",
+                    f"{m.per_subtype['DD'].rate:.3f} / {m.per_subtype['OD'].rate:.3f}",
+                    _fmt(m.precision), _fmt(m.recall), _fmt(m.condition_accuracy),
+                    _fmt(extra, 1), f"{r.cost.seconds:.2f}"])
+    return out
+
+
+HEADERS = ["mitigator", "setting", "memorized [95% CI]", "DD / OD", "precision", "recall",
+           "cond. accuracy", "extra NFE/sample", "seconds"]
+
+
+def render_markdown(results: str | Path, plots_dir: Path | None = None) -> str:
+    """The mitigation section as Markdown (with a Pareto plot per task when ``plots_dir`` is given)."""
+    from tabulate import tabulate
+    groups, rejected = collect(results)
+    if not groups:
+        return ""
+    lines = ["## Mitigation", "",
+             "Each task's generations regenerated under each mitigator from the same conditions and "
+             "initial noises, labelled by the task's own copy rule. Quality: precision and recall "
+             "against held-out draws (k-NN manifolds), and the share a k-NN classifier on the training "
+             "set assigns to the class the condition asks for. Lower memorized and higher quality is "
+             "better; curves run over each mitigator's settings.", ""]
+    for (task, version, inst), rows in sorted(groups.items()):
+        lines += [f"### {task} v{version} ({inst})", ""]
+        if plots_dir is not None:
+            png = pareto_plot(rows, Path(plots_dir) / f"mitigation-{task}-{inst}.png", title=f"{task} ({inst})")
+            if png is not None:
+                lines += [f"![memorization vs quality, {task}]({png.name})", ""]
+        lines += [tabulate(table_rows(rows), headers=HEADERS, tablefmt="github"), ""]
+    lines += ["Reported protocols (no single published numbers exist to set beside these):", ""]
+    lines += [f"- {name}: {text}" for name, text in REPORTED_PROTOCOLS]
+    if rejected:
+        lines += ["", f"{len(rejected)} mitigation file(s) rejected: " + "; ".join(rejected[:5])]
+    return "\n".join(lines) + "\n"
+
+
+def render_html(results: str | Path) -> str:
+    """The same tables as HTML fragments (every value escaped)."""
+    groups, _ = collect(results)
+    parts = []
+    for (task, version, inst), rows in sorted(groups.items()):
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+                       for row in table_rows(rows))
+        parts.append(f"<h3>{html.escape(task)} v{html.escape(version)} ({html.escape(inst)})</h3>"
+                     f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    return "\n".join(parts)
+
+
+def pareto_plot(rows: list[MitigationResult], out: Path, title: str = "") -> Path | None:
+    """Memorized share (x) against quality (y), one curve per mitigator over its settings."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    curves: dict[str, list[tuple[float, float, Any]]] = defaultdict(list)
+    for r in rows:
+        q = _quality(r)
+        if r.status == "ok" and r.metrics is not None and q is not None:
+            curves[r.mitigator].append((r.metrics.memorization.rate, q, r.setting))
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for name, pts in sorted(curves.items()):
+        pts.sort(key=lambda p: (p[2] is None, str(p[2])))
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        if name == "none":
+            ax.scatter(xs, ys, marker="*", s=160, color="black", zorder=5, label="none (unmitigated)")
+        else:
+            ax.plot(xs, ys, marker="o", label=name)
+    ax.set_xlabel("memorized share of generations (lower is better)")
+    ax.set_ylabel("precision x condition accuracy (higher is better)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def summary_json(results: str | Path) -> list[dict[str, Any]]:
+    """Every valid row as plain JSON (for benchmarks and notes)."""
+    groups, _ = collect(results)
+    return [json.loads(r.model_dump_json()) for rows in groups.values() for r in rows]
