@@ -9,8 +9,10 @@ class Access(enum.Flag):
 
     Levels combine with ``|`` (e.g. ``Access.MODEL | Access.TRAIN_DATA``). ``MODEL_COND``
     implies ``MODEL``: conditions are useless without the model that reads them. ``GENERATION``
-    (the generation-time setting) implies ``MODEL_COND`` and adds the generation itself: each
-    sample's initial noise x_T (``batch.noise``) and a replay of its trajectory (``ctx.generation``).
+    (the generation-time setting) implies ``MODEL_COND`` (so, like it, applies to conditional
+    tasks: the published generation-time detectors all read the prompt) and adds the generation
+    itself: each sample's initial noise x_T (``batch.noise``) and a replay of its trajectory
+    (``ctx.generation``).
     """
 
     SAMPLES = 1

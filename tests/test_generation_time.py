@@ -125,3 +125,37 @@ def test_noise_seed_is_one_way_and_fixed():
     assert noise_seed(7) != 7 and noise_seed(7) < 2 ** 60
     with pytest.raises(ValueError, match="sampler"):
         Sampler(kind="ancestral")
+
+
+REPLAY_DETECTOR = '''
+import numpy as np
+import mmh_bench as mb
+
+
+class FirstStepNorm(mb.Detector):
+    name = "first-step-norm"
+    access = mb.Access.GENERATION
+
+    def score(self, batch, ctx):
+        step = next(iter(ctx.generation.trajectory(batch, 1)))
+        assert np.array_equal(step.y.numpy(), batch.noise)  # the replay starts at the stored x_T
+        return step.eps.reshape(len(batch), -1).norm(dim=1).numpy()
+'''
+
+
+def test_a_third_party_generation_time_detector_gets_noise_and_replay_when_sealed(tmp_path):
+    """Sealed evaluation ships x_T and the sampler into the worker (a conditional task: the
+    generation-time setting implies MODEL_COND, as the published detectors read the prompt)."""
+    import json
+    from pathlib import Path
+
+    import mmh_bench as mb
+    src = tmp_path / "replay.py"
+    src.write_text(REPLAY_DETECTOR)
+    spec = Path(__file__).parent / "data" / "tiny_cond.toml"
+    rep = mb.evaluate([str(spec)], [f"{src}:FirstStepNorm"], tmp_path / "res", progress=False,
+                      isolation="sealed", instances=None)
+    assert not rep.failed, [json.loads(p.read_text())["error"] for p in rep.failed]
+    res = json.loads(rep.ran[0].read_text())
+    assert res["access"] == "generation" and res["group"] == "generation-time"
+    assert res["isolation"] in ("sandbox", "process") and res["cost"]["nfe_per_sample"] > 0
