@@ -54,13 +54,14 @@ def applicable(mit: Mitigator, inst: TaskInstance) -> tuple[bool, str]:
     return True, ""
 
 
-def intended_class(inst: TaskInstance) -> tuple[np.ndarray, np.ndarray] | None:
-    """(class each sample's condition asks for, class of each training row), or None."""
-    a = inst.arrays
+def intended_class(inst: TaskInstance, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(class the condition of each of the first ``n`` samples asks for, class of each training
+    row), or None."""
+    a, cond = inst.arrays, np.asarray(inst.cond)[:n]
     if "caption_class" in a and "train_class" in a:  # text conditions: the digit a caption names
-        return np.asarray(a["caption_class"])[np.asarray(inst.cond)], np.asarray(a["train_class"])
+        return np.asarray(a["caption_class"])[cond], np.asarray(a["train_class"])
     if "train_cond" in a:  # class conditions
-        return np.asarray(inst.cond), np.asarray(a["train_cond"])
+        return cond, np.asarray(a["train_cond"])
     return None
 
 
@@ -84,11 +85,12 @@ def rate_with_ci(flags: np.ndarray, n_boot: int = N_BOOT, seed: int = BOOT_SEED)
     return {"rate": round(float(flags.mean()), 6) if len(flags) else 0.0, "ci": [round(float(lo), 6), round(float(hi), 6)]}
 
 
-def run_mitigator(mit: Mitigator, inst: TaskInstance, *, seed: int = 0,
-                  batch_size: int = DEFAULT_BATCH) -> tuple[np.ndarray, dict[str, Any]]:
-    """The mitigated generations of every sample of ``inst`` and their cost."""
+def run_mitigator(mit: Mitigator, inst: TaskInstance, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,
+                  n: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The mitigated generations of the first ``n`` samples of ``inst`` (all by default; rows are
+    in a seeded random order, so any prefix is a uniform subset) and their cost."""
     model = inst.score_model()
-    cond, noise = inst.cond, inst.noise
+    cond, noise = inst.cond[:n], inst.noise[:n]
     full = Batch(x=noise, cond=cond, noise=noise)
     ctx = Context(mit.name, mit.access, inst.info(), seed=seed, model=model, samples=full,
                   sampler=inst.sampler(), extras=inst.extras)
@@ -113,18 +115,20 @@ def run_mitigator(mit: Mitigator, inst: TaskInstance, *, seed: int = 0,
 
 
 def mitigation_metrics(inst: TaskInstance, samples: np.ndarray) -> dict[str, Any]:
-    """Memorization rate (overall and per subtype, with intervals) and quality of ``samples``."""
+    """Memorization rate (overall and per subtype, with intervals) and quality of ``samples``, the
+    mitigated generations of the task's first ``len(samples)`` samples."""
+    n = len(samples)
     lab = label_generations(inst, samples)
     out: dict[str, Any] = {"memorization": rate_with_ci(lab["memorized"]), "per_subtype": {}}
     for name in ("DD", "OD"):
         out["per_subtype"][name] = rate_with_ci(lab["subtype"] == SUBTYPE_CODE[name])
     out["unchanged_share"] = round(float(np.mean(np.all(np.isclose(
-        samples.reshape(len(samples), -1), inst.samples.reshape(len(samples), -1), atol=1e-6), axis=1))), 6)
+        samples.reshape(n, -1), inst.samples[:n].reshape(n, -1), atol=1e-6), axis=1))), 6)
     held = inst.arrays.get("heldout")
     if held is not None and len(held) > 3:
         p, r = precision_recall(held, samples)
         out["precision"], out["recall"] = round(p, 6), round(r, 6)
-    classes = intended_class(inst)
+    classes = intended_class(inst, n)
     if classes is not None:
         acc = condition_accuracy(inst.arrays["train"], classes[1], samples, classes[0])
         out["condition_accuracy"] = None if acc is None else round(acc, 6)
@@ -143,10 +147,11 @@ def mitigation_path(results_dir: str | Path, inst: TaskInstance, mit: Mitigator)
     return Path(results_dir) / inst.spec.name / f"v{inst.spec.version}" / inst.instance_info()["id"] / f"{safe}.json"
 
 
-def evaluate_mitigator(mit: Mitigator, inst: TaskInstance, *, seed: int = 0,
-                       batch_size: int = DEFAULT_BATCH, threads: int = 1) -> MitigationResult:
-    """The result document of ``mit`` on ``inst`` (status ``failed`` with the error when it breaks),
-    built as the schema's own model."""
+def evaluate_mitigator(mit: Mitigator, inst: TaskInstance, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,
+                       threads: int = 1, n: int | None = None) -> MitigationResult:
+    """The result document of ``mit`` on the first ``n`` generations of ``inst`` (all by default;
+    status ``failed`` with the error when it breaks), built as the schema's own model. The
+    unmitigated rate is the copy rule on the same generations as the task made them."""
     spec = inst.spec
     key, _ = mit.sweep
     doc: dict[str, Any] = {
@@ -155,36 +160,39 @@ def evaluate_mitigator(mit: Mitigator, inst: TaskInstance, *, seed: int = 0,
         "instance": inst.instance_info(), "mitigator": mit.name, "mitigator_version": mit.version,
         "mitigator_params": mit.params(), "swept": key or None,
         "setting": mit.params().get(key) if key else None, "access": mit.access.label,
-        "status": "ok", "error": None, "n_samples": int(len(inst.samples)),
+        "status": "ok", "error": None, "n_samples": int(len(inst.samples[:n])),
         "metrics": None, "cost": None, "unmitigated": None,
         "provenance": provenance(seed=seed, spec_hash=spec.hash, data_hash=inst.data_hash)}
     try:
         with limited_threads(threads):
-            samples, cost = run_mitigator(mit, inst, seed=seed, batch_size=batch_size)
+            samples, cost = run_mitigator(mit, inst, seed=seed, batch_size=batch_size, n=n)
             doc["metrics"] = mitigation_metrics(inst, samples)
+            doc["unmitigated"] = {"memorization": rate_with_ci(label_generations(inst, inst.samples[:n])["memorized"])}
         doc["cost"] = cost
-        doc["unmitigated"] = {"memorization": rate_with_ci(inst.labels.astype(bool))}
     except Exception as exc:  # a broken mitigator must not stop the grid
         log.debug("mitigator %s failed on %s:\n%s", mit.name, spec.name, traceback.format_exc())
         doc.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000], metrics=None, cost=None)
     return make_result(doc)
 
 
-def is_current(path: Path, inst: TaskInstance, mit: Mitigator) -> bool:
-    """An ok result of this very instance, mitigator version and parameters."""
+def is_current(path: Path, inst: TaskInstance, mit: Mitigator, n: int | None = None) -> bool:
+    """An ok result of this very instance, number of generations, mitigator version and parameters."""
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
     return (old.get("status") == "ok" and old.get("instance", {}).get("data_hash") == inst.data_hash
+            and old.get("n_samples") == len(inst.samples[:n])
             and old.get("mitigator_version") == mit.version
             and canonical_json(old.get("mitigator_params")) == canonical_json(mit.params()))
 
 
 def mitigate(instances: Iterable[TaskInstance], mitigators: Iterable[Mitigator], results_dir: str | Path, *,
-             seed: int = 0, force: bool = False, sweep: bool = True, progress: bool = True) -> dict[str, list]:
-    """Every applicable (instance, mitigator setting) pair; returns ``{"ran", "skipped", "failed",
-    "not_applicable"}``. With ``sweep``, each mitigator runs at every setting of its sweep."""
+             seed: int = 0, force: bool = False, sweep: bool = True, progress: bool = True,
+             n: int | None = None) -> dict[str, list]:
+    """Every applicable (instance, mitigator setting) pair on the first ``n`` generations of each
+    instance (all by default); returns ``{"ran", "skipped", "failed", "not_applicable"}``. With
+    ``sweep``, each mitigator runs at every setting of its sweep."""
     report: dict[str, list] = {"ran": [], "skipped": [], "failed": [], "not_applicable": []}
     mitigators = list(mitigators)
     for inst in instances:
@@ -195,10 +203,10 @@ def mitigate(instances: Iterable[TaskInstance], mitigators: Iterable[Mitigator],
                 continue
             for mit in proto.settings() if sweep else [proto.clone()]:
                 path = mitigation_path(results_dir, inst, mit)
-                if not force and is_current(path, inst, mit):
+                if not force and is_current(path, inst, mit, n):
                     report["skipped"].append(path)
                     continue
-                res = evaluate_mitigator(mit, inst, seed=seed)
+                res = evaluate_mitigator(mit, inst, seed=seed, n=n)
                 write_result(path, res)
                 report["failed" if res.status == "failed" else "ran"].append(path)
                 if progress:
