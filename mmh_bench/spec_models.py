@@ -182,6 +182,8 @@ class Sampling(Closed):
     n: int | None = opt("samples to generate (default 2000)", ge=1)
     steps: int | None = opt("DDIM steps (default 100)", ge=2)
     guidance: float | None = opt("classifier-free guidance scale, conditional models only (default 1)", ge=0)
+    clip_factor: float | None = opt("synthetic tasks: clamp each step's x0 prediction to this many times the "
+                                    "training data's largest coordinate (default: no clamp)", gt=0)
 
 
 class PromptSampling(Closed):

@@ -169,7 +169,10 @@ def build_synthetic(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
     cond = train_cond = None
     if spec.conditional:
         cond, train_cond = sample_conditions(mix, n, spec.seed), mix.cond
-    sampler = Sampler.from_spec(s, steps=100)
+    # [sampling] clip_factor: x0 predictions clamped to that many times the data's largest
+    # coordinate (DDIM can run one sample away where a small model extrapolates badly)
+    clip = float(s["clip_factor"]) * float(np.abs(mix.x).max()) if "clip_factor" in s else None
+    sampler = Sampler.from_spec(s, steps=100, clip=clip)
     samples, noise = sample_task(MLPScoreModel(net), n, spec.seed, sampler,
                                  None if cond is None else cond.tolist(), progress=progress)
     bad = diverged(samples, mix.x)
