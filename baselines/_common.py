@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from mmh_bench import Batch, Context, Detector
-from mmh_bench.score_model import T_MIN
+from mmh_bench.api.score_model import T_MIN
 
 
 

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from mmh_bench import Access, AccessError, Batch, Context, LIDEstimator
-from mmh_bench.score_model import vp_linear_alpha_bar
+from mmh_bench.api.score_model import vp_linear_alpha_bar
 
 from ._common import row_noise
 

@@ -66,7 +66,7 @@ class GenerationTimeDetector(Detector):
             raise ValueError("n_steps and generations must be at least 1")
 
     def statistic(self, model: Any, step: Any, cond: list) -> torch.Tensor:  # pragma: no cover - abstract
-        """One value per row of ``step.y`` (a :class:`mmh_bench.sampler.Step`)."""
+        """One value per row of ``step.y`` (a :class:`mmh_bench.task.sampler.Step`)."""
         raise NotImplementedError
 
     def score(self, batch: Batch, ctx: Context) -> np.ndarray:

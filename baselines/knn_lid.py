@@ -2,7 +2,7 @@
 
 These see nothing but the samples: a generated sample that is one of many near-identical
 copies (the model collapsed onto a point) has neighbours at distance ~0 and LID ~0. Each wraps
-one estimator of :mod:`mmh_bench.lid` (scikit-dimension's pointwise definitions, on FAISS
+one estimator of :mod:`mmh_bench.evaluation.data_lid` (scikit-dimension's pointwise definitions, on FAISS
 neighbours); the neighbourhood of a sample excludes the sample itself.
 
 Known limitation (why these can lose to ``random``): a fixed-k estimator has no scale. When a
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from mmh_bench import Access, AccessError, Batch, Context, LIDEstimator
-from mmh_bench.lid import KNNIndex, estimate
+from mmh_bench.evaluation.data_lid import KNNIndex, estimate
 
 
 class _KNNLID(LIDEstimator):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from mmh_bench import Access, Batch, Context, Detector
-from mmh_bench.lid import KNNIndex, estimate
+from mmh_bench.evaluation.data_lid import KNNIndex, estimate
 
 from .flipd import FLIPD
 

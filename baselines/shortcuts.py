@@ -3,7 +3,7 @@
 Each rebuilds, from the spec and its public seed, where the *dev* instance keeps its memorization
 sources (duplicated and isolated training points, the rare class, the memorized captions) and
 scores samples by that knowledge alone. They are strong on dev instances by design and must fall
-to chance on test instances, whose placement follows a secret (mmh_bench.instances): the board
+to chance on test instances, whose placement follows a secret (mmh_bench.task.instances): the board
 keeps them in their own group as the evidence that the test instances hold.
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ def _dev_training_set(task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | N
     spec = get_task(task)
     data = spec.section("data")
     if spec.builder == "synthetic":
-        from mmh_bench.builders.synthetic import remap_conditions
-        from mmh_bench.data.synthetic import make_mixture
+        from mmh_bench.task.builders.synthetic import remap_conditions
+        from mmh_bench.task.data.synthetic import make_mixture
         mix = make_mixture(data, spec.seed)
         comps = data["components"]
         source = np.array([c.get("kind") == "point" or int(c.get("copies", 1)) > 1
@@ -36,13 +36,13 @@ def _dev_training_set(task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | N
             remap_conditions(mix, spec.seed)
         return mix.x, source, mix.cond if spec.conditional else None
     if spec.builder in ("image", "text-to-image"):
-        from mmh_bench.data.images import GROUP_COMMON, inject, load_images
+        from mmh_bench.task.data.images import GROUP_COMMON, inject, load_images
         x, y = load_images(str(data.get("source", "digits")), data.get("side"))
         inj = inject(x, y, data, spec.seed)
         cond = inj.label
         if spec.builder == "text-to-image":
-            from mmh_bench.data.captions import caption_set
-            from mmh_bench.data.images import CLASS_NAMES
+            from mmh_bench.task.data.captions import caption_set
+            from mmh_bench.task.data.images import CLASS_NAMES
             cs = caption_set(inj, CLASS_NAMES[str(data.get("source", "digits"))], data, spec.seed)
             cond = cs.train_caption
         source = inj.group != GROUP_COMMON

@@ -6,7 +6,7 @@
      also gives each estimator's mean absolute error;
    - the same architecture at D = 100, untrained (cost only): Hutchinson FLIPD against NB with
      its K capped at 256.
-2. The kNN LID estimators of ``mmh_bench.lid`` against scikit-dimension's pointwise versions on
+2. The kNN LID estimators of ``mmh_bench.evaluation.data_lid`` against scikit-dimension's pointwise versions on
    ``skdim.datasets.BenchmarkManifolds``, at equal estimates (the script reports the agreement).
 
 Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_detectors.py [--quick]
@@ -33,9 +33,9 @@ import torch
 from tabulate import tabulate
 
 import mmh_bench as mb
-from mmh_bench import lid
-from mmh_bench.models.analytic import FlatGaussianMixture
-from mmh_bench.models.mlp import MLPDenoiser, MLPScoreModel, train_denoiser
+from mmh_bench.evaluation import data_lid as lid
+from mmh_bench.task.models.analytic import FlatGaussianMixture
+from mmh_bench.task.models.mlp import MLPDenoiser, MLPScoreModel, train_denoiser
 from mmh_bench_baselines.flipd import FLIPD
 from mmh_bench_baselines.normal_bundle import NormalBundle
 

@@ -78,7 +78,7 @@ class Phase:
 # -- data -----------------------------------------------------------------------------------------
 def make_data(kind: str, n: int, dim: int, extra: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` training rows and ``extra`` fresh rows from the same distribution (one allocation)."""
-    from mmh_bench.synthetic_vectors import clustered_vectors, random_vectors
+    from mmh_bench.retrieval.synthetic_vectors import clustered_vectors, random_vectors
     allx = random_vectors(n + extra, dim, seed) if kind == "random" else \
         clustered_vectors(n + extra, dim, n_clusters=1000, spread=0.5, seed=seed)
     return allx[:n], allx[n:]
@@ -109,8 +109,8 @@ def _labels(d: np.ndarray, abs_tol: float) -> np.ndarray:
 def work_search(kind: str, n: int, a: argparse.Namespace) -> dict:
     from sklearn.neighbors import NearestNeighbors
 
-    from mmh_bench._faiss import faiss
-    from mmh_bench.vector_index import VectorIndex
+    from mmh_bench.retrieval._faiss import faiss
+    from mmh_bench.retrieval.vector_index import VectorIndex
     faiss.omp_set_num_threads(int(a.threads))
     out: dict = {"task": "search", "data": kind, "n": n, "dim": a.dim, "raw_gb": n * a.dim * 4 / GB}
     with Phase() as ph:
@@ -178,10 +178,10 @@ def work_search(kind: str, n: int, a: argparse.Namespace) -> dict:
 
 
 def work_dedup(kind: str, n: int, a: argparse.Namespace) -> dict:
-    from mmh_bench._faiss import faiss
-    from mmh_bench.neardup import find_duplicates
-    from mmh_bench.synthetic_vectors import plant_groups, score_groups
-    from mmh_bench.vector_index import VectorIndex
+    from mmh_bench.retrieval._faiss import faiss
+    from mmh_bench.retrieval.neardup import find_duplicates
+    from mmh_bench.retrieval.synthetic_vectors import plant_groups, score_groups
+    from mmh_bench.retrieval.vector_index import VectorIndex
     faiss.omp_set_num_threads(int(a.threads))
     x, _ = make_data(kind, n, a.dim, 0, a.seed + 5)
     nn = median_nn(VectorIndex.build(x, kind="flat"), x, seed=a.seed)
@@ -340,7 +340,7 @@ def main() -> int:
             continue
         results.append(json.loads(line[7:]))
     meta.update(load_after=_load(), total_seconds=time.perf_counter() - t0)
-    from mmh_bench._faiss import tune_openblas
+    from mmh_bench.retrieval._faiss import tune_openblas
     meta["openblas_coretype_for_faiss"] = tune_openblas()
     ok = [r for r in results if r["task"] != "failed"]
     (out / "retrieval.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))

@@ -34,7 +34,7 @@ def _one(task: str, cache: str, flipd: bool, flipd_t0: str | None = None) -> dic
     import numpy as np
     import torch
 
-    from mmh_bench.build import BuildError, build_task
+    from mmh_bench.task.build import BuildError, build_task
     from mmh_bench.registry import get_task
 
     spec = get_task(task)
@@ -68,7 +68,7 @@ def _one(task: str, cache: str, flipd: bool, flipd_t0: str | None = None) -> dic
 def _flipd(inst: Any, np: Any, t0: str | None) -> dict[str, Any]:
     """Median FLIPD estimate per subtype (memorization tasks) or MAE (LID tasks)."""
     from mmh_bench.registry import load_detector_class
-    from mmh_bench.runner import compute_scores
+    from mmh_bench.evaluation.runner import compute_scores
 
     cls = load_detector_class("flipd")
     det = cls() if t0 is None else cls(t0=t0)
@@ -80,7 +80,7 @@ def _flipd(inst: Any, np: Any, t0: str | None) -> dict[str, Any]:
         out["median_by_lid_star"] = {f"{v:g}": round(float(np.median(est[inst.lid_star == v])), 3)
                                      for v in np.unique(inst.lid_star)}
         return out
-    from mmh_bench.instance import SUBTYPES
+    from mmh_bench.task.instance import SUBTYPES
     lab = inst.labels.astype(bool)
     out["median_not_memorized"] = round(float(np.median(est[~lab])), 3) if (~lab).any() else None
     out["median_memorized"] = round(float(np.median(est[lab])), 3) if lab.any() else None

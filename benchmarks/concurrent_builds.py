@@ -28,7 +28,7 @@ def start(task: str, cache: Path, threads: int | None) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     if threads:
         env["MMH_BENCH_THREADS"] = str(threads)
-    cmd = [sys.executable, "-c", "from mmh_bench.cli import main; raise SystemExit(main())"]
+    cmd = [sys.executable, "-c", "from mmh_bench.cli.main import main; raise SystemExit(main())"]
     return subprocess.Popen(cmd + ["build", task, "--cache", str(cache), "-q"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 

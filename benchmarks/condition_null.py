@@ -17,7 +17,7 @@ import json
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from mmh_bench.publish import pull_instance
+from mmh_bench.task.publish import pull_instance
 
 
 def main() -> None:

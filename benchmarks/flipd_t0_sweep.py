@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from mmh_bench.build import build_task
+from mmh_bench.task.build import build_task
 from mmh_bench.registry import resolve_tasks
 from mmh_bench_baselines.flipd import RATIO, T_MAX, flipd_curve, knee_index, plateau_index
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from mmh_bench.runner import evaluate
+from mmh_bench.evaluation.runner import evaluate
 
 TASKS = ["syn2-cond", "syn10-cond", "syn100-cond", "image-digits-cond", "t2i-digits"]
 #: (setting, detector reference): the published method, its variants, and the post-hoc reading

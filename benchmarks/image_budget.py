@@ -34,7 +34,7 @@ def main() -> None:
     args = ap.parse_args()
     from diffusers import UNet2DModel
 
-    from mmh_bench.models.mlp import MLPDenoiser
+    from mmh_bench.task.models.mlp import MLPDenoiser
 
     rows = []
     for side in (8, 14, 16):

@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("tasks", nargs="*", default=DEFAULT)
     ap.add_argument("--cache", default=None, help="build cache (default: a fresh temporary folder)")
     args = ap.parse_args()
-    from mmh_bench.build import build_task
+    from mmh_bench.task.build import build_task
     from mmh_bench.registry import get_task
 
     cache = args.cache or tempfile.mkdtemp(prefix="mmh-image-bench-")

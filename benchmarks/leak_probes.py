@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from mmh_bench.runner import evaluate
+from mmh_bench.evaluation.runner import evaluate
 
 PROBES = ["IndexLeak", "CondLeak", "GcLeak", "PrivateLeak", "FileLeak", "RebuildLeak(spec='mmh-toy')"]
 HERE = Path(__file__).resolve().parent

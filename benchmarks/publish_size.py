@@ -50,8 +50,8 @@ def _timed(fn: Any, repeat: int) -> tuple[Any, float]:
 
 
 def measure(spec: Any, cache: str | None, repeat: int, cached_only: bool) -> dict[str, Any]:
-    from mmh_bench.build import build_task, default_cache_dir
-    from mmh_bench.publish import publish_instance, pull_instance
+    from mmh_bench.task.build import build_task, default_cache_dir
+    from mmh_bench.task.publish import publish_instance, pull_instance
 
     root = (Path(cache) if cache else default_cache_dir()) / spec.name / spec.hash
     row: dict[str, Any] = {"task": spec.name, "spec_hash": spec.hash}
@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from mmh_bench.io import write_json
-    from mmh_bench.provenance import hardware, package_versions
+    from mmh_bench.files import write_json
+    from mmh_bench.evaluation.provenance import hardware, package_versions
     from mmh_bench.registry import resolve_tasks
 
     rows = [measure(spec, args.cache, args.repeat, args.cached_only) for spec in resolve_tasks(args.tasks)]

@@ -20,9 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from mmh_bench.build import build_task
-from mmh_bench.instances import test_instance_key, test_replicates
-from mmh_bench.publish import publish_instance
+from mmh_bench.task.build import build_task
+from mmh_bench.task.instances import test_instance_key, test_replicates
+from mmh_bench.task.publish import publish_instance
 from mmh_bench.registry import resolve_tasks
 
 

@@ -23,12 +23,12 @@ from typing import Any
 
 from tabulate import tabulate
 
-from mmh_bench import metrics
-from mmh_bench.build import build_task
-from mmh_bench.provenance import hardware, package_versions
+from mmh_bench.evaluation import metrics
+from mmh_bench.task.build import build_task
+from mmh_bench.evaluation.provenance import hardware, package_versions
 from mmh_bench.registry import make_detector, resolve_tasks
-from mmh_bench.runner import applicable, evaluate_pair
-from mmh_bench.sealed import isolation_mode
+from mmh_bench.evaluation.runner import applicable, evaluate_pair
+from mmh_bench.evaluation.sealed import isolation_mode
 
 OUT = Path(__file__).parent / "results" / "sealed_cost.json"
 

@@ -13,10 +13,10 @@ A few lines to score a detector of your own (copies of one training point crowd 
 """
 from __future__ import annotations
 
-from .access import Access
-from .context import AccessError, Context, TaskInfo
-from .detector import Batch, Detector, LIDEstimator
-from .score_model import ScoreModel
+from .api.access import Access
+from .api.context import AccessError, Context, TaskInfo
+from .api.detector import Batch, Detector, LIDEstimator
+from .api.score_model import ScoreModel
 
 __version__ = "0.1.0"
 
@@ -25,14 +25,14 @@ def __getattr__(name: str):
     # Heavy parts (FAISS, builders, evaluator) load on first use, so `import mmh_bench` stays light
     # for detector modules that only need the contract.
     lazy = {
-        "evaluate": ("runner", "evaluate"),
-        "evaluate_pair": ("runner", "evaluate_pair"),
-        "build_task": ("build", "build_task"),
+        "evaluate": ("evaluation.runner", "evaluate"),
+        "evaluate_pair": ("evaluation.runner", "evaluate_pair"),
+        "build_task": ("task.build", "build_task"),
         "get_task": ("registry", "get_task"),
         "resolve_tasks": ("registry", "resolve_tasks"),
         "make_detector": ("registry", "make_detector"),
-        "TrainIndex": ("retrieval", "TrainIndex"),
-        "TaskInstance": ("instance", "TaskInstance"),
+        "TrainIndex": ("retrieval.train_index", "TrainIndex"),
+        "TaskInstance": ("task.instance", "TaskInstance"),
     }
     if name in lazy:
         import importlib

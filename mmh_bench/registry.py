@@ -1,4 +1,4 @@
-"""Finding tasks, detectors and mitigators by name.
+"""Finding tasks, builders, model loaders, detectors and mitigators by name: every registry in one place.
 
 Tasks: the TOML files shipped in ``tasks/`` (installed as ``mmh_bench_tasks``), any folder in
 ``MMH_BENCH_TASKS_PATH`` (``:``-separated), or a path to a ``.toml`` file.
@@ -8,6 +8,9 @@ them may carry constructor parameters, ``flipd(t0=0.05, probes=8)``: values are 
 (``0.05``, ``"knee"``, ``true``, ``[1, 2]``), JSON ``null`` for None, or a bare word taken as a
 string (``t0=plateau``); names the constructor does not take are refused with the ones it does.
 Mitigators resolve the same way from the entry-point group ``mmh_bench.mitigators``.
+Builders (a spec's ``builder``) and model loaders (an instance's model ``kind``) are
+``"module:function"`` targets in :data:`BUILDERS` and :data:`MODEL_LOADERS`, imported on first
+use: naming one costs nothing until a task is built or a model loaded.
 """
 from __future__ import annotations
 
@@ -15,17 +18,16 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
-import json
 import os
 import re
 import sys
 import tomllib
 from importlib import metadata, resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .detector import Detector
-from .spec import SpecError, TaskSpec, load_spec
+from mmh_bench.api.detector import Detector
+from mmh_bench.task.spec import SpecError, TaskSpec, load_spec
 
 if TYPE_CHECKING:  # pragma: no cover
     from .mitigation import Mitigator
@@ -85,18 +87,50 @@ def resolve_tasks(names: str | list[str]) -> list[TaskSpec]:
     return out
 
 
+# -- builders and model loaders ----------------------------------------------------------------
+#: builder name (a spec's ``builder`` field) -> ``"module:function"``; the function takes
+#: ``(spec, workdir, progress)`` and returns a :class:`~mmh_bench.task.build.BuildOutput`
+BUILDERS: dict[str, str] = {
+    "synthetic": "mmh_bench.task.builders.synthetic:build_synthetic",
+    "lid": "mmh_bench.task.builders.lid_track:build_lid",
+    "image": "mmh_bench.task.builders.image:build_image",
+    "stable-diffusion": "mmh_bench.task.builders.stable_diffusion:build_stable_diffusion",
+    "text-to-image": "mmh_bench.task.builders.text_to_image:build_text_to_image",
+}
+#: builder name -> capabilities of the score models it makes (see ``ScoreModel.capabilities``),
+#: so the evaluator can tell without building that a detector's ``requires`` cannot be met;
+#: a builder left out here is asked after the build
+BUILDER_CAPABILITIES: dict[str, frozenset[str]] = {
+    "synthetic": frozenset(), "lid": frozenset(), "image": frozenset(),
+    "stable-diffusion": frozenset({"cross_attention"}), "text-to-image": frozenset({"cross_attention"}),
+}
+#: model kind (``meta["model"]["kind"]`` of an instance) -> ``"module:function"`` taking the
+#: model's path and returning a :class:`~mmh_bench.api.score_model.ScoreModel`
+MODEL_LOADERS: dict[str, str] = {
+    "mlp": "mmh_bench.task.models.mlp:load_mlp",
+    "pixel-mlp": "mmh_bench.task.models.pixel_mlp:load_pixel_mlp",
+    "cross-attn": "mmh_bench.task.models.cross_attn:load_cross_attn",
+    "stable-diffusion": "mmh_bench.task.models.stable_diffusion:load_for_build",
+}
+
+
+def load_target(target: str) -> Any:
+    """The object a ``"module:attribute"`` target names, importing its module."""
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 # -- detectors ---------------------------------------------------------------------------------
 #: what can be registered: kind -> (entry-point group, base class path)
-KINDS = {"detector": (ENTRY_POINT_GROUP, "mmh_bench.detector:Detector"),
+KINDS = {"detector": (ENTRY_POINT_GROUP, "mmh_bench.api.detector:Detector"),
          "mitigator": (MITIGATOR_GROUP, "mmh_bench.mitigation.contract:Mitigator")}
 
 
 def _base(kind: str) -> type:
-    module, _, attr = KINDS[kind][1].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return load_target(KINDS[kind][1])
 
 
-def _entry_points(kind: str = "detector") -> dict[str, metadata.EntryPoint]:
+def registered_entry_points(kind: str = "detector") -> dict[str, metadata.EntryPoint]:
     return {ep.name: ep for ep in metadata.entry_points(group=KINDS[kind][0])}
 
 
@@ -113,6 +147,14 @@ def file_module_name(path: Path) -> str:
     """The module name a detector file is imported under (one per resolved path)."""
     digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:12]
     return f"mmh_bench_user_{Path(path).stem}_{digest}"
+
+
+def file_ref(ref: str) -> tuple[Path, str] | None:
+    """``path/to/file.py:Class`` -> (path, ``Class``); None for a registered name or ``module:Class``."""
+    target, sep, attr = ref.rpartition(":")
+    if sep and (target.endswith(".py") or "/" in target or os.sep in target):
+        return Path(target), attr
+    return None
 
 
 def _load_file(path: Path, attr: str) -> object:
@@ -139,8 +181,9 @@ def load_detector_class(ref: str, kind: str = "detector") -> type[Detector]:
     ``kind="mitigator"``)."""
     if ":" in ref:
         target, attr = ref.rsplit(":", 1)
-        if target.endswith(".py") or os.sep in target:
-            obj = _load_file(Path(target), attr)
+        in_file = file_ref(ref)
+        if in_file is not None:
+            obj = _load_file(*in_file)
         else:
             try:
                 module = importlib.import_module(target)
@@ -150,7 +193,7 @@ def load_detector_class(ref: str, kind: str = "detector") -> type[Detector]:
                 raise RegistryError(f"module {target!r} has no attribute {attr!r}")
             obj = getattr(module, attr)
         return _check_class(obj, ref, kind)
-    eps = _entry_points(kind)
+    eps = registered_entry_points(kind)
     if ref not in eps:
         raise RegistryError(f"unknown {kind} {ref!r}; known {kind}s: {', '.join(sorted(eps))}")
     try:
@@ -218,7 +261,7 @@ def parse_ref(ref: str) -> tuple[str, dict[str, object]]:
     return name, params
 
 
-def _check_params(cls: type, params: dict[str, object], ref: str) -> None:
+def check_params(cls: type, params: dict[str, object], ref: str) -> None:
     sig = inspect.signature(cls.__init__)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return
@@ -237,7 +280,7 @@ def make_detector(ref: str | Detector, kind: str = "detector") -> Detector:
         return ref  # type: ignore[return-value]
     name, params = parse_ref(ref)  # type: ignore[arg-type]
     cls = load_detector_class(name, kind)
-    _check_params(cls, params, name)
+    check_params(cls, params, name)
     try:
         return cls(**params)
     except Exception as exc:
@@ -246,7 +289,7 @@ def make_detector(ref: str | Detector, kind: str = "detector") -> Detector:
 
 def all_detectors(kind: str = "detector") -> dict[str, type[Detector]]:
     """Every detector (or mitigator) registered through entry points, by name."""
-    return {name: load_detector_class(name, kind) for name in sorted(_entry_points(kind))}
+    return {name: load_detector_class(name, kind) for name in sorted(registered_entry_points(kind))}
 
 
 def resolve_detectors(refs: str | list[str], kind: str = "detector") -> list[Detector]:

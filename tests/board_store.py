@@ -89,7 +89,7 @@ def dump(path: Path, obj: Any) -> None:
 # -- variants of a stored result (the board's cases are built from real results, then edited) ----
 def with_negatives(doc: dict[str, Any], n_neg: int) -> dict[str, Any]:
     """The same result as if the task had ``n_neg`` negatives (counts and resolvability flags follow)."""
-    from mmh_bench.metrics import tpr_resolvable
+    from mmh_bench.evaluation.metrics import tpr_resolvable
     m = doc["metrics"]
     for part in [m] + list(m["per_subtype"].values()):
         part["n_neg"] = n_neg
@@ -107,7 +107,7 @@ def as_instance(doc: dict[str, Any], kind: str, data_hash: str) -> dict[str, Any
 
 def renamed_task(spec: Any, name: str, dest: Path) -> Any:
     """A copy of a task spec under another name (so another hash): a second task for the overview."""
-    from mmh_bench.spec import load_spec
+    from mmh_bench.task.spec import load_spec
     path = dest / f"{name}.toml"
     path.write_text(Path(spec.path).read_text().replace(f'name = "{spec.name}"', f'name = "{name}"', 1))
     return load_spec(path)

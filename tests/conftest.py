@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mmh_bench.build import build_task
+from mmh_bench.task.build import build_task
 from mmh_bench.registry import get_task
-from mmh_bench.spec import load_spec
+from mmh_bench.task.spec import load_spec
 
 HERE = Path(__file__).parent
 SHARED = HERE.parent.parent / "shared" / "data" / "sd_prompts"

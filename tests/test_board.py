@@ -12,11 +12,11 @@ import pytest
 
 from board_store import (add_hostile_row, as_instance, copy_store, dump, load, on_task, renamed_task,
                          result_file, with_negatives)
-from mmh_bench.board import (GROUP_NOTE, collect_board, md, overview, overviews, pareto_front, render_board,
+from mmh_bench.leaderboard.board import (GROUP_NOTE, collect_board, md, overview, overviews, pareto_front, render_board,
                              render_html, render_markdown)
-from mmh_bench.results import ResultError, group_of, known_tasks, read_result, scan_results
-from mmh_bench.spec import load_spec
-from mmh_bench.schema import MAX_FILE_BYTES, ReportedFile, SchemaError, validate_model, validate_result
+from mmh_bench.leaderboard.store import ResultError, group_of, known_tasks, read_result, scan_results
+from mmh_bench.task.spec import load_spec
+from mmh_bench.leaderboard.schema import MAX_FILE_BYTES, ReportedFile, SchemaError, validate_model, validate_result
 
 
 @pytest.fixture()
@@ -360,7 +360,7 @@ def test_overview_matrix_and_task_ct(store, catalog):
 
 
 def test_validate_cli_lists_rejections(store, catalog, monkeypatch, capsys, tiny_spec):
-    from mmh_bench.cli import main
+    from mmh_bench.cli.main import main
     specs = store.parent / "specs"
     specs.mkdir()
     (specs / "tiny.toml").write_text(Path(tiny_spec.path).read_text())
@@ -387,7 +387,7 @@ def test_schema_rejects_nan_from_python():
 # -- submissions on the board --------------------------------------------------------------------
 def _submission(root: Path, name: str, doc: dict, submitted: str = "2025-01-01T00:00:00Z") -> Path:
     """A hand-made entry (what `mmh-bench submit` writes), from an existing result document."""
-    from mmh_bench.io import sha256_file
+    from mmh_bench.files import sha256_file
     folder = root / "submissions" / name
     res = folder / "results" / doc["task"] / f"v{doc['task_version']}" / f"{doc['detector']}.json"
     dump(res, doc)
@@ -403,7 +403,7 @@ def _submission(root: Path, name: str, doc: dict, submitted: str = "2025-01-01T0
 
 
 def _verify_record(folder: Path, ok: bool = True) -> None:
-    from mmh_bench.io import sha256_file
+    from mmh_bench.files import sha256_file
     files = {str(p.relative_to(folder)): sha256_file(p) for p in sorted((folder / "results").rglob("*.json"))}
     meta = load(folder / "metadata.json")
     dump(folder / "verification.json", {

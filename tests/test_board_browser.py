@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from board_store import HOSTILE_NAME, add_hostile_row, copy_store, dump, load, result_file
-from mmh_bench.board import render_board
-from mmh_bench.results import known_tasks
+from mmh_bench.leaderboard.board import render_board
+from mmh_bench.leaderboard.store import known_tasks
 
 pytestmark = pytest.mark.browser
 

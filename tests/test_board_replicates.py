@@ -11,8 +11,9 @@ import pytest
 from scipy.stats import kendalltau
 
 from board_store import as_instance, dump, load, on_task, renamed_task, with_negatives
-from mmh_bench.board import collect_board, overview, overviews, render_html, render_markdown
-from mmh_bench.results import known_tasks
+from mmh_bench.leaderboard.board import collect_board, overviews, render_html, render_markdown
+from mmh_bench.leaderboard.board import overview
+from mmh_bench.leaderboard.store import known_tasks
 from test_board import _at, _md_tables, _render, _task_part, catalog, store  # noqa: F401 (fixtures)
 
 HASHES = ["a1" * 32, "b2" * 32, "c3" * 32]
@@ -154,8 +155,8 @@ def test_replicate_index_is_validated(store, catalog):
 
 
 def test_lid_track_replicates_rank_by_mean_mae(store, catalog):
-    from mmh_bench.board import Board, InstanceFacts, Row, TaskFacts
-    from mmh_bench.board.replicates import summarize
+    from mmh_bench.leaderboard.board import Board, InstanceFacts, Row, TaskFacts
+    from mmh_bench.leaderboard.board.replicates import summarize
     board = Board()
     t = TaskFacts("lid-x", "1", "lid", "lid")
     insts = [InstanceFacts(i, "test", h, replicate=k) for k, (i, h) in enumerate(zip(IDS, HASHES))]

@@ -1,8 +1,8 @@
 import numpy as np
 
-from mmh_bench.build import BuildError, build_task, check_balance
-from mmh_bench.io import load_arrays
-from mmh_bench.spec import parse_spec
+from mmh_bench.task.build import BuildError, build_task, check_balance
+from mmh_bench.files import load_arrays
+from mmh_bench.task.spec import parse_spec
 
 import pytest
 
@@ -65,7 +65,7 @@ def test_heldout_set_and_ct_are_built(tiny, tiny_spec):
 
 def test_a_cache_of_an_older_format_is_rebuilt(tiny_spec, tmp_path):
     import json
-    from mmh_bench.build import BUILD_FORMAT
+    from mmh_bench.task.build import BUILD_FORMAT
     first = build_task(tiny_spec, tmp_path, progress=False)
     meta = json.loads((first.root / "meta.json").read_text())
     meta["build_format"] = BUILD_FORMAT - 1

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from mmh_bench.cli import main
+from mmh_bench.cli.main import main
 
 
 def test_tasks_and_detectors_json(capsys):

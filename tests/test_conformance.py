@@ -1,4 +1,4 @@
-"""Every registered detector passes ``mmh_bench.testing.check_detector`` on the tiny tasks.
+"""Every registered detector passes ``mmh_bench.evaluation.conformance.check_detector`` on the tiny tasks.
 
 Conditional detectors run on ``tiny_cond``, the others on ``tiny``; LID estimators also on the
 LID-track ``tiny_lid``. A detector the task cannot serve is skipped with the check's reason.
@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from mmh_bench import metrics
-from mmh_bench.build import build_task
-from mmh_bench.detector import LIDEstimator
+from mmh_bench.evaluation import metrics
+from mmh_bench.task.build import build_task
+from mmh_bench.api.detector import LIDEstimator
 from mmh_bench.registry import all_detectors
-from mmh_bench.spec import load_spec
-from mmh_bench.testing import check_detector
+from mmh_bench.task.spec import load_spec
+from mmh_bench.evaluation.conformance import check_detector
 
 DATA = Path(__file__).parent / "data"
 DETECTORS = all_detectors()

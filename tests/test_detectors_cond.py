@@ -14,11 +14,11 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from mmh_bench.instance import TaskInstance
-from mmh_bench.models.mlp import MLPScoreModel, train_denoiser
+from mmh_bench.task.instance import TaskInstance
+from mmh_bench.task.models.mlp import MLPScoreModel, train_denoiser
 from mmh_bench.registry import make_detector
-from mmh_bench.runner import applicable, compute_scores
-from mmh_bench.score_model import ScoreModel, vp_linear_alpha_bar
+from mmh_bench.evaluation.runner import applicable, compute_scores
+from mmh_bench.api.score_model import ScoreModel, vp_linear_alpha_bar
 from mmh_bench_baselines.attention import AttentionEntropy, attention_entropy
 
 

@@ -1,4 +1,4 @@
-"""Data-side kNN LID estimators (mmh_bench.lid) against scikit-dimension, and their detectors."""
+"""Data-side kNN LID estimators (mmh_bench.evaluation.data_lid) against scikit-dimension, and their detectors."""
 from __future__ import annotations
 
 import warnings
@@ -8,7 +8,7 @@ import pytest
 import skdim
 
 import mmh_bench as mb
-from mmh_bench import lid
+from mmh_bench.evaluation import data_lid as lid
 from mmh_bench_baselines.knn_lid import ESS, LPCA, MLE, TwoNN
 
 K = 20

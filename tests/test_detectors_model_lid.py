@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import spearmanr
 
 import mmh_bench as mb
-from mmh_bench.models.analytic import FlatGaussianMixture
+from mmh_bench.task.models.analytic import FlatGaussianMixture
 from mmh_bench_baselines.flipd import FLIPD, flipd, flipd_curve, knee_index, plateau_index
 from mmh_bench_baselines.normal_bundle import NormalBundle
 from mmh_bench_baselines.score_based import DenoisingLoss, ScoreNorm

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import mmh_bench as mb
-from mmh_bench import metrics
+from mmh_bench.evaluation import metrics
 from mmh_bench.registry import all_detectors
-from mmh_bench.build import build_task
-from mmh_bench.runner import evaluate, result_path
+from mmh_bench.task.build import build_task
+from mmh_bench.evaluation.runner import evaluate, result_path
 
 NEEDS_COND = {name for name, cls in all_detectors().items() if cls.access.grants_cond()}
 DATA = __import__("pathlib").Path(__file__).parent / "data"
@@ -59,7 +59,7 @@ def test_context_exposes_all_samples_to_fit(tiny):
         def score(self, batch, ctx):
             return np.zeros(len(batch))
 
-    from mmh_bench.runner import compute_scores
+    from mmh_bench.evaluation.runner import compute_scores
     compute_scores(Peek(), tiny, seed=0, batch_size=64)
     assert seen == {"n": len(tiny.samples), "cond": None}
     with pytest.raises(mb.AccessError):
@@ -72,7 +72,7 @@ COND_SPEC = __import__("pathlib").Path(__file__).parent / "data" / "tiny_cond.to
 @pytest.mark.skipif(not COND_SPEC.exists(), reason="no conditional tiny task in this tree")
 def test_conditional_detectors_run_on_tiny_cond(tmp_path, monkeypatch):
     """The detectors that need conditions run through the evaluator on a built conditional task."""
-    from mmh_bench.spec import load_spec
+    from mmh_bench.task.spec import load_spec
     monkeypatch.setattr(metrics, "bootstrap_auroc_ci", lambda *a, **k: None)
     monkeypatch.setenv("MMH_BENCH_TASKS_PATH", str(DATA))
     spec = load_spec(COND_SPEC)

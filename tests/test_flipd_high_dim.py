@@ -4,12 +4,12 @@ FLIPD's default t0 rule must read the duplicated points' copies as near 0-dimens
 import numpy as np
 import pytest
 
-from mmh_bench.build import build_task
-from mmh_bench.context import Context
-from mmh_bench.detector import Batch
-from mmh_bench.instance import SUBTYPE_CODE
+from mmh_bench.task.build import build_task
+from mmh_bench.api.context import Context
+from mmh_bench.api.detector import Batch
+from mmh_bench.task.instance import SUBTYPE_CODE
 from mmh_bench.registry import get_task, make_detector
-from mmh_bench.runner import evaluate_pair
+from mmh_bench.evaluation.runner import evaluate_pair
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,12 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from mmh_bench import Access
-from mmh_bench.context import AccessError
-from mmh_bench.instance import TaskInstance
-from mmh_bench.models.analytic import FlatGaussianMixture
+from mmh_bench.api.context import AccessError
+from mmh_bench.task.instance import TaskInstance
+from mmh_bench.task.models.analytic import FlatGaussianMixture
 from mmh_bench.registry import make_detector
-from mmh_bench.runner import applicable, compute_scores, make_context
-from mmh_bench.sampler import BLOCK, Sampler, generate, initial_noise, noise_seed, trajectory
+from mmh_bench.evaluation.runner import applicable, compute_scores, make_context
+from mmh_bench.task.sampler import BLOCK, Sampler, generate, initial_noise, noise_seed, trajectory
 
 GENERATION_TIME = ["cfg-norm", "sharpness", "one-step-dcs"]
 #: detector -> (dimension, norm of the memorized point, guidance) of its known-answer case

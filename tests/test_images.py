@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from mmh_bench.build import build_task
-from mmh_bench.data import images as im
-from mmh_bench.instance import SUBTYPE_CODE
-from mmh_bench.spec import load_spec
+from mmh_bench.task.build import build_task
+from mmh_bench.task.data import images as im
+from mmh_bench.task.instance import SUBTYPE_CODE
+from mmh_bench.task.spec import load_spec
 
 HERE = Path(__file__).parent
 
@@ -137,8 +137,7 @@ def test_shipped_image_and_t2i_specs_are_well_formed():
     """Every shipped image / text-to-image task names a known builder and source and declares a
     balance with both subtypes, and the default suite holds an unconditional, a conditional and a
     text-to-image task."""
-    import mmh_bench.builders  # noqa: F401  (registers the builders)
-    from mmh_bench.build import BUILDERS
+    from mmh_bench.registry import BUILDERS
     from mmh_bench.registry import all_tasks
 
     shipped = {n: s for n, s in all_tasks().items() if s.family in ("image", "text-to-image")}

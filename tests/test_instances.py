@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmh_bench.build import build_task
-from mmh_bench.instances import InstanceError, InstanceKey, derived_seed
+from mmh_bench.task.build import build_task
+from mmh_bench.task.instances import InstanceError, InstanceKey, derived_seed
 from mmh_bench.registry import make_detector
-from mmh_bench.runner import evaluate_pair
-from mmh_bench.spec import load_spec
+from mmh_bench.evaluation.runner import evaluate_pair
+from mmh_bench.task.spec import load_spec
 
 DATA = Path(__file__).parent / "data"
 SECRET = "correct horse battery staple 42"
@@ -59,8 +59,8 @@ def test_test_instance_is_placed_by_its_secret_and_keeps_no_seed(pair):
 def test_replicates_of_one_secret_are_distinct_instances_that_publish_and_run_together(pair, tmp_path):
     """Replicate r > 0 of a secret is another placement and training seed; the runner evaluates
     every published replicate of a spec, and each result names its replicate."""
-    from mmh_bench.publish import publish_instance, resolve_instances
-    from mmh_bench.runner import evaluate
+    from mmh_bench.task.publish import publish_instance, resolve_instances
+    from mmh_bench.evaluation.runner import evaluate
     dev, test, cache = pair
     second = build_task(dev.spec, cache, instance=InstanceKey("test", secret=SECRET, replicate=1), progress=False)
     assert second.data_hash not in (dev.data_hash, test.data_hash)
@@ -133,7 +133,7 @@ def test_condition_ids_are_remapped_and_the_condition_shortcut_needs_the_dev_ins
 def test_cli_builds_a_test_instance_from_a_secret_in_the_environment(tmp_path, monkeypatch, capsys):
     import json
 
-    from mmh_bench.cli import main
+    from mmh_bench.cli.main import main
     monkeypatch.setenv("MY_SECRET", SECRET)
     assert main(["build", str(DATA / "tiny.toml"), "--cache", str(tmp_path), "--test-secret-env", "MY_SECRET",
                  "-q"]) == 0

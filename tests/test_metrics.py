@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from mmh_bench.metrics import (auroc_from_counts, bootstrap_auroc_ci, bootstrap_cis, concordance,
+from mmh_bench.evaluation.metrics import (auroc_from_counts, bootstrap_auroc_ci, bootstrap_cis, concordance,
                                lid_metrics, memorization_metrics, resample_counts, tpr_at_fpr,
                                tpr_at_fpr_closest, tpr_from_counts, tpr_resolvable)
 
@@ -178,7 +178,7 @@ def _two_sources():
 
 
 def test_auroc_by_source_separates_easy_and_hard_negatives():
-    from mmh_bench.metrics import auroc_by_source
+    from mmh_bench.evaluation.metrics import auroc_by_source
     y, s, src, pos, hard = _two_sources()
     got = auroc_by_source(y, s, src)
     assert list(got) == ["coco", "laion", "random"]
@@ -197,10 +197,10 @@ def test_memorization_metrics_reports_sources_only_when_given():
     y, s, src, _, _ = _two_sources()
     assert "auroc_by_source" not in memorization_metrics(y, s)
     m = memorization_metrics(y, s, negative_source=src)
-    from mmh_bench.metrics import auroc_by_source
+    from mmh_bench.evaluation.metrics import auroc_by_source
     assert m["auroc_by_source"] == auroc_by_source(y, s, src)
     # what the runner writes validates against the result schema's metrics model
-    from mmh_bench.schema import MemorizationMetrics
+    from mmh_bench.leaderboard.schema import MemorizationMetrics
     assert MemorizationMetrics.model_validate(m).auroc_by_source["coco"] is None
     # no negatives: nothing to split, and no empty field for the schema to refuse
     assert "auroc_by_source" not in memorization_metrics(np.ones(3, int), np.arange(3.0),
@@ -208,7 +208,7 @@ def test_memorization_metrics_reports_sources_only_when_given():
 
 
 def test_auroc_by_source_rejects_bad_sources():
-    from mmh_bench.metrics import auroc_by_source
+    from mmh_bench.evaluation.metrics import auroc_by_source
     y, s, src, _, _ = _two_sources()
     with pytest.raises(ValueError, match="entries"):
         auroc_by_source(y, s, src[:-1])

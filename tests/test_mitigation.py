@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 
 from mmh_bench import Batch, Context
-from mmh_bench.build import build_task
-from mmh_bench.cli import main
+from mmh_bench.task.build import build_task
+from mmh_bench.cli.main import main
 from mmh_bench.mitigation import Mitigator, mitigate
 from mmh_bench.mitigation.board import collect, render_html, render_markdown
 from mmh_bench.mitigation.evaluate import applicable, label_generations, run_mitigator
 from mmh_bench.mitigation.result import read_mitigation_result
 from mmh_bench.registry import all_mitigators, make_mitigator
-from mmh_bench.spec import load_spec
+from mmh_bench.task.spec import load_spec
 
 DATA = Path(__file__).parent / "data"
 

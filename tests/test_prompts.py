@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mmh_bench.data import prompts as P
+from mmh_bench.task.data import prompts as P
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "sd_prompts"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared prompt copies not present")

@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mmh_bench.build import build_task, load_instance
-from mmh_bench.cli import main
-from mmh_bench.io import sha256_arrays, sha256_file
-from mmh_bench.publish import (PublishError, find_instances, publish_instance, pull_instance,
+from mmh_bench.task.build import build_task, load_instance
+from mmh_bench.cli.main import main
+from mmh_bench.files import sha256_arrays, sha256_file
+from mmh_bench.task.publish import (PublishError, find_instances, publish_instance, pull_instance,
                                verify_published)
 from mmh_bench.registry import make_detector
-from mmh_bench.runner import evaluate_pair
-from mmh_bench.spec import load_spec
+from mmh_bench.evaluation.runner import evaluate_pair
+from mmh_bench.task.spec import load_spec
 from mmh_bench_baselines.flipd import FLIPD
 
 DATA = Path(__file__).parent / "data"
@@ -97,7 +97,7 @@ def test_missing_file_and_missing_folder_are_named(published, tmp_path):
 
 
 def test_paths_outside_the_folder_are_refused(published, tmp_path):
-    from mmh_bench.publish import _seal
+    from mmh_bench.task.publish import _seal
     copy = shutil.copytree(published, tmp_path / "c")
     body = json.loads((copy / "instance.json").read_text())
     del body["self_sha256"]

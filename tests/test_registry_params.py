@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from mmh_bench.cli import main
+from mmh_bench.cli.main import main
 from mmh_bench.registry import RegistryError, make_detector, parse_ref, resolve_detectors, split_refs
 
 

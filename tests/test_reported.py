@@ -1,4 +1,4 @@
-"""Published numbers shipped with the package (mmh_bench/reported/*.toml): the file validates, bad
+"""Published numbers shipped with the package (mmh_bench/leaderboard/reported/*.toml): the file validates, bad
 entries fail with a message naming file, table, row and field, and the board shows the rows in a
 table of their own, escaped, never ranked."""
 from __future__ import annotations
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-import mmh_bench.reported as reported
-from mmh_bench.board import collect_board, render_html, render_markdown
-from mmh_bench.reported import load_reported, reported_files
-from mmh_bench.results import known_tasks
-from mmh_bench.schema import SchemaError
+import mmh_bench.leaderboard.reported as reported
+from mmh_bench.leaderboard.board import collect_board, render_html, render_markdown
+from mmh_bench.leaderboard.reported import load_reported, reported_files
+from mmh_bench.leaderboard.store import known_tasks
+from mmh_bench.leaderboard.schema import SchemaError
 from test_board import _md_tables, _render, _task_part, catalog, store  # noqa: F401 (fixtures)
 
 

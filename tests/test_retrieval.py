@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mmh_bench.retrieval import TrainIndex, duplicate_groups, label_copies
+from mmh_bench.retrieval.train_index import TrainIndex, duplicate_groups, label_copies
 
 
 def test_duplicates_count_once():

@@ -7,13 +7,13 @@ import pytest
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import pdist, squareform
 
-from mmh_bench import neardup
-from mmh_bench.cli import main
-from mmh_bench.neardup import _renumber_first, find_duplicates, group_diameters
-from mmh_bench.retrieval import TrainIndex, duplicate_groups, label_copies
-from mmh_bench.synthetic_vectors import (clustered_vectors, plant_groups, random_vectors,
+from mmh_bench.retrieval import neardup
+from mmh_bench.cli.main import main
+from mmh_bench.retrieval.neardup import _renumber_first, find_duplicates, group_diameters
+from mmh_bench.retrieval.train_index import TrainIndex, duplicate_groups, label_copies
+from mmh_bench.retrieval.synthetic_vectors import (clustered_vectors, plant_groups, random_vectors,
                                          score_groups)
-from mmh_bench.vector_index import (IndexFileError, VectorIndex, choose_kind, cosine_to_distance,
+from mmh_bench.retrieval.vector_index import (IndexFileError, VectorIndex, choose_kind, cosine_to_distance,
                                     normalize_rows, sidecar_path)
 
 SIZES = [2] * 6 + [3] * 4 + [5, 8, 20, 60, 200]
@@ -188,9 +188,9 @@ def test_cosine_reports_chord_distances():
 
 def test_embedders(tmp_path):
     torch = pytest.importorskip("torch")
-    from mmh_bench.embed import (EmbedderError, FunctionEmbedder, PixelEmbedder, embed,
+    from mmh_bench.retrieval.embed import (EmbedderError, FunctionEmbedder, PixelEmbedder, embed,
                                  load_module_weights, load_torchscript)
-    from mmh_bench.vector_index import sha256_file
+    from mmh_bench.files import sha256_file
     imgs = np.random.default_rng(0).integers(0, 256, size=(10, 3, 4, 4), dtype=np.uint8)
     px = PixelEmbedder()(imgs)
     assert px.shape == (10, 48) and px.dtype == np.float32 and px.max() <= 1.0

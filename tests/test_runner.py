@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import mmh_bench as mb
-from mmh_bench.build import build_task
-from mmh_bench.runner import evaluate, result_path
+from mmh_bench.task.build import build_task
+from mmh_bench.evaluation.runner import evaluate, result_path
 
 
 class Raises(mb.Detector):
@@ -172,7 +172,7 @@ def test_bad_isolation_mode_is_refused(tiny_spec, tmp_path):
 def test_spec_rules_out_detectors_without_a_build(tiny_spec, tmp_path, monkeypatch):
     """What the spec alone excludes is reported without a build; a current grid only loads the
     instance (its data hash decides what is current)."""
-    from mmh_bench import runner
+    from mmh_bench.evaluation import runner
     from mmh_bench.registry import get_task, make_detector
     assert runner.ruled_out(make_detector("cfg-norm-posthoc"), tiny_spec) == "detector needs conditions; task is unconditional"
     assert runner.ruled_out(make_detector("random"), get_task("lid-mix10")) == "LID-track tasks need an LID estimator"

@@ -19,9 +19,9 @@ import pytest
 
 import mmh_bench as mb
 from mmh_bench.registry import make_detector
-from mmh_bench.runner import compute_scores, evaluate_pair
-from mmh_bench.sealed import (SealError, WorkerFailure, run_sealed, sandbox_available, write_view)
-from mmh_bench.spec import load_spec
+from mmh_bench.evaluation.runner import compute_scores, evaluate_pair
+from mmh_bench.evaluation.sealed import (SealError, WorkerFailure, run_sealed, sandbox_available, write_view)
+from mmh_bench.task.spec import load_spec
 
 HERE = Path(__file__).parent
 TINY, TINY_COND = HERE / "data" / "tiny.toml", HERE / "data" / "tiny_cond.toml"
@@ -106,7 +106,7 @@ class FileLeak(mb.Detector):
         self.known = known
 
     def score(self, batch, ctx):
-        from mmh_bench.build import default_cache_dir
+        from mmh_bench.task.build import default_cache_dir
         roots = [self.known, os.environ.get("MMH_BENCH_CACHE", ""), str(default_cache_dir()),
                  str(Path(mb.__file__).resolve().parents[1] / "leaderboard")]
         for root in filter(None, roots):
@@ -126,7 +126,7 @@ class RebuildLeak(mb.Detector):
         self.spec = spec
 
     def fit(self, ctx):
-        from mmh_bench.build import build_task
+        from mmh_bench.task.build import build_task
         from mmh_bench.registry import get_task
         self.labels_ = build_task(get_task(self.spec), progress=False).labels.astype(float)
 
@@ -281,15 +281,15 @@ HOSTILE = '''
 import os
 import numpy as np
 import mmh_bench as mb
-import mmh_bench.runner
-import mmh_bench.sealed
-import mmh_bench.sealed.view
+import mmh_bench.evaluation.runner
+import mmh_bench.evaluation.sealed
+import mmh_bench.evaluation.sealed.view
 
 def _gotcha(*args, **kwargs):
     raise RuntimeError("patched by the detector module")
 
-mmh_bench.sealed.view.write_view = mmh_bench.sealed.write_view = _gotcha   # (a)
-mmh_bench.runner.evaluate_pair = _gotcha
+mmh_bench.evaluation.sealed.view.write_view = mmh_bench.evaluation.sealed.write_view = _gotcha   # (a)
+mmh_bench.evaluation.runner.evaluate_pair = _gotcha
 mb.HOSTILE_WAS_HERE = True                                                    # (c)
 try:                                                                          # (b)
     os.makedirs(MARKER_DIR, exist_ok=True)
@@ -317,8 +317,8 @@ class Norm(mb.Detector):
 def test_hostile_module_never_runs_in_the_evaluator(tiny, tmp_path):
     import sys
 
-    import mmh_bench.runner as runner
-    import mmh_bench.sealed.view as view
+    import mmh_bench.evaluation.runner as runner
+    import mmh_bench.evaluation.sealed.view as view
     marker_dir = tmp_path / "owned"
     src = tmp_path / "hostile_det.py"
     src.write_text(HOSTILE.replace("MARKER_DIR", repr(str(marker_dir))))
@@ -342,7 +342,7 @@ def test_hostile_module_never_runs_in_the_evaluator(tiny, tmp_path):
 
 def test_broken_detector_file_is_refused_quickly_naming_it(tmp_path):
     from mmh_bench.registry import RegistryError
-    from mmh_bench.runner import evaluate
+    from mmh_bench.evaluation.runner import evaluate
     src = tmp_path / "broken_det.py"
     src.write_text("import mmh_bench as mb\n\nclass Broken(mb.Detector:\n    name = 'broken'\n")
     t0 = time.perf_counter()
@@ -357,8 +357,8 @@ def test_describe_builds_a_stand_in_without_importing(tmp_path):
     import sys
 
     from mmh_bench.registry import RegistryError
-    from mmh_bench.runner import detector_source, resolve_detector, resolve_isolation
-    from mmh_bench.sealed import SealedDetector
+    from mmh_bench.evaluation.runner import detector_source, resolve_detector, resolve_isolation
+    from mmh_bench.evaluation.sealed import SealedDetector
     src = tmp_path / "lid_det.py"
     src.write_text("import numpy as np\nimport mmh_bench as mb\n\n"
                    "class Width(mb.LIDEstimator):\n    name, access, version = 'width', mb.Access.TRAIN_DATA, '7'\n"
@@ -376,7 +376,7 @@ def test_describe_builds_a_stand_in_without_importing(tmp_path):
     assert not [m for m in sys.modules if m.startswith("mmh_bench_user_lid_det")]
     with pytest.raises(RuntimeError, match="runs only sealed"):
         det.estimate(None, None)
-    from mmh_bench.testing import check_detector
+    from mmh_bench.evaluation.conformance import check_detector
     report = check_detector(det)  # no code to check here: it says where to check it
     assert not report.ok and "stand-in" in report.failures[0].message
     with pytest.raises(RegistryError, match="constructing.*TypeError|no parameter 'j'"):
@@ -390,7 +390,7 @@ def test_describe_builds_a_stand_in_without_importing(tmp_path):
 
 def test_describe_times_out_on_a_blocking_import(tmp_path):
     from mmh_bench.registry import RegistryError
-    from mmh_bench.sealed import describe_detector
+    from mmh_bench.evaluation.sealed import describe_detector
     src = tmp_path / "slow_det.py"
     src.write_text("import time\ntime.sleep(600)\n")
     t0 = time.perf_counter()
@@ -402,12 +402,12 @@ def test_describe_times_out_on_a_blocking_import(tmp_path):
 def test_which_references_count_as_shipped(monkeypatch):
     from importlib.metadata import EntryPoint
 
-    import mmh_bench.runner as runner
+    import mmh_bench.evaluation.runner as runner
     assert runner.is_shipped_ref("random") and runner.is_shipped_ref("mmh_bench_baselines.chance:RandomScore")
     assert not runner.is_shipped_ref("some_pkg.mod:Cls") and not runner.is_shipped_ref("/x/mmh_bench_baselines.py:C")
     # an installed third-party package's entry point is not a shipped baseline: it is described sealed
     eps = {"ext": EntryPoint("ext", "their_pkg.detectors:Ext", "mmh_bench.detectors")}
-    monkeypatch.setattr(runner, "_entry_points", lambda: eps)
+    monkeypatch.setattr(runner, "registered_entry_points", lambda: eps)
     assert not runner.is_shipped_ref("ext")
 
 
@@ -415,7 +415,7 @@ def test_nested_hidden_folders_collapse_to_their_parent():
     """A pulled instance lives under the cache, under ~/.cache: one mask for the outermost folder."""
     import shutil
 
-    from mmh_bench.sealed.sandbox import hidden_paths
+    from mmh_bench.evaluation.sealed.sandbox import hidden_paths
     top = Path.home() / f".mmh-hide-test-{os.getpid()}"  # not under /tmp, which is emptied anyway
     inner = top / "cache" / "task" / "instances" / "abc"
     inner.mkdir(parents=True, exist_ok=True)

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from mmh_bench.cli import main
-from mmh_bench.data.synthetic import COMPONENTS
-from mmh_bench.instance import SUBTYPE_CODE
-from mmh_bench.spec import SpecError, load_spec, parse_spec
-from mmh_bench.spec_models import COMPONENT_MODELS, Balance, PromptBalance, SDModel, reference
+from mmh_bench.cli.main import main
+from mmh_bench.task.data.synthetic import COMPONENTS
+from mmh_bench.task.instance import SUBTYPE_CODE
+from mmh_bench.task.spec import SpecError, load_spec, parse_spec
+from mmh_bench.task.spec_models import COMPONENT_MODELS, Balance, PromptBalance, SDModel, reference
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = sorted([*ROOT.glob("tasks/*.toml"), *ROOT.glob("tests/data/*.toml"), *ROOT.glob("mmh_bench/data/*.toml")])
+SHIPPED = sorted([*ROOT.glob("tasks/*.toml"), *ROOT.glob("tests/data/*.toml"), *ROOT.glob("mmh_bench/task/data/*.toml")])
 TINY = ROOT / "tests" / "data" / "tiny.toml"
 
 
@@ -208,7 +208,7 @@ def test_cli_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_sd_generations_match_the_model_module():
-    from mmh_bench.models.stable_diffusion import GENERATIONS
+    from mmh_bench.task.models.stable_diffusion import GENERATIONS
     assert set(SDModel.model_fields["generation"].annotation.__args__[0].__args__) == set(GENERATIONS)
 
 
@@ -220,6 +220,6 @@ def test_subtype_names_match_the_labels():
 
 def test_reference_doc_is_in_sync():
     doc = ROOT / "docs" / "TASK_SPEC.md"
-    assert doc.read_text() == reference(), "regenerate: python -m mmh_bench.spec_models > docs/TASK_SPEC.md"
+    assert doc.read_text() == reference(), "regenerate: python -m mmh_bench.task.spec_models > docs/TASK_SPEC.md"
     for key in ("stpes", "`chance_alpha`", "`point_jitter`", "`dev_seeds`", "kind = 'squiggly'", "`guidance_scale`"):
         assert (key in doc.read_text()) == (key != "stpes")

@@ -18,13 +18,13 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from mmh_bench.build import BuildError, build_task  # noqa: E402
-from mmh_bench.cli import main  # noqa: E402
-from mmh_bench.instance import SUBTYPE_CODE  # noqa: E402
-from mmh_bench.models import stable_diffusion as sdm  # noqa: E402
+from mmh_bench.task.build import BuildError, build_task  # noqa: E402
+from mmh_bench.cli.main import main  # noqa: E402
+from mmh_bench.task.instance import SUBTYPE_CODE  # noqa: E402
+from mmh_bench.task.models import stable_diffusion as sdm  # noqa: E402
 from mmh_bench.registry import all_detectors, all_tasks, get_task, make_detector  # noqa: E402
-from mmh_bench.runner import evaluate  # noqa: E402
-from mmh_bench.spec import load_spec  # noqa: E402
+from mmh_bench.evaluation.runner import evaluate  # noqa: E402
+from mmh_bench.task.spec import load_spec  # noqa: E402
 
 from sd_tiny import TOKENS, build_tiny_pipeline  # noqa: E402
 
@@ -45,7 +45,7 @@ def _threads():
 @pytest.fixture()
 def few_boots(monkeypatch):
     """The bootstrap CI is tested in test_metrics; here 20 resamples keep the plumbing test fast."""
-    import mmh_bench.metrics as metrics
+    import mmh_bench.evaluation.metrics as metrics
     orig = metrics.bootstrap_auroc_ci
     monkeypatch.setattr(metrics, "bootstrap_auroc_ci", lambda y, s, **kw: orig(y, s, n_boot=20))
 
@@ -337,7 +337,7 @@ def test_build_with_the_real_prompt_sets(tmp_path, pipe_dir, monkeypatch):
     spec_path.write_text(text)
     inst = build_task(load_spec(spec_path), tmp_path / "cache", progress=False)
     assert inst.labels.sum() == 6 and len(inst.labels) == 12
-    from mmh_bench.data.prompts import load_prompt_set
+    from mmh_bench.task.data.prompts import load_prompt_set
     types = load_prompt_set("nemo-memorized500").type_of()
     prompts = inst.arrays["prompts"]
     pos = inst.labels == 1
@@ -355,7 +355,7 @@ def test_shipped_sd_tasks_are_opt_in():
                                       "prediction_type": "v_prediction"}
     for name in ("sd-v1-4", "sd-v1-5", "sd-v1-4-jeon"):
         assert sd[name].section("model")["generation"] == "sd1", name
-    from mmh_bench.data.prompts import PROMPT_FILES
+    from mmh_bench.task.data.prompts import PROMPT_FILES
     for name, spec in sd.items():
         assert spec.suites == ("stable-diffusion",), name  # never in the default suite
         data, samp = spec.section("data"), spec.section("sampling")
@@ -420,7 +420,7 @@ def test_attention_entropy_sign_and_layer_on_a_known_case(pipe_dir, few_boots):
     The detector must return +log(TOKENS) from that layer (sign and layer pinned), and its score
     must be Ren's detect.py formula on the adapter's attention."""
     from mmh_bench import Batch
-    from mmh_bench.context import Context, TaskInfo
+    from mmh_bench.api.context import Context, TaskInfo
     from mmh_bench_baselines._common import noised, row_noise
     from mmh_bench_baselines.attention import ATTN_STREAM, AttentionEntropy
 
@@ -567,7 +567,7 @@ def test_fingerprint_ignores_config_keys_a_library_upgrade_adds(pipe_dir):
 
 
 def test_flipd_grid_on_sd_reaches_the_same_signal_fraction_without_repeats(model):
-    from mmh_bench.score_model import vp_linear_alpha_bar
+    from mmh_bench.api.score_model import vp_linear_alpha_bar
     from mmh_bench_baselines.flipd import FLIPD
     det = FLIPD()
     assert np.array_equal(det.t_grid(), np.geomspace(1e-3, 0.44, 18))  # continuous models: unchanged

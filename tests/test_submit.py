@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import mmh_bench as mb
-from mmh_bench.cli import main
-from mmh_bench.testing import check_detector
+from mmh_bench.cli.main import main
+from mmh_bench.evaluation.conformance import check_detector
 
 DOCS = Path(__file__).parent.parent / "docs" / "SUBMITTING.md"
 
@@ -115,7 +115,7 @@ def test_check_detector_passes_a_good_detector():
 
 
 def test_check_task_is_conditional():
-    from mmh_bench.testing import check_task_spec
+    from mmh_bench.evaluation.conformance import check_task_spec
     spec = check_task_spec()
     assert spec.conditional and spec.name == "mmh-check"
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmh_bench.build import build_task
-from mmh_bench.builders.synthetic import diverged, fresh_draws, remap_conditions
-from mmh_bench.labels import label_samples
-from mmh_bench.data.export import instance_to_datasets, load_mixture, save_instance, save_mixture
-from mmh_bench.data.synthetic import COMPONENTS, continuous_components, make_mixture
+from mmh_bench.task.build import build_task
+from mmh_bench.task.builders.synthetic import diverged, fresh_draws, remap_conditions
+from mmh_bench.task.labels import label_samples
+from mmh_bench.task.data.export import instance_to_datasets, load_mixture, save_instance, save_mixture
+from mmh_bench.task.data.synthetic import COMPONENTS, continuous_components, make_mixture
 from mmh_bench.registry import all_tasks
-from mmh_bench.retrieval import TrainIndex, label_copies
-from mmh_bench.spec import load_spec
+from mmh_bench.retrieval.train_index import TrainIndex, label_copies
+from mmh_bench.task.spec import load_spec
 
 DATA = Path(__file__).parent / "data"
 
@@ -249,7 +249,7 @@ def test_label_audit_on_a_built_task(cond_task):
 
 
 def test_tasks_json_says_conditional(monkeypatch, capsys):
-    from mmh_bench.cli import main
+    from mmh_bench.cli.main import main
     monkeypatch.setenv("MMH_BENCH_TASKS_PATH", str(DATA))
     assert main(["tasks", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
@@ -267,7 +267,7 @@ def test_lid_mixture_task_has_truth_and_a_model(tmp_path):
     # queries are fresh draws, not training points
     d, _ = TrainIndex(inst.arrays["train"]).search(inst.samples[comp < 2], 1)
     assert np.all(d[:, 0] > 1e-6)
-    from mmh_bench.runner import evaluate_pair
+    from mmh_bench.evaluation.runner import evaluate_pair
     from mmh_bench_baselines.flipd import FLIPD
     res = evaluate_pair(inst, FLIPD())
     assert res["status"] == "ok", res["error"]
@@ -289,7 +289,7 @@ def test_skdim_task_is_deterministic_with_separated_manifolds(tmp_path):
 
 
 def test_show_prints_summary_and_writes_png(cond_task, tmp_path, capsys):
-    from mmh_bench.cli import main
+    from mmh_bench.cli.main import main
     png = tmp_path / "pic.png"
     assert main(["show", str(DATA / "tiny_cond.toml"), "--out", str(png), "--json", "-q"]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -321,7 +321,7 @@ def test_datasets_export_round_trips(cond_task, tmp_path):
 
 
 def test_show_export_option(cond_task, tmp_path, capsys):
-    from mmh_bench.cli import main
+    from mmh_bench.cli.main import main
     assert main(["show", str(DATA / "tiny_cond.toml"), "--out", str(tmp_path / "p.png"),
                  "--export", str(tmp_path / "arrow"), "-q"]) == 0
     assert (tmp_path / "arrow" / "dataset_dict.json").exists()

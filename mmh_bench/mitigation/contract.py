@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..access import Access
-from ..detector import Batch, Configurable
+from mmh_bench.api.access import Access
+from mmh_bench.api.detector import Batch, Configurable
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..context import Context
+    from mmh_bench.api.context import Context
 
 
 class Mitigator(Configurable):

@@ -17,14 +17,14 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..context import Context
-from ..detector import Batch
-from ..instance import SUBTYPE_CODE, TaskInstance
-from ..spec import canonical_json
-from ..metrics import BOOT_SEED, N_BOOT
-from ..provenance import provenance
-from ..sealed.job import PeakMemory
-from ..threads import limited_threads
+from mmh_bench.api.context import Context
+from mmh_bench.api.detector import Batch
+from mmh_bench.evaluation.metrics import BOOT_SEED, N_BOOT
+from mmh_bench.evaluation.provenance import provenance
+from mmh_bench.evaluation.sealed.job import PeakMemory
+from mmh_bench.task.instance import SUBTYPE_CODE, TaskInstance
+from mmh_bench.task.spec import canonical_json
+from mmh_bench.threads import limited_threads
 from .contract import Mitigator
 from .quality import condition_accuracy, precision_recall
 from .result import MitigationResult, make_result, write_result

@@ -2,7 +2,7 @@
 
 The evaluator builds :class:`MitigationResult` and writes its dump, so it cannot emit a file the
 board would reject; the board validates every file with the same model (strict types, no NaN, no
-unknown field, size-capped reads through :func:`mmh_bench.schema.read_json`).
+unknown field, size-capped reads through :func:`mmh_bench.leaderboard.schema.read_json`).
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from ..io import write_json
-from ..schema import (AccessLabel, Hex16, Instance, Label, Name, Plain, Prob, Provenance, Strict, Text,
+from mmh_bench.files import write_json
+from mmh_bench.leaderboard.schema import (AccessLabel, Hex16, Instance, Label, Name, Plain, Prob, Provenance, Strict, Text,
                       read_json, validate_model)
 
 SCHEMA_VERSION = 1
@@ -86,7 +86,7 @@ class MitigationResult(Strict):
 
 
 def make_result(doc: dict[str, Any]) -> MitigationResult:
-    """The typed document (raises :class:`~mmh_bench.schema.SchemaError` naming the field)."""
+    """The typed document (raises :class:`~mmh_bench.leaderboard.schema.SchemaError` naming the field)."""
     return validate_model(MitigationResult, doc)
 
 

@@ -1,0 +1,91 @@
+"""``mmh-bench mitigators`` and ``mmh-bench mitigate``: the mitigation track from the command line."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .options import add_options, print_listing
+
+DEFAULT_OUT = "leaderboard"
+#: generations regenerated per task by default: every mitigator setting reruns the whole sampler,
+#: so the sweep over ~35 settings costs ~35 generations of the task (measured: 500 rows keep the
+#: CPU tasks' track within minutes; intervals are printed with every rate)
+DEFAULT_SAMPLES = 500
+
+
+def cmd_mitigators(args: argparse.Namespace) -> int:
+    from mmh_bench.registry import all_mitigators
+    rows = [{"name": name, "access": cls.access.label, "version": cls.version, "requires": list(cls.requires),
+             "sweep": {cls.sweep[0]: list(cls.sweep[1])} if cls.sweep[0] else {}, "cost": cls.cost_note,
+             "source": f"{cls.__module__}:{cls.__qualname__}",
+             "summary": (cls.__doc__ or "").strip().split("\n")[0]}
+            for name, cls in all_mitigators().items()]
+    return print_listing(rows, args.json, [[r["name"], ", ".join(f"{k} in {v}" for k, v in r["sweep"].items()) or "-",
+                                             ", ".join(r["requires"]) or "-", r["summary"][:70]] for r in rows],
+                         ["mitigator", "settings swept", "needs", "summary"])
+
+
+def cmd_mitigate(args: argparse.Namespace) -> int:
+    from mmh_bench.mitigation.board import render_markdown
+    from mmh_bench.mitigation.evaluate import mitigate
+    from mmh_bench.task.publish import resolve_instances
+    from mmh_bench.registry import resolve_mitigators, resolve_tasks
+    mitigators = resolve_mitigators(args.mitigators)
+    instances = None if args.instances == "none" else args.instances
+    total: dict[str, list[Any]] = {"ran": [], "skipped": [], "failed": [], "not_applicable": []}
+    for spec in resolve_tasks(args.tasks):
+        if spec.track != "memorization" or not spec.conditional:
+            total["not_applicable"].append((spec.name, "*", "mitigation tasks are conditional memorization tasks"))
+            continue
+        insts = resolve_instances(spec, args.cache, published=instances, progress=not args.quiet)
+        if not args.all_replicates:  # replicate 0 (the first published instance) stands for the task
+            insts = sorted(insts, key=lambda i: i.instance_info().get("replicate", 0))[:1]
+        rep = mitigate(insts, mitigators, args.results, seed=args.seed, force=args.force,
+                       sweep=not args.no_sweep, progress=not args.quiet, n=args.samples or None)
+        for k in total:
+            total[k] += rep[k]
+    for task, name, why in total["not_applicable"]:
+        print(f"not applicable: {task} / {name}: {why}")
+    print(f"{len(total['ran'])} ran, {len(total['skipped'])} current (skipped), {len(total['failed'])} failed")
+    if args.out:
+        out = Path(args.out)
+        text = render_markdown(args.results, plots_dir=out / "plots")
+        if text:
+            (out / "MITIGATION.md").write_text(text)
+            print(f"wrote {out / 'MITIGATION.md'}")
+    return 1 if total["failed"] else 0
+
+
+def register(sub: Any) -> None:
+    from mmh_bench.mitigation.evaluate import DEFAULT_RESULTS
+    s = sub.add_parser("mitigators", help="list the registered mitigators",
+                       description="List every mitigator registered under the entry-point group "
+                                   "mmh_bench.mitigators, with the settings its trade-off curve sweeps.")
+    add_options(s, "json")
+    s.set_defaults(func=cmd_mitigators)
+
+    s = sub.add_parser(
+        "mitigate", help="score mitigators: memorization rate and quality of regenerated samples",
+        description="Regenerate each conditional task's samples (same conditions, same initial noises) "
+                    "under each mitigator at every setting of its sweep, label them with the task's "
+                    "own copy rule and measure quality; one result file per setting, written atomically "
+                    "and skipped when current. Then render the mitigation section (MITIGATION.md and "
+                    "its Pareto plots).")
+    add_options(s, "tasks", "cache", "seed", "quiet",
+                tasks={"default": "syn2-cond,syn10-cond,syn100-cond,image-digits-cond,t2i-digits"})
+    s.add_argument("--mitigators", default="all",
+                   help="comma-separated mitigator references, e.g. 'none,guidance,flipd-embedding(iters=10)' "
+                        "or file.py:Class (default: all)")
+    s.add_argument("--results", default=DEFAULT_RESULTS, help=f"results folder (default: {DEFAULT_RESULTS})")
+    s.add_argument("--instances", default="leaderboard/instances",
+                   help="published instances to use ('none': this machine's dev builds)")
+    s.add_argument("--out", default=DEFAULT_OUT, help=f"where MITIGATION.md goes ('' to skip; default {DEFAULT_OUT})")
+    s.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
+                   help=f"generations regenerated per task: the first N rows, a uniform random subset "
+                        f"(default {DEFAULT_SAMPLES}; 0 = all)")
+    s.add_argument("--all-replicates", action="store_true",
+                   help="every published replicate of a task (default: replicate 0 only)")
+    s.add_argument("--no-sweep", action="store_true", help="run each mitigator at its given parameters only")
+    s.add_argument("--force", action="store_true", help="rerun current results")
+    s.set_defaults(func=cmd_mitigate)

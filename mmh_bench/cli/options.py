@@ -1,0 +1,45 @@
+"""Command-line options shared by several subcommands, defined once so they read the same everywhere."""
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+DEFAULT_RESULTS = "leaderboard/results"
+DEFAULT_BOARD = "leaderboard"
+
+_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "tasks": (("--tasks",), dict(default="suite:default",
+                                 help="comma-separated task names, suite:NAME, or .toml paths "
+                                      "(default: suite:default)")),
+    "cache": (("--cache",), dict(default=None, help="build cache folder "
+                                                    "(default: $MMH_BENCH_CACHE or ~/.cache/mmh-bench)")),
+    "seed": (("--seed",), dict(type=int, default=0, help="detector seed (default: 0)")),
+    "batch-size": (("--batch-size",), dict(type=int, default=512,
+                                           help="samples per detector call (default: 512)")),
+    "board": (("--board",), dict(default=DEFAULT_BOARD, help=f"leaderboard folder (default: {DEFAULT_BOARD})")),
+    "model": (("--model",), dict(default=None, metavar="PATH_OR_ID",
+                                 help="Stable Diffusion weights for stable-diffusion tasks: a local diffusers "
+                                      "folder or a hub id in the Hugging Face cache (default: the id named "
+                                      "in each task spec)")),
+    "quiet": (("-q", "--quiet"), dict(action="store_true", help="no progress bars")),
+    "json": (("--json",), dict(action="store_true", help="print JSON objects instead of a table")),
+}
+
+
+def add_options(parser: Any, *names: str, **overrides: dict[str, Any]) -> None:
+    """Add the shared options ``names`` to ``parser``; ``overrides[name]`` changes keyword arguments
+    (e.g. ``{"batch_size": {"default": None, "help": ...}}``, dashes written as underscores)."""
+    for name in names:
+        flags, kwargs = _OPTIONS[name]
+        parser.add_argument(*flags, **{**kwargs, **overrides.get(name.replace("-", "_"), {})})
+
+
+def print_listing(rows: list[dict[str, Any]], as_json: bool, table: Sequence[Sequence[Any]],
+                  headers: Sequence[str]) -> int:
+    """What the listing commands print: ``rows`` as JSON, or ``table`` under ``headers``."""
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        from tabulate import tabulate
+        print(tabulate(table, headers=list(headers)))
+    return 0

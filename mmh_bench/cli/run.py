@@ -1,0 +1,70 @@
+"""``mmh-bench run``: evaluate a grid of tasks x detectors, one result file per pair."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .options import DEFAULT_RESULTS, add_options
+
+
+def _sd_model(inst):  # type: ignore[no-untyped-def]
+    """Stable Diffusion tasks get their pipeline (from ``--model`` or the spec); others keep theirs."""
+    if inst.spec.family != "stable-diffusion":
+        return inst.attached_model
+    from mmh_bench.task.models.stable_diffusion import load_for_instance
+    return load_for_instance(inst)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from mmh_bench.task.models.stable_diffusion import model_source
+    from mmh_bench.evaluation.runner import evaluate
+    with model_source(args.model):  # SD tasks need the weights both to build and to evaluate
+        report = evaluate(args.tasks, args.detectors, args.results, cache_dir=args.cache, seed=args.seed,
+                          batch_size=args.batch_size, force=args.force, progress=not args.quiet,
+                          model_override=_sd_model, isolation=args.isolation, timeout=args.timeout,
+                          instances=None if args.instances == "none" else args.instances)
+    for task, det, why in report.not_applicable:
+        print(f"skipped {det} on {task}: {why}", file=sys.stderr)
+    print(f"{len(report.ran)} evaluated, {len(report.skipped_current)} already current, "
+          f"{len(report.failed)} failed; results in {args.results}")
+    for path in report.failed:
+        print(f"failed: {path}", file=sys.stderr)
+    return 0
+
+
+def register(sub: Any) -> None:
+    s = sub.add_parser("run", help="evaluate detectors on tasks",
+                       description="Evaluate a grid of tasks x detectors. Builds (or loads cached) tasks, "
+                                   "writes one JSON result per pair, skips pairs already current.")
+    add_options(s, "tasks")
+    s.add_argument("--detectors", default="all",
+                   help="comma-separated registered names, module:Class or path/file.py:Class (default: all); "
+                        "each may carry constructor parameters, recorded with its results: "
+                        "'flipd(t0=0.05,probes=8),cfg-norm(n_steps=5)' (values are TOML literals, null, "
+                        "or a bare word read as a string; unknown names are refused)")
+    s.add_argument("--results", default=DEFAULT_RESULTS, help=f"results folder (default: {DEFAULT_RESULTS})")
+    add_options(s, "cache", "seed", "batch-size")
+    s.add_argument("--force", action="store_true", help="re-evaluate pairs whose results are current")
+    s.add_argument("--isolation", choices=("auto", "sealed", "in-process"), default="auto",
+                   help="sealed: each detector runs in a sandboxed worker that holds only what its access "
+                        "grants; in-process: in this process (trusted code only); auto (default): sealed "
+                        "for all but the shipped baselines")
+    s.add_argument("--timeout", type=_positive_seconds, default=None, metavar="SECONDS",
+                   help="sealed runs only: a (task, detector) pair running longer fails (default: no limit)")
+    s.add_argument("--instances", default="leaderboard/instances", metavar="DIR",
+                   help="published instances (default: the board's, leaderboard/instances): a task whose spec "
+                        "has one there is evaluated on it, verified byte for byte; other tasks on this "
+                        "machine's own build. 'none': always this machine's dev build")
+    add_options(s, "model", "quiet")
+    s.set_defaults(func=_cmd_run)

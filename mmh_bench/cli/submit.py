@@ -1,0 +1,346 @@
+"""``mmh-bench submit`` and ``mmh-bench verify``: from a detector file to a verified board entry.
+
+An entry is a folder ``<board>/submissions/<name>/`` holding
+
+- ``detector.py``: a copy of the submitted file (what ran is what gets re-run), when the
+  detector was given as ``path/to/file.py:Class``; a ``module:Class`` reference is recorded as is
+  and must be importable (an installed package) when the entry is verified;
+- ``results/<task>/v<version>/<detector>.json``: one evaluator result per task;
+- ``metadata.json``: who, what, which tasks (with their full specs, so any task can be re-run),
+  the conformance report; written last, so a folder without it is not an entry;
+- ``verification.json``: written by ``verify``; the board calls the entry *verified* while it
+  matches the result files and the detector file byte for byte.
+
+Both evaluate sealed (:mod:`mmh_bench.evaluation.sealed`): the detector runs in a sandboxed worker that
+holds only what its access grants, and this process never imports its code. Its name, access and
+parameters come from a sandboxed describe step (:func:`mmh_bench.evaluation.sealed.describe_detector`), which
+for ``submit`` also runs the conformance checks (:func:`mmh_bench.evaluation.conformance.check_detector`) on the
+public ``mmh-check`` task, built inside the sandbox. A shipped baseline (``mmh_bench_baselines``)
+is trusted and imported as usual.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mmh_bench.files import sha256_file
+
+from .options import add_options
+
+DEFAULT_ATOL = 1e-3
+#: Cost counts are exact: network evaluations are counted by the evaluator, not claimed.
+COUNT_FIELDS = ("nfe_per_sample", "jvp_per_sample")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _error(msg: str) -> Exception:
+    from .errors import CLIError
+    return CLIError(msg)
+
+
+def _split_ref(ref: str) -> tuple[Path | None, str]:
+    """``path/file.py:Class`` -> (path, Class); ``module:Class`` -> (None, ref)."""
+    if ":" not in ref:
+        raise _error(f"detector {ref!r} must be path/to/file.py:Class or module:Class")
+    from mmh_bench.registry import file_ref
+    return file_ref(ref) or (None, ref)
+
+
+def submission_dir(board: str | Path, name: str) -> Path:
+    """``board/submissions/name``; the name is checked first, so it cannot climb out of the board."""
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", name):
+        raise _error(f"submission name {name!r} must be 1-64 letters, digits, '.', '_' or '-' "
+                     "and start with a letter or digit")
+    return Path(board) / "submissions" / name
+
+
+# -- submit -------------------------------------------------------------------------------------
+def cmd_submit(args: argparse.Namespace) -> int:
+    from mmh_bench.registry import RegistryError, resolve_tasks
+    from mmh_bench.leaderboard.store import known_tasks, scan_results
+    from mmh_bench.evaluation.runner import evaluate, resolve_detector
+    from mmh_bench.leaderboard.schema import SchemaError, SubmissionMeta, check_url, validate_model
+    from mmh_bench.evaluation.conformance import check_detector
+
+    folder = submission_dir(args.board, args.name)
+    authors = [a.strip() for a in args.authors.split(",") if a.strip()]
+    if not authors:
+        raise _error("--authors needs at least one name")
+    try:
+        check_url(args.url)
+    except ValueError as exc:
+        raise _error(f"--url {args.url!r} {exc}") from None
+    if folder.exists() and not args.force:
+        raise _error(f"{folder} exists; pass --force to replace that entry")
+    specs = resolve_tasks(args.tasks)
+    path, attr = _split_ref(args.detector)
+    if path is not None and not path.is_file():
+        raise _error(f"detector file {str(path)!r} does not exist")
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{args.name}.", dir=folder.parent))
+    try:
+        if path is not None:  # run the copy: what ran is what verify will re-run
+            shutil.copyfile(path, stage / "detector.py")
+            ref, stored_ref, sha = f"{stage / 'detector.py'}:{attr}", f"detector.py:{attr}", sha256_file(stage / "detector.py")
+        else:
+            ref = stored_ref = attr
+            sha = None
+        print(f"[1/3] conformance check of {stored_ref} ...", flush=True)
+        try:  # submitted code: described and checked in a sandboxed worker, never imported here
+            det = resolve_detector(ref, "sealed", hide=[args.cache, folder.parent], check_seed=args.seed)
+        except RegistryError as exc:
+            raise _error(str(exc)) from None
+        report = getattr(det, "check_report", None)
+        if report is None:  # a shipped baseline: trusted, checked here
+            report = check_detector(det, cache_dir=args.cache, seed=args.seed)
+        print(report)
+        if not report.ok:
+            print("mmh-bench: submission stopped: fix the failed checks above", file=sys.stderr)
+            return 1
+        print(f"[2/3] evaluating on {len(specs)} task(s): {', '.join(s.name for s in specs)}", flush=True)
+        grid = evaluate(specs, [det], stage / "results", cache_dir=args.cache, seed=args.seed,
+                        batch_size=args.batch_size, force=True, progress=not args.quiet, isolation="sealed")
+        for task, det, why in grid.not_applicable:
+            print(f"  skipped {det} on {task}: {why}", file=sys.stderr)
+        if grid.failed:
+            for p in grid.failed:
+                err = json.loads(p.read_text()).get("error")
+                print(f"  failed: {p.relative_to(stage)}: {err}", file=sys.stderr)
+            print("mmh-bench: submission stopped: the detector failed on some tasks", file=sys.stderr)
+            return 1
+        if not grid.ran:
+            raise _error("the detector was not applicable to any of the tasks; nothing to submit")
+        scan = scan_results(stage / "results", tasks=known_tasks(specs))
+        if scan.rejected:  # the evaluator's own output must pass the schema; anything else is a bug
+            raise _error(f"result failed validation: {scan.rejected[0]}")
+        meta = {"schema_version": 1, "name": args.name, "detector": det.name, "detector_ref": stored_ref,
+                "detector_sha256": sha, "authors": authors, "url": args.url,
+                "description": args.description, "submitted": _now(),
+                "mmh_bench_version": _version(), "seed": args.seed, "batch_size": args.batch_size,
+                "tasks": [{"name": s.name, "version": s.version, "hash": s.hash, "spec": s.raw} for s in specs],
+                "skipped": [list(x) for x in grid.not_applicable],
+                "checks": [{k: c[k] for k in ("name", "level", "passed", "message")} for c in report.to_list()]}
+        try:
+            validate_model(SubmissionMeta, json.loads(json.dumps(meta)))
+        except SchemaError as exc:
+            raise _error(f"metadata: {exc}") from None
+        from mmh_bench.files import write_json
+        write_json(stage / "metadata.json", meta)
+        if folder.exists():
+            shutil.rmtree(folder)
+        stage.rename(folder)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+    unregistered = sorted({s.name for s in specs} - set(known_tasks()))
+    print(f"[3/3] wrote {folder} ({len(grid.ran)} result(s))")
+    if unregistered:
+        print(f"note: task(s) {', '.join(unregistered)} are not in the task registry; the board shows "
+              "only registered tasks (see MMH_BENCH_TASKS_PATH)", file=sys.stderr)
+    print(f"next: mmh-bench verify {args.name} --board {args.board}   then: mmh-bench leaderboard")
+    return 0
+
+
+def _version() -> str:
+    from mmh_bench.evaluation.provenance import package_versions
+    return package_versions().get("mmh-bench", "unknown")
+
+
+# -- verify -------------------------------------------------------------------------------------
+def _leaves(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(obj, list):
+        out = {}
+        for i, v in enumerate(obj):
+            out.update(_leaves(v, f"{prefix}.{i}"))
+        return out
+    return {prefix: obj}
+
+
+def compare_results(old: dict[str, Any], new: dict[str, Any], atol: float) -> list[dict[str, Any]]:
+    """Differences between a submitted and a re-run result: metrics beyond ``atol``, exact counts."""
+    diffs: list[dict[str, Any]] = []
+
+    def add(fieldname: str, a: Any, b: Any, note: str = "") -> None:
+        diffs.append({"field": fieldname, "submitted": a, "rerun": b, "note": note})
+
+    for key in ("status", "n_samples", "n_memorized", "task_hash"):
+        if old.get(key) != new.get(key):
+            add(key, old.get(key), new.get(key))
+    if old["provenance"]["data_hash"] != new["provenance"]["data_hash"]:
+        add("provenance.data_hash", old["provenance"]["data_hash"], new["provenance"]["data_hash"],
+            "the task was built differently here (samples or labels differ); metric differences follow")
+    a, b = _leaves(old.get("metrics") or {}), _leaves(new.get("metrics") or {})
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not isinstance(x, bool):
+            if abs(x - y) > atol:
+                add(f"metrics.{k}", x, y, f"differs by {abs(x - y):.3g} > atol {atol:g}")
+        elif x != y:
+            add(f"metrics.{k}", x, y, "missing on one side" if x is None or y is None else "")
+    for k in COUNT_FIELDS:
+        x, y = (old.get("cost") or {}).get(k), (new.get("cost") or {}).get(k)
+        if x != y and not (isinstance(x, (int, float)) and isinstance(y, (int, float))
+                           and abs(x - y) <= 1e-9 * max(1.0, abs(x))):
+            add(f"cost.{k}", x, y, "network evaluations are counted, so they must match")
+    return diffs
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from mmh_bench.files import write_json
+    from mmh_bench.evaluation.provenance import hardware, hardware_label
+    from mmh_bench.registry import RegistryError, all_tasks
+    from mmh_bench.leaderboard.store import scan_results
+    from mmh_bench.evaluation.runner import evaluate, resolve_detector
+    from mmh_bench.leaderboard.schema import SchemaError, SubmissionMeta, read_json, validate_model
+    from mmh_bench.task.spec import SpecError, parse_spec
+
+    folder = submission_dir(args.board, args.name)
+    if not (folder / "metadata.json").is_file():
+        raise _error(f"no submission {args.name!r}: {folder / 'metadata.json'} does not exist")
+    try:
+        meta = validate_model(SubmissionMeta, read_json(folder / "metadata.json"))
+    except SchemaError as exc:
+        raise _error(f"{folder / 'metadata.json'}: {exc}") from None
+    diffs: list[dict[str, Any]] = []
+    registry = all_tasks()
+    specs = {}
+    for ref in meta.tasks:
+        current = registry.get(ref.name)
+        if current is not None:
+            if current.hash != ref.hash:
+                diffs.append({"file": "metadata.json", "field": f"tasks.{ref.name}.hash", "submitted": ref.hash,
+                              "rerun": current.hash, "note": "the task changed since submission: re-submit"})
+                continue
+            specs[ref.name] = current
+        else:
+            try:
+                spec = parse_spec(ref.spec, f"{folder / 'metadata.json'} (task {ref.name})")
+            except SpecError as exc:
+                raise _error(str(exc)) from None
+            if spec.hash != ref.hash:
+                raise _error(f"metadata.json: the stored spec of task {ref.name!r} does not match its hash")
+            print(f"note: task {ref.name!r} is not in the registry; re-running the spec stored with the entry",
+                  file=sys.stderr)
+            specs[ref.name] = spec
+
+    submitted = scan_results(folder / "results", tasks=specs)
+    for bad in submitted.rejected:
+        diffs.append({"file": str(bad.path.relative_to(folder)), "field": bad.field or "(file)",
+                      "submitted": None, "rerun": None, "note": bad.reason[:300]})
+    target, attr = meta.detector_ref.rsplit(":", 1)
+    sha = None
+    if target.endswith(".py"):
+        code = (folder / target).resolve()
+        if folder.resolve() not in code.parents:
+            raise _error(f"metadata.json: detector_ref {meta.detector_ref!r} points outside the entry")
+        sha = sha256_file(code)
+        if sha != meta.detector_sha256:
+            diffs.append({"file": target, "field": "detector_sha256", "submitted": meta.detector_sha256,
+                          "rerun": sha, "note": "the detector file changed since submission"})
+        ref = f"{code}:{attr}"
+    else:
+        ref = meta.detector_ref
+    try:  # described in a sandboxed worker: the submitted code is never imported here
+        det = resolve_detector(ref, "sealed", hide=[args.cache, folder.parent])
+    except RegistryError as exc:
+        raise _error(str(exc)) from None
+    if det.name != meta.detector:
+        raise _error(f"the detector's name is {det.name!r}, the entry's {meta.detector!r}")
+
+    with tempfile.TemporaryDirectory(prefix="mmh-verify-") as tmp:
+        print(f"re-running {det.name!r} on {len(specs)} task(s) ...", flush=True)
+        evaluate(list(specs.values()), [det], Path(tmp), cache_dir=args.cache, seed=meta.seed,
+                 batch_size=args.batch_size or meta.batch_size, force=True, progress=not args.quiet,
+                 isolation="sealed")
+        rerun = {p.relative_to(tmp): d for p, d in scan_results(tmp, tasks=specs).accepted}
+    old = {p.relative_to(folder / "results"): d for p, d in submitted.accepted}
+    for rel in sorted(set(old) | set(rerun), key=str):
+        shown = str(Path("results") / rel)
+        if rel not in rerun:
+            diffs.append({"file": shown, "field": "(file)", "submitted": "present", "rerun": None,
+                          "note": "not produced by the re-run"})
+        elif rel not in old:
+            diffs.append({"file": shown, "field": "(file)", "submitted": None, "rerun": "present",
+                          "note": "the re-run produced a result the entry lacks"})
+        else:
+            diffs += [{"file": shown, **d} for d in compare_results(old[rel], rerun[rel], args.atol)]
+    ok = not diffs
+    if diffs:
+        rows = [[d["file"], d["field"], _short(d["submitted"]), _short(d["rerun"]), d["note"]] for d in diffs]
+        print(tabulate(rows, headers=["file", "field", "submitted", "re-run", "note"]))
+        print(f"NOT verified: {len(diffs)} difference(s) beyond tolerance (atol {args.atol:g})")
+    else:
+        print(f"verified: {len(old)} result(s) reproduce within atol {args.atol:g}")
+    if not args.no_record:
+        record = {"schema_version": 1, "name": meta.name, "ok": ok, "date": _now(),
+                  "mmh_bench_version": _version(), "hardware": hardware_label(hardware()),
+                  "atol": float(args.atol), "detector_sha256": sha,
+                  "files": {str(Path("results") / rel): sha256_file(folder / "results" / rel) for rel in sorted(old, key=str)},
+                  "differences": [{k: _plain(v) for k, v in d.items()} for d in diffs]}
+        write_json(folder / "verification.json", record)
+        print(f"wrote {folder / 'verification.json'}")
+    return 0 if ok else 1
+
+
+def _short(v: Any) -> str:
+    s = json.dumps(v) if not isinstance(v, str) else v
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+def _plain(v: Any) -> Any:
+    if v is None or isinstance(v, (bool, int, float)):
+        return v
+    return str(v)[:500]
+
+
+# -- argparse -----------------------------------------------------------------------------------
+def register(sub: Any) -> None:
+    s = sub.add_parser(
+        "submit", help="check a detector, run the standard suite, write a leaderboard entry",
+        description="Run the conformance check (mmh_bench.evaluation.conformance.check_detector), evaluate the "
+                    "detector on the standard suite, and write the entry (metadata.json, a copy of "
+                    "the detector file, one result per task) to BOARD/submissions/NAME/. The detector's code "
+                    "runs only in sandboxed workers, never in this process.")
+    s.add_argument("detector", help="path/to/file.py:Class (copied into the entry) or module:Class")
+    s.add_argument("--name", required=True, help="entry name: letters, digits, '.', '_' or '-'")
+    s.add_argument("--authors", required=True, help="comma-separated author names")
+    s.add_argument("--url", required=True, help="paper or code address (http/https)")
+    s.add_argument("--description", default="", help="one-line description shown with the entry")
+    add_options(s, "tasks", "board", "cache", "seed", "batch-size")
+    s.add_argument("--force", action="store_true", help="replace an existing entry of that name")
+    add_options(s, "quiet")
+    s.set_defaults(func=cmd_submit)
+
+    v = sub.add_parser(
+        "verify", help="re-run a submitted entry and report metrics that differ",
+        description="Re-run BOARD/submissions/NAME with its recorded detector, tasks and seed; list "
+                    "every metric that differs beyond --atol and every network-evaluation count that "
+                    "differs at all; write verification.json. Exit status 1 when anything differs. "
+                    "This executes the submitted code, in sandboxed workers only.")
+    v.add_argument("name", help="entry name (folder under BOARD/submissions)")
+    add_options(v, "board")
+    v.add_argument("--atol", type=float, default=DEFAULT_ATOL,
+                   help=f"absolute tolerance on metrics (default: {DEFAULT_ATOL:g}, the board's precision)")
+    add_options(v, "cache", "batch-size", batch_size={
+        "default": None, "help": "samples per detector call (default: the one the entry was submitted with)"})
+    v.add_argument("--no-record", action="store_true", help="do not write verification.json")
+    add_options(v, "quiet")
+    v.set_defaults(func=cmd_verify)

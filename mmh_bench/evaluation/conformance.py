@@ -1,0 +1,276 @@
+"""Conformance checks for detectors, in the spirit of scikit-learn's ``check_estimator``.
+
+Run before submitting::
+
+    from .conformance import check_detector
+    report = check_detector(MyDetector())
+    print(report)          # one line per check
+    assert report.ok
+
+By default the checks run on ``mmh-check``, a tiny conditional synthetic task shipped inside
+the package (it builds in a few seconds on a CPU and is cached like any task). They test the
+contract, not detection quality:
+
+- ``contract``: a :class:`~mmh_bench.Detector` with a usable name, an :class:`~mmh_bench.Access`
+  level, a string version and plain JSON hyper-parameters (they are recorded with each result);
+- ``applicable``: the task offers what the detector needs;
+- ``access``: ``fit`` and ``score`` run with a context granting exactly the declared access,
+  without an :class:`~mmh_bench.AccessError`;
+- ``output``: one number per sample, shape ``[n]``; ``finite``: no NaN or infinity;
+  (``fit``/``score`` run through the evaluator's own loop, :func:`mmh_bench.evaluation.runner.compute_scores`)
+- ``fitted_state``: ``fit`` changes no constructor parameter and adds no public attribute (fitted
+  state goes in ``_private`` or ``trailing_underscore_`` attributes, as in scikit-learn), so the
+  parameters recorded with a result are the ones the detector was built with;
+- ``deterministic``: two fresh runs under the same seed give the same scores;
+- ``result``: the evaluator's result for the detector passes the leaderboard schema;
+- warnings (do not fail the report): ``batch_independent`` (scores do not depend on how the
+  samples are split into batches) and ``informative`` (scores are not all equal).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import traceback
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mmh_bench.api.access import Access
+from mmh_bench.api.context import AccessError
+from mmh_bench.api.detector import Detector
+from mmh_bench.task.spec import TaskSpec, load_spec
+
+CHECK_TASK_FILE = "mmh-check.toml"
+#: Scores from two runs under one seed must agree to this relative tolerance.
+DETERMINISM_RTOL = 1e-6
+#: Tolerance of the batch-split comparison (float32 kernels may differ by batch size).
+BATCH_RTOL, BATCH_ATOL = 1e-4, 1e-5
+ODD_BATCH = 7
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    message: str
+    level: str = "error"  # "error" fails the report; "warning" and "info" do not
+
+
+@dataclass
+class CheckReport:
+    """The outcome of :func:`check_detector`; ``ok`` when no error-level check failed."""
+
+    detector: str
+    task: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.passed for c in self.checks if c.level == "error")
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed and c.level == "error"]
+
+    def add(self, name: str, passed: bool, message: str, level: str = "error") -> bool:
+        self.checks.append(Check(name, bool(passed), message, level))
+        return bool(passed)
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [asdict(c) for c in self.checks]
+
+    def raise_if_failed(self) -> None:
+        if not self.ok:
+            raise AssertionError(str(self))
+
+    def __str__(self) -> str:
+        head = f"check_detector({self.detector!r}) on task {self.task!r}: " + ("passed" if self.ok else "FAILED")
+        lines = [head]
+        for c in self.checks:
+            mark = "ok  " if c.passed else ("FAIL" if c.level == "error" else "warn")
+            lines.append(f"  [{mark}] {c.name}: {c.message}")
+        return "\n".join(lines)
+
+
+def check_task_spec() -> TaskSpec:
+    """The shipped conformance-check task (conditional, 2-D, ~120 samples)."""
+    return load_spec(Path(str(resources.files("mmh_bench.task.data") / CHECK_TASK_FILE)))
+
+
+def _instance(task: Any, cache_dir: str | Path | None) -> Any:
+    from mmh_bench.task.build import build_task
+    from mmh_bench.task.instance import TaskInstance
+    from mmh_bench.registry import get_task
+    if isinstance(task, TaskInstance):
+        return task
+    spec = check_task_spec() if task is None else task if isinstance(task, TaskSpec) else get_task(str(task))
+    return build_task(spec, cache_dir, progress=False)
+
+
+def _resolve(det: Detector | type[Detector] | str) -> Detector:
+    from mmh_bench.registry import make_detector
+    if isinstance(det, type):
+        return det()
+    return make_detector(det)  # instances are returned as they are
+
+
+def _contract(det: Any, report: CheckReport) -> bool:
+    from mmh_bench.leaderboard.schema import check_name
+    if not isinstance(det, Detector):
+        return report.add("contract", False, f"{type(det).__name__} is not a subclass of mmh_bench.Detector")
+    problems = []
+    try:
+        if not isinstance(det.name, str) or not det.name or len(det.name) > 64:
+            raise ValueError("must be a non-empty string of at most 64 characters")
+        check_name(det.name)
+    except ValueError as exc:
+        problems.append(f"name {det.name!r} {exc}")
+    if not isinstance(det.access, Access) or not det.access:
+        problems.append(f"access {det.access!r} is not an mmh_bench.Access level")
+    if not isinstance(det.version, str) or not det.version:
+        problems.append(f"version {det.version!r} must be a non-empty string")
+    try:
+        params = det.params()
+        json.dumps(params, allow_nan=False)
+        if not isinstance(params, dict) or not all(
+                isinstance(k, str) and isinstance(v, (bool, int, float, str, type(None))) for k, v in params.items()):
+            raise TypeError("params() must map strings to plain values")
+    except (TypeError, ValueError) as exc:
+        problems.append(f"params() is not plain JSON: {exc}")
+    except AttributeError as exc:
+        problems.append(str(exc))
+    else:
+        try:
+            det.clone()
+        except Exception as exc:  # sklearn.base.clone: the constructor must store its arguments as given
+            problems.append(f"cannot clone from the constructor's parameters: {exc}")
+    if problems:
+        return report.add("contract", False, "; ".join(problems))
+    return report.add("contract", True, f"name {det.name!r}, access {det.access.label!r}, version {det.version!r}")
+
+
+def _fitted_state(base: Detector, inst: Any, seed: int, report: CheckReport) -> None:
+    from .runner import make_context
+    det = base.clone()
+    before, public = copy.deepcopy(det.params()), {k for k in vars(det) if not k.startswith("_")}
+    try:
+        det.fit(make_context(det, inst, seed=seed)[0])
+    except Exception as exc:  # the scoring runs report it; here only fit's side effects matter
+        report.add("fitted_state", False, f"fit failed: {type(exc).__name__}: {exc}")
+        return
+    after = det.params()
+    changed = sorted(k for k in before if after.get(k) != before[k])
+    added = sorted(k for k in vars(det) if not k.startswith("_") and not k.endswith("_") and k not in public)
+    problems = ([f"fit changed constructor parameter(s) {changed}"] if changed else []) + (
+        [f"fit added public attribute(s) {added}; name fitted state with a trailing underscore "
+         "(e.g. self.t0_) or a leading one"] if added else [])
+    report.add("fitted_state", not problems, "; ".join(problems) or
+               "fit keeps the constructor's parameters; fitted state is _private or trailing_")
+
+
+def check_detector(det: Detector | type[Detector] | str, task: Any = None, *, seed: int = 0,
+                   batch_size: int = 512, cache_dir: str | Path | None = None) -> CheckReport:
+    """Run the conformance checks on ``det`` (an instance, a class, or a registry reference).
+
+    ``task``: a task name, :class:`~mmh_bench.task.spec.TaskSpec` or built
+    :class:`~mmh_bench.TaskInstance`; default the shipped ``mmh-check`` task. The detector you
+    pass is not modified: every run uses a fresh clone (``Detector.clone``), as the evaluator does.
+    The checks run in this process, importing the detector: they are the developer's own check.
+    ``mmh-bench submit`` runs them inside its sandboxed describe worker instead
+    (:func:`mmh_bench.evaluation.sealed.describe_detector` with ``check_seed``), never in the evaluator.
+    """
+    from .runner import DetectorFailure, applicable, compute_scores, evaluate_pair
+    from mmh_bench.leaderboard.schema import SchemaError, validate_result
+
+    try:
+        base = _resolve(det)
+    except Exception as exc:  # a broken class or reference is a failed check, not a crash
+        report = CheckReport(str(det), "-")
+        report.add("contract", False, f"cannot construct the detector: {type(exc).__name__}: {exc}")
+        return report
+    from .sealed import SealedDetector
+    if isinstance(base, SealedDetector):  # metadata only: its code runs in sandboxed workers alone
+        report = CheckReport(base.name, "-")
+        report.add("contract", False, f"{base!r} is a sealed stand-in with no code to check here; check the "
+                   "reference in its sandbox: mmh_bench.evaluation.sealed.describe_detector(ref, check_seed=0).check_report")
+        return report
+    inst = _instance(task, cache_dir)
+    report = CheckReport(getattr(base, "name", type(base).__name__), inst.spec.name)
+    if not _contract(base, report):
+        return report
+    ok, why = applicable(base, inst)
+    if not report.add("applicable", ok, "the task offers what the detector needs" if ok else why):
+        return report
+    n = len(inst.samples)
+
+    def attempt(bs: int) -> tuple[np.ndarray | None, str, str, dict[str, Any]]:
+        # the evaluator's own loop: the context it builds is exactly what a real run grants
+        try:
+            scores, cost = compute_scores(base.clone(), inst, seed=seed, batch_size=bs)
+            return scores, "", "", cost
+        except AccessError as exc:
+            return None, "access", str(exc), {}
+        except DetectorFailure as exc:
+            return None, "finite" if "NaN" in str(exc) else "output", str(exc), {}
+        except Exception as exc:
+            tb = traceback.extract_tb(exc.__traceback__)[-1]
+            return None, "runs", f"{type(exc).__name__}: {exc} (at {Path(tb.filename).name}:{tb.lineno})", {}
+
+    first, where, msg, cost = attempt(batch_size)
+    if first is None:
+        if where == "access":
+            report.add("access", False, f"{msg} (declared {base.access.label!r}; declare what the detector uses)")
+        elif where == "runs":
+            report.add("runs", False, msg)
+        else:
+            report.add("access", True, f"fit and score ran with exactly {base.access.label!r}")
+            if where == "finite":
+                report.add("output", True, f"shape [{n}]")
+            report.add(where, False, msg)
+        return report
+    report.add("access", True, f"fit and score ran with exactly {base.access.label!r}, no AccessError")
+    report.add("output", True, f"shape [{n}] on {n} samples")
+    report.add("finite", True, "no NaN or infinity")
+    _fitted_state(base, inst, seed, report)
+
+    second, _, msg2, _ = attempt(batch_size)
+    if second is None:
+        report.add("deterministic", False, f"second run failed: {msg2}")
+    elif np.array_equal(first, second):
+        report.add("deterministic", True, "two runs under one seed gave identical scores")
+    else:
+        close = np.allclose(first, second, rtol=DETERMINISM_RTOL, atol=1e-12, equal_nan=False)
+        diff = float(np.max(np.abs(first - second)))
+        report.add("deterministic", close, f"two runs under one seed differ by at most {diff:.3g}" +
+                   ("" if close else "; seed randomness from ctx.rng() / ctx.seed"))
+
+    split, _, msg3, _ = attempt(ODD_BATCH)
+    if split is None:
+        report.add("batch_independent", False, f"batches of {ODD_BATCH} failed: {msg3}", "warning")
+    else:
+        same = np.allclose(first, split, rtol=BATCH_RTOL, atol=BATCH_ATOL)
+        report.add("batch_independent", same, "scores do not depend on the batch split" if same else
+                   f"batches of {ODD_BATCH} change scores by up to {float(np.max(np.abs(first - split))):.3g}; "
+                   "seed per sample (e.g. ctx.rng(int(i)) for i in batch.index)", "warning")
+    spread = float(np.ptp(first)) if n else 0.0
+    report.add("informative", spread > 0, "scores vary" if spread > 0 else
+               "all scores are equal: every AUROC will be 0.5", "warning")
+
+    if not report.ok:  # the evaluator's result is only worth checking for a conforming detector
+        return report
+    report.add("cost", True, f"{cost.get('nfe_per_sample', 0)} network evaluations per sample, "
+               f"{cost.get('seconds', 0):.2f} s on {n} samples (counted by the evaluator)", "info")
+    result = evaluate_pair(inst, base.clone(), seed=seed, batch_size=batch_size, isolation="in-process")
+    try:
+        validate_result(json.loads(json.dumps(result, allow_nan=False)))
+        if result["status"] != "ok":
+            raise SchemaError(f"the evaluator recorded a failure: {result['error']}")
+        report.add("result", True, "the evaluator's result passes the leaderboard schema")
+    except (SchemaError, ValueError) as exc:
+        report.add("result", False, str(exc))
+    return report
+
+
+__all__ = ["Check", "CheckReport", "check_detector", "check_task_spec"]

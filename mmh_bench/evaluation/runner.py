@@ -1,0 +1,349 @@
+"""The evaluator: tasks x detectors -> one result JSON per pair, isolated failures, resumable."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+from sklearn.metrics import roc_curve
+from tqdm.auto import tqdm
+
+from mmh_bench.api.context import Context
+from mmh_bench.api.detector import Batch, Detector, LIDEstimator, detector_group
+from mmh_bench.files import write_json
+from mmh_bench.leaderboard.schema import SCHEMA_VERSION, validate_result
+from mmh_bench.leaderboard.store import canonical_relpath
+from mmh_bench.registry import (BUILDER_CAPABILITIES, get_task, make_detector, parse_ref, registered_entry_points,
+                                resolve_tasks, split_refs)
+from mmh_bench.task.instance import SUBTYPES, TaskInstance
+from mmh_bench.task.publish import DEFAULT_INSTANCES, resolve_instances
+from mmh_bench.task.spec import TaskSpec, canonical_json
+from mmh_bench.threads import limited_threads
+from .metrics import lid_metrics, memorization_metrics
+from .provenance import provenance
+from .sealed import (WORKER_ENV, DetectorFailure, PeakMemory, SealedDetector, SealError, WorkerFailure,
+                     describe_detector, isolation_mode, run_job, run_sealed)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 512
+ROC_POINTS = 200
+#: ``evaluate(isolation=...)``: "auto" seals every detector but the shipped baselines
+ISOLATION_CHOICES = ("auto", "sealed", "in-process")
+SHIPPED_PACKAGE = "mmh_bench_baselines"
+__all__ = ["DetectorFailure", "PeakMemory", "GridReport", "applicable", "compute_scores", "evaluate",
+           "evaluate_pair", "is_shipped_ref", "make_context", "resolve_detector", "resolve_isolation", "result_path",
+           "ruled_out"]
+
+
+def result_path(results_dir: Path, inst: TaskInstance, detector: str) -> Path:
+    """``<results>/<task>/v<version>/<instance id>/<detector>.json``: one folder per instance, so
+    results of different instances never overwrite or pass for one another."""
+    return Path(results_dir) / canonical_relpath(inst.spec.name, inst.spec.version, detector,
+                                                 inst.instance_info()["id"])
+
+
+def detector_source(det: Detector) -> str:
+    if isinstance(det, SealedDetector):
+        return det.sealed_source
+    cls = type(det)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+@dataclass(frozen=True)
+class TaskOffer:
+    """What a task offers a detector. Read off the spec before a build (``None``: not known yet)
+    or off the built instance; :func:`why_not` judges both with the same rules."""
+    track: str
+    family: str
+    has_model: bool
+    conditional: bool
+    has_train: bool | None = None
+    replayable: bool | None = None
+    #: the score model's capabilities, asked only when a detector requires some (it may load the model)
+    capabilities: Callable[[], Iterable[str] | None] = lambda: None
+
+
+def why_not(det: Detector, offer: TaskOffer) -> str | None:
+    """Why the task cannot serve the detector (or mitigator), else None."""
+    if offer.track == "lid" and not isinstance(det, LIDEstimator):
+        return "LID-track tasks need an LID estimator"
+    unsuited = getattr(det, "unsuited_families", {})
+    if offer.family in unsuited:
+        return unsuited[offer.family]
+    if det.access.grants_model() and not offer.has_model:
+        return "task has no score model"
+    if det.access.grants_cond() and not offer.conditional:
+        return "detector needs conditions; task is unconditional"
+    if det.access.grants_train() and offer.has_train is False:
+        return "task has no training set"
+    if det.access.grants_generation() and offer.replayable is False:
+        return "task keeps no replayable generation (initial noise and sampler)"
+    caps = offer.capabilities() if det.requires else None
+    if caps is not None and not set(det.requires) <= set(caps):
+        return f"model lacks {', '.join(sorted(set(det.requires) - set(caps)))}"
+    return None
+
+
+def ruled_out(det: Detector, spec: TaskSpec) -> str | None:
+    """Why the spec alone rules the detector out (no build needed to know), else None: a
+    prediction that saves builds; :func:`applicable` judges the built instance."""
+    return why_not(det, TaskOffer(track=spec.track, family=spec.family, has_model=bool(spec.section("model")),
+                                  conditional=spec.conditional,
+                                  capabilities=lambda: BUILDER_CAPABILITIES.get(spec.builder)))
+
+
+def applicable(det: Detector, inst: TaskInstance) -> tuple[bool, str]:
+    """Whether the built task offers what the detector needs; the reason when it does not (an
+    instance attached by hand can carry conditions or a model its spec lacks)."""
+    why = why_not(det, TaskOffer(
+        track=inst.spec.track, family=inst.spec.family,
+        has_model=bool(inst.meta.get("model")) or inst.attached_model is not None,
+        conditional=inst.info().conditional, has_train="train" in inst.arrays,
+        replayable=inst.noise is not None and inst.sampler() is not None,
+        capabilities=lambda: getattr(inst.score_model(), "capabilities", ())))
+    return why is None, why or ""
+
+
+def _is_current(path: Path, inst: TaskInstance, det: Detector) -> bool:
+    """An ok result for this very instance (data hash), detector version and parameters."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return (old.get("status") == "ok" and old.get("task_hash") == inst.spec.hash
+            and (old.get("instance") or {}).get("data_hash") == inst.data_hash
+            and old.get("detector_version") == det.version
+            and canonical_json(old.get("detector_params")) == canonical_json(det.params()))
+
+
+def is_shipped(det: Detector) -> bool:
+    """A baseline shipped with mmh-bench: trusted code, so it may run in the evaluator's process."""
+    return not isinstance(det, SealedDetector) and type(det).__module__.split(".")[0] == SHIPPED_PACKAGE
+
+
+def is_shipped_ref(ref: str) -> bool:
+    """Whether a reference (without parameters) names a shipped baseline, judged without importing
+    it: ``mmh_bench_baselines.*:Class``, or an entry point of the mmh-bench distribution itself."""
+    if ":" in ref:
+        target = ref.rpartition(":")[0]
+        return not (target.endswith(".py") or os.sep in target) and target.split(".")[0] == SHIPPED_PACKAGE
+    ep = registered_entry_points().get(ref)
+    if ep is None:
+        return True  # unknown: make_detector reports it, importing nothing
+    dist = getattr(ep, "dist", None)
+    return ep.value.split(".")[0].split(":")[0] == SHIPPED_PACKAGE and (
+        dist is None or dist.name.replace("_", "-").lower() == "mmh-bench")
+
+
+def resolve_detector(ref: str | Detector, isolation: str = "auto", *, hide: Iterable[str | Path | None] = (),
+                     check_seed: int | None = None) -> Detector:
+    """The detector a reference names, for evaluation under ``isolation``.
+
+    A reference to code that is not a shipped baseline and will run sealed is never imported here:
+    a sandboxed worker describes it (:func:`mmh_bench.evaluation.sealed.describe_detector`) and this returns a
+    :class:`~mmh_bench.evaluation.sealed.SealedDetector` stand-in. ``isolation="in-process"`` (trusted code, the
+    caller's choice) and shipped baselines import as :func:`~mmh_bench.registry.make_detector` does.
+    ``check_seed``: also run the conformance checks in that worker (the stand-in's ``check_report``)."""
+    if isolation not in ISOLATION_CHOICES:
+        raise ValueError(f"isolation {isolation!r} is not one of {', '.join(ISOLATION_CHOICES)}")
+    if isinstance(ref, Detector) or isolation == "in-process":
+        return make_detector(ref)
+    name, params = parse_ref(ref)
+    if is_shipped_ref(name):
+        return make_detector(ref)
+    return describe_detector(name, params, hide=hide, check_seed=check_seed)
+
+
+def resolve_isolation(isolation: str, det: Detector) -> str:
+    """``"sealed"`` or ``"in-process"`` for ``det`` under the requested mode."""
+    if isolation not in ISOLATION_CHOICES:
+        raise ValueError(f"isolation {isolation!r} is not one of {', '.join(ISOLATION_CHOICES)}")
+    if isinstance(det, SealedDetector):  # a stand-in holds no code to run here
+        return "sealed"
+    if isolation == "auto":  # in-process is faster for trusted code (benchmarks/sealed_cost.py)
+        return "in-process" if is_shipped(det) else "sealed"
+    return isolation
+
+
+def make_context(det: Detector, inst: TaskInstance, *, seed: int) -> tuple[Context, Any]:
+    """The context ``det`` gets on ``inst`` in this process, and the score model behind it (or None)."""
+    access = det.access
+    model = inst.score_model() if access.grants_model() else None
+    gen = access.grants_generation()
+    ctx = Context(det.name, access, inst.info(), seed=seed, model=model,
+                  train_index=inst.train_index if access.grants_train() else None, extras=inst.extras,
+                  samples=Batch(x=inst.samples, cond=inst.cond if access.grants_cond() else None,
+                                noise=inst.noise if gen else None),
+                  sampler=inst.sampler() if gen else None)
+    return ctx, model
+
+
+def compute_scores(det: Detector, inst: TaskInstance, *, seed: int, batch_size: int = DEFAULT_BATCH,
+                   progress: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+    """Run ``fit`` and ``score`` (or ``estimate`` on LID tasks) over the task in batches, in this
+    process; a sealed worker runs the very same loop (:func:`mmh_bench.evaluation.sealed.run_job`)."""
+    ctx, model = make_context(det, inst, seed=seed)
+    return run_job(det, ctx, lid=inst.spec.track == "lid", model=model,
+                   batch_size=batch_size, progress=progress, desc=f"{inst.spec.name} / {det.name}")
+
+
+def _roc_points(y: np.ndarray, s: np.ndarray) -> dict[str, list[float]] | None:
+    if y.all() or not y.any():
+        return None
+    fpr, tpr, _ = roc_curve(y, s)
+    if len(fpr) > ROC_POINTS:
+        keep = np.unique(np.linspace(0, len(fpr) - 1, ROC_POINTS).round().astype(int))
+        fpr, tpr = fpr[keep], tpr[keep]
+    return {"fpr": [round(float(v), 5) for v in fpr], "tpr": [round(float(v), 5) for v in tpr]}
+
+
+def evaluate_pair(inst: TaskInstance, det: Detector, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,
+                  progress: bool = False, isolation: str = "auto", timeout: float | None = None,
+                  threads: int = 1, hide: Iterable[str | Path | None] = (),
+                  model_override: bool = False) -> dict[str, Any]:
+    """One (task, detector) result; any failure of the detector becomes ``status: failed``.
+
+    ``isolation``: "sealed" scores in a worker that holds only what the detector's access grants
+    (sandboxed when bubblewrap works), "in-process" calls ``det`` here, "auto" seals all but the
+    shipped baselines. Sealed runs construct a fresh detector from ``det``'s parameters; ``timeout``
+    (seconds) and ``threads`` (torch threads in the worker) apply to them. ``model_override``: the
+    instance's model was attached in memory, which a sealed worker cannot load.
+    """
+    spec = inst.spec
+    labels = inst.labels
+    mode = resolve_isolation(isolation, det)
+    result: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "task": spec.name, "task_version": spec.version,
+        "task_hash": spec.hash, "task_family": spec.family, "track": spec.track,
+        "detector": det.name, "detector_version": det.version, "detector_params": det.params(),
+        "detector_source": detector_source(det), "access": det.access.label,
+        "reference": bool(det.reference), "group": detector_group(det), "detector_note": det.note or None,
+        "instance": inst.instance_info(),
+        "isolation": isolation_mode() if mode == "sealed" else "in-process",
+        "status": "ok", "error": None,
+        "n_samples": int(len(inst.samples)),
+        "n_memorized": int(labels.sum()) if labels is not None else None,
+        "metrics": None, "cost": None, "roc": None,
+        "provenance": provenance(seed=seed, spec_hash=spec.hash, data_hash=inst.data_hash),
+        "task_stats": inst.task_stats(),
+    }
+    try:
+        if mode == "in-process":
+            with limited_threads(threads):  # as a sealed worker runs: the same threads either way
+                scores, cost = compute_scores(det, inst, seed=seed, batch_size=batch_size, progress=progress)
+        elif model_override and det.access.grants_model():
+            raise SealError("this task's model was attached in memory (--model); a sealed worker cannot "
+                            "load it: evaluate in-process to trust the detector")
+        else:
+            run = run_sealed(inst, det, seed=seed, batch_size=batch_size, timeout=timeout, threads=threads,
+                             sandbox=result["isolation"] == "sandbox", hide=hide)
+            scores, cost = run.scores, run.cost
+            result["isolation"] = run.isolation
+    except Exception as exc:  # a broken detector must not stop the grid
+        log.debug("detector %s failed on %s:\n%s", det.name, spec.name, traceback.format_exc())
+        name = "" if isinstance(exc, WorkerFailure) else f"{type(exc).__name__}: "
+        result.update(status="failed", error=f"{name}{exc}"[:2000])
+        return _checked(result)
+    result["cost"] = cost
+    if spec.track == "lid":
+        result["metrics"] = lid_metrics(inst.lid_star, scores)
+    else:
+        y = labels.astype(bool)
+        result["metrics"] = memorization_metrics(y, scores, inst.subtype, SUBTYPES,
+                                                 negative_source=inst.arrays.get("negative_source"))
+        result["roc"] = _roc_points(y, scores)
+    return _checked(result)
+
+
+def _checked(result: dict[str, Any]) -> dict[str, Any]:
+    """The document as the board will read it back, checked against the result schema: the
+    evaluator cannot write a file the board would reject (a mismatch is a bug here, raised)."""
+    validate_result(json.loads(json.dumps(result, allow_nan=False)))
+    return result
+
+
+@dataclass
+class GridReport:
+    ran: list[Path]
+    skipped_current: list[Path]
+    failed: list[Path]
+    not_applicable: list[tuple[str, str, str]]
+
+
+def evaluate(tasks: str | Iterable[str | TaskSpec], detectors: str | Iterable[str | Detector],
+             results_dir: str | Path, *, cache_dir: str | Path | None = None, seed: int = 0,
+             batch_size: int = DEFAULT_BATCH, force: bool = False, progress: bool = True,
+             model_override: Any = None, isolation: str = "auto", timeout: float | None = None,
+             threads: int = 1, instances: str | Path | None = DEFAULT_INSTANCES) -> GridReport:
+    """Evaluate every applicable (task, detector) pair, writing one JSON file per pair atomically.
+
+    Each pair gets a fresh detector cloned from the given one's constructor parameters, so nothing
+    fitted on one task reaches the next. Pairs whose current result (same instance data hash,
+    detector version and parameters, status ok) already exists are skipped, so an interrupted grid
+    resumes where it stopped. ``isolation``, ``timeout`` and ``threads``: see :func:`evaluate_pair`.
+    A detector reference to code other than a shipped baseline that will run sealed is never imported
+    here: a sandboxed worker describes it (:func:`resolve_detector`); an import or constructor error
+    raises :class:`~mmh_bench.registry.RegistryError` before anything is built.
+    ``instances``: the folder of published instances (the board's); a task whose spec has one there
+    is evaluated on it, verified byte for byte, else on this machine's own build (None: always build).
+    """
+    if os.environ.get(WORKER_ENV):
+        raise RuntimeError("mmh_bench.evaluate was called inside a sealed worker: the detector's file runs "
+                           "an evaluation when imported; guard it with `if __name__ == \"__main__\":`")
+    if isolation not in ISOLATION_CHOICES:  # a bad mode fails before anything is described or built
+        raise ValueError(f"isolation {isolation!r} is not one of {', '.join(ISOLATION_CHOICES)}")
+    specs = resolve_tasks(tasks) if isinstance(tasks, str) else [
+        t if isinstance(t, TaskSpec) else get_task(t) for t in tasks]
+    refs = split_refs(detectors) if isinstance(detectors, str) else list(detectors)
+    if refs == ["all"]:
+        refs = sorted(registered_entry_points())
+    # submitted code is described in a sandbox, never imported here (see resolve_detector)
+    dets = [resolve_detector(d, isolation, hide=[cache_dir, results_dir]) for d in refs]
+    names = [d.name for d in dets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"detector names must be unique in one run: {names}")
+    for d in dets:
+        resolve_isolation(isolation, d)  # a bad mode fails before anything is built
+    report = GridReport([], [], [], [])
+    results_dir = Path(results_dir)
+    for spec in specs:
+        candidates = []
+        for d in dets:
+            why = ruled_out(d, spec)
+            if why:
+                report.not_applicable.append((spec.name, d.name, why))
+            else:
+                candidates.append(d)
+        if not candidates:  # nothing can run here: the task is not even built
+            continue
+        for inst in resolve_instances(spec, cache_dir, published=instances, progress=progress):
+            attached = model_override(inst) if callable(model_override) else model_override
+            if attached is not None:
+                inst.set_model(attached)
+            for proto in candidates:
+                path = result_path(results_dir, inst, proto.name)
+                if not force and _is_current(path, inst, proto):
+                    report.skipped_current.append(path)
+                    continue
+                ok, why = applicable(proto, inst)
+                if not ok:
+                    if (spec.name, proto.name, why) not in report.not_applicable:  # once per task
+                        report.not_applicable.append((spec.name, proto.name, why))
+                    continue
+                res = evaluate_pair(inst, proto.clone(), seed=seed, batch_size=batch_size, progress=progress,
+                                    isolation=isolation, timeout=timeout, threads=threads,
+                                    hide=[cache_dir, results_dir], model_override=attached is not None)
+                write_json(path, res)
+                (report.failed if res["status"] == "failed" else report.ran).append(path)
+                if progress:
+                    m = res["metrics"] or {}
+                    headline = (f"AUROC {m['auroc']:.3f}" if "auroc" in m else
+                                f"MAE {m['mae']:.3f}" if "mae" in m else res["error"])
+                    tqdm.write(f"  {spec.name:<28} {proto.name:<18} {res['status']:<7} {headline}")
+    return report

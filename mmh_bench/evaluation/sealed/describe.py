@@ -1,0 +1,284 @@
+"""Describing a detector without importing its code in the evaluator.
+
+A submitted detector's module runs its top-level code when imported; in the evaluator, where task
+instances and labels live, that code could patch the evaluator or read its memory. So for a
+detector that will run sealed and is not a shipped baseline, the evaluator never imports it:
+
+- ``python -m mmh_bench.evaluation.sealed --describe REF [--params JSON] [--out DIR] [--check SEED]`` runs in
+  the same sandbox as a scoring worker, with no task data bound at all (the detector's file is
+  copied in, as :func:`~mmh_bench.evaluation.sealed.write_view` does). It imports the detector, constructs it
+  with the parameters and writes its metadata (``describe.json``); with ``--check`` it also runs
+  the conformance checks (:func:`mmh_bench.evaluation.conformance.check_detector`) on the public ``mmh-check``
+  task, built inside the sandbox's own ``/tmp``.
+- :func:`describe_detector` (the evaluator's side) runs that job and returns a
+  :class:`SealedDetector`: a stand-in built only from the metadata, carrying the original
+  reference so that the scoring worker loads the real code inside its sandbox. A stand-in has the
+  detector's name, access, version, parameters, group, note and requirements, clones itself, and
+  refuses to score in this process.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Sequence
+
+from mmh_bench.api.access import Access
+from mmh_bench.api.detector import GROUPS, Detector, LIDEstimator
+from mmh_bench.files import write_json
+
+#: seconds a describe job may take (importing torch and the detector's own imports)
+DESCRIBE_TIMEOUT = 120.0
+#: ... and with the conformance checks (they build the small mmh-check task and score it four times)
+CHECK_TIMEOUT = 900.0
+DESCRIBE_FILE = "describe.json"
+META_KEYS = ("name", "access", "version", "params", "group", "note", "cost_note", "reference", "requires",
+             "is_lid_estimator", "source")
+
+
+def _registry_error(msg: str) -> Exception:
+    from mmh_bench.registry import RegistryError
+    return RegistryError(msg)
+
+
+# -- the stand-in -------------------------------------------------------------------------------
+class SealedDetector(Detector):
+    """Base of the stand-ins :func:`standin` builds: metadata only, no code of the detector's.
+
+    ``sealed_ref``: how the scoring worker finds the class (``detector/FILE.py:Class`` for a file,
+    which ``sealed_file`` ships into the view; ``module:Class`` or an entry-point name otherwise).
+    ``sealed_source``: the class's ``module:qualname``, as recorded in the result."""
+
+    sealed_ref: ClassVar[str] = ""
+    sealed_file: ClassVar[Path | None] = None
+    sealed_source: ClassVar[str] = ""
+    sealed_origin: ClassVar[str] = ""  # the reference as the user gave it
+    sealed_meta: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **params: Any) -> None:
+        self._params = copy.deepcopy(params)
+
+    def params(self) -> dict[str, Any]:
+        return copy.deepcopy(self._params)
+
+    def get_params(self, deep: bool = False) -> dict[str, Any]:
+        return self.params()
+
+    def set_params(self, **params: Any) -> "Detector":
+        raise TypeError(f"{self.sealed_origin}: a sealed stand-in's parameters are fixed; describe it again")
+
+    def clone(self) -> "SealedDetector":
+        return type(self)(**self._params)
+
+    def _refuse(self, *_: Any, **__: Any) -> Any:
+        raise RuntimeError(f"detector {self.name!r} ({self.sealed_origin}) runs only sealed: its code is never "
+                           "imported in the evaluator (evaluate with isolation='sealed' or 'auto')")
+
+    fit = score = estimate = _refuse  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"SealedDetector({self.sealed_origin!r}, name={self.name!r}, access={self.access.label})"
+
+
+def _checked(meta: Any, origin: str) -> dict[str, Any]:
+    """The worker's metadata, type-checked: it comes from untrusted code."""
+    bad = lambda what: _registry_error(f"detector {origin!r}: its description has {what}")  # noqa: E731
+    if not isinstance(meta, dict) or set(META_KEYS) - set(meta):
+        raise bad(f"missing fields {sorted(set(META_KEYS) - set(meta or {}))}")
+    for key in ("name", "access", "version", "group", "note", "cost_note", "source"):
+        if not isinstance(meta[key], str):
+            raise bad(f"a non-string {key}")
+    if not meta["name"]:
+        raise bad("no name")
+    if meta["group"] not in GROUPS:
+        raise bad(f"group {meta['group']!r}, not one of {GROUPS}")
+    if not isinstance(meta["params"], dict) or not all(isinstance(k, str) for k in meta["params"]):
+        raise bad("parameters that are not a mapping of names")
+    if not isinstance(meta["requires"], list) or not all(isinstance(r, str) for r in meta["requires"]):
+        raise bad("requirements that are not a list of strings")
+    for key in ("reference", "is_lid_estimator"):
+        if not isinstance(meta[key], bool):
+            raise bad(f"a non-boolean {key}")
+    try:
+        Access.parse(meta["access"])
+    except ValueError as exc:
+        raise bad(f"access {meta['access']!r} ({exc})") from None
+    return meta
+
+
+def standin(meta: dict[str, Any], origin: str, *, ref: str | None = None, file: Path | None = None) -> SealedDetector:
+    """A stand-in for the described detector, constructed with its recorded parameters.
+
+    ``origin``: the reference as given (without parameters); ``ref``/``file``: what the scoring
+    worker loads (default ``origin``; a file reference ships ``file`` as ``detector/NAME``)."""
+    meta = _checked(meta, origin)
+    qualname = meta["source"].rpartition(":")[2] or "Detector"
+    bases = (SealedDetector, LIDEstimator) if meta["is_lid_estimator"] else (SealedDetector,)
+    ns = {"name": meta["name"], "access": Access.parse(meta["access"]), "version": meta["version"],
+          "reference": meta["reference"], "group": meta["group"], "note": meta["note"],
+          "cost_note": meta["cost_note"], "requires": tuple(meta["requires"]),
+          "sealed_ref": ref or origin, "sealed_file": file, "sealed_source": meta["source"],
+          "sealed_origin": origin, "sealed_meta": copy.deepcopy(meta), "__module__": __name__,
+          "__qualname__": f"SealedDetector[{qualname}]"}
+    cls = type(f"SealedDetector[{qualname}]", bases, ns)
+    return cls(**meta["params"])
+
+
+# -- the worker's side ---------------------------------------------------------------------------
+def describe_here(ref: str, params: dict[str, Any]) -> tuple[Detector, dict[str, Any]]:
+    """Import and construct the detector in this process (a sandboxed worker); its metadata."""
+    from mmh_bench.api.detector import detector_group
+    from mmh_bench.registry import check_params, load_detector_class
+    cls = load_detector_class(ref)
+    check_params(cls, params, ref)
+    try:
+        det = cls(**params)
+    except Exception as exc:
+        raise _registry_error(f"constructing detector {ref!r} failed: {type(exc).__name__}: {exc}") from exc
+    recorded = det.params()
+    try:
+        json.dumps(recorded, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise _registry_error(f"detector {det.name!r}: parameters are not plain JSON ({exc})") from None
+    meta = {"name": det.name, "access": det.access.label, "version": det.version, "params": recorded,
+            "group": detector_group(det), "note": det.note or "", "cost_note": det.cost_note or "",
+            "reference": bool(det.reference), "requires": list(det.requires),
+            "is_lid_estimator": isinstance(det, LIDEstimator),
+            "source": f"{type(det).__module__}:{type(det).__qualname__}"}
+    return det, meta
+
+
+def _check(det: Detector, seed: int) -> dict[str, Any]:
+    from mmh_bench.evaluation.conformance import check_detector
+    with tempfile.TemporaryDirectory(prefix="mmh-check-") as cache:  # the sandbox's own /tmp
+        report = check_detector(det, cache_dir=cache, seed=seed)
+    return {"detector": report.detector, "task": report.task, "checks": report.to_list()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mmh_bench.evaluation.sealed --describe",
+                                description="Import and construct a detector; write its metadata as JSON.")
+    p.add_argument("--describe", required=True, metavar="REF", help="module:Class, path/file.py:Class or a name")
+    p.add_argument("--params", default="{}", help="constructor parameters as a JSON object")
+    p.add_argument("--out", type=Path, default=None, help=f"folder for {DESCRIBE_FILE} (default: print it)")
+    p.add_argument("--check", type=int, default=None, metavar="SEED",
+                   help="also run the conformance checks (mmh_bench.evaluation.conformance) under this seed")
+    args = p.parse_args(argv)
+    try:
+        params = json.loads(args.params)
+        if not isinstance(params, dict):
+            raise ValueError("--params must be a JSON object")
+        det, meta = describe_here(args.describe, params)
+        doc: dict[str, Any] = {"status": "ok", "detector": meta}
+        if args.check is not None:
+            doc["check"] = _check(det, args.check)
+    except BaseException as exc:  # anything the detector's import raises (even SystemExit) is its failure
+        doc = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:2000],
+               "traceback": traceback.format_exc()[-8000:]}
+    if args.out is None:
+        print(json.dumps(doc, indent=1))
+    else:
+        write_json(args.out / DESCRIBE_FILE, doc)
+    return 0 if doc["status"] == "ok" else 1
+
+
+# -- the evaluator's side --------------------------------------------------------------------------
+def _is_file_ref(target: str) -> bool:
+    return target.endswith(".py") or os.sep in target
+
+
+def describe_detector(ref: str, params: dict[str, Any] | None = None, *, hide: Iterable[str | Path | None] = (),
+                      timeout: float | None = None, sandbox: bool | None = None,
+                      check_seed: int | None = None) -> SealedDetector:
+    """A :class:`SealedDetector` for ``ref`` (``path/file.py:Class``, ``module:Class`` or an
+    entry-point name, without parameters) constructed with ``params``, described in a sealed
+    worker; this process never imports the detector's code.
+
+    ``check_seed``: also run the conformance checks there; the report is ``stand_in.check_report``
+    (a :class:`mmh_bench.evaluation.conformance.CheckReport`). Raises :class:`~mmh_bench.registry.RegistryError`
+    with the worker's error (import failure, not a Detector, constructor raising, timeout)."""
+    from .sandbox import (LOG_TAIL, OUT_MOUNT, VIEW_MOUNT, describe_exit, essential_paths, run_logged, worker_env,
+                          bwrap_command, hidden_paths, sandbox_available)
+    params = dict(params or {})
+    if timeout is None:
+        timeout = DESCRIBE_TIMEOUT if check_seed is None else CHECK_TIMEOUT
+    try:
+        params_json = json.dumps(params, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise _registry_error(f"detector {ref!r}: parameters are not plain JSON ({exc})") from None
+    target, colon, attr = ref.rpartition(":")
+    file = Path(target) if colon and _is_file_ref(target) else None
+    if file is not None and not file.is_file():
+        raise _registry_error(f"detector file {target!r} does not exist")
+    use_sandbox = sandbox_available() if sandbox is None else (sandbox and sandbox_available())
+    hidden = hidden_paths(hide)
+    if use_sandbox and any(h == e or h in e.parents for h in hidden for e in essential_paths()):
+        use_sandbox = False
+    with tempfile.TemporaryDirectory(prefix="mmh-describe-") as tmp:
+        view, out = Path(tmp, "view"), Path(tmp, "out")
+        (view / "detector").mkdir(parents=True)
+        out.mkdir()
+        inner_ref, inside = ref, ""
+        if file is not None:
+            shutil.copyfile(file, view / "detector" / file.name)
+            inside = f"{VIEW_MOUNT if use_sandbox else view}/detector/{file.name}"
+            inner_ref = f"{inside}:{attr}"
+        argv = [sys.executable, "-m", "mmh_bench.evaluation.sealed", "--describe", inner_ref, "--params", params_json,
+                "--out", OUT_MOUNT if use_sandbox else str(out)]
+        if check_seed is not None:
+            argv += ["--check", str(int(check_seed))]
+        cmd = bwrap_command(view, out, hidden, argv) if use_sandbox else argv
+        log_path = Path(tmp, "worker.log")
+        try:
+            rc = run_logged(cmd, worker_env(1, hidden), log_path, timeout)
+        except subprocess.TimeoutExpired:
+            raise _registry_error(f"describing detector {ref!r} in a sealed worker timed out after {timeout:g} s "
+                                  "(does importing it, or its constructor, block?)") from None
+        tail = log_path.read_bytes()[-LOG_TAIL:].decode(errors="replace").strip()
+        try:
+            doc = json.loads((out / DESCRIBE_FILE).read_text())
+        except (OSError, ValueError):
+            raise _registry_error(f"describing detector {ref!r}: " + describe_exit(rc)
+                                  + (f"; last output: {tail}" if tail else "")) from None
+    if not isinstance(doc, dict) or doc.get("status") != "ok":
+        err = str(doc.get("error") if isinstance(doc, dict) else doc) or "the worker reported a failure"
+        if inside:
+            err = err.replace(inside, str(file))
+        raise _registry_error(f"detector {ref!r} (described in a sealed worker): {err}")
+    meta = _checked(doc.get("detector"), ref)
+    if file is not None:  # the module name the evaluator itself would have given the file
+        from mmh_bench.registry import file_module_name
+        from .view import FILE_MODULE_PREFIX
+        module, _, qual = meta["source"].partition(":")
+        if module.startswith(FILE_MODULE_PREFIX):
+            meta["source"] = f"{file_module_name(file)}:{qual}"
+    det = standin(meta, ref, ref=f"detector/{file.name}:{attr}" if file is not None else ref, file=file)
+    if check_seed is not None:
+        det.check_report = _report(doc.get("check"), meta["name"])  # type: ignore[attr-defined]
+    return det
+
+
+def _report(doc: Any, name: str) -> Any:
+    from mmh_bench.evaluation.conformance import Check, CheckReport
+    if not isinstance(doc, dict) or not isinstance(doc.get("checks"), list):
+        report = CheckReport(name, "-")
+        report.add("contract", False, "the sealed worker returned no conformance report")
+        return report
+    report = CheckReport(name, str(doc.get("task", "-")))
+    for c in doc["checks"]:
+        if isinstance(c, dict):
+            report.checks.append(Check(str(c.get("name")), bool(c.get("passed")), str(c.get("message")),
+                                       str(c.get("level", "error"))))
+    if not report.checks:
+        report.add("contract", False, "the sealed worker returned an empty conformance report")
+    return report
+
+
+__all__ = ["DESCRIBE_TIMEOUT", "SealedDetector", "describe_detector", "standin"]

@@ -1,0 +1,144 @@
+"""The Markdown board (``README.md``): every string from a file is escaped as text."""
+from __future__ import annotations
+
+import html
+import re
+from typing import Any, Callable
+
+from tabulate import tabulate
+
+from .cells import COST_HEADERS, INTRO, Columns, fmt_number, footnotes, ranked_groups
+from .model import FAMILIES, GROUP_NOTE, Board, InstanceFacts, Row, TaskFacts, board_from_results
+from .overview import multi_instance_line, overviews
+from .replicates import ReplicateRow, ReplicateSummary, summarize
+from .reported import REPORTED_NOTE, REPORTED_TITLE, note_text, reported_cells, reported_heads, source_notes
+
+_MD_SPECIAL = re.compile(r"([\\`*\[\]|~])")
+_MD_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def md(text: Any) -> str:
+    """Plain text for a Markdown table cell: no HTML, no markup, no line breaks, no pipes."""
+    s = "".join(" " if (ord(c) < 32 or c in "\u2028\u2029\x7f") else c for c in str(text))
+    s = html.escape(s, quote=False)  # & < > become entities, shown as text
+    s = _MD_SPECIAL.sub(r"\\\1", s)
+    return _MD_UNDERSCORE.sub(r"\\_", s)
+
+
+def _md_url(url: str) -> str:
+    return url.replace("(", "%28").replace(")", "%29").replace("|", "%7C").replace(" ", "%20")
+
+
+def _source_md(r: Row) -> str:
+    if r.kind == "submission":
+        mark = "verified" if r.verified else "unverified"
+        return f"submission [{md(r.submission)}]({_md_url(r.url)}) ({mark})"
+    return "measured"
+
+
+def _md_ranked(groups: list[tuple[str, list[tuple[int | None, Any]]]], heads: list[str],
+               rest: Callable[[Any], list[str]]) -> str:
+    """A ranked table: rank, group, detector, source and access of each item's row, then ``rest``."""
+    out = []
+    for group, ranked in groups:
+        for rank, item in ranked:
+            r = item.first if isinstance(item, ReplicateRow) else item
+            out.append([str(rank) if rank else "–", md(group), md(r.detector), _source_md(r), md(r.access or "?")]
+                       + rest(item))
+    return tabulate(out, headers=heads, tablefmt="github", disable_numparse=True)
+
+
+def _lead(track: str) -> list[str]:
+    return ["#", "group", "detector" if track != "lid" else "estimator", "source", "access"]
+
+
+def _md_measured(groups: list[tuple[str, list[tuple[int | None, Row]]]], cols: Columns) -> str:
+    heads = _lead(cols.track) + cols.heads() + COST_HEADERS
+
+    def rest(r: Row) -> list[str]:
+        if r.status != "ok":
+            return ["failed: " + md(str(r.error)[:100])] + [""] * (len(heads) - 6)
+        c = r.cost or {}
+        return [text for text, _ in cols.cells(r, md)] + [fmt_number(c.get("nfe_per_sample"), 1), fmt_number(c.get("seconds"), 2)]
+    return _md_ranked(groups, heads, rest)
+
+
+def _md_replicates(s: ReplicateSummary) -> list[str]:
+    """The replicate summary of one kind: note, then the ranked table (shortcuts apart)."""
+    lines = [f"#### Across the {len(s.instances)} {md(s.kind)} replicates", "", md(s.note()), ""]
+    for cut in (False, True):
+        groups = [g for g in s.groups if (g[0] == "shortcut") == cut]
+        if groups:
+            lines += ([f"*{md(GROUP_NOTE)}*", ""] if cut else []) + [
+                _md_ranked(groups, _lead(s.track) + s.heads, lambda rep: [t for t, _ in rep.cells()]), ""]
+    return lines
+
+
+def _md_reported(rows: list[Row], track: str) -> list[str]:
+    refs, firsts = source_notes(rows)
+    table = tabulate([[text for text, _ in reported_cells(r, k, rows, track, md)] for r, k in zip(rows, refs)],
+                     headers=reported_heads(rows, track), tablefmt="github", disable_numparse=True)
+    notes = [md(f"[{k}] ") + (f"[{md(r.citation)}]({_md_url(r.url)})" if r.url else md(r.citation))
+             + (f"; {md(note_text(r))}" if r.notes else "") for k, r in enumerate(firsts, 1)]
+    return [table, "", "\\\n".join(notes), ""]
+
+
+def _md_instance(board: Board, t: TaskFacts, inst: InstanceFacts, track: str) -> list[str]:
+    rows = board.rows_for(t, ("measured", "submission"), inst.data_hash)
+    if not rows:
+        return []
+    groups = ranked_groups(rows, track)
+    cols = Columns.of(rows, track)
+    lines = []
+    main = [g for g in groups if g[0] != "shortcut"]
+    if main:
+        lines += [_md_measured(main, cols), ""]
+    cut = [g for g in groups if g[0] == "shortcut"]
+    if cut:
+        lines += [f"*{md(GROUP_NOTE)}*", "", _md_measured(cut, cols), ""]
+    foot = footnotes(rows, track)
+    if foot:
+        lines += ["\\\n".join(md(f) for f in foot), ""]  # a trailing backslash breaks the line
+    plots = board.plots.get((t.name, t.version, inst.data_hash), {})
+    imgs = [f"![{label} on {md(t.name)}]({plots[k]})" for k, label in
+            (("roc", "ROC curves"), ("pareto", "AUROC against cost")) if k in plots]
+    if imgs:
+        lines += [" ".join(imgs), ""]
+    return lines
+
+
+def render_markdown(results: list[dict[str, Any]] | Board) -> str:
+    """The Markdown board (``README.md``) from a :class:`Board` or validated result documents."""
+    board = results if isinstance(results, Board) else board_from_results(results)
+    lines = ["# mmh-bench leaderboard", "", INTRO, ""]
+    hw = board.hardware()
+    if hw:
+        lines += ["Hardware: " + "; ".join(md(h) for h in hw), ""]
+    for title, note, heads, rows in overviews(board):
+        lines += [f"## {title}", "", md(note), "",
+                  tabulate([[md(c) for c in r] for r in rows], headers=[md(c) for c in heads],
+                           tablefmt="github", disable_numparse=True), ""]
+    for family, track, tasks in board.tables():
+        title = FAMILIES.get(family, family) + (" (LID track)" if track == "lid" and family != "lid" else "")
+        lines += [f"## {md(title)}", ""]
+        for t in tasks:
+            lines += [f"### {md(t.name)} (v{md(t.version)})", ""]
+            insts = board.instances(t)
+            if len(insts) == 1:
+                lines += [", ".join(md(p) for p in t.fact_parts() + insts[0].fact_parts()), ""]
+                lines += _md_instance(board, t, insts[0], track)
+            else:
+                lines += [", ".join(md(p) for p in t.fact_parts()), ""]
+                if insts:
+                    lines += [f"**{md(multi_instance_line(board, t))}**", ""]
+                for reps in board.replicates(t).values():
+                    lines += _md_replicates(summarize(board, t, reps))
+                for inst in insts:
+                    lines += [f"#### Instance {md(inst.id)} ({md(inst.kind)})", "",
+                              ", ".join(md(p) for p in inst.fact_parts(with_id=False)), ""]
+                    lines += _md_instance(board, t, inst, track)
+            reported = board.rows_for(t, ("reported",))
+            if reported:
+                lines += [f"#### {REPORTED_TITLE}", "", md(REPORTED_NOTE), ""] + _md_reported(reported, track)
+    return "\n".join(lines)
+

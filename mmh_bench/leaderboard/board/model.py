@@ -1,0 +1,207 @@
+"""The board's content: rows, task and instance facts, and the :class:`Board` that holds them.
+
+Every renderer reads these plain records, never the files, so what a row shows cannot depend on
+which renderer shows it.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from mmh_bench.evaluation.provenance import hardware_label
+from mmh_bench.leaderboard.store import Rejected, TaskCatalog, group_of, instance_of
+
+#: Table order and titles: one table per task family (the "track" a reader picks).
+FAMILIES = {"synthetic": "Synthetic manifolds", "lid": "LID estimation", "image": "Real images",
+            "text-to-image": "Text-to-image", "stable-diffusion": "Stable Diffusion"}
+ACCESS_FLAGS = ("samples", "model", "model_cond", "train_data")
+SUBTYPES = ("DD", "OD", "VM", "TM")
+KIND_LABEL = {"measured": "measured", "submission": "submission",
+              "reported": "reported, not re-measured"}
+
+# -- the board's content ------------------------------------------------------------------------
+#: Display order of detector groups; a ranking never crosses a group. ``chance`` (the random
+#: floor) is its own group, last in each table; ``shortcut`` rows render apart with GROUP_NOTE.
+GROUP_ORDER = ("reference", "model-side", "sample-side", "training-set oracle", "shortcut", "chance")
+GROUP_NOTE = ("Shortcut baselines exploit what the public spec says about a dev instance (for example "
+              "where its duplicates are placed); they show what a test instance has to hide, and "
+              "are ranked only among themselves.")
+#: below this many positives of a subtype the board prints the count, not an AUROC
+MIN_SUBTYPE_POS = 20
+
+
+@dataclass
+class Row:
+    """One line of a table, whatever file it came from."""
+
+    kind: str  # "measured" | "submission" | "reported"
+    task: str
+    version: str
+    family: str
+    track: str
+    detector: str
+    access: str | None
+    reference: bool = False
+    group: str = ""
+    instance: str = ""  # the instance's data hash ("" for reported rows: not measured on one)
+    status: str = "ok"
+    error: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, Any] | None = None
+    roc: dict[str, list[float]] | None = None
+    hardware: str = ""
+    submission: str = ""
+    authors: list[str] = field(default_factory=list)
+    url: str = ""
+    verified: bool = False
+    citation: str = ""
+    notes: str = ""
+    model: str = ""
+    detector_note: str = ""
+    # reported rows: the method as published, its setting, negatives and TPR rule (schema.TPR_RULES)
+    method: str = ""
+    setting: str = ""
+    negatives: str = ""
+    tpr_rule: str = ""
+
+    @property
+    def flags(self) -> list[str]:
+        return [] if self.access is None else self.access.split("+")
+
+    @property
+    def auroc(self) -> float | None:
+        return finite_number(self.metrics.get("auroc"))
+
+
+@dataclass
+class InstanceFacts:
+    """One built instance of a task (its data hash); its own sizes and task-level statistics."""
+
+    id: str
+    kind: str
+    data_hash: str
+    n_samples: int | None = None
+    n_memorized: int | None = None
+    stats: dict[str, Any] = field(default_factory=dict)  # the results' task_stats (C_T, null copy rate)
+    replicate: int | None = None  # index among the task's instances of this kind (schema.Instance)
+
+    def fact_parts(self, with_id: bool = True) -> list[str]:
+        parts = []
+        if self.n_samples is not None:
+            parts.append(f"{self.n_samples} samples")
+        if self.n_memorized is not None:
+            parts.append(f"{self.n_memorized} memorized")
+        ct = finite_number(self.stats.get("data_copying_ct"))
+        if ct is not None:
+            parts.append(f"C_T {ct:+.2f} (held-out {self.stats.get('n_heldout')}, "
+                         f"{self.stats.get('ct_cells_used')} cells; < 0: samples closer to the "
+                         "training set than fresh data)")
+        null = finite_number(self.stats.get("null_copy_rate"))
+        if null is not None:
+            parts.append(f"null copy rate {null:.1%}")
+        return parts + ([f"instance {self.id} ({self.kind})"] if with_id else [])
+
+
+@dataclass
+class TaskFacts:
+    name: str
+    version: str
+    family: str
+    track: str
+    hash: str = ""
+    description: str = ""
+    instances: dict[str, InstanceFacts] = field(default_factory=dict)  # data hash -> facts
+
+    def fact_parts(self) -> list[str]:
+        """The task's one-line facts as plain text (callers escape for Markdown or HTML)."""
+        return [f"family {self.family}"] + ([f"spec hash {self.hash}"] if self.hash else [])
+
+
+@dataclass
+class Board:
+    rows: list[Row] = field(default_factory=list)
+    tasks: dict[tuple[str, str], TaskFacts] = field(default_factory=dict)
+    rejected: list[Rejected] = field(default_factory=list)
+    #: (task, version, instance data hash) -> {"roc": relative path, "pareto": relative path}
+    plots: dict[tuple[str, str, str], dict[str, str]] = field(default_factory=dict)
+
+    def tables(self) -> list[tuple[str, str, list[TaskFacts]]]:
+        """(family, track, tasks) in display order; one section per family and track."""
+        groups: dict[tuple[str, str], list[TaskFacts]] = defaultdict(list)
+        for key in sorted(self.tasks):
+            t = self.tasks[key]
+            groups[(t.family, t.track)].append(t)
+        order = list(FAMILIES)
+        return [(fam, tr, ts) for (fam, tr), ts in
+                sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]) if kv[0][0] in order
+                                                       else len(order), kv[0][0], kv[0][1]))]
+
+    def rows_for(self, task: TaskFacts, kinds: Iterable[str], instance: str | None = None) -> list[Row]:
+        """The task's rows of these kinds; with ``instance`` (a data hash), only that instance's."""
+        kinds = set(kinds)
+        return [r for r in self.rows if (r.task, r.version) == (task.name, task.version)
+                and r.kind in kinds and (instance is None or r.instance == instance)]
+
+    def instances(self, task: TaskFacts) -> list[InstanceFacts]:
+        """The task's instances in display order: test first, then by replicate index (where the
+        results give one), rows measured and id. The first is the one the overview uses (or,
+        with replicates of its kind, their mean)."""
+        count = defaultdict(int)
+        for r in self.rows_for(task, ("measured",)):
+            count[r.instance] += 1
+        return sorted(task.instances.values(), key=lambda i: (i.kind != "test", i.kind, i.replicate is None,
+                                                              i.replicate or 0, -count[i.data_hash], i.id))
+
+    def replicates(self, task: TaskFacts) -> dict[str, list[InstanceFacts]]:
+        """kind -> the task's instances of that kind, where it has two or more (replicates: one
+        spec, different seeds), in display order."""
+        by: dict[str, list[InstanceFacts]] = defaultdict(list)
+        for inst in self.instances(task):
+            by[inst.kind].append(inst)
+        return {k: v for k, v in by.items() if len(v) >= 2}
+
+    def hardware(self) -> list[str]:
+        return sorted({r.hardware for r in self.rows if r.hardware})
+
+
+def finite_number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _row_from_result(doc: dict[str, Any], kind: str) -> Row:
+    hw = (doc.get("provenance") or {}).get("hardware")
+    return Row(kind=kind, task=doc["task"], version=str(doc["task_version"]),
+               family=doc.get("task_family", "synthetic"), track=doc.get("track", "memorization"),
+               detector=doc["detector"], access=doc.get("access", "samples"),
+               reference=bool(doc.get("reference")), group=group_of(doc),
+               instance=instance_of(doc)["data_hash"], status=doc["status"], error=doc.get("error"),
+               metrics=doc.get("metrics") or {}, cost=doc.get("cost"), roc=doc.get("roc"),
+               hardware=hardware_label(hw) if hw else "", detector_note=doc.get("detector_note") or "")
+
+
+def board_from_results(results: list[dict[str, Any]], tasks: TaskCatalog | None = None) -> Board:
+    """A board of measured rows only, from result documents that were already validated."""
+    board = Board()
+    for doc in results:
+        add_result(board, doc, "measured", tasks or {})
+    return board
+
+
+def add_result(board: Board, doc: dict[str, Any], kind: str, tasks: TaskCatalog) -> Row:
+    row = _row_from_result(doc, kind)
+    board.rows.append(row)
+    key = (row.task, row.version)
+    if key not in board.tasks:
+        spec = tasks.get(row.task)
+        board.tasks[key] = TaskFacts(row.task, row.version, row.family, row.track, doc.get("task_hash", ""),
+                                     description=spec.description if spec is not None else "")
+    known = board.tasks[key].instances
+    if row.instance not in known or (known[row.instance].n_samples is None and doc.get("n_samples")):
+        inst = instance_of(doc)
+        known[row.instance] = InstanceFacts(inst["id"], inst["kind"], inst["data_hash"], doc.get("n_samples"),
+                                            doc.get("n_memorized"), dict(doc.get("task_stats") or {}),
+                                            inst.get("replicate"))
+    return row
+

@@ -1,0 +1,298 @@
+"""The self-contained page (``index.html``): inline CSS and vanilla JS pinned by a
+Content-Security-Policy hash, so it works offline and an injected script could not run; every
+string from a file goes through :func:`h`."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import re
+from typing import Any, Callable
+
+from .cells import COST_HEADERS, INTRO, Columns, fmt_number, footnotes, ranked_groups
+from .model import (ACCESS_FLAGS, FAMILIES, GROUP_NOTE, KIND_LABEL, Board, InstanceFacts, Row,
+                    TaskFacts, finite_number)
+from .overview import multi_instance_line, overviews
+from .replicates import ReplicateSummary, summarize
+from .reported import REPORTED_NOTE, REPORTED_TITLE, note_text, reported_cells, reported_heads, source_notes
+
+
+def h(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5rem auto;max-width:88rem;padding:0 1rem;color:#1a1a1a;background:#fff}
+h1{font-size:1.6rem}h2{margin-top:2rem;border-bottom:2px solid #ddd}
+table.board{border-collapse:collapse;width:100%;margin:.5rem 0 1rem}
+table.board th,table.board td{border:1px solid #ccc;padding:.25rem .45rem;text-align:right;vertical-align:top;white-space:nowrap}
+table.board td.t{white-space:normal}
+table.overview{border-collapse:collapse;margin:.5rem 0 1rem}table.overview th,table.overview td{border:1px solid #ccc;padding:.2rem .4rem;text-align:right}
+table.overview td.t{text-align:left;white-space:nowrap}
+table.board td.t,table.board th.t{text-align:left}
+table.board thead th{background:#eef2f7;cursor:pointer;user-select:none;white-space:nowrap}
+table.board thead th[aria-sort=ascending]::after{content:" \\25B2"}
+table.board thead th[aria-sort=descending]::after{content:" \\25BC"}
+tr.kind-submission td{background:#f6fbf4}
+tbody.reported td{background:repeating-linear-gradient(135deg,#fff8e6,#fff8e6 6px,#fff1cc 6px,#fff1cc 12px);font-style:italic;color:#4a3b00}
+tbody.reported th.divider{background:#ffe7a3;text-align:left;font-weight:bold;cursor:default}
+tbody.measured th.divider{background:#f4f4f4;text-align:left;font-weight:bold;cursor:default;white-space:normal}
+tbody.shortcut td{background:#f5f1fb}p.foot{margin:.1rem 0}p.instances{color:#7a3d00}
+.badge{display:inline-block;border-radius:3px;padding:0 .3rem;font-size:.75rem;font-style:normal;border:1px solid #999}
+.b-measured{background:#e6f0ff}.b-submission{background:#e3f6dc}.b-verified{background:#c9efbe}.b-reported{background:#ffe7a3;border-color:#b58900}
+.failed{color:#a00}.muted{color:#666}
+fieldset{border:1px solid #ccc;margin:.5rem 0}label{margin-right:1rem}
+figure{display:inline-block;margin:.5rem 1rem .5rem 0}figure img{max-width:42rem;border:1px solid #ddd}
+"""
+
+JS = """
+(function () {
+  "use strict";
+  function value(cell, type) {
+    var v = cell ? cell.getAttribute("data-v") : null;
+    if (v === null || v === "") return null;
+    return type === "num" ? parseFloat(v) : v.toLowerCase();
+  }
+  function sortBy(table, col) {
+    var heads = table.tHead.rows[0].cells, th = heads[col];
+    var type = th.getAttribute("data-type") || "text";
+    var now = th.getAttribute("aria-sort");
+    var dir = now === "descending" ? "ascending" : now === "ascending" ? "descending"
+            : (th.getAttribute("data-first") || "ascending");
+    for (var i = 0; i < heads.length; i++) heads[i].removeAttribute("aria-sort");
+    th.setAttribute("aria-sort", dir);
+    var sign = dir === "ascending" ? 1 : -1;
+    Array.prototype.forEach.call(table.tBodies, function (body) {
+      var rows = Array.prototype.filter.call(body.rows, function (r) { return r.classList.contains("entry"); });
+      rows.sort(function (a, b) {
+        var x = value(a.cells[col], type), y = value(b.cells[col], type);
+        if (x === null && y === null) return 0;
+        if (x === null) return 1;
+        if (y === null) return -1;
+        return x < y ? -sign : x > y ? sign : 0;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  }
+  function applyFilters() {
+    var allowed = {};
+    document.querySelectorAll("input.access-filter").forEach(function (box) { allowed[box.value] = box.checked; });
+    document.querySelectorAll("table.board").forEach(function (table) {
+      var shown = 0;
+      table.querySelectorAll("tr.entry").forEach(function (r) {
+        var flags = (r.getAttribute("data-access") || "").split(" ").filter(Boolean);
+        var ok = flags.every(function (f) { return allowed[f] !== false; });
+        r.hidden = !ok;
+        if (ok) shown++;
+      });
+      var count = document.getElementById(table.id + "-count");
+      if (count) count.textContent = shown + (shown === 1 ? " row" : " rows") + " shown";
+    });
+  }
+  document.querySelectorAll("table.board").forEach(function (table) {
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, col) {
+      th.tabIndex = 0;
+      th.addEventListener("click", function () { sortBy(table, col); });
+      th.addEventListener("keydown", function (e) { if (e.key === "Enter") sortBy(table, col); });
+    });
+  });
+  document.querySelectorAll("input.access-filter").forEach(function (el) {
+    el.addEventListener("change", applyFilters);
+  });
+  applyFilters();
+})();
+"""
+
+
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+def _td(text: str, v: Any = None, cls: str = "", raw: bool = False) -> str:
+    """A cell; ``v`` is its sort key (numbers sort numerically, missing values last)."""
+    key = "" if v is None else (repr(float(v)) if isinstance(v, (int, float)) else str(v))
+    body = text if raw else h(text)
+    klass = f' class="{cls}"' if cls else ""
+    return f'<td{klass} data-v="{h(key)}">{body}</td>'
+
+
+def _cost_cells(r: Row) -> list[str]:
+    c = r.cost or {}
+    nfe, sec = finite_number(c.get("nfe_per_sample")), finite_number(c.get("seconds"))
+    return [_td(fmt_number(nfe, 1), nfe), _td(fmt_number(sec, 2), sec)]
+
+
+def _source_html(r: Row) -> str:
+    if r.kind == "reported":
+        cite = (f'<a href="{h(r.url)}" rel="noopener noreferrer">{h(r.citation)}</a>' if r.url
+                else h(r.citation))
+        return f'<span class="badge b-reported">{h(KIND_LABEL["reported"])}</span> {cite}'
+    if r.kind == "submission":
+        mark = ('<span class="badge b-verified">verified</span>' if r.verified
+                else '<span class="badge">unverified</span>')
+        return (f'<span class="badge b-submission">submission</span> '
+                f'<a href="{h(r.url)}" rel="noopener noreferrer">{h(r.submission)}</a> {mark}'
+                f'<br><span class="muted">{h(", ".join(r.authors))}</span>')
+    hw = f' <span class="muted">{h(r.hardware)}</span>' if r.hardware else ""
+    return f'<span class="badge b-measured">measured</span>{hw}'
+
+
+def _html_row(r: Row, middle: list[str], rank: int | None) -> str:
+    """A ranked row: rank, detector, access, the ``middle`` cells, source."""
+    cells = ([_td(str(rank) if rank else "–", rank), _td(r.detector, r.detector.lower(), "t"),
+              _td(r.access or "?", r.access or "", "t")] + middle
+             + [_td(_source_html(r), KIND_LABEL[r.kind], "t", raw=True)])
+    return (f'<tr class="entry kind-{r.kind}" data-task="{h(r.task)}" data-group="{h(r.group)}" '
+            f'data-access="{h(" ".join(r.flags))}" data-kind="{r.kind}">' + "".join(cells) + "</tr>")
+
+
+def _measured_cells(r: Row, cols: Columns) -> list[str]:
+    n_metric = len(cols.heads()) + len(COST_HEADERS)
+    if r.status != "ok":
+        return ([f'<td class="t failed" colspan="{n_metric}" data-v="">failed: {h(str(r.error)[:300])}</td>']
+                + ['<td hidden data-v=""></td>'] * (n_metric - 1))
+    return [_td(text, v) for text, v in cols.cells(r)] + _cost_cells(r)
+
+
+def _html_heads(track: str, metrics: list[str], tail: list[str]) -> list[tuple[str, str, str]]:
+    """(label, type, first direction) of a ranked table: rank, detector, access, ``metrics``
+    (numbers; MAE and MSE sort ascending first), ``tail`` (numbers ascending), source."""
+    return ([("#", "num", "ascending"), ("detector" if track != "lid" else "estimator", "text", "ascending"),
+             ("access", "text", "ascending")]
+            + [(label, "num", "ascending" if label.startswith(("MAE", "MSE")) else "descending") for label in metrics]
+            + [(label, "num", "ascending") for label in tail] + [("source", "text", "ascending")])
+
+
+def _html_bodies(groups: list[tuple[str, list[tuple[int | None, Any]]]], n_cols: int,
+                 row: Callable[[Any, int | None], str]) -> str:
+    """A body per group (sorting stays inside it), the shortcut group's body marked apart."""
+    bodies = ""
+    for group, ranked in groups:
+        cut = group == "shortcut"
+        label = f"{group}: {GROUP_NOTE}" if cut else group
+        bodies += (f'<tbody class="measured{" shortcut" if cut else ""}" data-group="{h(group)}">'
+                   f'<tr><th class="divider" colspan="{n_cols}">{h(label)}</th></tr>'
+                   + "".join(row(item, rank) for rank, item in ranked) + "</tbody>")
+    return bodies
+
+
+def _html_replicates(s: ReplicateSummary, tid: str) -> str:
+    """The replicate summary of one kind: a ranked table of mean ± sd per detector."""
+    heads = _html_heads(s.track, s.heads, [])
+    bodies = _html_bodies(s.groups, len(heads), lambda rep, rank: _html_row(
+        rep.first, [_td(text, v) for text, v in rep.cells()], rank))
+    return (f'<h4>Across the {len(s.instances)} {h(s.kind)} replicates</h4><p class="facts">{h(s.note())}</p>'
+            f'<p class="muted" id="{tid}-count"></p>'
+            f'<table class="board" id="{tid}" data-track="{h(s.track)}" data-instance="{h(s.kind)}-replicates">'
+            f'<thead><tr>{_th(heads)}</tr></thead>{bodies}</table>')
+
+
+def _th(heads: list[tuple[str, str, str]]) -> str:
+    """Sortable header cells: (label, "num" | "text", first sort direction)."""
+    return "".join(f'<th class="{"t" if typ == "text" else ""}" data-type="{typ}" data-first="{first}" '
+                   f'title="sort by {h(label)}">{h(label)}</th>' for label, typ, first in heads)
+
+
+def _html_instance(board: Board, t: TaskFacts, inst: InstanceFacts, track: str, tid: str) -> str:
+    """One table per instance: a body per group (sorting stays inside it), the shortcut group's
+    body marked apart."""
+    rows = board.rows_for(t, ("measured", "submission"), inst.data_hash)
+    cols = Columns.of(rows, track)
+    heads = _html_heads(track, cols.heads(), COST_HEADERS)
+    bodies = _html_bodies(ranked_groups(rows, track), len(heads), lambda r, rank: _html_row(r, _measured_cells(r, cols), rank))
+    foot = "".join(f'<p class="foot muted">{h(f)}</p>' for f in footnotes(rows, track))
+    figs = ""
+    for k, label in (("roc", "ROC curves"), ("pareto", "AUROC against cost")):
+        p = board.plots.get((t.name, t.version, inst.data_hash), {}).get(k)
+        if p:
+            figs += (f'<figure><img src="{h(p)}" alt="{h(label)} on {h(t.name)}" loading="lazy">'
+                     f'<figcaption>{h(label)}: {h(t.name)} v{h(t.version)}, {h(inst.id)}</figcaption></figure>')
+    return (f'<p class="muted" id="{tid}-count"></p>'
+            f'<table class="board" id="{tid}" data-track="{h(track)}" data-instance="{h(inst.id)}">'
+            f'<thead><tr>{_th(heads)}</tr></thead>{bodies}</table>{foot}{figs}')
+
+
+def _html_reported(rows: list[Row], track: str, tid: str) -> str:
+    """The task's published numbers in a table of their own (never ranked; sortable, unnumbered),
+    each source with its protocol note once below it."""
+    refs, firsts = source_notes(rows)
+    labels = reported_heads(rows, track)
+    numeric = {i for i, label in enumerate(labels)
+               if label.startswith(("AUROC", "TPR@", "MAE", "concordance", "source"))}
+    heads = [(label, "num" if i in numeric else "text",
+              "descending" if i in numeric and label not in ("MAE", "source") else "ascending")
+             for i, label in enumerate(labels)]
+    body = ""
+    for r, k in zip(rows, refs):
+        cells = [_td(text, v) if i in numeric else _td(text, text.lower(), "t")
+                 for i, (text, v) in enumerate(reported_cells(r, k, rows, track))]
+        cells[-1] = _td(f'<a href="#{tid}-s{k}">[{k}]</a>', k, raw=True)
+        body += (f'<tr class="entry kind-reported" data-task="{h(r.task)}" data-group="" '
+                 f'data-access="{h(" ".join(r.flags))}" data-kind="reported">' + "".join(cells) + "</tr>")
+    notes = "".join(f'<p class="foot" id="{tid}-s{k}">[{k}] {_source_html(r)}'
+                    + (f"; {h(note_text(r))}" if r.notes else "") + "</p>" for k, r in enumerate(firsts, 1))
+    return (f'<h4 class="reported">{h(REPORTED_TITLE)}</h4><p class="muted">{h(REPORTED_NOTE)}</p>'
+            f'<p class="muted" id="{tid}-count"></p>'
+            f'<table class="board reported" id="{tid}" data-track="{h(track)}" data-instance="">'
+            f'<thead><tr>{_th(heads)}</tr></thead><tbody class="reported">{body}</tbody></table>{notes}')
+
+
+def _table_id(*parts: str) -> str:
+    return "t-" + re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
+
+
+def _html_task(board: Board, t: TaskFacts, track: str) -> str:
+    insts = board.instances(t)
+    reported = board.rows_for(t, ("reported",))
+    desc = f' <span class="muted">{h(t.description)}</span>' if t.description else ""
+    head = f'<h3>{h(t.name)} <span class="muted">v{h(t.version)}</span></h3>'
+    tid = _table_id(t.name, "v" + t.version)
+    tail = _html_reported(reported, track, f"{tid}-reported") if reported else ""
+    if len(insts) <= 1:
+        facts = t.fact_parts() + (insts[0].fact_parts() if insts else [])
+        body = _html_instance(board, t, insts[0], track, tid) if insts else ""
+        return f'{head}<p class="facts">{h(", ".join(facts))}{desc}</p>{body}{tail}'
+    out = (f'{head}<p class="facts">{h(", ".join(t.fact_parts()))}{desc}</p>'
+           f'<p class="instances"><b>{h(multi_instance_line(board, t))}</b></p>')
+    for kind, reps in board.replicates(t).items():
+        out += _html_replicates(summarize(board, t, reps), f"{tid}-{kind}-replicates")
+    for inst in insts:
+        out += (f'<h4>Instance {h(inst.id)} ({h(inst.kind)})</h4><p class="facts">{h(", ".join(inst.fact_parts(with_id=False)))}</p>'
+                + _html_instance(board, t, inst, track, f"{tid}-{inst.id}"))
+    return out + tail
+
+
+def _html_section(board: Board, family: str, track: str, tasks: list[TaskFacts]) -> str:
+    title = FAMILIES.get(family, family) + (" (LID track)" if track == "lid" and family != "lid" else "")
+    return (f'<section id="{_table_id(family, track)}-section"><h2>{h(title)}</h2>'
+            + "".join(_html_task(board, t, track) for t in tasks) + "</section>")
+
+
+def render_html(board: Board) -> str:
+    """The self-contained page (``index.html``): tables, filters, sorting, plots."""
+    boxes = "".join(f'<label><input type="checkbox" class="access-filter" value="{f}" checked> '
+                    f'{f}</label>' for f in ACCESS_FLAGS)
+    hw = board.hardware()
+    tables = "".join(_html_section(board, fam, tr, ts) for fam, tr, ts in board.tables())
+    over = "".join(
+        f'<section class="overview"><h2>{h(title)}</h2><p class="muted">{h(note)}</p>'
+        '<table class="overview"><thead><tr>' + "".join(f"<th>{h(c)}</th>" for c in heads)
+        + "</tr></thead><tbody>" + "".join(
+            "<tr>" + "".join((f'<td class="t">{h(c)}</td>' if i < 2 else f"<td>{h(c)}</td>")
+                            for i, c in enumerate(r))
+            + "</tr>" for r in rows) + "</tbody></table></section>"
+        for title, note, heads, rows in overviews(board))
+    csp = (f"default-src 'none'; img-src 'self' file: data:; style-src {_csp_hash(CSS)}; "
+           f"script-src {_csp_hash(JS)}; base-uri 'none'; form-action 'none'")
+    intro = h(INTRO).replace("**", "").replace("`", "").replace("*", "")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f'<meta http-equiv="Content-Security-Policy" content="{h(csp)}">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>mmh-bench leaderboard</title><style>{CSS}</style></head><body>"
+            f"<h1>mmh-bench leaderboard</h1><p>{intro}</p>"
+            + (f'<p class="muted">Hardware: {h("; ".join(hw))}</p>' if hw else "")
+            + '<fieldset id="access-filters"><legend>Show detectors whose access needs only</legend>'
+            + boxes + "</fieldset>"
+            + over + (tables or "<p>No results yet: run <code>mmh-bench run</code>.</p>")
+            + f"<script>{JS}</script></body></html>\n")
+

@@ -1,0 +1,140 @@
+"""ROC and Pareto (AUROC against cost) PNGs, one pair per memorization task instance."""
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from mmh_bench.files import atomic_write_bytes
+from .cells import fmt_number
+from .model import Board, Row, TaskFacts, finite_number
+
+PLOTS_DIR = "plots"
+
+
+# -- plots --------------------------------------------------------------------------------------
+def _slug(task: str, version: str) -> str:
+    base = f"{task}-v{version}"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "task"
+    if safe != base:
+        safe += "-" + hashlib.sha256(base.encode()).hexdigest()[:8]
+    return safe[:100]
+
+
+def _plot_label(text: str) -> str:
+    s = "".join(c if c.isprintable() else " " for c in text)[:40]
+    return (" " + s if s.startswith("_") else s).replace("$", r"\$")
+
+
+def _roc_png(task: TaskFacts, rows: list[Row]) -> bytes | None:
+    from matplotlib.figure import Figure
+    curves = [r for r in rows if r.status == "ok" and r.roc]
+    if not curves:
+        return None
+    fig = Figure(figsize=(10, 4.2), dpi=100)
+    axes = fig.subplots(1, 2)
+    for i, r in enumerate(sorted(curves, key=lambda r: -(r.auroc or 0.0))):
+        label = _plot_label(r.detector) + (" [sub]" if r.kind == "submission" else "") + f" ({fmt_number(r.auroc)})"
+        # ten colours, then the same colours dashed, dotted: no two curves look alike
+        style = {"color": f"C{i % 10}", "ls": ("-", "--", "-.", ":")[(i // 10) % 4]}
+        for ax in axes:
+            ax.plot(r.roc["fpr"], r.roc["tpr"], lw=1.4, label=label, drawstyle="steps-post", **style)
+    for ax, log in zip(axes, (False, True)):
+        grid = [1e-3, 1] if log else [0, 1]
+        ax.plot(grid, grid, ls=":", color="grey", lw=1)
+        ax.set_xlabel("false positive rate" + (" (log)" if log else ""))
+        ax.set_ylabel("true positive rate")
+        if log:
+            ax.set_xscale("log")
+            ax.set_xlim(1e-3, 1)
+        ax.set_ylim(0, 1.01)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(_plot_label(f"ROC curves: {task.name} v{task.version}"))
+    fig.tight_layout()
+    return _png(fig)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats on both lower cost and higher AUROC (cost order)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def _pareto_png(task: TaskFacts, rows: list[Row]) -> bytes | None:
+    from matplotlib.figure import Figure
+    pts = [r for r in rows if r.status == "ok" and r.auroc is not None and r.cost]
+    if not pts:
+        return None
+    fig = Figure(figsize=(10, 4.2), dpi=100)
+    axes = fig.subplots(1, 2)
+    for ax, key, xlabel in ((axes[0], "nfe_per_sample", "network evaluations per sample"),
+                            (axes[1], "seconds", "wall seconds (whole task)")):
+        xy = [(max(finite_number(r.cost.get(key)) or 0.0, 0.0), r.auroc or 0.0) for r in pts]
+        for (x, y), r in zip(xy, pts):
+            color = "grey" if r.reference else "tab:green" if r.kind == "submission" else "tab:blue"
+            ax.scatter([x], [y], s=28, marker="s" if r.kind == "submission" else "o", color=color, zorder=3)
+            ax.annotate(_plot_label(r.detector) + (" (ref)" if r.reference else ""), (x, y), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        # reference rows restate the labelling rule and shortcuts exploit a dev instance: neither is on the front
+        cand = [i for i, r in enumerate(pts) if not r.reference and r.group != "shortcut"]
+        front = [cand[j] for j in pareto_front([xy[i] for i in cand])]
+        if front:
+            fx = [xy[i][0] for i in front] + [max(x for x, _ in xy)]
+            fy = [xy[i][1] for i in front] + [xy[front[-1]][1]]
+            ax.plot(fx, fy, color="tab:red", lw=1, drawstyle="steps-post", label="Pareto front")
+            ax.scatter(fx[:-1], fy[:-1], s=90, facecolors="none", edgecolors="tab:red", zorder=4)
+            ax.legend(fontsize=7, loc="lower right")
+        lin = 1.0 if key == "nfe_per_sample" else 0.01
+        ax.set_xscale("symlog", linthresh=lin)
+        top = max(x for x, _ in xy)
+        ax.set_xlim(-0.05 * lin, max(top * 3, lin * 2))
+        ax.set_xlabel(xlabel + " (lower is cheaper)")
+        ax.set_ylabel("AUROC")
+        ax.set_ylim(0, 1.08)
+        ax.grid(alpha=0.3)
+    fig.suptitle(_plot_label(f"AUROC against cost: {task.name} v{task.version}"))
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def render_plots(board: Board, out_dir: str | Path) -> list[Path]:
+    """ROC and Pareto PNGs per memorization task instance; records their paths on the board."""
+    out = Path(out_dir)
+    written: list[Path] = []
+    for _, track, tasks in board.tables():
+        if track == "lid":
+            continue
+        for t in tasks:
+            insts = board.instances(t)
+            for inst in insts:  # one figure per instance: curves of different instances never share axes
+                rows = board.rows_for(t, ("measured", "submission"), inst.data_hash)
+                slug = _slug(t.name, t.version) + (f"-{inst.id}" if len(insts) > 1 else "")
+                for kind, maker in (("roc", _roc_png), ("pareto", _pareto_png)):
+                    data = maker(t, rows)
+                    if data is None:
+                        continue
+                    rel = f"{PLOTS_DIR}/{kind}-{slug}.png"
+                    atomic_write_bytes(out / rel, data)
+                    board.plots.setdefault((t.name, t.version, inst.data_hash), {})[kind] = rel
+                    written.append(out / rel)
+    stale = [p for p in (out / PLOTS_DIR).glob("*.png")
+             if p not in written and re.match(r"^(roc|pareto)-.*\.png$", p.name)] if (out / PLOTS_DIR).is_dir() else []
+    for p in stale:
+        p.unlink()
+    return written
+

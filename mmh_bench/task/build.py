@@ -1,0 +1,234 @@
+"""spec -> TaskInstance: run the task's builder once, label, check balance, cache by spec hash.
+
+A cached build lives in ``<cache>/<task>/<spec hash>/`` with ``meta.json`` recording the sha256 of
+every file; a build whose files do not match is treated as corrupt and rebuilt.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmh_bench.evaluation.ct_statistic import data_copying_ct
+from mmh_bench.files import atomic_write_text, load_arrays, save_arrays, sha256_arrays, sha256_file, staged_dir
+from mmh_bench.registry import BUILDERS, load_target
+from .instance import TaskInstance, dump_meta
+from .instances import InstanceKey, cache_name, instance_spec
+from .labels import SUBTYPE_CODE, LabellingError, check_null_rate, composition, label_samples
+from .spec import TaskSpec
+
+log = logging.getLogger(__name__)
+
+
+#: what a build folder holds; a cache of another format is rebuilt (2: held-out set and C_T;
+#: 3: shuffled rows, chance-tested labels, instance kind)
+BUILD_FORMAT = 3
+
+
+class BuildError(RuntimeError):
+    """A task could not be built as its spec promises (e.g. the label balance was not reached)."""
+
+
+@dataclass
+class BuildOutput:
+    """What a builder hands back; labelling and checks are shared by all builders."""
+
+    samples: np.ndarray
+    train: np.ndarray | None = None
+    train_lid: np.ndarray | None = None
+    cond: np.ndarray | None = None
+    train_cond: np.ndarray | None = None
+    lid_star: np.ndarray | None = None  # given directly on LID-track tasks
+    #: labels known by construction without a copy test (e.g. memorized prompt sets); with them
+    #: ``subtype`` codes from labels.SUBTYPES; the nearest-neighbour labelling is then skipped
+    labels: np.ndarray | None = None
+    subtype: np.ndarray | None = None
+    model: dict[str, Any] | None = None  # {"kind": ..., "path": relative path inside the build}
+    #: fresh draws from the data distribution, never trained on: the held-out set of C_T
+    heldout: np.ndarray | None = None
+    #: fresh draws from the data distribution (never trained on) for the labels' chance test, and
+    #: an independent set that measures the null copy rate (see mmh_bench.task.labels)
+    null_draws: np.ndarray | None = None
+    null_check: np.ndarray | None = None
+    #: designed role of each training row (an index into ``source_names``), for the composition audit
+    train_source: np.ndarray | None = None
+    source_names: list[str] | None = None
+    #: distances of the spec's [labels] are multiplied by this (a test instance placed at another scale)
+    label_scale: float = 1.0
+    #: arrays with one row per generated sample besides samples/cond (permuted with them)
+    sample_arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    extra_arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    extra_meta: dict[str, Any] = field(default_factory=dict)
+
+
+def training_options(spec: TaskSpec, progress: bool, **defaults: float) -> dict[str, Any]:
+    """Keyword arguments for a shipped training function: each of ``defaults`` (the builder's
+    recipe) overridden by the spec's ``[model]`` section and cast to the default's type, plus the
+    task's seed, the progress switch and a progress label."""
+    m = spec.section("model")
+    out: dict[str, Any] = {k: type(v)(m.get(k, v)) for k, v in defaults.items()}
+    out.update(seed=spec.seed, progress=progress, desc=f"{spec.name}: training")
+    return out
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("MMH_BENCH_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmh-bench"
+
+
+# -- labelling ---------------------------------------------------------------------------------
+#: random stream of the row permutation: row order never carries a label
+PERMUTATION_STREAM = 104_729
+
+
+def permute_rows(out: BuildOutput, seed: int) -> np.ndarray:
+    """Shuffle the generated samples (and every per-sample array) with a seeded permutation, so
+    neither row order nor ``Batch.index`` says anything about how a sample was made."""
+    order = np.random.default_rng([seed, PERMUTATION_STREAM]).permutation(len(out.samples))
+    out.samples = np.asarray(out.samples)[order]
+    if out.cond is not None:
+        out.cond = np.asarray(out.cond)[order]
+    for key in ("labels", "subtype", "lid_star"):
+        if getattr(out, key) is not None:
+            setattr(out, key, np.asarray(getattr(out, key))[order])
+    out.sample_arrays = {k: np.asarray(v)[order] for k, v in out.sample_arrays.items()}
+    return order
+
+
+def check_balance(spec: TaskSpec, arrays: dict[str, np.ndarray]) -> None:
+    """Fail loudly when the built task does not reach the label balance its spec declares."""
+    bal = spec.section("balance")
+    lab = arrays["labels"].astype(bool)
+    frac = float(lab.mean()) if len(lab) else 0.0
+    lo, hi = float(bal.get("min_memorized", 0.01)), float(bal.get("max_memorized", 0.99))
+    counts = {name: int((arrays["subtype"] == code).sum()) for name, code in SUBTYPE_CODE.items()}
+    problems = []
+    if not lo <= frac <= hi:
+        problems.append(f"memorized fraction {frac:.3f} outside [{lo}, {hi}]")
+    min_sub = int(bal.get("min_per_subtype", 1))
+    for sub in bal.get("require_subtypes", []):
+        if counts.get(sub, 0) < min_sub:
+            problems.append(f"subtype {sub} has {counts.get(sub, 0)} samples, needs >= {min_sub}")
+    if problems:
+        raise BuildError(f"task {spec.name!r} did not reach its declared label balance: "
+                         + "; ".join(problems) + f" (counts: {counts})")
+
+
+# -- cache -------------------------------------------------------------------------------------
+def _verify(root: Path) -> dict[str, Any] | None:
+    """Return the meta of a complete, uncorrupted build, else None."""
+    try:
+        meta = json.loads((root / "meta.json").read_text())
+        for rel, digest in meta["files"].items():
+            if sha256_file(root / rel) != digest:
+                log.warning("cache file %s is corrupt (checksum mismatch); rebuilding", root / rel)
+                return None
+        return meta
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if (root / "meta.json").exists():
+            log.warning("cached build %s is unreadable (%s); rebuilding", root, exc)
+        return None
+
+
+def load_instance(spec: TaskSpec, root: Path) -> TaskInstance | None:
+    meta = _verify(root)
+    if meta is None:
+        return None
+    if meta.get("build_format") != BUILD_FORMAT:
+        log.warning("cached build %s was made by an older mmh-bench (format %s, now %s); rebuilding",
+                    root, meta.get("build_format"), BUILD_FORMAT)
+        return None
+    arrays = load_arrays(root / "instance.npz")
+    if sha256_arrays(arrays) != meta["data_hash"]:
+        log.warning("cached arrays in %s do not match their data hash; rebuilding", root)
+        return None
+    return TaskInstance(spec=spec, arrays=arrays, meta=meta, root=root)
+
+
+def build_task(spec: TaskSpec, cache_dir: str | Path | None = None, *, instance: InstanceKey | None = None,
+               force: bool = False, progress: bool = True) -> TaskInstance:
+    """Return the instance of the task (the dev instance by default), building it (and caching it
+    atomically) when needed."""
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = cache / spec.name / cache_name(spec, instance)
+    if not force and (root / "meta.json").exists():
+        inst = load_instance(spec, root)
+        if inst is not None:
+            return inst
+    if spec.builder not in BUILDERS:
+        raise BuildError(f"task {spec.name!r}: unknown builder {spec.builder!r}; known: {sorted(BUILDERS)}")
+    with staged_dir(root) as work:
+        t0 = time.perf_counter()
+        meta, arrays = _build(instance_spec(spec, instance), work, progress)
+        meta["build_seconds"] = round(time.perf_counter() - t0, 2)
+        if instance is not None and instance.kind == "test":
+            meta["instance_replicate"] = instance.replicate
+        meta["data_hash"] = sha256_arrays(arrays)
+        save_arrays(work / "instance.npz", arrays)
+        meta["files"] = {str(p.relative_to(work)): sha256_file(p)
+                         for p in sorted(work.rglob("*")) if p.is_file()}
+        atomic_write_text(work / "meta.json", dump_meta(meta))
+    inst = load_instance(spec, root)
+    assert inst is not None
+    return inst
+
+
+def _build(spec: TaskSpec, work: Path, progress: bool) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Run the builder, shuffle rows, label, check, and assemble the arrays and meta of one build."""
+    out = load_target(BUILDERS[spec.builder])(spec, work, progress)
+    permute_rows(out, spec.seed)
+    arrays: dict[str, np.ndarray] = {"samples": np.asarray(out.samples, dtype=np.float32)}
+    meta: dict[str, Any] = {"task": spec.name, "version": spec.version, "spec_hash": spec.hash,
+                            "instance_kind": spec.instance, "model": out.model, **out.extra_meta}
+    if out.train is not None:
+        arrays["train"] = np.asarray(out.train, dtype=np.float32)
+        arrays["train_lid"] = np.asarray(out.train_lid, dtype=np.float32)
+    for key in ("cond", "train_cond"):
+        if getattr(out, key) is not None:
+            arrays[key] = np.asarray(getattr(out, key))
+    if spec.track == "memorization" and out.labels is not None:
+        arrays["labels"] = np.asarray(out.labels, dtype=np.int8)
+        arrays["subtype"] = (np.asarray(out.subtype, dtype=np.int8) if out.subtype is not None
+                             else np.zeros_like(arrays["labels"]))  # subtype unknown
+        check_balance(spec, arrays)
+    elif spec.track == "memorization":
+        labels_cfg = spec.section("labels")
+        try:
+            lab = label_samples(arrays["samples"], arrays["train"], arrays["train_lid"], labels_cfg,
+                                null_draws=out.null_draws, null_check=out.null_check,
+                                train_source=out.train_source, scale=out.label_scale)
+        except LabellingError as exc:
+            raise BuildError(f"task {spec.name!r}: {exc}") from None
+        arrays.update(lab.arrays)
+        meta["dedup_tol"] = float(labels_cfg.get("dedup_tol", 0.0)) * out.label_scale
+        meta["n_train_dedup"] = len(lab.index)
+        meta["labelling"] = lab.stats
+        meta["null_copy_rate"] = lab.stats.get("null_copy_rate")
+        if out.source_names is not None:
+            meta["source_names"] = list(out.source_names)
+            meta["composition"] = composition(arrays, out.source_names)
+        check_balance(spec, arrays)
+        problem = check_null_rate(spec.name, lab.stats, float(arrays["labels"].mean()))
+        if problem:
+            raise BuildError(problem)
+    else:
+        if out.lid_star is None:
+            raise BuildError(f"LID task {spec.name!r}: builder gave no lid_star")
+        arrays["lid_star"] = np.asarray(out.lid_star, dtype=np.float32)
+    if out.heldout is not None and "labels" in arrays and len(out.heldout):
+        arrays["heldout"] = np.asarray(out.heldout, dtype=np.float32)
+        meta["copying"] = {**data_copying_ct(arrays["train"], arrays["heldout"], arrays["samples"],
+                                             seed=spec.seed % 2**32).as_dict(),
+                           "n_heldout": int(len(arrays["heldout"]))}
+    arrays.update(out.sample_arrays)
+    arrays.update(out.extra_arrays)
+    meta["build_format"] = BUILD_FORMAT
+    return meta, arrays

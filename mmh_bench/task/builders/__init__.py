@@ -1,0 +1,1 @@
+"""Task builders, one module per family; :data:`mmh_bench.registry.BUILDERS` names each one's function."""

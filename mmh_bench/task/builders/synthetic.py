@@ -1,0 +1,189 @@
+"""Synthetic manifold mixtures: data with known LID*, an MLP diffusion model, its samples.
+
+``[model] conditional = true`` trains with condition dropout (``p_uncond``) on the mixture's
+condition ids (component id; one id per duplicated point) and samples with classifier-free
+guidance (``[sampling] guidance``), conditions drawn with the training conditions' frequencies.
+
+Every build also measures the task's *null copy rate*: fresh draws from the continuous part of
+the data distribution, labelled by the same rule against the same training set. It is the rate
+at which a model that generalizes perfectly would still be called a copier, so a task is only
+informative when it is small next to the memorized fraction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmh_bench.task.build import BuildError, BuildOutput, training_options
+from mmh_bench.task.data.synthetic import (Mixture, component_points, continuous_components, make_mixture,
+                              random_rotation)
+from mmh_bench.task.instances import placement_rng
+from mmh_bench.task.models.mlp import MLPDenoiser, MLPScoreModel, train_denoiser
+from mmh_bench.task.sampler import Sampler, sample_task
+from mmh_bench.task.spec import TaskSpec
+
+#: offsets added to the task seed for the fresh draws behind the labels' chance test, the
+#: independent draws that measure the null copy rate, the held-out set of C_T, and the class ids
+NULL_SEED_OFFSET = 1_000_003
+CHECK_SEED_OFFSET = 3_000_017
+HELDOUT_SEED_OFFSET = 2_000_003
+COND_STREAM = 4_001
+#: fresh draws per generated sample for the chance test (at least NULL_MIN)
+NULL_PER_SAMPLE = 20
+NULL_MIN = 20_000
+
+
+def fresh_draws(data: dict[str, Any], seed: int, mix: Mixture, n: int, draw_seed: int) -> np.ndarray | None:
+    """``n`` fresh draws from the continuous components in their training proportions: the data
+    distribution without its duplicated atoms (a model that generalizes perfectly samples these)."""
+    cids = continuous_components(data)
+    if not cids:
+        return None
+    weights = np.array([(mix.component == cid).sum() for cid in cids], dtype=float)
+    counts = np.random.default_rng([draw_seed, 5]).multinomial(n, weights / weights.sum())
+    return np.concatenate([component_points(data, cid, int(k), seed, draw_seed)[0]
+                           for cid, k in zip(cids, counts)]).astype(np.float32)
+
+
+def heldout_draws(data: dict[str, Any], seed: int, mix: Mixture) -> np.ndarray | None:
+    """Fresh draws from the continuous components, as many per component as it has training rows:
+    the held-out set of C_T (so copies of a duplicated point count as copying, as a duplicated
+    image's copies would against a test set)."""
+    cids = continuous_components(data)
+    if not cids:
+        return None
+    return np.concatenate([component_points(data, cid, int((mix.component == cid).sum()), seed,
+                                            seed + HELDOUT_SEED_OFFSET)[0] for cid in cids]).astype(np.float32)
+
+
+def source_names(data: dict[str, Any]) -> list[str]:
+    """Each component's designed role (its ``role`` key, else kind and index) for the composition audit."""
+    return [str(c.get("role") or f"{c.get('kind')} #{cid}") for cid, c in enumerate(data["components"])]
+
+
+def remap_conditions(mix: Mixture, seed: int) -> np.ndarray:
+    """Permute the class ids with a seeded permutation (returned), so an id's value says nothing
+    about which component or duplicated point it names."""
+    perm = np.random.default_rng([seed, COND_STREAM]).permutation(max(mix.n_classes, 1))
+    if mix.cond is not None:
+        mix.cond = perm[mix.cond]
+    return perm
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A test instance's similarity transform x -> scale * R x + shift of the whole data set."""
+
+    scale: float
+    rotation: np.ndarray
+    shift: np.ndarray
+
+    def __call__(self, x: np.ndarray | None) -> np.ndarray | None:
+        if x is None:
+            return None
+        return (self.scale * (x.astype(np.float64) @ self.rotation.T) + self.shift).astype(np.float32)
+
+
+def draw_placement(spec: TaskSpec, data: dict[str, Any], train: np.ndarray) -> Placement | None:
+    """The random placement of a test instance (None for dev instances): a Haar rotation, a
+    log-uniform scale in ``[placement] scale`` (default 1) and a shift of ``shift`` (default 0)
+    times the data's RMS radius in a random direction. ``point_jitter`` moves each point
+    component's location first. The default keeps every distance and the data's centre (a VP
+    diffusion model's difficulty) as on the dev instance; low-dimensional specs whose structures
+    sit at literal coordinates ask for a shift."""
+    rng = placement_rng(spec)
+    if rng is None:
+        return None
+    p = spec.section("placement")
+    lo, hi = (float(v) for v in p.get("scale", [1.0, 1.0]))
+    dim = int(data["dim"])
+    radius = float(np.sqrt((train.astype(np.float64) ** 2).sum(axis=1).mean()))
+    direction = rng.standard_normal(dim)
+    return Placement(scale=float(np.exp(rng.uniform(np.log(lo), np.log(hi)))),
+                     rotation=random_rotation(dim, rng),
+                     shift=float(p.get("shift", 0.0)) * radius * direction / np.linalg.norm(direction))
+
+
+def jitter_points(spec: TaskSpec, data: dict[str, Any]) -> dict[str, Any]:
+    """For a test instance, move every ``point`` component by up to ``[placement] point_jitter``."""
+    rng = placement_rng(spec)
+    jitter = float(spec.section("placement").get("point_jitter", 0.0))
+    if rng is None or jitter <= 0:
+        return data
+    comps = []
+    for c in data["components"]:
+        if c.get("kind") == "point":
+            at = np.asarray(c.get("at", [0.0, 0.0]), dtype=float)
+            step = rng.standard_normal(len(at))
+            step *= jitter * rng.uniform() ** (1 / len(at)) / np.linalg.norm(step)
+            c = {**c, "at": (at + step).tolist()}
+        comps.append(c)
+    return {**data, "components": comps}
+
+
+#: a sample farther from the origin than this many times the training set's radius has diverged
+DIVERGED_FACTOR = 100.0
+
+
+def diverged(samples: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Rows that are not finite or lie absurdly far out (a sampler that ran away, e.g. under CFG)."""
+    radius = float(np.linalg.norm(train.astype(np.float64), axis=1).max()) + 1.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm = np.linalg.norm(samples.astype(np.float64), axis=1)
+    return ~np.isfinite(norm) | (norm > DIVERGED_FACTOR * radius)
+
+
+def train_mixture_model(spec: TaskSpec, mix: Mixture, progress: bool) -> MLPDenoiser:
+    """The task's MLP denoiser, conditional on the mixture's class ids when the spec asks for it."""
+    cond = {"cond": mix.cond, "n_classes": mix.n_classes} if spec.conditional else {}
+    return train_denoiser(mix.x, **cond, **training_options(spec, progress, hidden=256, depth=4, steps=20000,
+                                                            batch_size=256, lr=1e-3, p_uncond=0.1))
+
+
+def sample_conditions(mix: Mixture, n: int, seed: int) -> np.ndarray:
+    """Conditions for ``n`` samples, drawn with the training conditions' frequencies."""
+    rng = np.random.default_rng([seed, 2])
+    return mix.cond[rng.integers(0, len(mix.cond), n)].astype(np.int64)
+
+
+def build_synthetic(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
+    data = jitter_points(spec, spec.section("data"))
+    mix = make_mixture(data, spec.seed)
+    s = spec.section("sampling")
+    n = int(s.get("n", 2000))
+    n_null = max(NULL_PER_SAMPLE * n, int(spec.section("labels").get("null_draws", NULL_MIN)))
+    null = fresh_draws(data, spec.seed, mix, n_null, spec.seed + NULL_SEED_OFFSET)
+    check = fresh_draws(data, spec.seed, mix, n_null, spec.seed + CHECK_SEED_OFFSET)
+    heldout = heldout_draws(data, spec.seed, mix)
+    place = draw_placement(spec, data, mix.x)
+    if place is not None:  # a test instance: the whole data set moves, distances scale with it
+        mix.x, null, check, heldout = place(mix.x), place(null), place(check), place(heldout)
+    if spec.conditional:
+        remap_conditions(mix, spec.seed)
+    net = train_mixture_model(spec, mix, progress)
+    net.save(work / "model")
+    cond = train_cond = None
+    if spec.conditional:
+        cond, train_cond = sample_conditions(mix, n, spec.seed), mix.cond
+    # [sampling] clip_factor: x0 predictions clamped to that many times the data's largest
+    # coordinate (DDIM can run one sample away where a small model extrapolates badly)
+    clip = float(s["clip_factor"]) * float(np.abs(mix.x).max()) if "clip_factor" in s else None
+    sampler = Sampler.from_spec(s, steps=100, clip=clip)
+    samples, noise = sample_task(MLPScoreModel(net), n, spec.seed, sampler,
+                                 None if cond is None else cond.tolist(), progress=progress)
+    bad = diverged(samples, mix.x)
+    if bad.any():  # a diverged sampler must not become rows that break every detector
+        raise BuildError(f"task {spec.name!r}: {int(bad.sum())} of {n} generated samples diverged (not "
+                         f"finite or over {DIVERGED_FACTOR:g} times the data's radius); lower [model] lr "
+                         "or [sampling] guidance")
+    meta: dict[str, Any] = {"sampler": sampler.to_meta()}
+    if spec.conditional:
+        meta.update(n_classes=mix.n_classes)
+    return BuildOutput(samples=samples, train=mix.x, train_lid=mix.lid, cond=cond, train_cond=train_cond,
+                       heldout=heldout, null_draws=null, null_check=check, train_source=mix.component,
+                       source_names=source_names(data), label_scale=1.0 if place is None else place.scale,
+                       model={"kind": "mlp", "path": "model"}, sample_arrays={"noise": noise},
+                       extra_arrays={"train_component": mix.component}, extra_meta=meta)

@@ -1,0 +1,78 @@
+"""The mini text-to-image task (family "text-to-image"): captioned packaged images, captions
+encoded by a real sentence model, a cross-attention diffusion model trained on CPU, samples from
+memorized, control and novel prompts labelled in pixel space by the shared copy test.
+
+Spec tables:
+
+- ``[data]``: image source and injection keys as for the image family
+  (:func:`mmh_bench.task.data.images.inject`), plus ``unique_singles``, ``novel_prompts``
+  (:func:`mmh_bench.task.data.captions.caption_set`) and ``max_tokens`` (caption length in word pieces).
+- ``[model]``: ``hidden``, ``depth``, ``queries``, ``heads``, ``text_width``, ``steps``,
+  ``batch_size``, ``lr``, ``p_uncond`` (caption dropout), ``t_power``.
+- ``[sampling]``: ``steps``, ``guidance`` (classifier-free), ``per_unique`` and ``per_generic``
+  generations per prompt (:func:`mmh_bench.task.data.captions.prompt_plan`).
+
+Per sample, ``cond`` holds the caption id; the build keeps every caption's text
+(``caption_text``, fixed-width unicode), kind and class, and the model folder keeps the token
+embeddings, so no text encoder is needed to evaluate.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmh_bench.task.build import BuildError, BuildOutput, training_options
+from mmh_bench.task.data.captions import KIND, caption_set, prompt_plan
+from mmh_bench.task.data.images import CLASS_NAMES, UNKNOWN_POSITIVE_LID, heldout_images, inject, load_images
+from mmh_bench.task.data.text import ENCODER_PACKAGE, TextEncoder
+from mmh_bench.task.models.cross_attn import CaptionTable, CrossAttnScoreModel, save_cross_attn, train_cross_attn
+from mmh_bench.task.sampler import Sampler, sample_task
+from mmh_bench.task.spec import TaskSpec
+from .image import null_halves, place_rare_class
+
+
+def build_text_to_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
+    if not spec.conditional:
+        raise BuildError(f"task {spec.name!r}: text-to-image tasks are conditional; set [model] conditional = true")
+    d, m, s = spec.section("data"), spec.section("model"), spec.section("sampling")
+    source = str(d.get("source", "digits"))
+    x, y = load_images(source, d.get("side"))
+    d = place_rare_class(spec, d, y)
+    inj = inject(x, y, d, spec.seed)
+    cs = caption_set(inj, CLASS_NAMES[source], d, spec.seed)
+    encoder = TextEncoder(max_tokens=int(d.get("max_tokens", 16)))
+    tokens, mask = encoder.encode(cs.captions)
+    n_tokens = encoder.n_tokens(cs.captions)
+    table = CaptionTable(torch.as_tensor(tokens), torch.as_tensor(mask), cs.null_id)
+    net = train_cross_attn(inj.x, cs.train_caption, table, queries=int(m.get("queries", 4)),
+                           heads=int(m.get("heads", 4)), text_width=int(m.get("text_width", 64)),
+                           **training_options(spec, progress, hidden=384, depth=3, steps=6000, batch_size=64,
+                                              lr=2e-3, p_uncond=0.1, t_power=1.0))
+    save_cross_attn(net, table, cs.captions, work / "model")
+    model = CrossAttnScoreModel(net, table, cs.captions)
+    cond = prompt_plan(cs, int(s.get("per_unique", 8)), int(s.get("per_generic", 10)))
+    sampler = Sampler.from_spec({"guidance": 3.0, **s}, steps=100, clip=1.0)
+    samples, noise = sample_task(model, len(cond), spec.seed, sampler, np.asarray(cond).tolist(),
+                                 progress=progress)
+    width = max(len(c) for c in cs.captions)
+    memorized = [i for i, k in enumerate(cs.kind.tolist()) if k == KIND["duplicated"]]
+    heldout = heldout_images(x, y, inj, d, spec.seed)
+    return BuildOutput(
+        heldout=heldout, **null_halves(heldout), train_source=cs.kind[cs.train_caption].astype(np.int64),
+        source_names=[f"{k} caption" for k in KIND],
+        samples=samples, train=inj.x, train_lid=inj.lid, cond=cond, train_cond=cs.train_caption,
+        model={"kind": "cross-attn", "path": "model"}, sample_arrays={"noise": noise},
+        extra_arrays={"caption_text": np.asarray(cs.captions, dtype=f"<U{width}"),
+                      "caption_kind": cs.kind, "caption_class": cs.caption_class,
+                      "caption_n_tokens": n_tokens.astype(np.int64),
+                      "train_class": inj.label, "train_group": inj.group, "train_dup_id": inj.dup_id,
+                      "train_source_row": inj.source_row},
+        extra_meta={"image_source": source, "image_shape": list(inj.x.shape[1:]), "sampler": sampler.to_meta(),
+                    "text_encoder": f"{ENCODER_PACKAGE} (all-MiniLM-L6-v2 token embeddings, "
+                                    f"{tokens.shape[-1]}-dim, {tokens.shape[1]} tokens)",
+                    "caption_kinds": dict(KIND), "null_caption_id": cs.null_id,
+                    "memorized_prompt_ids": memorized,
+                    "train_lid_note": (f"LID* is 0 for duplicated images; {UNKNOWN_POSITIVE_LID} marks "
+                                       "'unknown, > 0' for all others")})

@@ -1,0 +1,647 @@
+"""Closed, typed models of every section of a task spec, one set per builder.
+
+Why: a typo such as ``[sampling] stpes = 5`` used to pass silently, change the spec hash and leave
+the builder on its default. Every key a builder (and the data module it calls) reads is declared
+here with its type and range; any other key, section or kind is refused with a message that names
+the section and the key. The models only *check*: builders keep reading the raw dict with their
+own defaults (the raw dict's hash names every cached build), so optional fields default to None
+here and each description states the builder's default.
+
+``python -m mmh_bench.task.spec_models`` prints docs/TASK_SPEC.md, the reference generated from them.
+
+Longer than ~400 lines: it is a declaration, one model per section per builder; the generated
+reference (docs/TASK_SPEC.md) reads them in order.
+"""
+from __future__ import annotations
+
+import difflib
+import sys
+import types
+import typing
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+import annotated_types as at
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from mmh_bench.task.data.images import SOURCES as _IMAGE_SOURCES
+
+ImageSource = Literal[tuple(sorted(_IMAGE_SOURCES))]  # type: ignore[valid-type]
+Pair = Annotated[list[float], Field(min_length=2, max_length=2)]
+
+
+def did_you_mean(word: str, choices: Any, fmt: str = "'{}'") -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, else an empty string."""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {fmt.format(close[0])}?)" if close else ""
+
+
+def rule(message: str, *at_key: str | int) -> PydanticCustomError:
+    """A cross-key problem, reported at ``at_key`` (relative to the table that raises it)."""
+    return PydanticCustomError("spec_rule", "{message}", {"message": message, "at": list(at_key)})
+
+
+def opt(description: str, **constraints: Any) -> Any:
+    """An optional key: absent means the builder's default (stated in ``description``)."""
+    return Field(None, description=description, **constraints)
+
+
+class Closed(BaseModel):
+    """A TOML table whose keys are exactly the declared fields, of exactly the declared types."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    #: heading of the table in docs/TASK_SPEC.md
+    title: ClassVar[str] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        unknown = [k for k in data if k not in cls.model_fields]
+        if unknown:  # the likeliest typo first, then the rest
+            unknown.sort(key=lambda k: not did_you_mean(k, cls.model_fields))
+            also = f"; also unknown: {', '.join(map(repr, unknown[1:]))}" if unknown[1:] else ""
+            raise PydanticCustomError("unknown_key", "{message}",
+                                      {"message": cls.unknown(unknown[0], data[unknown[0]]) + also, "at": []})
+        for key, value in data.items():
+            if value is None:
+                raise rule("must not be null", key)
+        return data
+
+    @classmethod
+    def unknown(cls, key: str, value: Any) -> str:
+        return f"unknown key {key!r}{did_you_mean(key, cls.model_fields)}"
+
+
+# -- top-level tables shared by every builder ---------------------------------------------------
+class Placement(Closed):
+    title = "[placement]: how a test instance is placed (read by synthetic builds)"
+    scale: Pair | None = opt("[lo, hi], 0 < lo <= hi: the data set's log-uniform random scale (default [1, 1])")
+    shift: float | None = opt("random shift, in units of the data's RMS radius (default 0)", ge=0)
+    point_jitter: float | None = opt("largest random move of each point component's location (default 0)", ge=0)
+    class_permutation: bool | None = opt("shuffle which class or caption names which memorized condition")
+
+    @model_validator(mode="after")
+    def _order(self) -> Placement:
+        if self.scale is not None and not 0 < self.scale[0] <= self.scale[1]:
+            raise rule(f"must be [lo, hi] with 0 < lo <= hi, got {self.scale}", "scale")
+        return self
+
+
+class Instances(Closed):
+    title = "[instances]: which instances of the task exist"
+    dev_seeds: list[Annotated[int, Field(ge=0)]] | None = opt("seeds of the dev instances (default: the spec's seed)")
+    test_replicates: int | None = opt("test instances the board keeps, each placed and trained from its own "
+                                      "secret-derived seed; the board shows their mean and spread (default 1)",
+                                      ge=1, le=20)
+
+
+class CopyLabels(Closed):
+    title = "[labels]: the copy test that labels generated samples"
+    ratio: float | None = opt("nearest-neighbour ratio d1/d2 under which a sample copies (default 1/3)", gt=0, le=1)
+    abs_tol: float = Field(description="required: distance d1 under which a copy counts", gt=0)
+    dedup_tol: float | None = opt("training rows closer than this are one point (default 0: bit-identical)", ge=0)
+    chance_alpha: float | None = opt("level of the test that chance does not explain a point's copies (default 1e-3)",
+                                     gt=0, lt=1)
+    null_draws: int | None = opt("fresh draws per component behind the chance test and null copy rate", ge=100)
+
+
+class Balance(Closed):
+    title = "[balance]: the label balance a build must reach (else it fails)"
+    min_memorized: float | None = opt("least memorized fraction (default 0.01)", ge=0, le=1)
+    max_memorized: float | None = opt("largest memorized fraction (default 0.99)", ge=0, le=1)
+    require_subtypes: list[Literal["DD", "OD"]] | None = opt("subtypes that must each have min_per_subtype samples")
+    min_per_subtype: int | None = opt("samples each required subtype needs (default 1)", ge=1)
+
+    @model_validator(mode="after")
+    def _order(self) -> Balance:
+        lo, hi = self.min_memorized, self.max_memorized
+        if lo is not None and hi is not None and lo > hi:
+            raise rule(f"must be >= min_memorized ({lo}), got {hi}", "max_memorized")
+        return self
+
+
+class PromptBalance(Balance):
+    title = "[balance] of Stable Diffusion tasks (labels per prompt)"
+    require_subtypes: list[Literal["VM", "TM"]] | None = opt("subtypes that must each have min_per_subtype samples")
+
+
+# -- models ------------------------------------------------------------------------------------
+class Training(Closed):
+    """The training recipe every shipped denoiser reads (mmh_bench.task.build.training_options)."""
+
+    hidden: int | None = opt("width (default 256 for mixtures, 384 for images)", ge=1)
+    depth: int | None = opt("residual blocks (default 4 for mixtures, 3 for images)", ge=1)
+    steps: int | None = opt("training steps (default 20000 for mixtures, 6000 for images)", ge=1)
+    batch_size: int | None = opt("training batch (default 256 for mixtures, 64 for images)", ge=1)
+    lr: float | None = opt("Adam learning rate (default 1e-3 for mixtures, 2e-3 for images)", gt=0)
+
+
+class MLPModel(Training):
+    title = "[model] of synthetic tasks: the MLP denoiser"
+    conditional: bool | None = opt("train on condition ids with condition dropout (default false)")
+    p_uncond: float | None = opt("condition dropout, conditional models only (default 0.1)", ge=0, le=1)
+
+
+class PixelMLPModel(MLPModel):
+    title = "[model] of image tasks: the pixel-space MLP denoiser"
+    t_power: float | None = opt("training times T_MIN + u^t_power: > 1 favours low noise (default 1)", gt=0)
+
+
+class CrossAttnModel(PixelMLPModel):
+    title = "[model] of text-to-image tasks: the cross-attention denoiser"
+    conditional: Literal[True] = Field(description="required: captions condition every sample")
+    queries: int | None = opt("attention queries per block (default 4); hidden must divide by queries*heads", ge=1)
+    heads: int | None = opt("attention heads (default 4)", ge=1)
+    text_width: int | None = opt("width of the projected caption tokens (default 64)", ge=1)
+
+
+class LIDModel(Training):
+    title = "[model] of LID mixture tasks: an unconditional MLP denoiser (omit for no model)"
+    train: bool | None = opt("train a model (default: true when steps is given)")
+    conditional: Literal[False] | None = opt("LID tasks are unconditional")
+
+    @model_validator(mode="after")
+    def _trained(self) -> LIDModel:
+        given = [k for k in ("hidden", "depth", "batch_size", "lr") if getattr(self, k) is not None]
+        if given and (self.train is False or (self.train is None and self.steps is None)):
+            raise rule("is only read when a model is trained (give steps, or train = true)", given[0])
+        return self
+
+
+class SDModel(Closed):
+    title = "[model] of Stable Diffusion tasks"
+    id: str | None = opt("Hugging Face hub id or local folder of the pipeline (--model overrides)", min_length=1)
+    conditional: Literal[True] = Field(description="required: prompts condition every sample")
+    generation: Literal["sd1", "sd2", "sd2-base"] | None = opt(
+        "the Stable Diffusion generation the task needs; weights of another are refused (default: any)")
+
+
+# -- sampling ----------------------------------------------------------------------------------
+class Sampling(Closed):
+    title = "[sampling] of synthetic and image tasks: DDIM from stored initial noise"
+    sampler: Literal["ddim"] | None = opt("the sampler (mmh_bench.task.sampler); only 'ddim': deterministic, replayable")
+    n: int | None = opt("samples to generate (default 2000)", ge=1)
+    steps: int | None = opt("DDIM steps (default 100)", ge=2)
+    guidance: float | None = opt("classifier-free guidance scale, conditional models only (default 1)", ge=0)
+    clip_factor: float | None = opt("synthetic tasks: clamp each step's x0 prediction to this many times the "
+                                    "training data's largest coordinate (default: no clamp)", gt=0)
+
+
+class PromptSampling(Closed):
+    title = "[sampling] of text-to-image tasks: generations per prompt"
+    sampler: Literal["ddim"] | None = opt("the sampler (mmh_bench.task.sampler); only 'ddim': deterministic, replayable")
+    steps: int | None = opt("DDIM steps (default 100)", ge=2)
+    guidance: float | None = opt("classifier-free guidance scale (default 3)", ge=0)
+    per_unique: int | None = opt("generations per duplicated, rare, single and novel caption (default 8)", ge=1)
+    per_generic: int | None = opt("generations per generic caption (default 10)", ge=1)
+
+
+class SDSampling(Closed):
+    title = "[sampling] of Stable Diffusion tasks"
+    generations_per_prompt: int | None = opt("latents per prompt (default 1)", ge=1)
+    steps: int | None = opt("scheduler steps (default 50)", ge=1)
+    guidance_scale: float | None = opt("classifier-free guidance scale (default 7.5)", ge=0)
+    scheduler: str | None = opt("diffusers scheduler class without 'Scheduler' (default 'DDIM')",
+                                pattern=r"^[A-Za-z][A-Za-z0-9]*$")
+    height: int | None = opt("image height in pixels (default: the model's)", ge=8, multiple_of=8)
+    width: int | None = opt("image width in pixels (default: the model's)", ge=8, multiple_of=8)
+
+
+# -- synthetic mixtures (mmh_bench/task/data/synthetic.py) ---------------------------------------------
+class Component(Closed):
+    """Keys every component kind reads; subclasses add their own."""
+
+    role: str | None = opt("the component's designed role, named in the composition audit (default: kind #index)",
+                           min_length=1)
+    n: int | None = opt("points drawn (default 1)", ge=1)
+    copies: int | None = opt("duplicates of each point; > 1 makes each a DD-Mem source (default 1)", ge=1)
+    rotate: bool | None = opt("random rotation (default: [data] rotate)")
+    offset: list[float] | None = opt("shift vector, at most dim long (zero-padded)", min_length=1)
+    offset_norm: float | None = opt("length of a shift in a random direction", ge=0)
+    #: key -> (switch, values of the switch under which the key is read)
+    only_when: ClassVar[dict[str, tuple[str, tuple[str, ...]]]] = {}
+    #: the builder's default of each switch in ``only_when``
+    switch_default: ClassVar[dict[str, str]] = {"latent": "uniform"}
+
+    @model_validator(mode="after")
+    def _read(self) -> Component:
+        if self.offset is not None and self.offset_norm is not None:
+            raise rule("cannot be given with offset (give one of them)", "offset_norm")
+        for key, (switch, values) in self.only_when.items():
+            if getattr(self, key) is None:
+                continue
+            value = getattr(self, switch) or self.switch_default[switch]
+            if value not in values:
+                raise rule(f"is only read when {switch} = {' or '.join(map(repr, values))} "
+                           f"({switch} is {value!r})", key)
+        return self
+
+
+def _kind(name: str) -> Any:
+    return Field(description=f"{name!r}")
+
+
+class PointComponent(Component):
+    title = "kind = 'point': one location (LID* 0)"
+    kind: Literal["point"] = _kind("point")
+    at: list[float] | None = opt("the location in the component's coordinates (default [0, 0])", min_length=1)
+
+
+class CircleComponent(Component):
+    title = "kind = 'circle': the planar circle (LID* 1)"
+    kind: Literal["circle"] = _kind("circle")
+    latent: Literal["vonmises", "uniform", "gaussian"] | None = opt("angle density (default 'vonmises')")
+    radius: float | None = opt("radius (default 1)", gt=0)
+    mu: float | None = opt("mean angle, vonmises and gaussian (default 0)")
+    kappa: float | None = opt("von Mises concentration (default 1)", ge=0)
+    angle_range: Pair | None = opt("[lo, hi] angles of the uniform latent (default [0, 2 pi])")
+    scale: float | None = opt("angle standard deviation of the gaussian latent (default 0.5)", gt=0)
+    only_when = {"mu": ("latent", ("vonmises", "gaussian")), "kappa": ("latent", ("vonmises",)),
+                 "angle_range": ("latent", ("uniform",)), "scale": ("latent", ("gaussian",))}
+    switch_default = {"latent": "vonmises"}
+
+    @model_validator(mode="after")
+    def _range(self) -> CircleComponent:
+        if self.angle_range is not None and not self.angle_range[0] < self.angle_range[1]:
+            raise rule(f"must be [lo, hi] with lo < hi, got {self.angle_range}", "angle_range")
+        return self
+
+
+class SphereComponent(Component):
+    title = "kind = 'sphere': S^d in R^(d+1) (LID* d)"
+    kind: Literal["sphere"] = _kind("sphere")
+    d: int | None = opt("intrinsic dimension (default 2)", ge=1)
+    radius: float | None = opt("radius (default 1)", gt=0)
+    latent: Literal["uniform", "gaussian"] | None = opt("uniform, or gaussian around a pole (default 'uniform')")
+    scale: float | None = opt("tangent standard deviation of the gaussian latent (default 0.5)", gt=0)
+    only_when = {"scale": ("latent", ("gaussian",))}
+
+
+class TorusComponent(Component):
+    title = "kind = 'torus': flat T^d in R^(2d), or the ring 2-torus in R^3 (LID* d)"
+    kind: Literal["torus"] = _kind("torus")
+    embedding: Literal["flat", "ring"] | None = opt("'flat' or 'ring' (default 'flat')")
+    d: int | None = opt("intrinsic dimension of the flat torus (default 2)", ge=1)
+    radius: float | list[Annotated[float, Field(gt=0)]] | None = opt(
+        "radius of every circle of the flat torus, or one per circle (default 1)")
+    R: float | None = opt("major radius of the ring torus (default 1); needs 0 < r < R", gt=0)
+    r: float | None = opt("minor radius of the ring torus (default 0.4)", gt=0)
+    latent: Literal["uniform", "gaussian"] | None = opt("angle density (default 'uniform')")
+    mu: float | None = opt("mean angle of the gaussian latent (default 0)")
+    scale: float | None = opt("angle standard deviation of the gaussian latent (default 0.5)", gt=0)
+    only_when = {"d": ("embedding", ("flat",)), "radius": ("embedding", ("flat",)), "R": ("embedding", ("ring",)),
+                 "r": ("embedding", ("ring",)), "mu": ("latent", ("gaussian",)), "scale": ("latent", ("gaussian",))}
+    switch_default = {"latent": "uniform", "embedding": "flat"}
+
+    @model_validator(mode="after")
+    def _radii(self) -> TorusComponent:
+        if isinstance(self.radius, float) and self.radius <= 0:
+            raise rule(f"must be greater than 0, got {self.radius}", "radius")
+        if isinstance(self.radius, list) and self.d is not None and len(self.radius) != self.d:
+            raise rule(f"must list one radius per circle (d = {self.d}), got {len(self.radius)}", "radius")
+        if self.R is not None and self.r is not None and not self.r < self.R:
+            raise rule(f"must be below R ({self.R}), got {self.r}", "r")
+        return self
+
+
+class PlaneComponent(Component):
+    title = "kind = 'plane': an affine d-plane piece (LID* d)"
+    kind: Literal["plane"] = _kind("plane")
+    d: int | None = opt("intrinsic dimension (default 2)", ge=1)
+    latent: Literal["uniform", "gaussian"] | None = opt("box [-scale, scale]^d or N(0, scale^2) (default 'uniform')")
+    scale: float | None = opt("half-width of the box or standard deviation (default 1)", gt=0)
+
+
+class SquigglyComponent(Component):
+    title = "kind = 'squiggly': graph of u -> amp sin(freq u W + phase) (LID* d)"
+    kind: Literal["squiggly"] = _kind("squiggly")
+    d: int | None = opt("intrinsic dimension (default 2)", ge=1)
+    extra: int | None = opt("warped coordinates (default d)", ge=1)
+    latent: Literal["uniform", "gaussian"] | None = opt("density of u, as for plane (default 'uniform')")
+    scale: float | None = opt("half-width of the box or standard deviation of u (default 1)", gt=0)
+    amp: float | None = opt("warp amplitude (default 0.5)", ge=0)
+    freq: float | None = opt("warp frequency (default 2)", gt=0)
+
+
+COMPONENT_MODELS: dict[str, type[Component]] = {
+    "point": PointComponent, "circle": CircleComponent, "sphere": SphereComponent,
+    "torus": TorusComponent, "plane": PlaneComponent, "squiggly": SquigglyComponent}
+AnyComponent = Annotated[Union[tuple(COMPONENT_MODELS.values())], Field(discriminator="kind")]  # type: ignore[misc]
+
+
+class MixtureData(Closed):
+    title = "[data] of synthetic tasks (and LID tasks with source = 'mixture')"
+    dim: int = Field(description="required: ambient dimension D", ge=1)
+    rotate: bool | None = opt("randomly rotate every component (default false)")
+    components: list[AnyComponent] = Field(description="required: [[data.components]] tables, see below",
+                                           min_length=1)
+
+
+class LIDMixtureData(MixtureData):
+    title = "[data] of LID tasks with source = 'mixture'"
+    source: Literal["mixture"] | None = opt("'mixture' (default) or 'skdim'")
+
+
+class Manifold(Closed):
+    title = "[[data.manifolds]]: one of scikit-dimension's BenchmarkManifolds"
+    name: str = Field(description="required: the BenchmarkManifolds name, e.g. 'M7_Roll'", min_length=1)
+    d: int | None = opt("intrinsic dimension (default: the manifold's)", ge=1)
+    dim: int | None = opt("ambient dimension (default: the manifold's)", ge=1)
+    n: int | None = opt("reference points (default 500)", ge=1)
+
+
+class SkdimData(Closed):
+    title = "[data] of LID tasks with source = 'skdim'"
+    source: Literal["skdim"] = Field(description="required: 'skdim'")
+    gap: float | None = opt("space between neighbouring manifolds along the first axis (default 1)", ge=0)
+    manifolds: list[Manifold] = Field(description="required: [[data.manifolds]] tables", min_length=1)
+
+
+class Queries(Closed):
+    title = "[queries] of LID tasks"
+    n_per_component: int | None = opt("query points per component or manifold (default 200)", ge=1)
+
+
+# -- images (mmh_bench/task/data/images.py, captions.py) ---------------------------------------------
+class ImageData(Closed):
+    title = "[data] of image tasks: a packaged image source with injected memorization sources"
+    source: ImageSource | None = opt("image source (default 'digits')")
+    side: int | None = opt("resize to side x side (default: the source's)", ge=1)
+    classes: list[Annotated[int, Field(ge=0)]] | None = opt("classes used (default all)", min_length=1)
+    per_class: int | None = opt("single images per common class (default 50)", ge=1)
+    rare_class: int | None = opt("class kept to rare_n single images (OD-Mem sources)", ge=0)
+    rare_n: int | None = opt("images of the rare class (default 0)", ge=0)
+    dup_n: int | None = opt("images duplicated dup_copies times (DD-Mem sources, default 0)", ge=0)
+    dup_copies: int | None = opt("copies of each duplicated image (default 1)", ge=1)
+
+    @model_validator(mode="after")
+    def _classes(self) -> ImageData:
+        if self.classes is not None:
+            if len(set(self.classes)) != len(self.classes):
+                raise rule(f"must not repeat a class, got {self.classes}", "classes")
+            if self.rare_class is not None and self.rare_class not in self.classes:
+                raise rule(f"must be one of classes {self.classes}, got {self.rare_class}", "rare_class")
+        return self
+
+
+class CaptionedData(ImageData):
+    title = "[data] of text-to-image tasks: image data as for image tasks, plus captions"
+    unique_singles: int | None = opt("single images with a caption of their own (controls, default 0)", ge=0)
+    novel_prompts: int | None = opt("captions never trained on (held-out prompts, default 0)", ge=0)
+    max_tokens: int | None = opt("caption length in word pieces with [CLS] and [SEP] (default 16)", ge=3)
+
+
+# -- Stable Diffusion prompt sets (mmh_bench/task/data/prompts.py) --------------------------------------
+class PromptFileRef(Closed):
+    title = "a prompt file of one's own, pinned by sha256 (in [data] positives / negatives / subtypes)"
+    file: str = Field(description="required: path, relative to the spec file", min_length=1)
+    sha256: str = Field(description="required: sha256 of the file", pattern=r"^[0-9a-f]{64}$")
+    format: Literal["jsonl", "csv", "txt", "json"] = Field(description="required: file format")
+    name: str | None = opt("name recorded in the task meta (default: the file name)")
+
+
+PromptSetRef = Union[Annotated[str, Field(min_length=1)], PromptFileRef]
+
+
+class SDData(Closed):
+    title = "[data] of Stable Diffusion tasks: registered prompt-set names or pinned files"
+    positives: PromptSetRef = Field(description="required: the memorized prompts")
+    negatives: PromptSetRef = Field(description="required: the one fixed negative set")
+    subtypes: PromptSetRef | None = opt("prompts with VM/TM types, matched by caption")
+    max_positives: int | None = opt("a seeded subset of this many positives (default 0: all)", ge=0)
+    max_negatives: int | None = opt("a seeded subset of this many negatives (default 0: all)", ge=0)
+
+    @model_validator(mode="after")
+    def _registered(self) -> SDData:
+        from mmh_bench.task.data.prompts import PROMPT_FILES
+        for key in ("positives", "negatives", "subtypes"):
+            ref = getattr(self, key)
+            if isinstance(ref, str) and ref not in PROMPT_FILES:
+                raise rule(f"names no registered prompt set: {ref!r}{did_you_mean(ref, PROMPT_FILES)}; "
+                           f"known: {', '.join(sorted(PROMPT_FILES))}", key)
+        return self
+
+
+# -- whole specs, one per builder ----------------------------------------------------------------
+def section_model(annotation: Any) -> type[Closed] | None:
+    """The table model behind a field's annotation (Optional and list unwrapped), else None."""
+    for arg in typing.get_args(annotation) or (annotation,):
+        if isinstance(arg, type) and issubclass(arg, Closed):
+            return arg
+    return None
+
+
+#: order of the sections in messages and docs
+SECTION_ORDER = ("data", "model", "sampling", "queries", "labels", "balance", "placement", "instances")
+
+
+class TaskModel(Closed):
+    """The keys every task spec has; subclasses fix family, builder and track and add sections."""
+
+    builder_name: ClassVar[str] = ""
+    name: str = Field(description="required: the task name, equal to the file name without .toml",
+                      pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    version: str | int = Field(description="required: bump when the task's meaning changes")
+    family: str = Field(description="required: the task family, equal to builder")
+    builder: str = Field(description="required: the builder that makes the task")
+    seed: int | None = opt("seed of every random stream of the dev instance (default 0)", ge=0)
+    description: str | None = opt("what the task is, for people")
+    track: Literal["memorization"] | None = opt("'memorization' (default) or 'lid'")
+    suites: list[str] | None = opt("suites the task belongs to")
+    placement: Placement | None = opt("test-instance randomisation")
+    instances: Instances | None = opt("dev instances")
+
+    @model_validator(mode="after")
+    def _family(self) -> TaskModel:
+        if self.family != self.builder_name:
+            raise rule(f"must be {self.builder_name!r}, the family of builder {self.builder_name!r}, "
+                       f"got {self.family!r}", "family")
+        return self
+
+    @classmethod
+    def sections(cls) -> list[str]:
+        keys = [k for k, f in cls.model_fields.items() if section_model(f.annotation)]
+        return sorted(keys, key=lambda k: SECTION_ORDER.index(k) if k in SECTION_ORDER else len(SECTION_ORDER))
+
+    @classmethod
+    def unknown(cls, key: str, value: Any) -> str:
+        sections = cls.sections()
+        if isinstance(value, (dict, list)):
+            hint = did_you_mean(key, sections, "[{}]") or (
+                f" (builder {cls.builder_name!r} reads {', '.join(f'[{s}]' for s in sections)})")
+            return f"unknown section [{key}]{hint}"
+        scalars = [k for k in cls.model_fields if k not in sections]
+        return f"unknown top-level key {key!r}{did_you_mean(key, scalars)}"
+
+
+class LabelledTask(TaskModel):
+    """A task whose samples a trained denoiser generates and the copy test labels."""
+
+    data: ImageData | None = None
+    model: MLPModel | None = None
+    sampling: Sampling | None = None
+    labels: CopyLabels
+    balance: Balance | None = None
+
+    @model_validator(mode="after")
+    def _conditional_only(self) -> LabelledTask:
+        """p_uncond and guidance are only read by conditional models: refuse them elsewhere."""
+        if getattr(self.model, "conditional", False):
+            return self
+        if self.model is not None and self.model.p_uncond is not None:
+            raise rule("is only read when [model] conditional = true", "model", "p_uncond")
+        if isinstance(self.sampling, Sampling) and self.sampling.guidance is not None:
+            raise rule("is only read when [model] conditional = true", "sampling", "guidance")
+        return self
+
+
+class SyntheticTask(LabelledTask):
+    builder_name = "synthetic"
+    data: MixtureData
+
+
+class ImageTask(LabelledTask):
+    builder_name = "image"
+    model: PixelMLPModel | None = None
+
+
+class TextToImageTask(LabelledTask):
+    builder_name = "text-to-image"
+    data: CaptionedData | None = None
+    model: CrossAttnModel
+    sampling: PromptSampling | None = None
+
+
+class LIDTask(TaskModel):
+    """The LID track: query points with known LID*, no labels."""
+
+    builder_name = "lid"
+    track: Literal["lid"] = Field(description="required: 'lid'")
+    queries: Queries | None = None
+
+
+class LIDMixtureTask(LIDTask):
+    data: LIDMixtureData
+    model: LIDModel | None = None
+
+
+class LIDSkdimTask(LIDTask):
+    data: SkdimData
+
+
+class StableDiffusionTask(TaskModel):
+    builder_name = "stable-diffusion"
+    data: SDData
+    model: SDModel
+    sampling: SDSampling | None = None
+    balance: PromptBalance | None = None
+
+
+#: builder -> the model of its specs; the LID builder's depends on [data] source (see task_model)
+TASK_MODELS: dict[str, type[TaskModel]] = {
+    "synthetic": SyntheticTask, "lid": LIDMixtureTask, "image": ImageTask,
+    "text-to-image": TextToImageTask, "stable-diffusion": StableDiffusionTask}
+LID_SOURCES: dict[str, type[TaskModel]] = {"mixture": LIDMixtureTask, "skdim": LIDSkdimTask}
+
+
+def task_model(raw: dict[str, Any]) -> type[TaskModel] | str:
+    """The model that checks ``raw``, or a one-line reason why none applies."""
+    builder = raw.get("builder")
+    if builder is None:
+        return "missing required top-level key 'builder'"
+    if not isinstance(builder, str) or builder not in TASK_MODELS:
+        return (f"builder must be one of {', '.join(map(repr, TASK_MODELS))}, got {show(builder)}"
+                + (did_you_mean(builder, TASK_MODELS) if isinstance(builder, str) else ""))
+    if builder != "lid":
+        return TASK_MODELS[builder]
+    data = raw.get("data")
+    source = data.get("source", "mixture") if isinstance(data, dict) else "mixture"
+    if source not in LID_SOURCES:
+        return f"[data] source must be 'mixture' or 'skdim', got {show(source)}"
+    return LID_SOURCES[source]
+
+
+# -- values as TOML writes them ------------------------------------------------------------------
+def show(value: Any) -> str:
+    """A value as TOML writes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+# -- the reference in docs/TASK_SPEC.md -----------------------------------------------------------
+def _type_name(annotation: Any) -> str:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        bounds = _bounds(args[1:])
+        return _type_name(args[0]) + (f" ({bounds})" if bounds else "")
+    if origin in (Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_type_name(a) for a in args if a is not type(None)))
+    if origin is Literal:
+        return " or ".join(show(a) for a in args)
+    if origin is list:
+        inner = _type_name(args[0])
+        return "array of tables" if inner == "table" else f"list of {inner}"
+    if isinstance(annotation, type) and issubclass(annotation, Closed):
+        return "table"
+    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(annotation, str(annotation))
+
+
+_BOUNDS = ((at.Ge, "ge", ">= {}"), (at.Gt, "gt", "> {}"), (at.Le, "le", "<= {}"), (at.Lt, "lt", "< {}"),
+           (at.MinLen, "min_length", "length >= {}"), (at.MaxLen, "max_length", "length <= {}"),
+           (at.MultipleOf, "multiple_of", "multiple of {}"))
+
+
+def _bounds(metadata: Any) -> str:
+    """``>= 1, <= 2`` from pydantic constraints (annotated-types objects, or Fields holding them)."""
+    flat = [x for m in metadata for x in (m.metadata if hasattr(m, "metadata") else [m])]
+    out = [fmt.format(getattr(m, attr)) for m in flat for cls, attr, fmt in _BOUNDS if isinstance(m, cls)]
+    out += [f"matches `{m.pattern}`" for m in flat if getattr(m, "pattern", None)]
+    return ", ".join(out)
+
+
+def _table(model: type[Closed]) -> list[str]:
+    rows = ["| key | type | range | meaning |", "| --- | --- | --- | --- |"]
+    for key, field in model.model_fields.items():
+        cells = (f"`{key}`", _type_name(field.annotation), _bounds(field.metadata), field.description or "")
+        rows.append(f"| {' | '.join(cells)} |")
+    return rows
+
+
+def reference() -> str:
+    """docs/TASK_SPEC.md: every builder's sections and every table's keys, from the models above."""
+    lines = ["# Task spec reference", "",
+             "<!-- generated by `python -m mmh_bench.task.spec_models > docs/TASK_SPEC.md`; "
+             "tests/test_spec.py checks it is in sync -->", "",
+             "A task spec is a TOML file in `tasks/` (or any folder in `MMH_BENCH_TASKS_PATH`). Every "
+             "section and key below is checked when the spec is loaded: an unknown key, section or "
+             "component kind, a wrong type or a value out of range is refused with the file, the "
+             "section and the key (`mmh-bench` exits 2). Absent optional keys take the builder's "
+             "default, given in the meaning column; the defaults are never written into the spec, "
+             "whose hash names every cached build.", "", "## Top-level keys", ""]
+    lines += _table(TaskModel) + ["", "## Sections by builder", "",
+                                  "| builder | track | sections (required in bold) |", "| --- | --- | --- |"]
+    seen: dict[str, type[Closed]] = {}
+    for label, model in [(b, m) for b, m in TASK_MODELS.items() if b != "lid"] + [
+            (f"lid` with source = '{s}'", m) for s, m in LID_SOURCES.items()]:
+        cells = []
+        for key in model.sections():
+            sub = section_model(model.model_fields[key].annotation)
+            seen.setdefault(sub.title, sub)
+            cells.append(f"**[{key}]**" if model.model_fields[key].is_required() else f"[{key}]")
+        track = "lid" if model.builder_name == "lid" else "memorization"
+        lines.append(f"| `{label}{'' if '`' in label else '`'} | {track} | {', '.join(cells)} |")
+    for sub in [*seen.values(), Manifold, PromptFileRef]:
+        lines += ["", f"### {sub.title}", ""] + _table(sub)
+    lines += ["", "## [[data.components]] by kind", "",
+              "Each entry of `[[data.components]]` names its `kind`; the keys of another kind are refused, "
+              "and so are keys that the component's `latent` or `embedding` does not read."]
+    for sub in COMPONENT_MODELS.values():
+        lines += ["", f"### {sub.title}", ""] + _table(sub)
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.stdout.write(reference())

@@ -1,0 +1,46 @@
+"""The worked examples of docs/ADDING_A_TASK.md and docs/ADDING_A_METRIC.md run exactly as shown."""
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmh_bench.cli.main import main
+
+DOCS = Path(__file__).parent.parent / "docs"
+
+
+def _blocks(name: str, lang: str) -> list[str]:
+    """The fenced blocks of ``docs/name`` in language ``lang`` ("" for plain blocks), in order."""
+    return [body for tag, body in re.findall(r"```(\w*)\n(.*?)```", (DOCS / name).read_text(), re.S) if tag == lang]
+
+
+def test_adding_a_task(tmp_path, monkeypatch, capsys):
+    (spec,) = _blocks("ADDING_A_TASK.md", "toml")
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "ring-and-point.toml").write_text(spec)
+    (shell,) = _blocks("ADDING_A_TASK.md", "")
+    lines = [line.strip() for line in shell.splitlines() if line.strip()]
+    assert lines[0] == "export MMH_BENCH_TASKS_PATH=specs"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MMH_BENCH_TASKS_PATH", str(tmp_path / "specs"))
+    for cmd in lines[1:]:
+        argv = shlex.split(cmd)[1:]
+        quiet = ["-q"] if argv[0] in ("build", "show", "run") else []
+        assert main(argv + quiet) == 0, cmd
+    assert "ring-and-point" in capsys.readouterr().out
+    assert len(list((tmp_path / "results" / "ring-and-point").rglob("*.json"))) == 2
+
+
+def test_adding_a_metric(tiny_spec, capsys):
+    (code,) = _blocks("ADDING_A_METRIC.md", "python")
+    assert 'TASK = "mmh-toy"' in code
+    code = code.replace('TASK = "mmh-toy"', f"TASK = {str(tiny_spec.path)!r}")  # the quick task
+    ns: dict = {"__name__": "guide"}
+    exec(compile(code, "docs/ADDING_A_METRIC.md", "exec"), ns)
+    assert capsys.readouterr().out.startswith("R-precision ")
+    r_precision = ns["r_precision"]
+    assert r_precision(np.array([1, 0, 1, 0, 0, 1]), np.array([0.9, 0.8, 0.7, 0.1, 0.2, 0.3])) == pytest.approx(2 / 3)
