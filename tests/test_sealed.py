@@ -318,13 +318,14 @@ def test_hostile_module_never_runs_in_the_evaluator(tiny, tmp_path):
     import sys
 
     import mmh_bench.evaluation.runner as runner
+    import mmh_bench.evaluation.sealed as sealed
     import mmh_bench.evaluation.sealed.view as view
     marker_dir = tmp_path / "owned"
     src = tmp_path / "hostile_det.py"
     src.write_text(HOSTILE.replace("MARKER_DIR", repr(str(marker_dir))))
-    before = (view.write_view, mb.sealed.write_view, runner.evaluate_pair)
+    before = (view.write_view, sealed.write_view, runner.evaluate_pair)
     rep = runner.evaluate([str(TINY)], [f"{src}:Hostile", Norm()], tmp_path / "res", progress=False, isolation="sealed")
-    assert (view.write_view, mb.sealed.write_view, runner.evaluate_pair) == before
+    assert (view.write_view, sealed.write_view, runner.evaluate_pair) == before
     assert "HOSTILE_WAS_HERE" not in vars(mb)
     assert not [m for m in sys.modules if m.startswith("mmh_bench_user_hostile_det")]
     marker = marker_dir / "marker"
@@ -358,6 +359,7 @@ def test_describe_builds_a_stand_in_without_importing(tmp_path):
 
     from mmh_bench.registry import RegistryError
     from mmh_bench.evaluation.runner import detector_source, resolve_detector, resolve_isolation
+    from mmh_bench.api.detector import detector_group
     from mmh_bench.evaluation.sealed import SealedDetector
     src = tmp_path / "lid_det.py"
     src.write_text("import numpy as np\nimport mmh_bench as mb\n\n"
@@ -371,7 +373,7 @@ def test_describe_builds_a_stand_in_without_importing(tmp_path):
         ("width", mb.Access.TRAIN_DATA, "7", "a note", "free", ("jvp",))
     assert det.params() == {"k": 5, "how": "mean"} and det.clone().params() == det.params()
     assert type(det.clone()) is type(det) and resolve_isolation("auto", det) == "sealed"
-    assert mb.detector.detector_group(det) == "training-set oracle"
+    assert detector_group(det) == "training-set oracle"
     assert detector_source(det).endswith(":Width") and detector_source(det).startswith("mmh_bench_user_lid_det_")
     assert not [m for m in sys.modules if m.startswith("mmh_bench_user_lid_det")]
     with pytest.raises(RuntimeError, match="runs only sealed"):

@@ -399,7 +399,7 @@ class ReportedMetrics(Strict):
 
     auroc: Prob | None = None
     ap: Prob | None = None
-    tpr_at_fpr: dict[Literal[FPR_KEYS], Prob | None]  # type: ignore[valid-type] = Field(default_factory=dict)
+    tpr_at_fpr: dict[Literal[FPR_KEYS], Prob | None] = Field(default_factory=dict)  # type: ignore[valid-type]
     auroc_ci: Annotated[list[Prob], Field(min_length=2, max_length=2)] | None = None
     per_subtype: dict[Literal["DD", "OD", "VM", "TM"], "ReportedMetrics"] = Field(default_factory=dict)
     mae: NonNeg | None = None
