@@ -97,7 +97,7 @@ def render_markdown(results: str | Path, plots_dir: Path | None = None) -> str:
         if plots_dir is not None:
             png = pareto_plot(rows, Path(plots_dir) / f"mitigation-{task}-{inst}.png", title=f"{task} ({inst})")
             if png is not None:
-                lines += [f"![memorization vs quality, {task}]({png.name})", ""]
+                lines += [f"![memorization vs quality, {task}]({Path(plots_dir).name}/{png.name})", ""]
         lines += [tabulate(table_rows(rows), headers=HEADERS, tablefmt="github"), ""]
     lines += ["Reported protocols (no single published numbers exist to set beside these):", ""]
     lines += [f"- {name}: {text}" for name, text in REPORTED_PROTOCOLS]
