@@ -76,10 +76,10 @@ def test_conditional_detectors_run_on_tiny_cond(tmp_path, monkeypatch):
     monkeypatch.setattr(metrics, "bootstrap_auroc_ci", lambda *a, **k: None)
     monkeypatch.setenv("MMH_BENCH_TASKS_PATH", str(DATA))
     spec = load_spec(COND_SPEC)
-    names = sorted(NEEDS_COND - {"attention-entropy-posthoc"}) + ["flipd", "lpca"]
-    rep = evaluate([spec], names + ["attention-entropy-posthoc"], tmp_path, progress=False)
+    names = sorted(NEEDS_COND - {"attention-entropy", "attention-entropy-posthoc"}) + ["flipd", "lpca"]
+    rep = evaluate([spec], names + ["attention-entropy", "attention-entropy-posthoc"], tmp_path, progress=False)
     assert rep.failed == []
-    assert [d for _, d, _ in rep.not_applicable] == ["attention-entropy-posthoc"]  # the MLP has no attention
+    assert [d for _, d, _ in rep.not_applicable] == ["attention-entropy", "attention-entropy-posthoc"]  # the MLP has no attention
     for name in names:
         res = json.loads(result_path(tmp_path, build_task(spec, progress=False), name).read_text())
         assert res["status"] == "ok", (name, res["error"])

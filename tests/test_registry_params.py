@@ -11,7 +11,7 @@ from mmh_bench.registry import RegistryError, make_detector, parse_ref, resolve_
 
 def test_split_keeps_commas_inside_parameters():
     assert split_refs("random, flipd(t0=0.05, probes=8),cfg-norm") == [
-        "random", "flipd(t0=0.05, probes=8)", "cfg-norm-posthoc"]
+        "random", "flipd(t0=0.05, probes=8)", "cfg-norm"]
     assert split_refs('x(a=[1, 2], b="p,q"),y') == ['x(a=[1, 2], b="p,q")', "y"]
 
 
@@ -45,5 +45,5 @@ def test_cli_records_the_parameters_and_exits_2_on_unknown_ones(tmp_path, capsys
     err = capsys.readouterr().err
     assert "no parameter 'steps'" in err and len(err.strip().splitlines()) == 1
     assert main(args + ["--detectors", "cfg-norm-posthoc(n_steps=1)"]) == 0
-    (path,) = (tmp_path / "res").rglob("cfg-norm.json")
+    (path,) = (tmp_path / "res").rglob("cfg-norm-posthoc.json")
     assert json.loads(path.read_text())["detector_params"]["n_steps"] == 1

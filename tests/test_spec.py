@@ -71,7 +71,7 @@ def _tiny(**changes) -> dict:
     ({"sampling": 5}, "[sampling] must be a table, got 5"),
     ({"version": 1.5}, "version must be a string or an integer, got 1.5"),
     # out of range
-    ({"sampling__steps": 0}, "[sampling] steps must be greater than or equal to 1, got 0"),
+    ({"sampling__steps": 0}, "[sampling] steps must be greater than or equal to 2, got 0"),
     ({"labels__ratio": 1.5}, "[labels] ratio must be less than or equal to 1, got 1.5"),
     ({"labels__abs_tol": 0.0}, "[labels] abs_tol must be greater than 0, got 0.0"),
     ({"labels__null_draws": 10}, "[labels] null_draws must be greater than or equal to 100, got 10"),

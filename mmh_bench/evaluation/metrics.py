@@ -86,7 +86,8 @@ def average_precision(y: np.ndarray, s: np.ndarray) -> float:
     y, s = _check(y, s)
     if not y.any():
         return float("nan")
-    return float(average_precision_score(y, s))
+    # sklearn sums precision increments, which can round a perfect ranking to 1 + 2e-16
+    return float(min(1.0, average_precision_score(y, s)))
 
 
 def resample_counts(y: np.ndarray, s: np.ndarray, draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
