@@ -14,10 +14,6 @@ import numpy as np
 
 from mmh_bench import Access, Batch, Context, Detector
 
-#: a continuous component with at most this many training points is an isolated (OD) source
-ISOLATED_MAX_POINTS = 20
-
-
 @lru_cache(maxsize=16)
 def _dev_training_set(task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(training rows, is-a-memorization-source flag, condition id per row) of the task's dev
@@ -27,11 +23,9 @@ def _dev_training_set(task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | N
     data = spec.section("data")
     if spec.builder == "synthetic":
         from mmh_bench.task.builders.synthetic import remap_conditions
-        from mmh_bench.task.data.synthetic import make_mixture
+        from mmh_bench.task.data.synthetic import designed_sources, make_mixture
         mix = make_mixture(data, spec.seed)
-        comps = data["components"]
-        source = np.array([c.get("kind") == "point" or int(c.get("copies", 1)) > 1
-                           or int(c.get("n", 1)) <= ISOLATED_MAX_POINTS for c in comps])[mix.component]
+        source = designed_sources(data, mix.component)
         if spec.conditional:
             remap_conditions(mix, spec.seed)
         return mix.x, source, mix.cond if spec.conditional else None

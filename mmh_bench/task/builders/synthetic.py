@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from mmh_bench.task.build import BuildError, BuildOutput, training_options
-from mmh_bench.task.data.synthetic import (Mixture, component_points, continuous_components, make_mixture,
-                              random_rotation)
+from mmh_bench.task.data.synthetic import (Mixture, component_points, continuous_components, designed_sources,
+                                           make_mixture, random_rotation)
 from mmh_bench.task.instances import placement_rng
 from mmh_bench.task.models.mlp import MLPDenoiser, MLPScoreModel, train_denoiser
 from mmh_bench.task.sampler import Sampler, sample_task
@@ -87,24 +87,47 @@ class Placement:
         return (self.scale * (x.astype(np.float64) @ self.rotation.T) + self.shift).astype(np.float32)
 
 
-def draw_placement(spec: TaskSpec, data: dict[str, Any], train: np.ndarray) -> Placement | None:
+#: candidate shift lengths (times the data's RMS radius) searched for the one that hides the origin
+SHIFT_GRID = np.linspace(0.0, 8.0, 161)
+
+
+def draw_placement(spec: TaskSpec, data: dict[str, Any], train: np.ndarray, source: np.ndarray) -> Placement | None:
     """The random placement of a test instance (None for dev instances): a Haar rotation, a
-    log-uniform scale in ``[placement] scale`` (default 1) and a shift of ``shift`` (default 0)
-    times the data's RMS radius in a random direction. ``point_jitter`` moves each point
-    component's location first. The default keeps every distance and the data's centre (a VP
-    diffusion model's difficulty) as on the dev instance; low-dimensional specs whose structures
-    sit at literal coordinates ask for a shift."""
+    log-uniform scale in ``[placement] scale`` (default 1) and a shift. ``point_jitter`` moves
+    each point component's location first (see :func:`jitter_points`).
+
+    The shift keeps every fixed point of space (the origin, the spec's literal coordinates) from
+    telling copies apart. Its direction is drawn from the data's own covariance, so it runs along
+    the structure (an isotropic direction in high dimension is orthogonal to every structure and
+    would change no distance to first order). Its length is the one on :data:`SHIFT_GRID` (either
+    sign, times the data's RMS radius) at which the distance to the origin ranks the designed
+    memorization sources (``source``, :func:`designed_sources`) against the other training rows
+    at chance (AUROC within 0.005 of 0.5), the nearest such to ``shift`` (default 0): after it, "copies lie nearer to (or
+    farther from) the origin" is no rule, and a far reference point ranks by nearly that distance.
+    The dev instance keeps the spec's coordinates."""
     rng = placement_rng(spec)
     if rng is None:
         return None
+    from sklearn.metrics import roc_auc_score
     p = spec.section("placement")
     lo, hi = (float(v) for v in p.get("scale", [1.0, 1.0]))
     dim = int(data["dim"])
-    radius = float(np.sqrt((train.astype(np.float64) ** 2).sum(axis=1).mean()))
-    direction = rng.standard_normal(dim)
-    return Placement(scale=float(np.exp(rng.uniform(np.log(lo), np.log(hi)))),
-                     rotation=random_rotation(dim, rng),
-                     shift=float(p.get("shift", 0.0)) * radius * direction / np.linalg.norm(direction))
+    x = train.astype(np.float64)
+    radius = float(np.sqrt((x ** 2).sum(axis=1).mean()))
+    scale = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    rotation = random_rotation(dim, rng)
+    direction = rng.standard_normal(len(x)) @ (x - x.mean(axis=0)) + 1e-9 * rng.standard_normal(dim)
+    direction *= radius / np.linalg.norm(direction)
+    src = np.asarray(source, dtype=bool)
+    target = float(p.get("shift", 0.0))
+    lengths = np.concatenate([SHIFT_GRID, -SHIFT_GRID])
+    near = np.abs(np.abs(lengths) - target)
+    if src.any() and not src.all():  # the length whose origin distance ranks sources at chance
+        gap = [abs(roc_auc_score(src, -np.linalg.norm(x + t * direction, axis=1)) - 0.5) for t in lengths]
+        lengths = lengths[np.lexsort((near, np.round(gap, 2)))]
+    else:
+        lengths = lengths[np.argsort(near, kind="stable")]
+    return Placement(scale=scale, rotation=rotation, shift=scale * (rotation @ (lengths[0] * direction)))
 
 
 def jitter_points(spec: TaskSpec, data: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +181,7 @@ def build_synthetic(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
     null = fresh_draws(data, spec.seed, mix, n_null, spec.seed + NULL_SEED_OFFSET)
     check = fresh_draws(data, spec.seed, mix, n_null, spec.seed + CHECK_SEED_OFFSET)
     heldout = heldout_draws(data, spec.seed, mix)
-    place = draw_placement(spec, data, mix.x)
+    place = draw_placement(spec, data, mix.x, designed_sources(data, mix.component))
     if place is not None:  # a test instance: the whole data set moves, distances scale with it
         mix.x, null, check, heldout = place(mix.x), place(null), place(check), place(heldout)
     if spec.conditional:

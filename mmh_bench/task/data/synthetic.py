@@ -247,3 +247,15 @@ def continuous_components(data: dict[str, Any]) -> list[int]:
     """Ids of components with LID* > 0 that are not duplicated: where chance copies can arise."""
     return [cid for cid, c in enumerate(data["components"])
             if c.get("kind") != "point" and int(c.get("copies", 1)) <= 1]
+
+
+#: a continuous component with at most this many training points is a designed isolated (OD) source
+ISOLATED_MAX_POINTS = 20
+
+
+def designed_sources(data: dict[str, Any], component: np.ndarray) -> np.ndarray:
+    """Per training row, whether its component is a designed memorization source: a point mass,
+    a duplicated set, or an isolated handful of points (at most :data:`ISOLATED_MAX_POINTS`)."""
+    flag = np.array([c.get("kind") == "point" or int(c.get("copies", 1)) > 1
+                     or int(c.get("n", 1)) <= ISOLATED_MAX_POINTS for c in data["components"]])
+    return flag[np.asarray(component)]
