@@ -63,6 +63,25 @@ class SourceDistance(Detector):
         return -cdist(q, self._sources).min(axis=1)
 
 
+class OriginDistance(Detector):
+    """Shortcut: minus the distance to the origin of the spec's coordinates. mmh-toy's dev
+    instance keeps its duplicated point there and syn2-cond's its one generalized class, so on
+    dev it wins (or loses with a sign the reader can flip); a test placement shifts the data until
+    the origin ranks the designed sources at chance (mmh_bench.task.builders.synthetic)."""
+
+    name = "shortcut-origin"
+    access = Access.SAMPLES
+    group = "shortcut"
+    cost_note = "one norm per sample"
+    #: images have no spec coordinates to hide: their norm is brightness, not a placement
+    unsuited_families = {f: "the origin is a placement shortcut of the synthetic tasks only"
+                         for f in ("image", "text-to-image", "stable-diffusion", "lid")}
+
+    def score(self, batch: Batch, ctx: Context) -> np.ndarray:
+        q = np.asarray(batch.x, dtype=np.float64).reshape(len(batch.x), -1)
+        return -np.linalg.norm(q, axis=1)
+
+
 class MemorizedCondition(Detector):
     """Shortcut: 1 when the sample's condition id is one the spec's dev instance gives to a
     memorization source (a duplicated point's class, the rare class, a memorized caption), else 0."""

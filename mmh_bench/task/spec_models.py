@@ -78,7 +78,8 @@ class Closed(BaseModel):
 class Placement(Closed):
     title = "[placement]: how a test instance is placed (read by synthetic builds)"
     scale: Pair | None = opt("[lo, hi], 0 < lo <= hi: the data set's log-uniform random scale (default [1, 1])")
-    shift: float | None = opt("random shift, in units of the data's RMS radius (default 0)", ge=0)
+    shift: float | None = opt("preferred length of the random shift, in units of the data's RMS radius; the length "
+                              "used is the nearest at which the origin ranks copies at chance (default 0)", ge=0)
     point_jitter: float | None = opt("largest random move of each point component's location (default 0)", ge=0)
     class_permutation: bool | None = opt("shuffle which class or caption names which memorized condition")
 
