@@ -172,6 +172,11 @@ class Board:
         return sorted({r.hardware for r in self.rows if r.hardware})
 
 
+def section_title(family: str, track: str) -> str:
+    """The heading of a family's section (a family's LID-track tasks get their own)."""
+    return FAMILIES.get(family, family) + (" (LID track)" if track == "lid" and family != "lid" else "")
+
+
 def finite_number(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
