@@ -10,7 +10,6 @@ from mmh_bench import Batch, Context, Detector
 from mmh_bench.api.score_model import T_MIN
 
 
-
 def row_noise(ctx: Context, index: np.ndarray, shape: tuple[int, ...], stream: int,
               rademacher: bool = False) -> torch.Tensor:
     """One fixed noise draw per sample, keyed by (context seed, stream, sample index).
@@ -37,6 +36,17 @@ def generation_times(n_steps: int, schedule_steps: int, t_start: float = 1.0) ->
     return [float(t) for t in grid[:n_steps]]
 
 
+def noised_mean(model, x: np.ndarray | torch.Tensor, steps: Sequence[tuple[float, torch.Tensor]],
+                stat: Callable[[torch.Tensor, float], torch.Tensor]) -> torch.Tensor:
+    """Mean over ``steps`` of ``stat(y, t)`` (one value per sample), ``y = noised(model, x, t, z)``
+    for each (time t, noise z) step."""
+    total = None
+    for t, z in steps:
+        v = stat(noised(model, x, t, z), t)
+        total = v if total is None else total + v
+    return total / len(steps)
+
+
 def require_cond(batch: Batch, who: str) -> Sequence:
     if batch.cond is None:
         raise ValueError(f"{who} needs the samples' conditions (conditional task, Access.MODEL_COND)")
@@ -61,9 +71,6 @@ class StartOfGeneration(Detector):
         ``y_t`` noises the samples to time t with fixed per-sample noise from ``stream``."""
         cond = require_cond(batch, self.name)
         z = row_noise(ctx, batch.index, tuple(batch.x.shape[1:]), stream)
-        times = self.times()
-        total = None
-        for t in times:
-            v = stat(ctx.model, noised(ctx.model, batch.x, t, z), t, cond)
-            total = v if total is None else total + v
-        return (total / len(times)).double().numpy()
+        model = ctx.model
+        return noised_mean(model, batch.x, [(t, z) for t in self.times()],
+                           lambda y, t: stat(model, y, t, cond)).double().numpy()

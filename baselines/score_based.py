@@ -26,7 +26,7 @@ import torch
 
 from mmh_bench import Access, Batch, Context, Detector
 
-from ._common import generation_times, noised, require_cond, row_noise
+from ._common import generation_times, noised, noised_mean, require_cond, row_noise
 
 NORM_STREAM, LOSS_STREAM, ONESTEP_STREAM = 300, 310, 320
 
@@ -100,11 +100,10 @@ class OneStepError(Detector):
         x = torch.as_tensor(np.asarray(batch.x), dtype=torch.float32)
         times = generation_times(self.n_steps, self.schedule_steps, self.t_start)
         z = row_noise(ctx, batch.index, (len(times) * self.draws, *shape), ONESTEP_STREAM)
-        err = torch.zeros(len(batch))
-        for j in range(z.shape[1]):
-            t = times[j % len(times)]
+
+        def rms_error(y: torch.Tensor, t: float) -> torch.Tensor:
             tt = torch.tensor(t)
-            y = noised(model, x, t, z[:, j])
             x0 = (y - model.sigma(tt) * model.eps(y, t, cond)) / model.alpha_bar(tt).sqrt()
-            err += ((x0 - x).reshape(len(batch), -1) ** 2).mean(1).sqrt()
-        return -(err / z.shape[1]).double().numpy()
+            return ((x0 - x).reshape(len(batch), -1) ** 2).mean(1).sqrt()
+        steps = [(times[j % len(times)], z[:, j]) for j in range(z.shape[1])]
+        return -noised_mean(model, x, steps, rms_error).double().numpy()

@@ -36,7 +36,7 @@ def test_adding_a_task(tmp_path, monkeypatch, capsys):
 
 
 def test_adding_a_metric(tiny_spec, capsys):
-    (code,) = _blocks("ADDING_A_METRIC.md", "python")
+    code, _ = _blocks("ADDING_A_METRIC.md", "python")
     assert 'TASK = "mmh-toy"' in code
     code = code.replace('TASK = "mmh-toy"', f"TASK = {str(tiny_spec.path)!r}")  # the quick task
     ns: dict = {"__name__": "guide"}
@@ -44,3 +44,27 @@ def test_adding_a_metric(tiny_spec, capsys):
     assert capsys.readouterr().out.startswith("R-precision ")
     r_precision = ns["r_precision"]
     assert r_precision(np.array([1, 0, 1, 0, 0, 1]), np.array([0.9, 0.8, 0.7, 0.1, 0.2, 0.3])) == pytest.approx(2 / 3)
+
+
+def test_adding_a_column(monkeypatch):
+    """The guide's column entry, put after AP in the column table, is all both renderers need."""
+    from mmh_bench.leaderboard.board import Board, InstanceFacts, Row, TaskFacts, columns, render_html, render_markdown
+    _, entry = _blocks("ADDING_A_METRIC.md", "python")
+    assert entry in "".join(_blocks("BOARD.md", "python"))
+    col = eval(entry.strip().rstrip(","), vars(columns))
+    at = [c.key for c in columns.COLUMNS].index("ap") + 1
+    monkeypatch.setattr(columns, "COLUMNS", columns.COLUMNS[:at] + (col,) + columns.COLUMNS[at:])
+    data_hash = "ab" * 32
+    board = Board(tasks={("toy", "1"): TaskFacts("toy", "1", "synthetic", "memorization", instances={
+        data_hash: InstanceFacts(f"test-{data_hash[:12]}", "test", data_hash)})})
+    board.rows += [Row(kind="measured", task="toy", version="1", family="synthetic", track="memorization",
+                       detector=d, access="samples", group="sample-side", instance=data_hash,
+                       metrics={"auroc": auroc, "ap": 0.5, "r_precision": rp}, cost={"nfe_per_sample": 0.0, "seconds": 1.0})
+                   for d, auroc, rp in (("low", 0.6, 0.25), ("high", 0.9, 0.75))]
+    readme, page = render_markdown(board), render_html(board)
+    head = next(line for line in readme.splitlines() if line.startswith("| #"))
+    cells = [c.strip() for c in head.strip("|").split("|")]
+    assert cells[cells.index("AP") + 1] == "R-precision"
+    assert "| 0.750 " in readme and "| 0.250 " in readme
+    assert 'data-first="descending" title="sort by R-precision">R-precision</th>' in page
+    assert '<td data-v="0.75">0.750</td>' in page

@@ -84,6 +84,15 @@ class GenerationView:
         """The sampler's time grid, first step first."""
         return [float(t) for t in self.sampler.times()]
 
+    @staticmethod
+    def _start(batch: "Batch", noise: Any, cond: Sequence[Any] | None) -> tuple[Any, list[Any] | None]:
+        """The x_T and conditions a replay starts from: the batch's own unless replaced."""
+        x_t = batch.noise if noise is None else noise
+        if x_t is None:
+            raise AccessError("this batch carries no initial noise (Access.GENERATION on a task that stores it)")
+        c = batch.cond if cond is None else cond
+        return x_t, None if c is None else list(c)
+
     def trajectory(self, batch: "Batch", n_steps: int | None = None, *, noise: Any = None,
                    cond: Sequence[Any] | None = None) -> Iterator["Step"]:
         """The first ``n_steps`` steps (all by default) of the generations of ``batch`` (x_T
@@ -91,11 +100,8 @@ class GenerationView:
         when the task was built. ``noise`` / ``cond`` replace them, e.g. to draw further
         generations of the same conditions."""
         from mmh_bench.task.sampler import trajectory
-        x_t = batch.noise if noise is None else noise
-        if x_t is None:
-            raise AccessError("this batch carries no initial noise (Access.GENERATION on a task that stores it)")
-        c = batch.cond if cond is None else cond
-        return trajectory(self._model, x_t, self.sampler, None if c is None else list(c), n_steps=n_steps)
+        x_t, c = self._start(batch, noise, cond)
+        return trajectory(self._model, x_t, self.sampler, c, n_steps=n_steps)
 
     def generate(self, batch: "Batch", *, noise: Any = None, cond: Sequence[Any] | None = None,
                  guidance: float | None = None, cond_eps: Any = None) -> np.ndarray:
@@ -104,12 +110,9 @@ class GenerationView:
         conditional branch (e.g. :meth:`ScoreModel.eps_embedded` with a changed embedding)."""
         import dataclasses
         from mmh_bench.task.sampler import generate
-        x_t = batch.noise if noise is None else noise
-        if x_t is None:
-            raise AccessError("this batch carries no initial noise (Access.GENERATION on a task that stores it)")
-        c = batch.cond if cond is None else cond
+        x_t, c = self._start(batch, noise, cond)
         sampler = self.sampler if guidance is None else dataclasses.replace(self.sampler, guidance=float(guidance))
-        return generate(self._model, x_t, sampler, None if c is None else list(c), progress=False, cond_eps=cond_eps)
+        return generate(self._model, x_t, sampler, c, progress=False, cond_eps=cond_eps)
 
 
 class Context:

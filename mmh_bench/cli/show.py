@@ -14,13 +14,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mmh_bench.task.subtypes import SUBTYPES
 from .options import add_options
 
 import numpy as np
 
-#: subtype code -> (legend name, colour); matches mmh_bench.task.instance.SUBTYPES
-STYLE = {0: ("not memorized", "#4C72B0"), 1: ("DD copy", "#C44E52"), 2: ("OD copy", "#DD8452"),
-         3: ("VM copy", "#8172B3"), 4: ("TM copy", "#937860")}
+_COLOURS = {0: "#4C72B0", 1: "#C44E52", 2: "#DD8452", 3: "#8172B3", 4: "#937860"}
+#: subtype code -> (legend name, colour)
+STYLE = {code: ("not memorized" if code == 0 else f"{name} copy", _COLOURS[code]) for code, name in SUBTYPES.items()}
 MAX_POINTS = 20000  # per layer drawn; larger sets are subsampled deterministically
 
 

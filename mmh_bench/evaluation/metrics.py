@@ -26,6 +26,8 @@ from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 FPR_TARGETS = (0.001, 0.01, 0.05)
+#: the targets as the result files key them ("0.001", "0.01", "0.05")
+FPR_KEYS = tuple(str(a) for a in FPR_TARGETS)
 N_BOOT = 1000
 BOOT_SEED = 0
 #: expected false positives at the target FPR below which a TPR@FPR is not resolvable

@@ -31,18 +31,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Union
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
-                      model_validator)
+                      create_model, model_validator)
 
 from mmh_bench.api.access import Access
 from mmh_bench.api.detector import GROUPS
-from mmh_bench.evaluation.metrics import FPR_TARGETS, tpr_resolvable
+from mmh_bench.evaluation.metrics import FPR_KEYS, tpr_resolvable
 from mmh_bench.task.spec import FAMILIES, TaskSpec
+from mmh_bench.task.subtypes import SUBTYPE_NAMES
 
 SCHEMA_VERSION = 1
 #: Files larger than this are refused before they are parsed (a result is ~20 kB).
 MAX_FILE_BYTES = 1 << 20
-#: keys of the TPR@FPR tables, one per target of the metrics
-FPR_KEYS = tuple(str(a) for a in FPR_TARGETS)
 
 
 class SchemaError(ValueError):
@@ -116,10 +115,17 @@ class Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
 
 
-class TprAtFpr(Strict):
-    fpr_0001: Prob = Field(alias="0.001")
-    fpr_001: Prob = Field(alias="0.01")
-    fpr_005: Prob = Field(alias="0.05")
+#: attribute name of each FPR target's field ("0.01" -> fpr_001); the files use the key itself
+FPR_FIELDS = {key: "fpr_" + key.replace(".", "") for key in FPR_KEYS}
+
+
+def _per_target(name: str, kind: Any, doc: str) -> type[Strict]:
+    """A strict model with one required field per FPR target of the metrics, aliased by its key."""
+    return create_model(name, __base__=Strict, __doc__=doc,
+                        **{attr: (kind, Field(alias=key)) for key, attr in FPR_FIELDS.items()})
+
+
+TprAtFpr = _per_target("TprAtFpr", Prob, "The strict TPR at each FPR target.")
 
 
 def _ci_ok(ci: list[float] | None, name: str = "auroc_ci") -> None:
@@ -130,26 +136,18 @@ def _ci_ok(ci: list[float] | None, name: str = "auroc_ci") -> None:
 Interval = Annotated[list[Prob], Field(min_length=2, max_length=2)]
 
 
-class TprCi(Strict):
+class TprCi(_per_target("TprCiFields", Interval | None, "")):  # type: ignore[misc]
     """Bootstrap 95% interval of each strict TPR@FPR (null when no resample had both classes)."""
-
-    fpr_0001: Interval | None = Field(alias="0.001")
-    fpr_001: Interval | None = Field(alias="0.01")
-    fpr_005: Interval | None = Field(alias="0.05")
 
     @model_validator(mode="after")
     def _check(self) -> "TprCi":
-        for key, name in zip(FPR_KEYS, ("fpr_0001", "fpr_001", "fpr_005")):
+        for key, name in FPR_FIELDS.items():
             _ci_ok(getattr(self, name), f"tpr_at_fpr_ci.{key}")
         return self
 
 
-class TprResolvable(Strict):
-    """Whether the negatives resolve each target (:func:`mmh_bench.evaluation.metrics.tpr_resolvable`)."""
-
-    fpr_0001: bool = Field(alias="0.001")
-    fpr_001: bool = Field(alias="0.01")
-    fpr_005: bool = Field(alias="0.05")
+TprResolvable = _per_target("TprResolvable", bool, "Whether the negatives resolve each target "
+                            "(:func:`mmh_bench.evaluation.metrics.tpr_resolvable`).")
 
 
 class DetectionMetrics(Strict):
@@ -169,7 +167,7 @@ class DetectionMetrics(Strict):
         _ci_ok(self.auroc_ci)
         flags = self.tpr_at_fpr_resolvable
         if flags is not None:
-            for key, name in zip(FPR_KEYS, ("fpr_0001", "fpr_001", "fpr_005")):
+            for key, name in FPR_FIELDS.items():
                 if getattr(flags, name) != tpr_resolvable(self.n_neg, float(key)):
                     raise ValueError(f"tpr_at_fpr_resolvable.{key} contradicts the rule for "
                                      f"{self.n_neg} negatives")
@@ -177,7 +175,7 @@ class DetectionMetrics(Strict):
 
 
 class MemorizationMetrics(DetectionMetrics):
-    per_subtype: dict[Literal["DD", "OD", "VM", "TM"], DetectionMetrics] = Field(default_factory=dict)
+    per_subtype: dict[Literal[SUBTYPE_NAMES], DetectionMetrics] = Field(default_factory=dict)  # type: ignore[valid-type]
     # all positives against each negative source's negatives (metrics.auroc_by_source); null
     # for a source with too few negatives; absent where the task names no sources
     auroc_by_source: Annotated[dict[Label, Prob | None], Field(min_length=1, max_length=64)] | None = None
@@ -248,6 +246,26 @@ class Instance(Strict):
         return self
 
 
+def check_outcome(doc: Any) -> None:
+    """The rules every result document (detection or mitigation) obeys: status 'ok' carries
+    metrics and cost and no error, 'failed' an error and no metrics; the provenance names the
+    task's spec hash and the instance's data."""
+    if doc.status == "ok":
+        if doc.metrics is None or doc.cost is None:
+            raise ValueError("status 'ok' needs metrics and cost")
+        if doc.error is not None:
+            raise ValueError("status 'ok' must have error null")
+    elif not doc.error:
+        raise ValueError("status 'failed' needs an error message")
+    elif doc.metrics is not None:
+        raise ValueError("status 'failed' must have metrics null")
+    if doc.provenance.spec_hash != doc.task_hash:
+        raise ValueError(f"provenance.spec_hash {doc.provenance.spec_hash!r} differs from "
+                         f"task_hash {doc.task_hash!r}")
+    if doc.instance is not None and doc.instance.data_hash != doc.provenance.data_hash:
+        raise ValueError("instance.data_hash differs from provenance.data_hash")
+
+
 class _ResultBase(Strict):
     schema_version: Literal[1]
     task: Name
@@ -274,22 +292,9 @@ class _ResultBase(Strict):
     isolation: Literal["sandbox", "process", "in-process"] | None = None
 
     def _common(self) -> None:
-        if self.status == "ok":
-            if self.metrics is None or self.cost is None:  # type: ignore[attr-defined]
-                raise ValueError("status 'ok' needs metrics and cost")
-            if self.error is not None:
-                raise ValueError("status 'ok' must have error null")
-        elif not self.error:
-            raise ValueError("status 'failed' needs an error message")
-        elif self.metrics is not None:  # type: ignore[attr-defined]
-            raise ValueError("status 'failed' must have metrics null")
-        if self.provenance.spec_hash != self.task_hash:
-            raise ValueError(f"provenance.spec_hash {self.provenance.spec_hash!r} differs from "
-                             f"task_hash {self.task_hash!r}")
+        check_outcome(self)
         if self.n_memorized is not None and self.n_memorized > self.n_samples:
             raise ValueError("n_memorized exceeds n_samples")
-        if self.instance is not None and self.instance.data_hash != self.provenance.data_hash:
-            raise ValueError("instance.data_hash differs from provenance.data_hash")
         if self.group is not None and (self.group == "reference") != self.reference:
             raise ValueError(f"group {self.group!r} contradicts reference {self.reference}")
 
@@ -401,7 +406,7 @@ class ReportedMetrics(Strict):
     ap: Prob | None = None
     tpr_at_fpr: dict[Literal[FPR_KEYS], Prob | None] = Field(default_factory=dict)  # type: ignore[valid-type]
     auroc_ci: Annotated[list[Prob], Field(min_length=2, max_length=2)] | None = None
-    per_subtype: dict[Literal["DD", "OD", "VM", "TM"], "ReportedMetrics"] = Field(default_factory=dict)
+    per_subtype: dict[Literal[SUBTYPE_NAMES], "ReportedMetrics"] = Field(default_factory=dict)  # type: ignore[valid-type]
     mae: NonNeg | None = None
     mse: NonNeg | None = None
     concordance: Prob | None = None

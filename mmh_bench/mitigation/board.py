@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from mmh_bench.leaderboard.store import canonical_relpath
 from .result import MitigationResult, read_mitigation_result
 
 #: the papers' protocols (../shared/data/published/README.md, section G), as notes beside the tables
@@ -34,7 +35,7 @@ def collect(results: str | Path) -> tuple[dict[tuple[str, str, str], list[Mitiga
     """Valid mitigation results grouped by (task, version, instance id), and the rejected files."""
     groups: dict[tuple[str, str, str], list[MitigationResult]] = defaultdict(list)
     rejected = []
-    for path in sorted(Path(results).glob("*/v*/*/*.json")):
+    for path in sorted(Path(results).glob(str(canonical_relpath("*", "*", "*", "*")))):
         try:
             res = read_mitigation_result(path)
         except ValueError as exc:

@@ -22,8 +22,10 @@ from mmh_bench.api.detector import Batch
 from mmh_bench.evaluation.metrics import BOOT_SEED, N_BOOT
 from mmh_bench.evaluation.provenance import provenance
 from mmh_bench.evaluation.sealed.job import PeakMemory
+from mmh_bench.leaderboard.store import canonical_relpath
 from mmh_bench.task.instance import SUBTYPE_CODE, TaskInstance
 from mmh_bench.task.spec import canonical_json
+from mmh_bench.task.subtypes import CONSTRUCTED_SUBTYPES
 from mmh_bench.threads import limited_threads
 from .contract import Mitigator
 from .quality import condition_accuracy, precision_recall
@@ -120,7 +122,7 @@ def mitigation_metrics(inst: TaskInstance, samples: np.ndarray) -> dict[str, Any
     n = len(samples)
     lab = label_generations(inst, samples)
     out: dict[str, Any] = {"memorization": rate_with_ci(lab["memorized"]), "per_subtype": {}}
-    for name in ("DD", "OD"):
+    for name in CONSTRUCTED_SUBTYPES:
         out["per_subtype"][name] = rate_with_ci(lab["subtype"] == SUBTYPE_CODE[name])
     out["unchanged_share"] = round(float(np.mean(np.all(np.isclose(
         samples.reshape(n, -1), inst.samples[:n].reshape(n, -1), atol=1e-6), axis=1))), 6)
@@ -144,7 +146,7 @@ def mitigation_path(results_dir: str | Path, inst: TaskInstance, mit: Mitigator)
     params = ",".join(f"{k}={v}" for k, v in sorted(mit.params().items()))
     stem = mit.name + (f"[{params}]" if params else "")
     safe = "".join(c if c.isalnum() or c in "-_.,=[]" else "_" for c in stem)
-    return Path(results_dir) / inst.spec.name / f"v{inst.spec.version}" / inst.instance_info()["id"] / f"{safe}.json"
+    return Path(results_dir) / canonical_relpath(inst.spec.name, inst.spec.version, safe, inst.instance_info()["id"])
 
 
 def evaluate_mitigator(mit: Mitigator, inst: TaskInstance, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,

@@ -12,10 +12,14 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from mmh_bench.files import write_json
+from mmh_bench.task.spec import FAMILIES
+from mmh_bench.task.subtypes import CONSTRUCTED_SUBTYPES
 from mmh_bench.leaderboard.schema import (AccessLabel, Hex16, Instance, Label, Name, Plain, Prob, Provenance, Strict, Text,
-                      read_json, validate_model)
+                      check_outcome, read_json, validate_model)
 
 SCHEMA_VERSION = 1
+#: mitigation regenerates conditional samples: every task family but LID estimation
+MITIGATION_FAMILIES = tuple(f for f in FAMILIES if f != "lid")
 
 
 class Rate(Strict):
@@ -31,7 +35,7 @@ class Rate(Strict):
 
 class MitigationMetrics(Strict):
     memorization: Rate
-    per_subtype: dict[Literal["DD", "OD"], Rate]
+    per_subtype: dict[Literal[CONSTRUCTED_SUBTYPES], Rate]  # type: ignore[valid-type]
     unchanged_share: Prob
     precision: Prob | None = None
     recall: Prob | None = None
@@ -56,7 +60,7 @@ class MitigationResult(Strict):
     task: Name
     task_version: Annotated[str, Field(min_length=1, max_length=32)]
     task_hash: Hex16
-    task_family: Literal["synthetic", "image", "text-to-image", "stable-diffusion"]
+    task_family: Literal[MITIGATION_FAMILIES]  # type: ignore[valid-type]
     instance: Instance
     mitigator: Name
     mitigator_version: Label
@@ -74,12 +78,7 @@ class MitigationResult(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "MitigationResult":
-        if self.status == "ok" and (self.metrics is None or self.cost is None or self.error is not None):
-            raise ValueError("status 'ok' needs metrics and cost and no error")
-        if self.status == "failed" and (not self.error or self.metrics is not None):
-            raise ValueError("status 'failed' needs an error and no metrics")
-        if self.provenance.spec_hash != self.task_hash or self.instance.data_hash != self.provenance.data_hash:
-            raise ValueError("provenance disagrees with task_hash / instance")
+        check_outcome(self)
         if self.swept is not None and self.mitigator_params.get(self.swept) != self.setting:
             raise ValueError("setting must be the swept parameter's value")
         return self

@@ -20,7 +20,8 @@ from mmh_bench.files import atomic_write_text, load_arrays, save_arrays, sha256_
 from mmh_bench.registry import BUILDERS, load_target
 from .instance import TaskInstance, dump_meta
 from .instances import InstanceKey, cache_name, instance_spec
-from .labels import SUBTYPE_CODE, LabellingError, check_null_rate, composition, label_samples
+from .labels import LabellingError, check_null_rate, composition, label_samples
+from .subtypes import SUBTYPE_CODE
 from .spec import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class BuildOutput:
     train_cond: np.ndarray | None = None
     lid_star: np.ndarray | None = None  # given directly on LID-track tasks
     #: labels known by construction without a copy test (e.g. memorized prompt sets); with them
-    #: ``subtype`` codes from labels.SUBTYPES; the nearest-neighbour labelling is then skipped
+    #: ``subtype`` codes from subtypes.SUBTYPES; the nearest-neighbour labelling is then skipped
     labels: np.ndarray | None = None
     subtype: np.ndarray | None = None
     model: dict[str, Any] | None = None  # {"kind": ..., "path": relative path inside the build}

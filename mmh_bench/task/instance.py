@@ -21,7 +21,8 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Subtype codes stored per sample, defined with the labelling rule (re-exported here).
 #: DD/OD: data-driven / overfitting-driven (synthetic and image tasks, by construction);
 #: VM/TM: verbatim / template memorization (Stable Diffusion prompt sets, from their labels).
-from .labels import SUBTYPE_CODE, SUBTYPES, CopyRule  # noqa: E402
+from .labels import CopyRule  # noqa: E402
+from .subtypes import SUBTYPE_CODE, SUBTYPES  # noqa: E402
 
 @dataclass
 class TaskInstance:

@@ -33,10 +33,8 @@ import numpy as np
 from scipy.stats import binom
 
 from mmh_bench.retrieval.train_index import COPY_RATIO, CopyLabels, TrainIndex, label_copies, nn_ratio
+from .subtypes import SUBTYPE_CODE
 
-#: subtype codes stored per sample (DD/OD by construction; VM/TM from the SD prompt sets' labels)
-SUBTYPES = {0: "none", 1: "DD", 2: "OD", 3: "VM", 4: "TM"}
-SUBTYPE_CODE = {v: k for k, v in SUBTYPES.items()}
 #: default per-point significance of the chance test
 CHANCE_ALPHA = 1e-3
 #: weight (in fresh draws) of the pooled pass rate in each point's shrunk null rate q_p

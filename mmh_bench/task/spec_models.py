@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from mmh_bench.task.data.images import SOURCES as _IMAGE_SOURCES
+from mmh_bench.task.subtypes import CONSTRUCTED_SUBTYPES, PROMPT_SUBTYPES
 
 ImageSource = Literal[tuple(sorted(_IMAGE_SOURCES))]  # type: ignore[valid-type]
 Pair = Annotated[list[float], Field(min_length=2, max_length=2)]
@@ -112,7 +113,8 @@ class Balance(Closed):
     title = "[balance]: the label balance a build must reach (else it fails)"
     min_memorized: float | None = opt("least memorized fraction (default 0.01)", ge=0, le=1)
     max_memorized: float | None = opt("largest memorized fraction (default 0.99)", ge=0, le=1)
-    require_subtypes: list[Literal["DD", "OD"]] | None = opt("subtypes that must each have min_per_subtype samples")
+    require_subtypes: list[Literal[CONSTRUCTED_SUBTYPES]] | None = opt(  # type: ignore[valid-type]
+        "subtypes that must each have min_per_subtype samples")
     min_per_subtype: int | None = opt("samples each required subtype needs (default 1)", ge=1)
 
     @model_validator(mode="after")
@@ -125,7 +127,8 @@ class Balance(Closed):
 
 class PromptBalance(Balance):
     title = "[balance] of Stable Diffusion tasks (labels per prompt)"
-    require_subtypes: list[Literal["VM", "TM"]] | None = opt("subtypes that must each have min_per_subtype samples")
+    require_subtypes: list[Literal[PROMPT_SUBTYPES]] | None = opt(  # type: ignore[valid-type]
+        "subtypes that must each have min_per_subtype samples")
 
 
 # -- models ------------------------------------------------------------------------------------

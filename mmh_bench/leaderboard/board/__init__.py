@@ -18,10 +18,15 @@ under the table, and an interval has its point's precision.
 Every file is validated first (:mod:`mmh_bench.leaderboard.schema`); a rejected file is logged and left out,
 and never changes how the accepted ones render. Every string from a file is escaped: with
 ``html.escape`` in the page, and as text (HTML entities plus Markdown punctuation) in Markdown.
-The page is one self-contained file: inline CSS and vanilla JS (no CDN), pinned by a
+The page is one self-contained file: inline CSS and vanilla JS (no CDN; ``static/``), pinned by a
+Content-Security-Policy hash of their contents.
 
-Modules: :mod:`.model` (rows and facts), :mod:`.collect` (reading the store), :mod:`.cells`
-(cell text and ranking shared by both renderers), :mod:`.overview`, :mod:`.markdown`,
+Every number the tables show comes from one column table, :data:`.columns.COLUMNS`: both
+renderers, the replicate summary and the overview read it, so a new column is one entry there.
+
+Modules: :mod:`.model` (rows and facts), :mod:`.collect` (reading the store), :mod:`.columns`
+(the column table and cell text), :mod:`.cells` (notes under a table and the ranking, shared by
+both renderers), :mod:`.overview`, :mod:`.replicates`, :mod:`.reported`, :mod:`.markdown`,
 :mod:`.page` (HTML) and :mod:`.plots`; the names imported here are the public ones.
 """
 from __future__ import annotations
@@ -33,7 +38,8 @@ from typing import Iterable
 from mmh_bench.files import atomic_write_text
 from mmh_bench.leaderboard.store import TaskCatalog
 from mmh_bench.task.spec import TaskSpec
-from .cells import INTRO, LID_METRICS, MEM_METRICS, TPR_SHOWN
+from .cells import INTRO
+from .columns import COLUMNS, LID_METRICS, MEM_METRICS, TPR_SHOWN, Column, Columns
 from .collect import collect_board
 from .markdown import md, render_markdown
 from .model import (ACCESS_FLAGS, FAMILIES, GROUP_NOTE, GROUP_ORDER, KIND_LABEL, MIN_SUBTYPE_POS, SUBTYPES,
@@ -67,7 +73,7 @@ def render_board(results_dir: str | Path, out_dir: str | Path, *,
     return [readme, page] + written
 
 
-__all__ = ["ACCESS_FLAGS", "Board", "CSS", "FAMILIES", "GROUP_NOTE", "GROUP_ORDER", "INTRO", "InstanceFacts",
+__all__ = ["ACCESS_FLAGS", "Board", "COLUMNS", "CSS", "Column", "Columns", "FAMILIES", "GROUP_NOTE", "GROUP_ORDER", "INTRO", "InstanceFacts",
            "JS", "KIND_LABEL", "LID_METRICS", "MEM_METRICS", "MIN_SUBTYPE_POS", "OVERVIEW_NOTE", "OVERVIEW_TITLE",
            "PLOTS_DIR", "Row", "SUBTYPES", "TPR_SHOWN", "TaskFacts", "board_from_results", "collect_board", "h",
            "md", "overview", "overviews", "pareto_front", "render_board", "render_html", "render_markdown",

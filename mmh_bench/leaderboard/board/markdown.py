@@ -7,8 +7,9 @@ from typing import Any, Callable
 
 from tabulate import tabulate
 
-from .cells import COST_HEADERS, INTRO, Columns, fmt_number, footnotes, ranked_groups
-from .model import FAMILIES, GROUP_NOTE, Board, InstanceFacts, Row, TaskFacts, board_from_results
+from .cells import INTRO, footnotes, ranked_groups
+from .columns import Columns
+from .model import GROUP_NOTE, Board, InstanceFacts, Row, TaskFacts, board_from_results, section_title
 from .overview import multi_instance_line, overviews
 from .replicates import ReplicateRow, ReplicateSummary, summarize
 from .reported import REPORTED_NOTE, REPORTED_TITLE, note_text, reported_cells, reported_heads, source_notes
@@ -53,13 +54,12 @@ def _lead(track: str) -> list[str]:
 
 
 def _md_measured(groups: list[tuple[str, list[tuple[int | None, Row]]]], cols: Columns) -> str:
-    heads = _lead(cols.track) + cols.heads() + COST_HEADERS
+    heads = _lead(cols.track) + cols.heads()
 
     def rest(r: Row) -> list[str]:
         if r.status != "ok":
             return ["failed: " + md(str(r.error)[:100])] + [""] * (len(heads) - 6)
-        c = r.cost or {}
-        return [text for text, _ in cols.cells(r, md)] + [fmt_number(c.get("nfe_per_sample"), 1), fmt_number(c.get("seconds"), 2)]
+        return [text for text, _ in cols.cells(r, md)]
     return _md_ranked(groups, heads, rest)
 
 
@@ -119,7 +119,7 @@ def render_markdown(results: list[dict[str, Any]] | Board) -> str:
                   tabulate([[md(c) for c in r] for r in rows], headers=[md(c) for c in heads],
                            tablefmt="github", disable_numparse=True), ""]
     for family, track, tasks in board.tables():
-        title = FAMILIES.get(family, family) + (" (LID track)" if track == "lid" and family != "lid" else "")
+        title = section_title(family, track)
         lines += [f"## {md(title)}", ""]
         for t in tasks:
             lines += [f"### {md(t.name)} (v{md(t.version)})", ""]

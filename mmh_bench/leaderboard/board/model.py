@@ -10,14 +10,20 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from mmh_bench.api.access import Access
 from mmh_bench.evaluation.provenance import hardware_label
 from mmh_bench.leaderboard.store import Rejected, TaskCatalog, group_of, instance_of
+from mmh_bench.task.spec import FAMILIES as TASK_FAMILIES
+from mmh_bench.task.subtypes import SUBTYPE_NAMES
 
-#: Table order and titles: one table per task family (the "track" a reader picks).
-FAMILIES = {"synthetic": "Synthetic manifolds", "lid": "LID estimation", "image": "Real images",
-            "text-to-image": "Text-to-image", "stable-diffusion": "Stable Diffusion"}
-ACCESS_FLAGS = ("samples", "model", "model_cond", "train_data")
-SUBTYPES = ("DD", "OD", "VM", "TM")
+_TITLES = {"synthetic": "Synthetic manifolds", "lid": "LID estimation", "image": "Real images",
+           "text-to-image": "Text-to-image", "stable-diffusion": "Stable Diffusion"}
+#: Table order and titles: one table per task family (the "track" a reader picks), in the order
+#: of the task families (every family needs a title here)
+FAMILIES = {family: _TITLES[family] for family in TASK_FAMILIES}
+#: the page's access filters: every access level but the generation-time setting (not filterable yet)
+ACCESS_FLAGS = tuple(a.label for a in Access if a is not Access.GENERATION)
+SUBTYPES = SUBTYPE_NAMES
 KIND_LABEL = {"measured": "measured", "submission": "submission",
               "reported": "reported, not re-measured"}
 
@@ -164,6 +170,11 @@ class Board:
 
     def hardware(self) -> list[str]:
         return sorted({r.hardware for r in self.rows if r.hardware})
+
+
+def section_title(family: str, track: str) -> str:
+    """The heading of a family's section (a family's LID-track tasks get their own)."""
+    return FAMILIES.get(family, family) + (" (LID track)" if track == "lid" and family != "lid" else "")
 
 
 def finite_number(v: Any) -> float | None:

@@ -5,7 +5,8 @@ from collections import defaultdict
 
 from scipy.stats import rankdata
 
-from .cells import fmt_number, group_position
+from .cells import group_position
+from .columns import rank_column, rank_key
 from .model import GROUP_NOTE, Board, InstanceFacts, Row, TaskFacts, finite_number
 from .replicates import overview_rows
 
@@ -15,14 +16,14 @@ def _mean_ranks(track: str, tasks: list[TaskFacts], rows: dict[tuple[str, str], 
     """detector -> (mean within-group rank, tasks ranked): on each task, the group's members with a
     value are ranked (1 = best, ties share the average rank); the mean runs over the tasks the
     detector has a rank on, so a detector's own task set never changes another's scale."""
-    key, sign = ("mae", 1.0) if track == "lid" else ("auroc", -1.0)
+    col, sort = rank_column(track), rank_key(track)
     ranks: dict[str, list[float]] = defaultdict(list)
     for t in tasks:
         by: dict[str, list[tuple[str, float]]] = defaultdict(list)
         for r in rows[(t.name, t.version)]:
-            v = finite_number(r.metrics.get(key)) if r.status == "ok" else None
+            v = col.value(r) if r.status == "ok" else None
             if v is not None:
-                by[r.group].append((r.detector, sign * v))
+                by[r.group].append((r.detector, sort(v)))
         for members in by.values():
             for (d, _), rk in zip(members, rankdata([v for _, v in members])):
                 ranks[d].append(float(rk))
@@ -30,8 +31,9 @@ def _mean_ranks(track: str, tasks: list[TaskFacts], rows: dict[tuple[str, str], 
 
 
 def overview(board: Board, track: str, *, shortcut: bool = False) -> tuple[list[str], list[list[str]]]:
-    """One matrix per track, detector x task: AUROC (memorization) or MAE (LID) of the measured rows
-    on each task's first instance (:meth:`Board.instances`: the test instance when there is one).
+    """One matrix per track, detector x task: the track's rank column (:func:`.columns.rank_column`:
+    AUROC on memorization, MAE on LID) of the measured rows on each task's first instance
+    (:meth:`Board.instances`: the test instance when there is one).
 
     Rows are grouped (:data:`GROUP_ORDER`) and ordered within a group by mean within-group rank
     (:func:`_mean_ranks`), with the number of tasks that mean covers; ``shortcut`` selects the
@@ -46,13 +48,14 @@ def overview(board: Board, track: str, *, shortcut: bool = False) -> tuple[list[
     tasks = [t for t in tasks if rows[(t.name, t.version)]]
     if not tasks:
         return _overview_heads(track, []), []
+    col = rank_column(track)
     cells: dict[str, dict[tuple[str, str], str]] = defaultdict(dict)
     group: dict[str, str] = {}
     for t in tasks:
         for r in rows[(t.name, t.version)]:
             group[r.detector] = r.group
             cells[r.detector][(t.name, t.version)] = (
-                fmt_number(r.metrics.get("mae" if track == "lid" else "auroc")) if r.status == "ok"
+                col.text(col.value(r)) if r.status == "ok"
                 else f"{r.error} replicates" if r.status == "partial" else "failed")
     mean = _mean_ranks(track, tasks, rows)
     order = sorted(cells, key=lambda d: (group_position(group[d]), group[d], d not in mean,
@@ -95,12 +98,12 @@ OVERVIEW_RULE = ("Within each group, detectors are ordered by mean rank: on ever
                  "names it.")
 OVERVIEW_NOTE = {
     "memorization": ("AUROC per detector and task (n/a: not applicable, e.g. a conditional detector on "
-                     "an unconditional task). " + OVERVIEW_RULE.format(metric="AUROC") + " The C_T row "
+                     "an unconditional task). " + OVERVIEW_RULE.format(metric=rank_column("memorization").name) + " The C_T row "
                      "is the task's C_T (Meehan et al. 2020): z-score of generated vs held-out "
                      "distances to the training set; negative means the samples sit closer to the "
                      "training set than fresh data."),
     "lid": ("MAE of the LID estimate per estimator and task (lower is better). "
-            + OVERVIEW_RULE.format(metric="MAE")),
+            + OVERVIEW_RULE.format(metric=rank_column("lid").name)),
 }
 OVERVIEW_TITLE = {"memorization": "Overview: memorization", "lid": "Overview: LID estimation"}
 REPLICATE_RULE = ("Where a task has several instances of that kind (replicates: one spec, different "

@@ -1,17 +1,20 @@
-"""The self-contained page (``index.html``): inline CSS and vanilla JS pinned by a
-Content-Security-Policy hash, so it works offline and an injected script could not run; every
-string from a file goes through :func:`h`."""
+"""The self-contained page (``index.html``): inline CSS and vanilla JS (``static/board.css`` and
+``static/board.js``, package files) pinned by a Content-Security-Policy hash of their contents,
+so it works offline and an injected script could not run; every string from a file goes through
+:func:`h`."""
 from __future__ import annotations
 
 import base64
 import hashlib
 import html
 import re
+from importlib import resources
 from typing import Any, Callable
 
-from .cells import COST_HEADERS, INTRO, Columns, fmt_number, footnotes, ranked_groups
-from .model import (ACCESS_FLAGS, FAMILIES, GROUP_NOTE, KIND_LABEL, Board, InstanceFacts, Row,
-                    TaskFacts, finite_number)
+from .cells import INTRO, footnotes, ranked_groups
+from .columns import Columns
+from .model import (ACCESS_FLAGS, GROUP_NOTE, KIND_LABEL, Board, InstanceFacts, Row, TaskFacts,
+                    section_title)
 from .overview import multi_instance_line, overviews
 from .replicates import ReplicateSummary, summarize
 from .reported import REPORTED_NOTE, REPORTED_TITLE, note_text, reported_cells, reported_heads, source_notes
@@ -21,87 +24,14 @@ def h(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5rem auto;max-width:88rem;padding:0 1rem;color:#1a1a1a;background:#fff}
-h1{font-size:1.6rem}h2{margin-top:2rem;border-bottom:2px solid #ddd}
-table.board{border-collapse:collapse;width:100%;margin:.5rem 0 1rem}
-table.board th,table.board td{border:1px solid #ccc;padding:.25rem .45rem;text-align:right;vertical-align:top;white-space:nowrap}
-table.board td.t{white-space:normal}
-table.overview{border-collapse:collapse;margin:.5rem 0 1rem}table.overview th,table.overview td{border:1px solid #ccc;padding:.2rem .4rem;text-align:right}
-table.overview td.t{text-align:left;white-space:nowrap}
-table.board td.t,table.board th.t{text-align:left}
-table.board thead th{background:#eef2f7;cursor:pointer;user-select:none;white-space:nowrap}
-table.board thead th[aria-sort=ascending]::after{content:" \\25B2"}
-table.board thead th[aria-sort=descending]::after{content:" \\25BC"}
-tr.kind-submission td{background:#f6fbf4}
-tbody.reported td{background:repeating-linear-gradient(135deg,#fff8e6,#fff8e6 6px,#fff1cc 6px,#fff1cc 12px);font-style:italic;color:#4a3b00}
-tbody.reported th.divider{background:#ffe7a3;text-align:left;font-weight:bold;cursor:default}
-tbody.measured th.divider{background:#f4f4f4;text-align:left;font-weight:bold;cursor:default;white-space:normal}
-tbody.shortcut td{background:#f5f1fb}p.foot{margin:.1rem 0}p.instances{color:#7a3d00}
-.badge{display:inline-block;border-radius:3px;padding:0 .3rem;font-size:.75rem;font-style:normal;border:1px solid #999}
-.b-measured{background:#e6f0ff}.b-submission{background:#e3f6dc}.b-verified{background:#c9efbe}.b-reported{background:#ffe7a3;border-color:#b58900}
-.failed{color:#a00}.muted{color:#666}
-fieldset{border:1px solid #ccc;margin:.5rem 0}label{margin-right:1rem}
-figure{display:inline-block;margin:.5rem 1rem .5rem 0}figure img{max-width:42rem;border:1px solid #ddd}
-"""
+def _static(name: str) -> str:
+    """A file of the page's own (``static/``, package data), read as the page embeds it."""
+    return resources.files(__package__).joinpath("static", name).read_text(encoding="utf-8")
 
-JS = """
-(function () {
-  "use strict";
-  function value(cell, type) {
-    var v = cell ? cell.getAttribute("data-v") : null;
-    if (v === null || v === "") return null;
-    return type === "num" ? parseFloat(v) : v.toLowerCase();
-  }
-  function sortBy(table, col) {
-    var heads = table.tHead.rows[0].cells, th = heads[col];
-    var type = th.getAttribute("data-type") || "text";
-    var now = th.getAttribute("aria-sort");
-    var dir = now === "descending" ? "ascending" : now === "ascending" ? "descending"
-            : (th.getAttribute("data-first") || "ascending");
-    for (var i = 0; i < heads.length; i++) heads[i].removeAttribute("aria-sort");
-    th.setAttribute("aria-sort", dir);
-    var sign = dir === "ascending" ? 1 : -1;
-    Array.prototype.forEach.call(table.tBodies, function (body) {
-      var rows = Array.prototype.filter.call(body.rows, function (r) { return r.classList.contains("entry"); });
-      rows.sort(function (a, b) {
-        var x = value(a.cells[col], type), y = value(b.cells[col], type);
-        if (x === null && y === null) return 0;
-        if (x === null) return 1;
-        if (y === null) return -1;
-        return x < y ? -sign : x > y ? sign : 0;
-      });
-      rows.forEach(function (r) { body.appendChild(r); });
-    });
-  }
-  function applyFilters() {
-    var allowed = {};
-    document.querySelectorAll("input.access-filter").forEach(function (box) { allowed[box.value] = box.checked; });
-    document.querySelectorAll("table.board").forEach(function (table) {
-      var shown = 0;
-      table.querySelectorAll("tr.entry").forEach(function (r) {
-        var flags = (r.getAttribute("data-access") || "").split(" ").filter(Boolean);
-        var ok = flags.every(function (f) { return allowed[f] !== false; });
-        r.hidden = !ok;
-        if (ok) shown++;
-      });
-      var count = document.getElementById(table.id + "-count");
-      if (count) count.textContent = shown + (shown === 1 ? " row" : " rows") + " shown";
-    });
-  }
-  document.querySelectorAll("table.board").forEach(function (table) {
-    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, col) {
-      th.tabIndex = 0;
-      th.addEventListener("click", function () { sortBy(table, col); });
-      th.addEventListener("keydown", function (e) { if (e.key === "Enter") sortBy(table, col); });
-    });
-  });
-  document.querySelectorAll("input.access-filter").forEach(function (el) {
-    el.addEventListener("change", applyFilters);
-  });
-  applyFilters();
-})();
-"""
+
+#: the page's style sheet and script, inlined and pinned by their hashes in the page's policy
+CSS = _static("board.css")
+JS = _static("board.js")
 
 
 def _csp_hash(text: str) -> str:
@@ -114,12 +44,6 @@ def _td(text: str, v: Any = None, cls: str = "", raw: bool = False) -> str:
     body = text if raw else h(text)
     klass = f' class="{cls}"' if cls else ""
     return f'<td{klass} data-v="{h(key)}">{body}</td>'
-
-
-def _cost_cells(r: Row) -> list[str]:
-    c = r.cost or {}
-    nfe, sec = finite_number(c.get("nfe_per_sample")), finite_number(c.get("seconds"))
-    return [_td(fmt_number(nfe, 1), nfe), _td(fmt_number(sec, 2), sec)]
 
 
 def _source_html(r: Row) -> str:
@@ -147,20 +71,20 @@ def _html_row(r: Row, middle: list[str], rank: int | None) -> str:
 
 
 def _measured_cells(r: Row, cols: Columns) -> list[str]:
-    n_metric = len(cols.heads()) + len(COST_HEADERS)
+    n_metric = len(cols.cols)
     if r.status != "ok":
         return ([f'<td class="t failed" colspan="{n_metric}" data-v="">failed: {h(str(r.error)[:300])}</td>']
                 + ['<td hidden data-v=""></td>'] * (n_metric - 1))
-    return [_td(text, v) for text, v in cols.cells(r)] + _cost_cells(r)
+    return [_td(text, v) for text, v in cols.cells(r)]
 
 
-def _html_heads(track: str, metrics: list[str], tail: list[str]) -> list[tuple[str, str, str]]:
-    """(label, type, first direction) of a ranked table: rank, detector, access, ``metrics``
-    (numbers; MAE and MSE sort ascending first), ``tail`` (numbers ascending), source."""
+def _html_heads(track: str, numbers: list[tuple[str, bool]]) -> list[tuple[str, str, str]]:
+    """(label, type, first direction) of a ranked table: rank, detector, access, the ``numbers``
+    (label, higher is better: the better end sorts first), source."""
     return ([("#", "num", "ascending"), ("detector" if track != "lid" else "estimator", "text", "ascending"),
              ("access", "text", "ascending")]
-            + [(label, "num", "ascending" if label.startswith(("MAE", "MSE")) else "descending") for label in metrics]
-            + [(label, "num", "ascending") for label in tail] + [("source", "text", "ascending")])
+            + [(label, "num", "descending" if higher else "ascending") for label, higher in numbers]
+            + [("source", "text", "ascending")])
 
 
 def _html_bodies(groups: list[tuple[str, list[tuple[int | None, Any]]]], n_cols: int,
@@ -178,7 +102,7 @@ def _html_bodies(groups: list[tuple[str, list[tuple[int | None, Any]]]], n_cols:
 
 def _html_replicates(s: ReplicateSummary, tid: str) -> str:
     """The replicate summary of one kind: a ranked table of mean ± sd per detector."""
-    heads = _html_heads(s.track, s.heads, [])
+    heads = _html_heads(s.track, s.directions)
     bodies = _html_bodies(s.groups, len(heads), lambda rep, rank: _html_row(
         rep.first, [_td(text, v) for text, v in rep.cells()], rank))
     return (f'<h4>Across the {len(s.instances)} {h(s.kind)} replicates</h4><p class="facts">{h(s.note())}</p>'
@@ -198,7 +122,7 @@ def _html_instance(board: Board, t: TaskFacts, inst: InstanceFacts, track: str, 
     body marked apart."""
     rows = board.rows_for(t, ("measured", "submission"), inst.data_hash)
     cols = Columns.of(rows, track)
-    heads = _html_heads(track, cols.heads(), COST_HEADERS)
+    heads = _html_heads(track, [(c.head, c.higher_is_better) for c in cols.cols])
     bodies = _html_bodies(ranked_groups(rows, track), len(heads), lambda r, rank: _html_row(r, _measured_cells(r, cols), rank))
     foot = "".join(f'<p class="foot muted">{h(f)}</p>' for f in footnotes(rows, track))
     figs = ""
@@ -263,7 +187,7 @@ def _html_task(board: Board, t: TaskFacts, track: str) -> str:
 
 
 def _html_section(board: Board, family: str, track: str, tasks: list[TaskFacts]) -> str:
-    title = FAMILIES.get(family, family) + (" (LID track)" if track == "lid" and family != "lid" else "")
+    title = section_title(family, track)
     return (f'<section id="{_table_id(family, track)}-section"><h2>{h(title)}</h2>'
             + "".join(_html_task(board, t, track) for t in tasks) + "</section>")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mmh_bench.files import atomic_write_bytes
-from .cells import fmt_number
+from .columns import fmt_number
 from .model import Board, Row, TaskFacts, finite_number
 
 PLOTS_DIR = "plots"

@@ -16,24 +16,19 @@ from itertools import combinations
 
 from scipy.stats import kendalltau
 
-from .cells import SHIFT_KEY, group_position, fmt_percent, tpr_hidden
-from .model import Board, InstanceFacts, Row, TaskFacts, finite_number
-
-#: (metric key, column label) per track; the first one ranks (AUROC higher, MAE lower is better)
-REPLICATE_METRICS = {"memorization": (("auroc", "AUROC"), (SHIFT_KEY, f"TPR@{fmt_percent(float(SHIFT_KEY))}FPR")),
-                     "lid": (("mae", "MAE"), ("concordance", "concordance"))}
+from .cells import group_position
+from .columns import REPLICATES, Column, columns, rank_column, rank_key
+from .model import Board, InstanceFacts, Row, TaskFacts
 
 
-def _value(r: Row, key: str) -> float | str | None:
-    """A row's number for ``key`` ("n/r" where the negatives cannot resolve a TPR target)."""
+def _value(r: Row, col: Column) -> float | str | None:
+    """A row's number in ``col`` ("n/r" where the negatives cannot resolve a TPR target)."""
     if r.status != "ok":
         return None
-    if key.startswith("0."):
-        return "n/r" if tpr_hidden(r.metrics, key) else finite_number((r.metrics.get("tpr_at_fpr") or {}).get(key))
-    return finite_number(r.metrics.get(key))
+    return "n/r" if col.hidden is not None and col.hidden(r.metrics) else col.value(r)
 
 
-def spread_text(values: list[float | str | None]) -> tuple[str, float | None]:
+def spread_text(values: list[float | str | None], digits: int = 3) -> tuple[str, float | None]:
     """(text, sort value) of mean ± standard deviation (n - 1) over the replicates that have a value."""
     if "n/r" in values:
         return "n/r", None
@@ -41,7 +36,8 @@ def spread_text(values: list[float | str | None]) -> tuple[str, float | None]:
     if not nums:
         return "–", None
     mean = statistics.fmean(nums)
-    return (f"{mean:.3f} ± {statistics.stdev(nums):.3f}" if len(nums) > 1 else f"{mean:.3f}"), mean
+    return (f"{mean:.{digits}f} ± {statistics.stdev(nums):.{digits}f}" if len(nums) > 1
+            else f"{mean:.{digits}f}"), mean
 
 
 @dataclass
@@ -65,16 +61,16 @@ class ReplicateRow:
     def complete(self) -> bool:
         return self.n_ok == len(self.rows)
 
-    def values(self, key: str) -> list[float | str | None]:
-        return [None if r is None else _value(r, key) for r in self.rows]
+    def values(self, col: Column) -> list[float | str | None]:
+        return [None if r is None else _value(r, col) for r in self.rows]
 
-    def mean(self, key: str) -> float | None:
-        return spread_text(self.values(key))[1]
+    def mean(self, col: Column) -> float | None:
+        return spread_text(self.values(col))[1]
 
     def cells(self) -> list[tuple[str, float | None]]:
-        """(text, sort value): replicates with a result, then each metric's mean ± sd."""
+        """(text, sort value): replicates with a result, then each column's mean ± sd."""
         return ([(f"{self.n_ok} of {len(self.rows)}", float(self.n_ok))]
-                + [spread_text(self.values(key)) for key, _ in REPLICATE_METRICS[self.track]])
+                + [spread_text(self.values(c), c.digits) for c in columns(self.track, REPLICATES)])
 
 
 @dataclass
@@ -90,12 +86,19 @@ class ReplicateSummary:
     n_tau: int  # detectors the taus are computed over
 
     @property
+    def directions(self) -> list[tuple[str, bool]]:
+        """(label, higher is better) of the numeric columns: replicates with a result, then the
+        mean ± sd of each column of the replicate view."""
+        return [("replicates", True)] + [(f"{c.name} mean ± sd", c.higher_is_better)
+                                         for c in columns(self.track, REPLICATES)]
+
+    @property
     def heads(self) -> list[str]:
-        return ["replicates"] + [f"{label} mean ± sd" for _, label in REPLICATE_METRICS[self.track]]
+        return [label for label, _ in self.directions]
 
     def note(self) -> str:
         """What the summary table shows, and its rank stability, as plain text."""
-        label = REPLICATE_METRICS[self.track][0][1]
+        label = rank_column(self.track).name
         n = len(self.instances)
         stable = (f"mean {statistics.fmean(self.taus):.2f} over {len(self.taus)} of {self.n_pairs} pairs "
                   f"(lowest {min(self.taus):.2f})" if self.taus else "not defined (fewer than two detectors "
@@ -116,23 +119,23 @@ def summarize(board: Board, t: TaskFacts, insts: list[InstanceFacts], kinds: tup
     names = sorted({d for rows in per for d in rows})
     reps = [ReplicateRow(d, next(rows[d] for rows in per if d in rows).group, [rows.get(d) for rows in per],
                          t.track) for d in names]
-    key, sign = (REPLICATE_METRICS[t.track][0][0], 1.0 if t.track == "lid" else -1.0)
+    col, sort = rank_column(t.track), rank_key(t.track)
     by: dict[str, list[ReplicateRow]] = {}
     for rep in reps:
         by.setdefault(rep.group, []).append(rep)
     groups = []
     for g in sorted(by, key=lambda g: (group_position(g), g)):
-        ranked = sorted((r for r in by[g] if r.complete and r.mean(key) is not None),
-                        key=lambda r: (sign * (r.mean(key) or 0.0), r.detector))
+        ranked = sorted((r for r in by[g] if r.complete and r.mean(col) is not None),
+                        key=lambda r: (sort(r.mean(col)), r.detector))
         done = {id(r) for r in ranked}
         rest = sorted((r for r in by[g] if id(r) not in done), key=lambda r: r.detector)
         groups.append((g, [(i, r) for i, r in enumerate(ranked, 1)] + [(None, r) for r in rest]))
     stable = [r for r in reps if r.group != "shortcut" and r.complete
-              and all(isinstance(v, float) for v in r.values(key))]
+              and all(isinstance(v, float) for v in r.values(col))]
     taus = []
     for a, b in combinations(range(len(insts)), 2):
         if len(stable) >= 2:
-            tau = kendalltau([r.values(key)[a] for r in stable], [r.values(key)[b] for r in stable]).statistic
+            tau = kendalltau([r.values(col)[a] for r in stable], [r.values(col)[b] for r in stable]).statistic
             if tau == tau:  # NaN when one ordering is constant
                 taus.append(float(tau))
     return ReplicateSummary(insts[0].kind, insts, t.track, groups, taus,
@@ -143,14 +146,14 @@ def overview_rows(board: Board, t: TaskFacts, insts: list[InstanceFacts]) -> lis
     """Stand-in rows for the overview: each measured detector's replicate mean, status "ok" only
     where it has every replicate ("partial" otherwise, with how many in ``error``)."""
     out = []
-    key = REPLICATE_METRICS[t.track][0][0]
+    col = rank_column(t.track)
     for _, ranked in summarize(board, t, insts, ("measured",)).groups:
         for _, rep in ranked:
             first = rep.first
-            mean = rep.mean(key)
+            mean = rep.mean(col)
             ok = rep.complete and mean is not None
             out.append(Row(kind="measured", task=t.name, version=t.version, family=t.family, track=t.track,
                            detector=rep.detector, access=first.access, group=rep.group,
                            status="ok" if ok else "partial", error=None if ok else f"{rep.n_ok} of {len(insts)}",
-                           metrics={key: mean} if ok else {}))
+                           metrics={col.key: mean} if ok else {}))
     return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from mmh_bench.leaderboard.schema import TPR_RULES
-from .cells import fmt_percent
+from .columns import fmt_percent
 from .model import Row, finite_number
 
 REPORTED_TITLE = "Reported, not re-measured"
