@@ -21,8 +21,8 @@ _TITLES = {"synthetic": "Synthetic manifolds", "lid": "LID estimation", "image":
 #: Table order and titles: one table per task family (the "track" a reader picks), in the order
 #: of the task families (every family needs a title here)
 FAMILIES = {family: _TITLES[family] for family in TASK_FAMILIES}
-#: the page's access filters: every access level but the generation-time setting (not filterable yet)
-ACCESS_FLAGS = tuple(a.label for a in Access if a is not Access.GENERATION)
+#: the page's access filters: one box per access level
+ACCESS_FLAGS = tuple(a.label for a in Access)
 SUBTYPES = SUBTYPE_NAMES
 KIND_LABEL = {"measured": "measured", "submission": "submission",
               "reported": "reported, not re-measured"}
