@@ -1,0 +1,90 @@
+"""The parallel engine (mmh_bench.evaluation.engine) on a local Dask cluster of 2 worker processes
+with 1 thread each: the same metrics as the serial run, a worker killed mid-pair, and a scheduler that
+cannot be reached."""
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from engine_detectors import KillsItsWorker
+from mmh_bench.cli.main import main
+from mmh_bench.evaluation import engine
+from mmh_bench.evaluation.runner import evaluate
+from mmh_bench.leaderboard.schema import validate_result
+
+DATA = Path(__file__).parent / "data"
+TASKS = [str(DATA / "tiny.toml"), str(DATA / "tiny_lid.toml")]
+DETECTORS = "random,copy-rule,nn-distance,lpca"  # lpca on the LID task; cheap everywhere
+
+
+@pytest.fixture(scope="module")
+def client():
+    with engine.cluster_client(None, 2) as c:
+        yield c
+
+
+def _results(folder: Path) -> dict[str, dict]:
+    return {str(p.relative_to(folder)): json.loads(p.read_text()) for p in sorted(folder.rglob("*.json"))}
+
+
+def _no_temporaries(folder: Path) -> None:
+    assert not [p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".json")]
+
+
+def test_parallel_run_gives_the_serial_metrics_and_resumes(client, tmp_path):
+    addr = client.scheduler.address
+    par = engine.evaluate_parallel(TASKS, DETECTORS, tmp_path / "par", cluster=addr, progress=False)
+    ser = evaluate(TASKS, DETECTORS, tmp_path / "ser", progress=False)
+    assert par.failed == ser.failed == [] and len(par.ran) == len(ser.ran) >= 5
+    assert sorted(par.not_applicable) == sorted(ser.not_applicable)
+    a, b = _results(tmp_path / "par"), _results(tmp_path / "ser")
+    assert a.keys() == b.keys()
+    for key in a:  # everything but the timings and the date
+        for field in set(a[key]) - {"cost", "provenance"}:
+            assert a[key][field] == b[key][field], (key, field)
+    # current results are skipped before anything is submitted, as serially
+    again = engine.evaluate_parallel(TASKS, DETECTORS, tmp_path / "par", cluster=addr, progress=False)
+    assert again.ran == [] and sorted(again.skipped_current) == sorted(par.ran)
+    _no_temporaries(tmp_path / "par")
+
+
+def test_a_killed_worker_is_replaced_and_the_run_completes(client, tmp_path):
+    marker = tmp_path / "killed-once"
+    dets = [KillsItsWorker(marker=str(marker)), "random"]
+    rep = engine.evaluate_parallel([TASKS[0]], dets, tmp_path / "res", cluster=client.scheduler.address,
+                                   isolation="in-process", progress=False)
+    assert marker.exists()  # a worker did die
+    assert rep.failed == [] and len(rep.ran) == 2
+    found = _results(tmp_path / "res")
+    assert sorted(Path(k).name for k in found) == ["kills-worker.json", "random.json"]  # each once
+    for doc in found.values():
+        validate_result(doc)
+        assert doc["status"] == "ok" and 0 <= doc["metrics"]["auroc"] <= 1
+    _no_temporaries(tmp_path / "res")
+
+
+def test_a_pair_that_kills_every_worker_is_recorded_as_failed(client, tmp_path):
+    dets = [KillsItsWorker(marker=str(tmp_path / "m"), always=True)]
+    rep = engine.evaluate_parallel([TASKS[0]], dets, tmp_path / "res", cluster=client.scheduler.address,
+                                   isolation="in-process", progress=False)
+    assert rep.ran == [] and len(rep.failed) == 1
+    doc = json.loads(rep.failed[0].read_text())
+    validate_result(doc)
+    assert doc["status"] == "failed" and "KilledWorker" in doc["error"]
+    _no_temporaries(tmp_path / "res")
+
+
+def test_unreachable_cluster_exits_2_quickly(tmp_path, capsys):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    code = main(["run", "--tasks", TASKS[0], "--detectors", "random,copy-rule", "--results", str(tmp_path),
+                 "--cluster", f"tcp://127.0.0.1:{port}", "-q"])
+    assert code == 2 and time.monotonic() - t0 < 15
+    err = capsys.readouterr().err.strip()
+    assert "cannot reach the Dask scheduler" in err and len(err.splitlines()) == 1
