@@ -31,6 +31,12 @@ def client():
         yield c
 
 
+def _unused_address() -> str:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
 def _results(folder: Path) -> dict[str, dict]:
     return {str(p.relative_to(folder)): json.loads(p.read_text()) for p in sorted(folder.rglob("*.json"))}
 
@@ -50,8 +56,10 @@ def test_parallel_run_gives_the_serial_metrics_and_resumes(client, tmp_path):
     for key in a:  # everything but the timings and the date
         for field in set(a[key]) - {"cost", "provenance"}:
             assert a[key][field] == b[key][field], (key, field)
-    # current results are skipped before anything is submitted, as serially
-    again = engine.evaluate_parallel(TASKS, DETECTORS, tmp_path / "par", cluster=addr, progress=False)
+    # current results are skipped before anything is submitted, as serially: here no cluster is even
+    # contacted (the address answers nobody)
+    again = engine.evaluate_parallel(TASKS, DETECTORS, tmp_path / "par", cluster=_unused_address(),
+                                     progress=False)
     assert again.ran == [] and sorted(again.skipped_current) == sorted(par.ran)
     _no_temporaries(tmp_path / "par")
 
@@ -83,12 +91,9 @@ def test_a_pair_that_kills_every_worker_is_recorded_as_failed(client, tmp_path):
 
 
 def test_unreachable_cluster_exits_2_quickly(tmp_path, capsys):
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     t0 = time.monotonic()
     code = main(["run", "--tasks", TASKS[0], "--detectors", "random,copy-rule", "--results", str(tmp_path),
-                 "--cluster", f"tcp://127.0.0.1:{port}", "-q"])
+                 "--cluster", _unused_address(), "-q"])
     assert code == 2 and time.monotonic() - t0 < 15
     err = capsys.readouterr().err.strip()
     assert "cannot reach the Dask scheduler" in err and len(err.splitlines()) == 1

@@ -6,8 +6,9 @@ on a laptop or in CI, the same code reaches a real cluster through a scheduler a
 reschedules the tasks of a worker that dies; nothing here schedules by hand. See docs/ENGINE.md.
 
 Phase 1 resolves each task's instances on the workers (pulled and verified, or built into the
-cache); phase 2 runs every pair :func:`~mmh_bench.evaluation.runner.evaluate_pair` on a worker,
-which returns the result document. Only this process (the driver) writes results, each once and
+cache; instances this machine's cache holds already are judged here, so a run with every result
+current starts no cluster); phase 2 runs every pair's
+:func:`~mmh_bench.evaluation.runner.evaluate_pair` on a worker, which returns the result document. Only this process (the driver) writes results, each once and
 atomically, so a worker that dies mid-pair leaves no file behind, and pairs whose result is current
 are skipped before anything is submitted, as in the serial run. The instance a pair needs is read
 from the cache on its worker: the cache folder must be one that every worker can reach (a local
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import time
 from collections import OrderedDict
@@ -130,13 +130,16 @@ class InstanceRef:
 _LOADED: OrderedDict[tuple[str, ...], list[TaskInstance]] = OrderedDict()
 
 
-def _instances(spec: TaskSpec, cache_dir: str | None, published: str | None,
-               model_override: Any) -> list[TaskInstance]:
+def _instances(spec: TaskSpec, cache_dir: str | None, published: str | None, model_override: Any, *,
+               build: bool = True) -> list[TaskInstance]:
     """The task's instances in this process, resolved once and kept for the pairs that follow,
-    with ``model_override``'s model attached as the serial run attaches it."""
+    with ``model_override``'s model attached as the serial run attaches it (``build=False``: only
+    what the cache holds already, else an empty list)."""
     key = (spec.hash, str(spec.path), str(cache_dir), str(published))
     if key not in _LOADED:
-        insts = resolve_instances(spec, cache_dir, published=published, progress=False)
+        insts = resolve_instances(spec, cache_dir, published=published, progress=False, build=build)
+        if not insts:
+            return []
         for inst in insts:
             attached = model_override(inst) if callable(model_override) else model_override
             if attached is not None:
@@ -160,9 +163,12 @@ def _resolve_task(spec: TaskSpec, candidates: list[Detector], cache_dir: str | N
                   model_override: Any, context: Callable[[], ContextManager[Any]]) -> list[InstanceRef]:
     """Phase 1, on a worker: build or pull the task's instances and judge each candidate on them."""
     with context(), limited_threads(task_cores()):
-        return [InstanceRef(inst.spec, spec, inst.data_hash, inst.instance_info(),
-                            {d.name: applicable(d, inst) for d in candidates})
-                for inst in _instances(spec, cache_dir, published, model_override)]
+        return _refs(spec, candidates, _instances(spec, cache_dir, published, model_override))
+
+
+def _refs(spec: TaskSpec, candidates: list[Detector], insts: list[TaskInstance]) -> list[InstanceRef]:
+    return [InstanceRef(inst.spec, spec, inst.data_hash, inst.instance_info(),
+                        {d.name: applicable(d, inst) for d in candidates}) for inst in insts]
 
 
 def _run_pair(ref: InstanceRef, proto: Detector, opts: dict[str, Any], cache_dir: str | None,
@@ -197,30 +203,57 @@ def evaluate_parallel(tasks: str | Iterable[str | TaskSpec], detectors: str | It
     with context():  # the driver too may load a model (a failed pair's record) or run serially
         if cluster is None and n <= 1 or not plan.tasks:
             return run_plan(plan, results_dir, **common)  # type: ignore[arg-type]
+        grid = _Grid(plan, Path(results_dir), context, **common)
+        if not grid.plan_cached():  # all current: no cluster to start
+            return grid.finish()
         gpu = any(needs_gpu(spec) for spec, _ in plan.tasks)
         with cluster_client(cluster, n, gpu=gpu) as client:
             if progress:
                 print(f"engine: {len(client.scheduler_info()['workers'])} workers at "
                       f"{client.scheduler.address}", file=sys.stderr)
-            return _Grid(client, plan, Path(results_dir), context, **common).run()
+            return grid.run(client)
 
 
 class _Grid:
     """One parallel run: submits phase 1, then each instance's pairs as its phase-1 task finishes."""
 
-    def __init__(self, client: Any, plan: GridPlan, results_dir: Path, context: Callable[[], ContextManager[Any]],
+    def __init__(self, plan: GridPlan, results_dir: Path, context: Callable[[], ContextManager[Any]],
                  *, cache_dir: str | Path | None, seed: int, batch_size: int, force: bool, progress: bool,
                  model_override: Any, isolation: str, timeout: float | None, threads: int,
                  instances: str | Path | None) -> None:
-        self.client, self.plan, self.report, self.results_dir = client, plan, plan.report, results_dir
+        self.plan, self.report, self.results_dir = plan, plan.report, results_dir
         self.force, self.progress, self.seed, self.isolation = force, progress, seed, isolation
         self.cache, self.published = _absolute(cache_dir), _absolute(instances)
         self.shared = (self.cache, self.published, model_override, context)
         self.opts = dict(seed=seed, batch_size=batch_size, isolation=isolation, timeout=timeout, threads=threads,
                          hide=[self.cache, _absolute(results_dir)], progress=False)
-        self.gpu = _gpu_workers(client) > 0
         self.pending: dict[Any, tuple[Any, ...]] = {}
         self.errors: list[BaseException] = []
+        self.to_resolve: list[tuple[TaskSpec, list[Detector]]] = []
+        self.to_run: list[tuple[TaskSpec, InstanceRef, Detector, Path]] = []
+
+    def plan_cached(self) -> int:
+        """Judge here the tasks whose instances this machine's cache holds already (not the GPU
+        ones: their model would load here), as the serial run would; the rest go to phase 1.
+        Returns the number of tasks left for the cluster (phase 1 and pairs)."""
+        for spec, candidates in self.plan.tasks:
+            insts = [] if needs_gpu(spec) else _instances(spec, *self.shared[:3], build=False)
+            if not insts:
+                self.to_resolve.append((spec, candidates))
+            for ref in _refs(spec, candidates, insts):
+                self.to_run += [(spec, ref, *pair) for pair in self._pairs(ref, candidates)]
+        return len(self.to_resolve) + len(self.to_run)
+
+    def _pairs(self, ref: InstanceRef, candidates: list[Detector]) -> list[tuple[Detector, Path]]:
+        return pairs_to_run(ref, candidates, self.results_dir, self.report, force=self.force,
+                            applicable_to=lambda d: ref.applicable[d.name])
+
+    def finish(self) -> GridReport:
+        for key in ("ran", "skipped_current", "failed"):
+            getattr(self.report, key).sort()
+        if self.errors:
+            raise self.errors[0]
+        return self.report
 
     def _resources(self, spec: TaskSpec) -> dict[str, int] | None:
         if not needs_gpu(spec):
@@ -232,17 +265,21 @@ class _Grid:
                                f"start one with `dask worker ADDRESS --resources {GPU}=1`")
         return None  # a local cluster on a machine without CUDA runs it on the CPU, as serially
 
-    def run(self) -> GridReport:
-        for spec, candidates in self.plan.tasks:
-            fut = self.client.submit(_resolve_task, spec, candidates, *self.shared, pure=False,
-                                     resources=self._resources(spec))
+    def run(self, client: Any) -> GridReport:
+        self.client, self.gpu = client, _gpu_workers(client) > 0
+        for spec, candidates in self.to_resolve:
+            fut = client.submit(_resolve_task, spec, candidates, *self.shared, pure=False,
+                                resources=self._resources(spec))
             self.pending[fut] = ("resolve", spec, candidates)
+        for spec, ref, proto, path in self.to_run:
+            self._submit(spec, ref, proto, path)
         self._drain()
-        for key in ("ran", "skipped_current", "failed"):
-            getattr(self.report, key).sort()
-        if self.errors:
-            raise self.errors[0]
-        return self.report
+        return self.finish()
+
+    def _submit(self, spec: TaskSpec, ref: InstanceRef, proto: Detector, path: Path) -> None:
+        pair = self.client.submit(_run_pair, ref, proto, self.opts, *self.shared, pure=False,
+                                  resources=self._resources(spec))
+        self.pending[pair] = ("pair", ref, proto, path)
 
     def _drain(self) -> None:
         from distributed import wait
@@ -271,12 +308,8 @@ class _Grid:
                 self.errors.append(exc)
                 return
             for ref in refs:
-                todo = pairs_to_run(ref, candidates, self.results_dir, self.report, force=self.force,
-                                    applicable_to=lambda d, ref=ref: ref.applicable[d.name])
-                for proto, path in todo:
-                    pair = self.client.submit(_run_pair, ref, proto, self.opts, *self.shared, pure=False,
-                                              resources=self._resources(spec))
-                    self.pending[pair] = ("pair", ref, proto, path)
+                for proto, path in self._pairs(ref, candidates):
+                    self._submit(spec, ref, proto, path)
             return
         ref, proto, path = what
         try:
