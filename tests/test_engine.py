@@ -90,6 +90,17 @@ def test_a_pair_that_kills_every_worker_is_recorded_as_failed(client, tmp_path):
     _no_temporaries(tmp_path / "res")
 
 
+def test_gpu_work_on_a_cluster_without_gpu_workers_stops_at_once(client, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(engine, "needs_gpu", lambda spec: True)  # as if tiny were a Stable Diffusion task
+    t0 = time.monotonic()
+    code = main(["run", "--tasks", TASKS[0], "--detectors", "random,copy-rule", "--results", str(tmp_path),
+                 "--cluster", client.scheduler.address, "-q"])
+    assert code == 2 and time.monotonic() - t0 < 30
+    err = capsys.readouterr().err
+    assert "needs a GPU" in err and "--resources GPU=1" in err
+    assert not list(tmp_path.rglob("*.json"))
+
+
 def test_unreachable_cluster_exits_2_quickly(tmp_path, capsys):
     t0 = time.monotonic()
     code = main(["run", "--tasks", TASKS[0], "--detectors", "random,copy-rule", "--results", str(tmp_path),
