@@ -104,6 +104,16 @@ BUILDER_CAPABILITIES: dict[str, frozenset[str]] = {
     "synthetic": frozenset(), "lid": frozenset(), "image": frozenset(),
     "stable-diffusion": frozenset({"cross_attention"}), "text-to-image": frozenset({"cross_attention"}),
 }
+#: builders whose builds and evaluations need a CUDA device to finish in reasonable time (Stable
+#: Diffusion); the parallel engine sends their work only to workers that offer the GPU resource
+GPU_BUILDERS: frozenset[str] = frozenset({"stable-diffusion"})
+
+
+def needs_gpu(spec: Any) -> bool:
+    """Whether a task's work belongs on a GPU worker (its builder is one of :data:`GPU_BUILDERS`)."""
+    return spec.builder in GPU_BUILDERS
+
+
 #: model kind (``meta["model"]["kind"]`` of an instance) -> ``"module:function"`` taking the
 #: model's path and returning a :class:`~mmh_bench.api.score_model.ScoreModel`
 MODEL_LOADERS: dict[str, str] = {

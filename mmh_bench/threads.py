@@ -19,6 +19,8 @@ from typing import Iterator
 SMALL_MODEL_PARAMS = 5_000_000
 #: environment variable that overrides every choice (e.g. 2 on a machine running one job at a time)
 ENV = "MMH_BENCH_THREADS"
+#: cores each task of a cluster worker may use (set on the workers of a local cluster)
+WORKER_CORES_ENV = "MMH_BENCH_WORKER_CORES"
 
 
 def cores_given() -> int:
@@ -27,6 +29,19 @@ def cores_given() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def task_cores() -> int:
+    """Cores one task of a Dask worker may use: ``$MMH_BENCH_WORKER_CORES`` (a local cluster sets
+    it), else the cores given shared among the worker's threads (outside a worker: all of them)."""
+    env = os.environ.get(WORKER_CORES_ENV, "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        from distributed import get_worker
+        return max(1, cores_given() // get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError):
+        return cores_given()
 
 
 def threads_for(n_params: int, cores: int | None = None) -> int:

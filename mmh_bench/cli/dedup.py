@@ -87,6 +87,20 @@ def load_embeddings(path: str | os.PathLike, column: str | None = None) -> tuple
     return rows, {"path": str(p), "format": "datasets", "column": column, "shape": list(rows.shape)}
 
 
+def _on_cluster(args: argparse.Namespace, rows: np.ndarray, source: dict, opts: dict) -> Any:
+    """The same search with its cells split among the workers of a Dask cluster (a .npy file is read
+    by the workers themselves: its path must be one they can reach)."""
+    from .errors import CLIError
+    from mmh_bench.evaluation.engine import ClusterError, cluster_client
+    from mmh_bench.retrieval.sharded import NpySource, find_duplicates_on_cluster
+    npy = NpySource(str(Path(args.path).resolve()), args.metric) if source["format"] == "npy" else None
+    try:
+        with cluster_client(args.cluster, args.workers) as client:
+            return find_duplicates_on_cluster(rows, args.threshold, client, source=npy, **opts)
+    except ClusterError as exc:
+        raise CLIError(str(exc)) from None
+
+
 def _cmd_dedup(args: argparse.Namespace) -> int:
     from .errors import CLIError
     from mmh_bench.retrieval.neardup import find_duplicates, group_diameters
@@ -101,9 +115,12 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
             raise CLIError(f"--max-probe must be auto, none or an integer, got {mp!r}") from None
     x, source = load_embeddings(args.path, args.column)
     rows = prepare_rows(x, args.metric)
-    res = find_duplicates(rows, args.threshold, linkage=args.linkage, normalized=True,
-                          max_probe=None if mp == "none" else mp, seed=args.seed,
-                          progress=not args.quiet)
+    opts = dict(linkage=args.linkage, normalized=True, max_probe=None if mp == "none" else mp, seed=args.seed,
+                progress=not args.quiet)
+    if args.cluster is None and (args.workers or 0) <= 1:
+        res = find_duplicates(rows, args.threshold, **opts)
+    else:
+        res = _on_cluster(args, rows, source, opts)
     groups = res.groups
     diam = group_diameters(rows, groups)
     out = res.to_json(metric=args.metric, source=source,
@@ -143,5 +160,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--max-probe", default="auto",
                    help="cells compared per row above 4096 rows: auto (measured), an integer, or none (exact)")
     s.add_argument("--seed", type=int, default=0, help="seed for k-means and the probe measurement")
-    add_options(s, "quiet")
+    add_options(s, "cluster", "quiet")
+    add_options(s, "workers", workers={"help": "without --cluster: split the cell search among a local cluster "
+                                                "of N worker processes (default: this process alone)"})
     s.set_defaults(func=_cmd_dedup)

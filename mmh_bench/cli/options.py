@@ -1,6 +1,7 @@
 """Command-line options shared by several subcommands, defined once so they read the same everywhere."""
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any, Sequence
 
@@ -23,7 +24,21 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
                                       "in each task spec)")),
     "quiet": (("-q", "--quiet"), dict(action="store_true", help="no progress bars")),
     "json": (("--json",), dict(action="store_true", help="print JSON objects instead of a table")),
+    "cluster": (("--cluster",), dict(default=None, metavar="ADDRESS",
+                                     help="run on the Dask scheduler at ADDRESS (e.g. tcp://host:8786; "
+                                          "docs/ENGINE.md); exits 2 when it cannot be reached within 10 s")),
+    "workers": (("--workers",), dict(type=lambda text: _count(text, "--workers"), default=None, metavar="N",
+                                     help="without --cluster: a local cluster of N worker processes, one "
+                                          "thread each; 0 or 1: serially in this process (default: one "
+                                          "worker per core when there is more than one core and more than "
+                                          "one pair to evaluate, else serial)")),
 }
+
+
+def _count(text: str, flag: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{flag} takes a whole number >= 0, got {text!r}")
+    return int(text)
 
 
 def add_options(parser: Any, *names: str, **overrides: dict[str, Any]) -> None:

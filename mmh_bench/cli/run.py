@@ -27,13 +27,19 @@ def _positive_seconds(text: str) -> float:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from functools import partial
     from mmh_bench.task.models.stable_diffusion import model_source
-    from mmh_bench.evaluation.runner import evaluate
-    with model_source(args.model):  # SD tasks need the weights both to build and to evaluate
-        report = evaluate(args.tasks, args.detectors, args.results, cache_dir=args.cache, seed=args.seed,
-                          batch_size=args.batch_size, force=args.force, progress=not args.quiet,
-                          model_override=_sd_model, isolation=args.isolation, timeout=args.timeout,
-                          instances=None if args.instances == "none" else args.instances)
+    from mmh_bench.evaluation.engine import ClusterError, evaluate_parallel
+    from .errors import CLIError
+    try:  # SD tasks need the weights both to build and to evaluate, on every worker
+        report = evaluate_parallel(args.tasks, args.detectors, args.results, cluster=args.cluster,
+                                   workers=args.workers, context=partial(model_source, args.model),
+                                   cache_dir=args.cache, seed=args.seed, batch_size=args.batch_size,
+                                   force=args.force, progress=not args.quiet, model_override=_sd_model,
+                                   isolation=args.isolation, timeout=args.timeout,
+                                   instances=None if args.instances == "none" else args.instances)
+    except ClusterError as exc:
+        raise CLIError(str(exc)) from None
     for task, det, why in report.not_applicable:
         print(f"skipped {det} on {task}: {why}", file=sys.stderr)
     print(f"{len(report.ran)} evaluated, {len(report.skipped_current)} already current, "
@@ -66,5 +72,5 @@ def register(sub: Any) -> None:
                    help="published instances (default: the board's, leaderboard/instances): a task whose spec "
                         "has one there is evaluated on it, verified byte for byte; other tasks on this "
                         "machine's own build. 'none': always this machine's dev build")
-    add_options(s, "model", "quiet")
+    add_options(s, "cluster", "workers", "model", "quiet")
     s.set_defaults(func=_cmd_run)

@@ -36,9 +36,9 @@ ROC_POINTS = 200
 #: ``evaluate(isolation=...)``: "auto" seals every detector but the shipped baselines
 ISOLATION_CHOICES = ("auto", "sealed", "in-process")
 SHIPPED_PACKAGE = "mmh_bench_baselines"
-__all__ = ["DetectorFailure", "PeakMemory", "GridReport", "applicable", "compute_scores", "evaluate",
-           "evaluate_pair", "is_shipped_ref", "make_context", "resolve_detector", "resolve_isolation", "result_path",
-           "ruled_out"]
+__all__ = ["DetectorFailure", "PeakMemory", "GridPlan", "GridReport", "applicable", "compute_scores", "evaluate",
+           "evaluate_pair", "failed_result", "is_shipped_ref", "make_context", "plan_grid", "resolve_detector",
+           "resolve_isolation", "result_path", "ruled_out", "run_plan"]
 
 
 def result_path(results_dir: Path, inst: TaskInstance, detector: str) -> Path:
@@ -203,22 +203,11 @@ def _roc_points(y: np.ndarray, s: np.ndarray) -> dict[str, list[float]] | None:
     return {"fpr": [round(float(v), 5) for v in fpr], "tpr": [round(float(v), 5) for v in tpr]}
 
 
-def evaluate_pair(inst: TaskInstance, det: Detector, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,
-                  progress: bool = False, isolation: str = "auto", timeout: float | None = None,
-                  threads: int = 1, hide: Iterable[str | Path | None] = (),
-                  model_override: bool = False) -> dict[str, Any]:
-    """One (task, detector) result; any failure of the detector becomes ``status: failed``.
-
-    ``isolation``: "sealed" scores in a worker that holds only what the detector's access grants
-    (sandboxed when bubblewrap works), "in-process" calls ``det`` here, "auto" seals all but the
-    shipped baselines. Sealed runs construct a fresh detector from ``det``'s parameters; ``timeout``
-    (seconds) and ``threads`` (torch threads in the worker) apply to them. ``model_override``: the
-    instance's model was attached in memory, which a sealed worker cannot load.
-    """
+def _result_head(inst: TaskInstance, det: Detector, mode: str, seed: int) -> dict[str, Any]:
+    """A result document before scoring: what was evaluated, on what, where (status ok so far)."""
     spec = inst.spec
     labels = inst.labels
-    mode = resolve_isolation(isolation, det)
-    result: dict[str, Any] = {
+    return {
         "schema_version": SCHEMA_VERSION, "task": spec.name, "task_version": spec.version,
         "task_hash": spec.hash, "task_family": spec.family, "track": spec.track,
         "detector": det.name, "detector_version": det.version, "detector_params": det.params(),
@@ -233,6 +222,23 @@ def evaluate_pair(inst: TaskInstance, det: Detector, *, seed: int = 0, batch_siz
         "provenance": provenance(seed=seed, spec_hash=spec.hash, data_hash=inst.data_hash),
         "task_stats": inst.task_stats(),
     }
+
+
+def evaluate_pair(inst: TaskInstance, det: Detector, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,
+                  progress: bool = False, isolation: str = "auto", timeout: float | None = None,
+                  threads: int = 1, hide: Iterable[str | Path | None] = (),
+                  model_override: bool = False) -> dict[str, Any]:
+    """One (task, detector) result; any failure of the detector becomes ``status: failed``.
+
+    ``isolation``: "sealed" scores in a worker that holds only what the detector's access grants
+    (sandboxed when bubblewrap works), "in-process" calls ``det`` here, "auto" seals all but the
+    shipped baselines. Sealed runs construct a fresh detector from ``det``'s parameters; ``timeout``
+    (seconds) and ``threads`` (torch threads in the worker) apply to them. ``model_override``: the
+    instance's model was attached in memory, which a sealed worker cannot load.
+    """
+    mode = resolve_isolation(isolation, det)
+    result = _result_head(inst, det, mode, seed)
+    spec, labels = inst.spec, inst.labels
     try:
         if mode == "in-process":
             with limited_threads(threads):  # as a sealed worker runs: the same threads either way
@@ -261,6 +267,14 @@ def evaluate_pair(inst: TaskInstance, det: Detector, *, seed: int = 0, batch_siz
     return _checked(result)
 
 
+def failed_result(inst: TaskInstance, det: Detector, error: str, *, seed: int = 0,
+                  isolation: str = "auto") -> dict[str, Any]:
+    """A ``status: failed`` result for a pair that ended outside the detector (its worker died)."""
+    result = _result_head(inst, det, resolve_isolation(isolation, det), seed)
+    result.update(status="failed", error=error[:2000])
+    return _checked(result)
+
+
 def _checked(result: dict[str, Any]) -> dict[str, Any]:
     """The document as the board will read it back, checked against the result schema: the
     evaluator cannot write a file the board would reject (a mismatch is a bug here, raised)."""
@@ -274,6 +288,81 @@ class GridReport:
     skipped_current: list[Path]
     failed: list[Path]
     not_applicable: list[tuple[str, str, str]]
+
+
+@dataclass
+class GridPlan:
+    """What a run evaluates, judged before any build: each spec with the detectors it may serve."""
+    tasks: list[tuple[TaskSpec, list[Detector]]]
+    report: GridReport
+
+    @property
+    def n_pairs(self) -> int:
+        return sum(len(c) for _, c in self.tasks)
+
+
+def plan_grid(tasks: str | Iterable[str | TaskSpec], detectors: str | Iterable[str | Detector], *,
+              isolation: str = "auto", hide: Iterable[str | Path | None] = ()) -> GridPlan:
+    """Resolve tasks and detectors and rule out the pairs the specs alone exclude (see :func:`evaluate`)."""
+    if os.environ.get(WORKER_ENV):
+        raise RuntimeError("mmh_bench.evaluate was called inside a sealed worker: the detector's file runs "
+                           "an evaluation when imported; guard it with `if __name__ == \"__main__\":`")
+    if isolation not in ISOLATION_CHOICES:  # a bad mode fails before anything is described or built
+        raise ValueError(f"isolation {isolation!r} is not one of {', '.join(ISOLATION_CHOICES)}")
+    specs = resolve_tasks(tasks) if isinstance(tasks, str) else [
+        t if isinstance(t, TaskSpec) else get_task(t) for t in tasks]
+    refs = split_refs(detectors) if isinstance(detectors, str) else list(detectors)
+    if refs == ["all"]:
+        refs = sorted(registered_entry_points())
+    # submitted code is described in a sandbox, never imported here (see resolve_detector)
+    dets = [resolve_detector(d, isolation, hide=hide) for d in refs]
+    names = [d.name for d in dets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"detector names must be unique in one run: {names}")
+    for d in dets:
+        resolve_isolation(isolation, d)  # a bad mode fails before anything is built
+    plan = GridPlan([], GridReport([], [], [], []))
+    for spec in specs:
+        candidates = []
+        for d in dets:
+            why = ruled_out(d, spec)
+            if why:
+                plan.report.not_applicable.append((spec.name, d.name, why))
+            else:
+                candidates.append(d)
+        if candidates:  # else nothing can run here: the task is not even built
+            plan.tasks.append((spec, candidates))
+    return plan
+
+
+def pairs_to_run(inst: Any, candidates: list[Detector], results_dir: Path, report: GridReport, *, force: bool,
+                 applicable_to: Callable[[Detector], tuple[bool, str]]) -> list[tuple[Detector, Path]]:
+    """The candidates to evaluate on ``inst`` and their result paths; current results and detectors
+    the instance cannot serve (``applicable_to``) go to ``report`` instead."""
+    out = []
+    for proto in candidates:
+        path = result_path(results_dir, inst, proto.name)
+        if not force and _is_current(path, inst, proto):
+            report.skipped_current.append(path)
+            continue
+        ok, why = applicable_to(proto)
+        if not ok:
+            if (inst.spec.name, proto.name, why) not in report.not_applicable:  # once per task
+                report.not_applicable.append((inst.spec.name, proto.name, why))
+            continue
+        out.append((proto, path))
+    return out
+
+
+def record(report: GridReport, path: Path, res: dict[str, Any], *, progress: bool) -> None:
+    """Write one pair's result (atomically; the only write of that file) and count it."""
+    write_json(path, res)
+    (report.failed if res["status"] == "failed" else report.ran).append(path)
+    if progress:
+        m = res["metrics"] or {}
+        headline = (f"AUROC {m['auroc']:.3f}" if "auroc" in m else
+                    f"MAE {m['mae']:.3f}" if "mae" in m else res["error"])
+        tqdm.write(f"  {res['task']:<28} {res['detector']:<18} {res['status']:<7} {headline}")
 
 
 def evaluate(tasks: str | Iterable[str | TaskSpec], detectors: str | Iterable[str | Detector],
@@ -292,58 +381,30 @@ def evaluate(tasks: str | Iterable[str | TaskSpec], detectors: str | Iterable[st
     raises :class:`~mmh_bench.registry.RegistryError` before anything is built.
     ``instances``: the folder of published instances (the board's); a task whose spec has one there
     is evaluated on it, verified byte for byte, else on this machine's own build (None: always build).
+    In parallel on a Dask cluster: :func:`mmh_bench.evaluation.engine.evaluate_parallel`.
     """
-    if os.environ.get(WORKER_ENV):
-        raise RuntimeError("mmh_bench.evaluate was called inside a sealed worker: the detector's file runs "
-                           "an evaluation when imported; guard it with `if __name__ == \"__main__\":`")
-    if isolation not in ISOLATION_CHOICES:  # a bad mode fails before anything is described or built
-        raise ValueError(f"isolation {isolation!r} is not one of {', '.join(ISOLATION_CHOICES)}")
-    specs = resolve_tasks(tasks) if isinstance(tasks, str) else [
-        t if isinstance(t, TaskSpec) else get_task(t) for t in tasks]
-    refs = split_refs(detectors) if isinstance(detectors, str) else list(detectors)
-    if refs == ["all"]:
-        refs = sorted(registered_entry_points())
-    # submitted code is described in a sandbox, never imported here (see resolve_detector)
-    dets = [resolve_detector(d, isolation, hide=[cache_dir, results_dir]) for d in refs]
-    names = [d.name for d in dets]
-    if len(set(names)) != len(names):
-        raise ValueError(f"detector names must be unique in one run: {names}")
-    for d in dets:
-        resolve_isolation(isolation, d)  # a bad mode fails before anything is built
-    report = GridReport([], [], [], [])
+    plan = plan_grid(tasks, detectors, isolation=isolation, hide=[cache_dir, results_dir])
+    return run_plan(plan, results_dir, cache_dir=cache_dir, seed=seed, batch_size=batch_size, force=force,
+                    progress=progress, model_override=model_override, isolation=isolation, timeout=timeout,
+                    threads=threads, instances=instances)
+
+
+def run_plan(plan: GridPlan, results_dir: str | Path, *, cache_dir: str | Path | None, seed: int, batch_size: int,
+             force: bool, progress: bool, model_override: Any, isolation: str, timeout: float | None,
+             threads: int, instances: str | Path | None) -> GridReport:
+    """:func:`evaluate`'s grid, one pair after another in this process."""
+    report = plan.report
     results_dir = Path(results_dir)
-    for spec in specs:
-        candidates = []
-        for d in dets:
-            why = ruled_out(d, spec)
-            if why:
-                report.not_applicable.append((spec.name, d.name, why))
-            else:
-                candidates.append(d)
-        if not candidates:  # nothing can run here: the task is not even built
-            continue
+    for spec, candidates in plan.tasks:
         for inst in resolve_instances(spec, cache_dir, published=instances, progress=progress):
             attached = model_override(inst) if callable(model_override) else model_override
             if attached is not None:
                 inst.set_model(attached)
-            for proto in candidates:
-                path = result_path(results_dir, inst, proto.name)
-                if not force and _is_current(path, inst, proto):
-                    report.skipped_current.append(path)
-                    continue
-                ok, why = applicable(proto, inst)
-                if not ok:
-                    if (spec.name, proto.name, why) not in report.not_applicable:  # once per task
-                        report.not_applicable.append((spec.name, proto.name, why))
-                    continue
+            todo = pairs_to_run(inst, candidates, results_dir, report, force=force,
+                                applicable_to=lambda proto, inst=inst: applicable(proto, inst))
+            for proto, path in todo:
                 res = evaluate_pair(inst, proto.clone(), seed=seed, batch_size=batch_size, progress=progress,
                                     isolation=isolation, timeout=timeout, threads=threads,
                                     hide=[cache_dir, results_dir], model_override=attached is not None)
-                write_json(path, res)
-                (report.failed if res["status"] == "failed" else report.ran).append(path)
-                if progress:
-                    m = res["metrics"] or {}
-                    headline = (f"AUROC {m['auroc']:.3f}" if "auroc" in m else
-                                f"MAE {m['mae']:.3f}" if "mae" in m else res["error"])
-                    tqdm.write(f"  {spec.name:<28} {proto.name:<18} {res['status']:<7} {headline}")
+                record(report, path, res, progress=progress)
     return report

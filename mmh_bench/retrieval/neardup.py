@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -123,6 +123,11 @@ class _Linker:
 
     def labels(self) -> np.ndarray:
         return _renumber_first(self._labels())
+
+    def stars(self) -> tuple[np.ndarray, np.ndarray]:
+        """The components as edges member -> first member (fewest edges that keep them)."""
+        self._compress()
+        return self.src[0], self.dst[0]
 
 
 def _sqnorms(a: np.ndarray) -> np.ndarray:
@@ -230,7 +235,9 @@ class _PairFinder:
                  "certified_fraction": certified / max(m, 1)}
         return cell, norms, np.stack([pr_a, pc_a]), stats
 
-    def run(self, linker: _Linker) -> dict[str, Any]:
+    def layout(self) -> tuple[np.ndarray, dict[str, Any], Callable[[int], tuple[np.ndarray, np.ndarray]]]:
+        """Squared centred norm per row, the probe stats, and ``cell(c)``: the positions of cell
+        ``c``'s own rows and of its visitors (rows of other cells that probe it)."""
         cell, norms, probes, stats = self._assign()
         m_order = np.argsort(cell, kind="stable")
         m_start = np.searchsorted(cell[m_order], np.arange(self.nlist + 1))
@@ -240,18 +247,40 @@ class _PairFinder:
         q_pos = probes[0][q_order]
         q_start = np.searchsorted(probes[1][q_order], np.arange(self.nlist + 1))
         del probes, q_order, visitor
-        self._cand = self._band = 0
+
+        def members(c: int) -> tuple[np.ndarray, np.ndarray]:
+            return m_order[m_start[c]:m_start[c + 1]], q_pos[q_start[c]:q_start[c + 1]]
+        return norms, stats, members
+
+    def scanner(self, rows: np.ndarray | None = None, ids: np.ndarray | None = None) -> "_CellScan":
+        return _CellScan(self.rows if rows is None else rows, self.ids if ids is None else ids,
+                         self.mu, self.t, self.margin)
+
+    def run(self, linker: _Linker) -> dict[str, Any]:
+        norms, stats, members = self.layout()
+        scan = self.scanner()
         for c in tqdm(range(self.nlist), desc="dedup: pairs", unit="cell",
                       disable=not self.progress, leave=False):
-            mem = m_order[m_start[c]:m_start[c + 1]]
-            # own rows against own rows: each pair once (block upper triangle)
-            for qs in range(0, len(mem), _BLOCK_Q):
-                self._block(mem[qs:qs + _BLOCK_Q], mem[qs:], norms, linker)
-            vis = q_pos[q_start[c]:q_start[c + 1]]
-            for qs in range(0, len(vis), _BLOCK_Q):
-                self._block(vis[qs:qs + _BLOCK_Q], mem, norms, linker)
-        stats.update(candidate_pairs=int(self._cand), rechecked_pairs=int(self._band))
+            scan.cell(*members(c), norms, linker)
+        stats.update(candidate_pairs=int(scan.cand), rechecked_pairs=int(scan.band))
         return stats
+
+
+class _CellScan:
+    """Pairs within the threshold in one cell: its own rows with each other, its visitors with its
+    own rows (positions index ``ids``, which index ``rows``)."""
+
+    def __init__(self, rows: np.ndarray, ids: np.ndarray, mu: np.ndarray, threshold: float, margin: float) -> None:
+        self.rows, self.ids, self.mu, self.margin = rows, ids, mu, margin
+        self.t2 = float(threshold) ** 2
+        self.cand = self.band = 0
+
+    def cell(self, mem: np.ndarray, vis: np.ndarray, norms: np.ndarray, linker: _Linker) -> None:
+        # own rows against own rows: each pair once (block upper triangle)
+        for qs in range(0, len(mem), _BLOCK_Q):
+            self._block(mem[qs:qs + _BLOCK_Q], mem[qs:], norms, linker)
+        for qs in range(0, len(vis), _BLOCK_Q):
+            self._block(vis[qs:qs + _BLOCK_Q], mem, norms, linker)
 
     def _block(self, qb: np.ndarray, targets: np.ndarray, norms: np.ndarray, linker: _Linker) -> None:
         """Pairs within the threshold between rows ``qb`` and ``targets`` (positions in ids)."""
@@ -280,8 +309,8 @@ class _PairFinder:
             if len(unsure):
                 exact = self._exact_sq(src[unsure], dst[unsure])
                 keep[unsure[exact > self.t2]] = False
-            self._cand += len(i)
-            self._band += len(unsure)
+            self.cand += len(i)
+            self.band += len(unsure)
             linker.add(src[keep], dst[keep])
 
     def _exact_sq(self, i: np.ndarray, j: np.ndarray, chunk: int = 4096) -> np.ndarray:
@@ -331,15 +360,16 @@ class DedupResult:
 
 def find_duplicates(x: np.ndarray, threshold: float, *, metric: str = "l2", linkage: str = "single",
                     nlist: int | None = None, max_probe: int | str | None = "auto", seed: int = 0,
-                    batch_size: int = 4096, progress: bool = False,
-                    normalized: bool = False) -> DedupResult:
+                    batch_size: int = 4096, progress: bool = False, normalized: bool = False,
+                    scan: Callable[["_PairFinder", _Linker], dict[str, Any]] | None = None) -> DedupResult:
     """Group rows within ``threshold`` (Euclidean; chord distance for ``metric="cosine"``).
 
     Up to :data:`DEDUP_BRUTE_MAX` distinct rows every pair is compared (exact). Above,
     ``max_probe`` caps the cells each row is compared with: ``"auto"`` measures the cap (see
     :data:`AUTO_MISS_RATE`), an int fixes it, ``None`` removes it (exact; on unstructured
     high-dimensional data this approaches comparing all pairs). ``stats["certified_fraction"]``
-    is the fraction of rows whose neighbourhood was searched completely.
+    is the fraction of rows whose neighbourhood was searched completely. ``scan``: runs the cell
+    search instead of this process (a cluster: :mod:`mmh_bench.retrieval.sharded`; same groups).
     """
     if threshold < 0 or not np.isfinite(threshold):
         raise ValueError(f"threshold must be a finite distance >= 0, got {threshold}")
@@ -364,7 +394,7 @@ def find_duplicates(x: np.ndarray, threshold: float, *, metric: str = "l2", link
             stats["probe_calibration"] = cal
         elif max_probe is not None:
             finder.max_probe = max(1, int(max_probe))
-        stats.update(finder.run(linker))
+        stats.update(finder.run(linker) if scan is None else scan(finder, linker))
         stats["method"] = "all-pairs" if finder.nlist == 1 else "ivf-cells"
     else:
         stats.update(method="exact-hash", certified_fraction=1.0)

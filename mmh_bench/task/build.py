@@ -154,16 +154,23 @@ def load_instance(spec: TaskSpec, root: Path) -> TaskInstance | None:
     return TaskInstance(spec=spec, arrays=arrays, meta=meta, root=root)
 
 
+def cached_task(spec: TaskSpec, cache_dir: str | Path | None = None, *,
+                instance: InstanceKey | None = None) -> TaskInstance | None:
+    """The cached, intact build of the task (the dev instance by default), else None (no build)."""
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = cache / spec.name / cache_name(spec, instance)
+    return load_instance(spec, root) if (root / "meta.json").exists() else None
+
+
 def build_task(spec: TaskSpec, cache_dir: str | Path | None = None, *, instance: InstanceKey | None = None,
                force: bool = False, progress: bool = True) -> TaskInstance:
     """Return the instance of the task (the dev instance by default), building it (and caching it
     atomically) when needed."""
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     root = cache / spec.name / cache_name(spec, instance)
-    if not force and (root / "meta.json").exists():
-        inst = load_instance(spec, root)
-        if inst is not None:
-            return inst
+    inst = None if force else cached_task(spec, cache_dir, instance=instance)
+    if inst is not None:
+        return inst
     if spec.builder not in BUILDERS:
         raise BuildError(f"task {spec.name!r}: unknown builder {spec.builder!r}; known: {sorted(BUILDERS)}")
     with staged_dir(root) as work:

@@ -37,7 +37,7 @@ import numpy as np
 
 from mmh_bench.evaluation.provenance import package_versions
 from mmh_bench.files import atomic_write_text, save_arrays, sha256_arrays, sha256_file, staged_dir
-from .build import BUILD_FORMAT, build_task, default_cache_dir, load_instance
+from .build import BUILD_FORMAT, build_task, cached_task, default_cache_dir, load_instance
 from .instance import TaskInstance, dump_meta
 from .spec import SpecError, TaskSpec, parse_spec
 
@@ -354,10 +354,12 @@ def _load_installed(root: Path) -> TaskInstance | None:
     return inst
 
 
-def pull_instance(source: str | Path, cache_dir: str | Path | None = None) -> TaskInstance:
+def pull_instance(source: str | Path, cache_dir: str | Path | None = None, *,
+                  install: bool = True) -> TaskInstance | None:
     """Verify a published instance (local folder or Hub dataset id) and install it into the cache
     as ``<cache>/<task>/instances/<data hash[:16]>/``; a valid installed copy is reused, a corrupt
-    one replaced. Raises :class:`PublishError` naming the file on any mismatch."""
+    one replaced (``install=False``: None instead of installing). Raises :class:`PublishError`
+    naming the file on any mismatch."""
     folder = _resolve_source(source)
     body, spec, arrays = verify_published(folder)
     if body["meta"].get("build_format") != BUILD_FORMAT:
@@ -370,6 +372,8 @@ def pull_instance(source: str | Path, cache_dir: str | Path | None = None) -> Ta
         if inst is not None and inst.data_hash == body["data_hash"]:
             return inst
         log.warning("installed instance %s is corrupt; installing it again from %s", root, source)
+    if not install:
+        return None
     with staged_dir(root) as work:
         save_arrays(work / "instance.npz", arrays)
         copied = [rel for rel in body["files"] if rel.split("/")[0] not in _RESERVED]
@@ -423,12 +427,18 @@ def published_for(spec: TaskSpec, root: str | Path = DEFAULT_INSTANCES) -> list[
 
 
 def resolve_instances(spec: TaskSpec, cache_dir: str | Path | None = None, *,
-                      published: str | Path | None = DEFAULT_INSTANCES, progress: bool = True) -> list[TaskInstance]:
+                      published: str | Path | None = DEFAULT_INSTANCES, progress: bool = True,
+                      build: bool = True) -> list[TaskInstance]:
     """The instances a run evaluates: the published ones of this spec when ``published`` holds any
     (each pulled and verified byte for byte, so every machine measures the board's very bytes; a
     task may keep several replicates), else this machine's own build of the dev instance (another
-    instance: its results rank apart)."""
+    instance: its results rank apart). ``build=False``: only what the cache holds already, nothing
+    built or installed; an empty list when that is not all of them."""
     folders = published_for(spec, published) if published else []
     if folders:
-        return [pull_instance(f, cache_dir) for f in folders]
+        pulled = [pull_instance(f, cache_dir, install=build) for f in folders]
+        return [] if any(inst is None for inst in pulled) else pulled  # type: ignore[return-value]
+    if not build:
+        inst = cached_task(spec, cache_dir)
+        return [inst] if inst is not None else []
     return [build_task(spec, cache_dir, progress=progress)]

@@ -1,0 +1,326 @@
+"""The parallel engine: a run's builds and (instance, detector) pairs as tasks on a Dask cluster.
+
+Why Dask distributed: it is pure Python and installs with pip; a ``LocalCluster`` runs in-process
+on a laptop or in CI, the same code reaches a real cluster through a scheduler address, and worker
+*resources* (``dask worker ADDR --resources GPU=1``) keep GPU work on GPU machines. Its scheduler
+reschedules the tasks of a worker that dies; nothing here schedules by hand. See docs/ENGINE.md.
+
+Phase 1 resolves each task's instances on the workers (pulled and verified, or built into the
+cache; instances this machine's cache holds already are judged here, so a run with every result
+current starts no cluster); phase 2 runs every pair's
+:func:`~mmh_bench.evaluation.runner.evaluate_pair` on a worker, which returns the result document. Only this process (the driver) writes results, each once and
+atomically, so a worker that dies mid-pair leaves no file behind, and pairs whose result is current
+are skipped before anything is submitted, as in the serial run. The instance a pair needs is read
+from the cache on its worker: the cache folder must be one that every worker can reach (a local
+cluster shares this machine's; a worker that cannot see it rebuilds the identical instance).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Iterable, Iterator
+
+from mmh_bench.api.detector import Detector
+from mmh_bench.registry import needs_gpu
+from mmh_bench.task.instance import TaskInstance
+from mmh_bench.task.publish import DEFAULT_INSTANCES, resolve_instances
+from mmh_bench.task.spec import TaskSpec
+from mmh_bench.threads import WORKER_CORES_ENV, cores_given, limited_threads, task_cores
+from .runner import (DEFAULT_BATCH, GridPlan, GridReport, applicable, evaluate_pair, failed_result, pairs_to_run,
+                     plan_grid, record, run_plan)
+
+log = logging.getLogger(__name__)
+
+#: seconds to wait for a scheduler given by address before giving up (exit status 2 in the CLI)
+CONNECT_TIMEOUT = 10
+#: a task whose worker dies is rescheduled; after this many deaths it is abandoned (KilledWorker)
+#: and the pair is recorded as failed: one out-of-memory kill is survived, a pair that kills
+#: every worker it lands on does not take the whole cluster down one worker at a time
+ALLOWED_FAILURES = 2
+#: seconds without any worker on the cluster after which a run stops instead of waiting forever
+NO_WORKER_GRACE = 120
+#: the worker resource that marks a GPU (``dask worker ADDR --resources GPU=1``)
+GPU = "GPU"
+#: instance lists a worker keeps loaded (pairs of one instance mostly follow each other)
+KEEP_LOADED = 2
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot be reached or cannot serve the run (one line, for the command line)."""
+
+
+def default_workers(n_pairs: int, cores: int | None = None) -> int:
+    """Local workers for a run of ``n_pairs`` planned pairs: one per core (one thread each) when
+    there is more than one core and more than one pair; 1 (serial, in this process) otherwise."""
+    cores = cores or cores_given()
+    return cores if cores > 1 and n_pairs > 1 else 1
+
+
+def _gpus_here() -> int:
+    import torch
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@contextlib.contextmanager
+def cluster_client(address: str | None = None, workers: int | None = None, *,
+                   gpu: bool = False) -> Iterator[Any]:
+    """A Dask client: connected to the scheduler at ``address``, or to a fresh local cluster of
+    ``workers`` processes with one thread each (the first one offers the GPU resource when ``gpu``
+    and this machine has CUDA). Closed, with the local cluster, when the block ends."""
+    import dask
+    from distributed import Client, LocalCluster
+    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
+        if address:
+            try:
+                client = Client(address, timeout=f"{CONNECT_TIMEOUT}s")
+            except (OSError, TimeoutError) as exc:
+                raise ClusterError(f"cannot reach the Dask scheduler at {address} within {CONNECT_TIMEOUT} s "
+                                   f"({type(exc).__name__}); start one with `dask scheduler` or drop "
+                                   "--cluster to run on this machine") from None
+            try:
+                yield client
+            finally:
+                client.close()
+            return
+        n = max(1, int(workers or default_workers(2)))
+        cluster = LocalCluster(n_workers=0, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.ERROR,
+                               env={WORKER_CORES_ENV: str(max(1, cores_given() // n))})
+        try:
+            proto = cluster.new_spec
+            for i in range(n):
+                opts = dict(proto["options"])
+                if i == 0 and gpu and _gpus_here():
+                    opts["resources"] = {GPU: 1}
+                cluster.worker_spec[i] = {"cls": proto["cls"], "options": opts}
+            cluster.scale(n)
+            client = Client(cluster)
+            try:
+                client.wait_for_workers(n, timeout=120)
+                yield client
+            finally:
+                client.close()
+        finally:
+            cluster.close()
+
+
+def _gpu_workers(client: Any) -> int:
+    return sum(1 for w in client.scheduler_info()["workers"].values() if (w.get("resources") or {}).get(GPU))
+
+
+# -- worker side ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InstanceRef:
+    """What the driver needs of an instance resolved on a worker (the arrays stay there)."""
+    spec: TaskSpec  # the instance's own spec (a pulled test instance names its kind)
+    source: TaskSpec  # the spec that was resolved
+    data_hash: str
+    info: dict[str, Any]
+    applicable: dict[str, tuple[bool, str]]
+
+    def instance_info(self) -> dict[str, Any]:
+        return self.info
+
+
+_LOADED: OrderedDict[tuple[str, ...], list[TaskInstance]] = OrderedDict()
+
+
+def _instances(spec: TaskSpec, cache_dir: str | None, published: str | None, model_override: Any, *,
+               build: bool = True) -> list[TaskInstance]:
+    """The task's instances in this process, resolved once and kept for the pairs that follow,
+    with ``model_override``'s model attached as the serial run attaches it (``build=False``: only
+    what the cache holds already, else an empty list)."""
+    key = (spec.hash, str(spec.path), str(cache_dir), str(published))
+    if key not in _LOADED:
+        insts = resolve_instances(spec, cache_dir, published=published, progress=False, build=build)
+        if not insts:
+            return []
+        for inst in insts:
+            attached = model_override(inst) if callable(model_override) else model_override
+            if attached is not None:
+                inst.set_model(attached)
+        _LOADED[key] = insts
+        while len(_LOADED) > KEEP_LOADED:
+            _LOADED.popitem(last=False)
+    _LOADED.move_to_end(key)
+    return _LOADED[key]
+
+
+def _instance(ref: InstanceRef, cache_dir: str | None, published: str | None, model_override: Any) -> TaskInstance:
+    for inst in _instances(ref.source, cache_dir, published, model_override):
+        if inst.data_hash == ref.data_hash:
+            return inst
+    raise RuntimeError(f"{ref.spec.name}: instance {ref.data_hash[:16]} is not in the cache {cache_dir} "
+                       "any more, nor could it be rebuilt identically")
+
+
+def _resolve_task(spec: TaskSpec, candidates: list[Detector], cache_dir: str | None, published: str | None,
+                  model_override: Any, context: Callable[[], ContextManager[Any]]) -> list[InstanceRef]:
+    """Phase 1, on a worker: build or pull the task's instances and judge each candidate on them."""
+    with context(), limited_threads(task_cores()):
+        return _refs(spec, candidates, _instances(spec, cache_dir, published, model_override))
+
+
+def _refs(spec: TaskSpec, candidates: list[Detector], insts: list[TaskInstance]) -> list[InstanceRef]:
+    return [InstanceRef(inst.spec, spec, inst.data_hash, inst.instance_info(),
+                        {d.name: applicable(d, inst) for d in candidates}) for inst in insts]
+
+
+def _run_pair(ref: InstanceRef, proto: Detector, opts: dict[str, Any], cache_dir: str | None,
+              published: str | None, model_override: Any, context: Callable[[], ContextManager[Any]]) -> dict[str, Any]:
+    """Phase 2, on a worker: one pair's result document (written by the driver)."""
+    with context(), limited_threads(task_cores()):
+        inst = _instance(ref, cache_dir, published, model_override)
+        return evaluate_pair(inst, proto.clone(), model_override=inst.attached_model is not None, **opts)
+
+
+# -- driver side ---------------------------------------------------------------------------------
+def _absolute(path: str | Path | None) -> str | None:
+    return None if path is None else str(Path(path).resolve())
+
+
+def evaluate_parallel(tasks: str | Iterable[str | TaskSpec], detectors: str | Iterable[str | Detector],
+                      results_dir: str | Path, *, cluster: str | None = None, workers: int | None = None,
+                      context: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+                      cache_dir: str | Path | None = None, seed: int = 0, batch_size: int = DEFAULT_BATCH,
+                      force: bool = False, progress: bool = True, model_override: Any = None,
+                      isolation: str = "auto", timeout: float | None = None, threads: int = 1,
+                      instances: str | Path | None = DEFAULT_INSTANCES) -> GridReport:
+    """:func:`~mmh_bench.evaluation.runner.evaluate` on a Dask cluster: the scheduler at ``cluster``,
+    else a local cluster of ``workers`` processes (``None``: :func:`default_workers`; 0 or 1 with no
+    ``cluster``: the serial run in this process). ``context``: a picklable callable whose context
+    wraps all work on a worker (the CLI's ``--model``). Same results, metrics included, as serial."""
+    plan = plan_grid(tasks, detectors, isolation=isolation, hide=[cache_dir, results_dir])
+    n = default_workers(plan.n_pairs) if workers is None else workers
+    common = dict(cache_dir=cache_dir, seed=seed, batch_size=batch_size, force=force, progress=progress,
+                  model_override=model_override, isolation=isolation, timeout=timeout, threads=threads,
+                  instances=instances)
+    with context():  # the driver too may load a model (a failed pair's record) or run serially
+        if cluster is None and n <= 1 or not plan.tasks:
+            return run_plan(plan, results_dir, **common)  # type: ignore[arg-type]
+        grid = _Grid(plan, Path(results_dir), context, **common)
+        if not grid.plan_cached():  # all current: no cluster to start
+            return grid.finish()
+        gpu = any(needs_gpu(spec) for spec, _ in plan.tasks)
+        with cluster_client(cluster, n, gpu=gpu) as client:
+            if progress:
+                print(f"engine: {len(client.scheduler_info()['workers'])} workers at "
+                      f"{client.scheduler.address}", file=sys.stderr)
+            return grid.run(client)
+
+
+class _Grid:
+    """One parallel run: submits phase 1, then each instance's pairs as its phase-1 task finishes."""
+
+    def __init__(self, plan: GridPlan, results_dir: Path, context: Callable[[], ContextManager[Any]],
+                 *, cache_dir: str | Path | None, seed: int, batch_size: int, force: bool, progress: bool,
+                 model_override: Any, isolation: str, timeout: float | None, threads: int,
+                 instances: str | Path | None) -> None:
+        self.plan, self.report, self.results_dir = plan, plan.report, results_dir
+        self.force, self.progress, self.seed, self.isolation = force, progress, seed, isolation
+        self.cache, self.published = _absolute(cache_dir), _absolute(instances)
+        self.shared = (self.cache, self.published, model_override, context)
+        self.opts = dict(seed=seed, batch_size=batch_size, isolation=isolation, timeout=timeout, threads=threads,
+                         hide=[self.cache, _absolute(results_dir)], progress=False)
+        self.pending: dict[Any, tuple[Any, ...]] = {}
+        self.errors: list[BaseException] = []
+        self.to_resolve: list[tuple[TaskSpec, list[Detector]]] = []
+        self.to_run: list[tuple[TaskSpec, InstanceRef, Detector, Path]] = []
+
+    def plan_cached(self) -> int:
+        """Judge here the tasks whose instances this machine's cache holds already (not the GPU
+        ones: their model would load here), as the serial run would; the rest go to phase 1.
+        Returns the number of tasks left for the cluster (phase 1 and pairs)."""
+        for spec, candidates in self.plan.tasks:
+            insts = [] if needs_gpu(spec) else _instances(spec, *self.shared[:3], build=False)
+            if not insts:
+                self.to_resolve.append((spec, candidates))
+            for ref in _refs(spec, candidates, insts):
+                self.to_run += [(spec, ref, *pair) for pair in self._pairs(ref, candidates)]
+        return len(self.to_resolve) + len(self.to_run)
+
+    def _pairs(self, ref: InstanceRef, candidates: list[Detector]) -> list[tuple[Detector, Path]]:
+        return pairs_to_run(ref, candidates, self.results_dir, self.report, force=self.force,
+                            applicable_to=lambda d: ref.applicable[d.name])
+
+    def finish(self) -> GridReport:
+        for key in ("ran", "skipped_current", "failed"):
+            getattr(self.report, key).sort()
+        if self.errors:
+            raise self.errors[0]
+        return self.report
+
+    def _resources(self, spec: TaskSpec) -> dict[str, int] | None:
+        if not needs_gpu(spec):
+            return None
+        if self.gpu:
+            return {GPU: 1}
+        if self.client.cluster is None:  # a remote cluster without GPU workers would wait forever
+            raise ClusterError(f"task {spec.name} needs a GPU, and no worker of the cluster offers one: "
+                               f"start one with `dask worker ADDRESS --resources {GPU}=1`")
+        return None  # a local cluster on a machine without CUDA runs it on the CPU, as serially
+
+    def run(self, client: Any) -> GridReport:
+        self.client, self.gpu = client, _gpu_workers(client) > 0
+        for spec, candidates in self.to_resolve:
+            fut = client.submit(_resolve_task, spec, candidates, *self.shared, pure=False,
+                                resources=self._resources(spec))
+            self.pending[fut] = ("resolve", spec, candidates)
+        for spec, ref, proto, path in self.to_run:
+            self._submit(spec, ref, proto, path)
+        self._drain()
+        return self.finish()
+
+    def _submit(self, spec: TaskSpec, ref: InstanceRef, proto: Detector, path: Path) -> None:
+        pair = self.client.submit(_run_pair, ref, proto, self.opts, *self.shared, pure=False,
+                                  resources=self._resources(spec))
+        self.pending[pair] = ("pair", ref, proto, path)
+
+    def _drain(self) -> None:
+        from distributed import wait
+        lonely_since = None
+        while self.pending:
+            try:
+                done = wait(list(self.pending), timeout=10, return_when="FIRST_COMPLETED").done
+            except TimeoutError:
+                done = set()
+            for fut in done:
+                self._finish(fut, *self.pending.pop(fut))
+            if done or self.client.scheduler_info()["workers"]:
+                lonely_since = None
+            elif lonely_since is None:
+                lonely_since = time.monotonic()
+            elif time.monotonic() - lonely_since > NO_WORKER_GRACE:
+                raise ClusterError(f"no worker left on the cluster for {NO_WORKER_GRACE} s; "
+                                   f"{len(self.pending)} tasks unfinished (finished results are saved)")
+
+    def _finish(self, fut: Any, kind: str, *what: Any) -> None:
+        if kind == "resolve":
+            spec, candidates = what
+            try:
+                refs = fut.result()
+            except Exception as exc:  # a build error: the other tasks finish, then it is raised
+                self.errors.append(exc)
+                return
+            for ref in refs:
+                for proto, path in self._pairs(ref, candidates):
+                    self._submit(spec, ref, proto, path)
+            return
+        ref, proto, path = what
+        try:
+            res = fut.result()
+        except Exception as exc:  # the worker died ALLOWED_FAILURES + 1 times, or the task broke
+            log.debug("pair %s / %s failed on the cluster", ref.spec.name, proto.name, exc_info=True)
+            try:
+                res = failed_result(_instance(ref, *self.shared[:3]), proto.clone(),
+                                    f"worker failure: {type(exc).__name__}: {exc}", seed=self.seed,
+                                    isolation=self.isolation)
+            except Exception as again:  # not even the record can be made: said at the end
+                self.errors.append(again)
+                return
+        record(self.report, path, res, progress=self.progress)
