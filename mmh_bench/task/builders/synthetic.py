@@ -87,8 +87,9 @@ class Placement:
         return (self.scale * (x.astype(np.float64) @ self.rotation.T) + self.shift).astype(np.float32)
 
 
-#: candidate shift lengths (times the data's RMS radius) searched for the one that hides the origin
-SHIFT_GRID = np.linspace(0.0, 8.0, 161)
+#: candidate shift lengths (times the data's RMS radius) searched for the one that hides the origin;
+#: at most 3 radii, because farther out the small models stop memorizing the isolated points
+SHIFT_GRID = np.linspace(0.0, 3.0, 61)
 
 
 def draw_placement(spec: TaskSpec, data: dict[str, Any], train: np.ndarray, source: np.ndarray) -> Placement | None:
@@ -102,7 +103,7 @@ def draw_placement(spec: TaskSpec, data: dict[str, Any], train: np.ndarray, sour
     would change no distance to first order). Its length is the one on :data:`SHIFT_GRID` (either
     sign, times the data's RMS radius) at which the distance to the origin ranks the designed
     memorization sources (``source``, :func:`designed_sources`) against the other training rows
-    at chance (AUROC within 0.005 of 0.5), the nearest such to ``shift`` (default 0): after it, "copies lie nearer to (or
+    at chance (AUROC within 0.005 of 0.5, else nearest to it), the nearest such to ``shift`` (default 0): after it, "copies lie nearer to (or
     farther from) the origin" is no rule, and a far reference point ranks by nearly that distance.
     The dev instance keeps the spec's coordinates."""
     rng = placement_rng(spec)
