@@ -110,6 +110,10 @@ Plain = Union[bool, int, float, str, None]
 SubmissionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
+#: where a detector or mitigator ran: a sandboxed worker, a plain worker process, the evaluator's process
+Isolation = Literal["sandbox", "process", "in-process"]
+
+
 class Strict(BaseModel):
     """Strict types, no NaN or infinity, no unknown fields (a typo is an error, not a blank)."""
 
@@ -271,7 +275,7 @@ class _ResultBase(Strict):
     group: Literal[GROUPS] | None = None  # type: ignore[valid-type]
     instance: Instance | None = None
     detector_note: Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_no_control)] | None = None
-    isolation: Literal["sandbox", "process", "in-process"] | None = None
+    isolation: Isolation | None = None
 
     def _common(self) -> None:
         if self.status == "ok":

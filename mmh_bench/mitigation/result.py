@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from mmh_bench.files import write_json
-from mmh_bench.leaderboard.schema import (AccessLabel, Hex16, Instance, Label, Name, Plain, Prob, Provenance, Strict, Text,
-                      read_json, validate_model)
+from mmh_bench.leaderboard.schema import (AccessLabel, Hex16, Instance, Isolation, Label, Name, Plain, Prob, Provenance,
+                                          Strict, Text, read_json, validate_model)
 
 SCHEMA_VERSION = 1
 
@@ -70,6 +70,7 @@ class MitigationResult(Strict):
     metrics: MitigationMetrics | None
     cost: MitigationCost | None
     unmitigated: Unmitigated | None
+    isolation: Isolation | None = None
     provenance: Provenance
 
     @model_validator(mode="after")
