@@ -1,11 +1,23 @@
 """Command-line options shared by several subcommands, defined once so they read the same everywhere."""
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any, Sequence
 
 DEFAULT_RESULTS = "leaderboard/results"
 DEFAULT_BOARD = "leaderboard"
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
 
 _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "tasks": (("--tasks",), dict(default="suite:default",
@@ -23,6 +35,14 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
                                       "in each task spec)")),
     "quiet": (("-q", "--quiet"), dict(action="store_true", help="no progress bars")),
     "json": (("--json",), dict(action="store_true", help="print JSON objects instead of a table")),
+    "isolation": (("--isolation",), dict(choices=("auto", "sealed", "in-process"), default="auto",
+                                         help="sealed: each detector (mitigator) runs in a sandboxed worker that "
+                                              "holds only what its access grants; in-process: in this process "
+                                              "(trusted code only); auto (default): sealed for all but the "
+                                              "shipped baselines")),
+    "timeout": (("--timeout",), dict(type=_positive_seconds, default=None, metavar="SECONDS",
+                                     help="sealed runs only: a (task, detector or mitigator setting) pair running "
+                                          "longer fails (default: no limit)")),
 }
 
 
