@@ -359,6 +359,9 @@ class SubmissionMeta(Strict):
 
     schema_version: Literal[1]
     name: SubmissionName
+    #: what was submitted; ``detector*`` fields name it either way (a mitigator's results are
+    #: mitigation results, which the detection board leaves out)
+    kind: Literal["detector", "mitigator"] = "detector"
     detector: Name
     detector_ref: Label
     detector_sha256: HexHash | None = None
@@ -369,6 +372,8 @@ class SubmissionMeta(Strict):
     mmh_bench_version: Label
     seed: int
     batch_size: Annotated[int, Field(ge=1)] = 512
+    #: a mitigator's generations per task (the first N rows; None: all)
+    samples: Annotated[int, Field(ge=1)] | None = None
     tasks: Annotated[list[TaskRef], Field(min_length=1, max_length=500)]
     skipped: list[Annotated[list[Label], Field(min_length=3, max_length=3)]] = Field(default_factory=list)
     checks: list[CheckItem]
