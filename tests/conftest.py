@@ -36,3 +36,9 @@ def tiny(tiny_spec):
 def toy():
     """The real mmh-toy task (about three minutes on two cores, built once per session)."""
     return build_task(get_task("mmh-toy"), progress=False)
+
+
+@pytest.fixture(scope="session")
+def collapse():
+    """The mitigation track's known answer (tests/data/collapse_cond.toml), built once per session."""
+    return build_task(load_spec(HERE / "data" / "collapse_cond.toml"), progress=False)

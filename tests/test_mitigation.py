@@ -15,21 +15,14 @@ import numpy as np
 import pytest
 
 from mmh_bench import Batch, Context
-from mmh_bench.task.build import build_task
 from mmh_bench.cli.main import main
 from mmh_bench.mitigation import Mitigator, mitigate
 from mmh_bench.mitigation.board import collect, render_html, render_markdown
 from mmh_bench.mitigation.evaluate import applicable, label_generations, run_mitigator
 from mmh_bench.mitigation.result import read_mitigation_result
 from mmh_bench.registry import all_mitigators, make_mitigator
-from mmh_bench.task.spec import load_spec
 
 DATA = Path(__file__).parent / "data"
-
-
-@pytest.fixture(scope="module")
-def collapse(tmp_path_factory):
-    return build_task(load_spec(DATA / "collapse_cond.toml"), tmp_path_factory.mktemp("mit"), progress=False)
 
 
 def _collapsed_condition(inst) -> int:
@@ -80,7 +73,7 @@ class WrongShape(Mitigator):
 
 def test_a_broken_mitigator_fails_alone_and_results_resume(collapse, tmp_path, capsys):
     rep = mitigate([collapse], [Raises(), WrongShape(), make_mitigator("guidance")], tmp_path, sweep=True,
-                   progress=False)
+                   progress=False, isolation="in-process")  # sealed ones: test_mitigation_sealed.py
     assert len(rep["failed"]) == 2 and len(rep["ran"]) == 4  # guidance at its four settings
     errors = {read_mitigation_result(p).mitigator: read_mitigation_result(p).error for p in rep["failed"]}
     assert "boom" in errors["raises"] and "shape [512, 3]" in errors["wrong-shape"]
@@ -121,6 +114,9 @@ def test_third_party_mitigator_from_a_file_and_the_cli(collapse, tmp_path, capsy
     assert (tmp_path / "out" / "MITIGATION.md").is_file()
     docs = [read_mitigation_result(p) for p in (tmp_path / "res").rglob("*.json")]
     assert {d.mitigator for d in docs} == {"none", "half-guidance"}
+    half = next(d for d in docs if d.mitigator == "half-guidance")
+    assert half.isolation in ("sandbox", "process")  # a file mitigator runs sealed by default
     none = next(d for d in docs if d.mitigator == "none")
+    assert none.isolation == "in-process"  # a shipped baseline is trusted
     assert none.metrics.unchanged_share == 1.0
     assert none.metrics.memorization.rate == pytest.approx(float(collapse.labels.mean()), abs=1e-6)

@@ -409,7 +409,8 @@ def test_which_references_count_as_shipped(monkeypatch):
     assert not runner.is_shipped_ref("some_pkg.mod:Cls") and not runner.is_shipped_ref("/x/mmh_bench_baselines.py:C")
     # an installed third-party package's entry point is not a shipped baseline: it is described sealed
     eps = {"ext": EntryPoint("ext", "their_pkg.detectors:Ext", "mmh_bench.detectors")}
-    monkeypatch.setattr(runner, "registered_entry_points", lambda: eps)
+    assert runner.is_shipped_ref("none", "mitigator") and runner.is_shipped_ref("guidance", "mitigator")
+    monkeypatch.setattr(runner, "registered_entry_points", lambda kind="detector": eps)
     assert not runner.is_shipped_ref("ext")
 
 

@@ -27,24 +27,17 @@ def cmd_mitigators(args: argparse.Namespace) -> int:
 
 
 def cmd_mitigate(args: argparse.Namespace) -> int:
+    from mmh_bench.evaluation.runner import resolve_many
     from mmh_bench.mitigation.board import render_markdown
-    from mmh_bench.mitigation.evaluate import mitigate
-    from mmh_bench.task.publish import resolve_instances
-    from mmh_bench.registry import resolve_mitigators, resolve_tasks
-    mitigators = resolve_mitigators(args.mitigators)
-    instances = None if args.instances == "none" else args.instances
-    total: dict[str, list[Any]] = {"ran": [], "skipped": [], "failed": [], "not_applicable": []}
-    for spec in resolve_tasks(args.tasks):
-        if spec.track != "memorization" or not spec.conditional:
-            total["not_applicable"].append((spec.name, "*", "mitigation tasks are conditional memorization tasks"))
-            continue
-        insts = resolve_instances(spec, args.cache, published=instances, progress=not args.quiet)
-        if not args.all_replicates:  # replicate 0 (the first published instance) stands for the task
-            insts = sorted(insts, key=lambda i: i.instance_info().get("replicate", 0))[:1]
-        rep = mitigate(insts, mitigators, args.results, seed=args.seed, force=args.force,
-                       sweep=not args.no_sweep, progress=not args.quiet, n=args.samples or None)
-        for k in total:
-            total[k] += rep[k]
+    from mmh_bench.mitigation.evaluate import mitigate_specs
+    from mmh_bench.registry import resolve_tasks
+    # a mitigator other than a shipped baseline is described in a sandbox, never imported here
+    mitigators = resolve_many(args.mitigators, args.isolation, hide=[args.cache, args.results], kind="mitigator")
+    total = mitigate_specs(resolve_tasks(args.tasks), mitigators, args.results, cache_dir=args.cache,
+                           instances=None if args.instances == "none" else args.instances,
+                           all_replicates=args.all_replicates, progress=not args.quiet, seed=args.seed,
+                           force=args.force, sweep=not args.no_sweep, n=args.samples or None,
+                           isolation=args.isolation, timeout=args.timeout)
     for task, name, why in total["not_applicable"]:
         print(f"not applicable: {task} / {name}: {why}")
     print(f"{len(total['ran'])} ran, {len(total['skipped'])} current (skipped), {len(total['failed'])} failed")
@@ -70,7 +63,9 @@ def register(sub: Any) -> None:
         description="Regenerate each conditional task's samples (same conditions, same initial noises) "
                     "under each mitigator at every setting of its sweep, label them with the task's "
                     "own copy rule and measure quality; one result file per setting, written atomically "
-                    "and skipped when current. Then render the mitigation section (MITIGATION.md and "
+                    "and skipped when current. A mitigator other than a shipped baseline runs sealed, as "
+                    "detectors do: in a sandboxed worker that never sees labels. Then render the "
+                    "mitigation section (MITIGATION.md and "
                     "its Pareto plots).")
     add_options(s, "tasks", "cache", "seed", "quiet",
                 tasks={"default": "syn2-cond,syn10-cond,syn100-cond,image-digits-cond,t2i-digits"})
@@ -87,5 +82,6 @@ def register(sub: Any) -> None:
     s.add_argument("--all-replicates", action="store_true",
                    help="every published replicate of a task (default: replicate 0 only)")
     s.add_argument("--no-sweep", action="store_true", help="run each mitigator at its given parameters only")
+    add_options(s, "isolation", "timeout")
     s.add_argument("--force", action="store_true", help="rerun current results")
     s.set_defaults(func=cmd_mitigate)

@@ -8,6 +8,17 @@ from typing import Any, Sequence
 DEFAULT_RESULTS = "leaderboard/results"
 DEFAULT_BOARD = "leaderboard"
 
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "tasks": (("--tasks",), dict(default="suite:default",
                                  help="comma-separated task names, suite:NAME, or .toml paths "
@@ -32,6 +43,14 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
                                           "thread each; 0 or 1: serially in this process (default: one "
                                           "worker per core when there is more than one core and more than "
                                           "one pair to evaluate, else serial)")),
+    "isolation": (("--isolation",), dict(choices=("auto", "sealed", "in-process"), default="auto",
+                                         help="sealed: each detector (mitigator) runs in a sandboxed worker that "
+                                              "holds only what its access grants; in-process: in this process "
+                                              "(trusted code only); auto (default): sealed for all but the "
+                                              "shipped baselines")),
+    "timeout": (("--timeout",), dict(type=_positive_seconds, default=None, metavar="SECONDS",
+                                     help="sealed runs only: a (task, detector or mitigator setting) pair running "
+                                          "longer fails (default: no limit)")),
 }
 
 

@@ -16,16 +16,6 @@ def _sd_model(inst):  # type: ignore[no-untyped-def]
     return load_for_instance(inst)
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from functools import partial
     from mmh_bench.task.models.stable_diffusion import model_source
@@ -62,12 +52,7 @@ def register(sub: Any) -> None:
     s.add_argument("--results", default=DEFAULT_RESULTS, help=f"results folder (default: {DEFAULT_RESULTS})")
     add_options(s, "cache", "seed", "batch-size")
     s.add_argument("--force", action="store_true", help="re-evaluate pairs whose results are current")
-    s.add_argument("--isolation", choices=("auto", "sealed", "in-process"), default="auto",
-                   help="sealed: each detector runs in a sandboxed worker that holds only what its access "
-                        "grants; in-process: in this process (trusted code only); auto (default): sealed "
-                        "for all but the shipped baselines")
-    s.add_argument("--timeout", type=_positive_seconds, default=None, metavar="SECONDS",
-                   help="sealed runs only: a (task, detector) pair running longer fails (default: no limit)")
+    add_options(s, "isolation", "timeout")
     s.add_argument("--instances", default="leaderboard/instances", metavar="DIR",
                    help="published instances (default: the board's, leaderboard/instances): a task whose spec "
                         "has one there is evaluated on it, verified byte for byte; other tasks on this "

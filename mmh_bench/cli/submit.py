@@ -17,6 +17,12 @@ parameters come from a sandboxed describe step (:func:`mmh_bench.evaluation.seal
 for ``submit`` also runs the conformance checks (:func:`mmh_bench.evaluation.conformance.check_detector`) on the
 public ``mmh-check`` task, built inside the sandbox. A shipped baseline (``mmh_bench_baselines``)
 is trusted and imported as usual.
+
+``--kind mitigator`` submits a mitigator the same way (``mitigator.py``, ``kind`` and ``samples``
+in the metadata): it is described in a sandbox (it has no conformance checks), runs every setting
+of its sweep sealed on each task's first ``--samples`` generations
+(:func:`mmh_bench.mitigation.evaluate.mitigate_specs`), and its results are mitigation results
+(``results/<task>/v<version>/<instance>/<name>[<params>].json``), verified the same way.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ from typing import Any
 
 from mmh_bench.files import sha256_file
 
+from .mitigate import DEFAULT_SAMPLES
 from .options import add_options
 
 DEFAULT_ATOL = 1e-3
@@ -56,6 +63,35 @@ def _split_ref(ref: str) -> tuple[Path | None, str]:
     return file_ref(ref) or (None, ref)
 
 
+def _evaluate(kind: str, specs: list[Any], det: Any, results: Path, *, cache: str | None, seed: int,
+              batch_size: int, samples: int | None, quiet: bool) -> tuple[list[Path], list[Path], list[Any]]:
+    """Evaluate ``det`` (a detector, or a mitigator at every setting of its sweep) sealed on
+    ``specs``, every result written afresh under ``results``: (ran, failed, not applicable)."""
+    if kind == "detector":
+        from mmh_bench.evaluation.runner import evaluate
+        grid = evaluate(specs, [det], results, cache_dir=cache, seed=seed, batch_size=batch_size, force=True,
+                        progress=not quiet, isolation="sealed")
+        return grid.ran, grid.failed, grid.not_applicable
+    from mmh_bench.mitigation.evaluate import mitigate_specs
+    from mmh_bench.task.publish import DEFAULT_INSTANCES
+    rep = mitigate_specs(specs, [det], results, cache_dir=cache, instances=DEFAULT_INSTANCES, progress=not quiet,
+                         seed=seed, batch_size=batch_size, force=True, n=samples, isolation="sealed")
+    return rep["ran"], rep["failed"], rep["not_applicable"]
+
+
+def _scan(kind: str, results: Path, tasks: Any
+          ) -> tuple[list[tuple[Path, dict[str, Any]]], list[tuple[Path, str | None, str]]]:
+    """The result files under ``results``: (path, document) of the valid, (path, field, reason) of the rest."""
+    if kind == "detector":
+        from mmh_bench.leaderboard.store import scan_results
+        scan = scan_results(results, tasks=tasks)
+        return scan.accepted, [(bad.path, bad.field, bad.reason) for bad in scan.rejected]
+    from mmh_bench.mitigation.board import scan
+    accepted, rejected = scan(results)
+    return ([(path, json.loads(res.model_dump_json())) for path, res in accepted],
+            [(path, None, why) for path, why in rejected])
+
+
 def submission_dir(board: str | Path, name: str) -> Path:
     """``board/submissions/name``; the name is checked first, so it cannot climb out of the board."""
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", name):
@@ -67,8 +103,8 @@ def submission_dir(board: str | Path, name: str) -> Path:
 # -- submit -------------------------------------------------------------------------------------
 def cmd_submit(args: argparse.Namespace) -> int:
     from mmh_bench.registry import RegistryError, resolve_tasks
-    from mmh_bench.leaderboard.store import known_tasks, scan_results
-    from mmh_bench.evaluation.runner import evaluate, resolve_detector
+    from mmh_bench.leaderboard.store import known_tasks
+    from mmh_bench.evaluation.runner import resolve_detector
     from mmh_bench.leaderboard.schema import SchemaError, SubmissionMeta, check_url, validate_model
     from mmh_bench.evaluation.conformance import check_detector
 
@@ -83,54 +119,64 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if folder.exists() and not args.force:
         raise _error(f"{folder} exists; pass --force to replace that entry")
     specs = resolve_tasks(args.tasks)
+    kind = args.kind
     path, attr = _split_ref(args.detector)
     if path is not None and not path.is_file():
-        raise _error(f"detector file {str(path)!r} does not exist")
+        raise _error(f"{kind} file {str(path)!r} does not exist")
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{args.name}.", dir=folder.parent))
     try:
         if path is not None:  # run the copy: what ran is what verify will re-run
-            shutil.copyfile(path, stage / "detector.py")
-            ref, stored_ref, sha = f"{stage / 'detector.py'}:{attr}", f"detector.py:{attr}", sha256_file(stage / "detector.py")
+            code = stage / f"{kind}.py"
+            shutil.copyfile(path, code)
+            ref, stored_ref, sha = f"{code}:{attr}", f"{code.name}:{attr}", sha256_file(code)
         else:
             ref = stored_ref = attr
             sha = None
-        print(f"[1/3] conformance check of {stored_ref} ...", flush=True)
-        try:  # submitted code: described and checked in a sandboxed worker, never imported here
-            det = resolve_detector(ref, "sealed", hide=[args.cache, folder.parent], check_seed=args.seed)
+        checks: list[dict[str, Any]] = []
+        print(f"[1/3] {'conformance check' if kind == 'detector' else 'description'} of {stored_ref} ...", flush=True)
+        try:  # submitted code: described (and checked) in a sandboxed worker, never imported here
+            det = resolve_detector(ref, "sealed", hide=[args.cache, folder.parent],
+                                   check_seed=args.seed if kind == "detector" else None, kind=kind)
         except RegistryError as exc:
             raise _error(str(exc)) from None
-        report = getattr(det, "check_report", None)
-        if report is None:  # a shipped baseline: trusted, checked here
-            report = check_detector(det, cache_dir=args.cache, seed=args.seed)
-        print(report)
-        if not report.ok:
-            print("mmh-bench: submission stopped: fix the failed checks above", file=sys.stderr)
-            return 1
+        if kind == "detector":
+            report = getattr(det, "check_report", None)
+            if report is None:  # a shipped baseline: trusted, checked here
+                report = check_detector(det, cache_dir=args.cache, seed=args.seed)
+            print(report)
+            if not report.ok:
+                print("mmh-bench: submission stopped: fix the failed checks above", file=sys.stderr)
+                return 1
+            checks = [{k: c[k] for k in ("name", "level", "passed", "message")} for c in report.to_list()]
+        else:
+            print(f"  {det!r}")
         print(f"[2/3] evaluating on {len(specs)} task(s): {', '.join(s.name for s in specs)}", flush=True)
-        grid = evaluate(specs, [det], stage / "results", cache_dir=args.cache, seed=args.seed,
-                        batch_size=args.batch_size, force=True, progress=not args.quiet, isolation="sealed")
-        for task, det, why in grid.not_applicable:
-            print(f"  skipped {det} on {task}: {why}", file=sys.stderr)
-        if grid.failed:
-            for p in grid.failed:
+        ran, failed, not_applicable = _evaluate(kind, specs, det, stage / "results", cache=args.cache,
+                                                seed=args.seed, batch_size=args.batch_size,
+                                                samples=args.samples or None, quiet=args.quiet)
+        for task, name, why in not_applicable:
+            print(f"  skipped {name} on {task}: {why}", file=sys.stderr)
+        if failed:
+            for p in failed:
                 err = json.loads(p.read_text()).get("error")
                 print(f"  failed: {p.relative_to(stage)}: {err}", file=sys.stderr)
-            print("mmh-bench: submission stopped: the detector failed on some tasks", file=sys.stderr)
+            print(f"mmh-bench: submission stopped: the {kind} failed on some tasks", file=sys.stderr)
             return 1
-        if not grid.ran:
-            raise _error("the detector was not applicable to any of the tasks; nothing to submit")
-        scan = scan_results(stage / "results", tasks=known_tasks(specs))
-        if scan.rejected:  # the evaluator's own output must pass the schema; anything else is a bug
-            raise _error(f"result failed validation: {scan.rejected[0]}")
-        meta = {"schema_version": 1, "name": args.name, "detector": det.name, "detector_ref": stored_ref,
+        if not ran:
+            raise _error(f"the {kind} was not applicable to any of the tasks; nothing to submit")
+        _, rejected = _scan(kind, stage / "results", known_tasks(specs))
+        if rejected:  # the evaluator's own output must pass the schema; anything else is a bug
+            raise _error(f"result failed validation: {rejected[0]}")
+        meta = {"schema_version": 1, "name": args.name, "kind": kind, "detector": det.name, "detector_ref": stored_ref,
                 "detector_sha256": sha, "authors": authors, "url": args.url,
                 "description": args.description, "submitted": _now(),
                 "mmh_bench_version": _version(), "seed": args.seed, "batch_size": args.batch_size,
                 "tasks": [{"name": s.name, "version": s.version, "hash": s.hash, "spec": s.raw} for s in specs],
-                "skipped": [list(x) for x in grid.not_applicable],
-                "checks": [{k: c[k] for k in ("name", "level", "passed", "message")} for c in report.to_list()]}
+                "skipped": [list(x) for x in not_applicable], "checks": checks}
+        if kind == "mitigator":
+            meta["samples"] = args.samples or None
         try:
             validate_model(SubmissionMeta, json.loads(json.dumps(meta)))
         except SchemaError as exc:
@@ -144,7 +190,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
     unregistered = sorted({s.name for s in specs} - set(known_tasks()))
-    print(f"[3/3] wrote {folder} ({len(grid.ran)} result(s))")
+    print(f"[3/3] wrote {folder} ({len(ran)} result(s))")
     if unregistered:
         print(f"note: task(s) {', '.join(unregistered)} are not in the task registry; the board shows "
               "only registered tasks (see MMH_BENCH_TASKS_PATH)", file=sys.stderr)
@@ -207,8 +253,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from mmh_bench.files import write_json
     from mmh_bench.evaluation.provenance import hardware, hardware_label
     from mmh_bench.registry import RegistryError, all_tasks
-    from mmh_bench.leaderboard.store import scan_results
-    from mmh_bench.evaluation.runner import evaluate, resolve_detector
+    from mmh_bench.evaluation.runner import resolve_detector
     from mmh_bench.leaderboard.schema import SchemaError, SubmissionMeta, read_json, validate_model
     from mmh_bench.task.spec import SpecError, parse_spec
 
@@ -241,10 +286,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             specs[ref.name] = spec
 
-    submitted = scan_results(folder / "results", tasks=specs)
-    for bad in submitted.rejected:
-        diffs.append({"file": str(bad.path.relative_to(folder)), "field": bad.field or "(file)",
-                      "submitted": None, "rerun": None, "note": bad.reason[:300]})
+    kind = meta.kind
+    accepted, rejected = _scan(kind, folder / "results", specs)
+    for path, fieldname, reason in rejected:
+        diffs.append({"file": str(path.relative_to(folder)), "field": fieldname or "(file)",
+                      "submitted": None, "rerun": None, "note": reason[:300]})
     target, attr = meta.detector_ref.rsplit(":", 1)
     sha = None
     if target.endswith(".py"):
@@ -254,24 +300,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
         sha = sha256_file(code)
         if sha != meta.detector_sha256:
             diffs.append({"file": target, "field": "detector_sha256", "submitted": meta.detector_sha256,
-                          "rerun": sha, "note": "the detector file changed since submission"})
+                          "rerun": sha, "note": f"the {kind} file changed since submission"})
         ref = f"{code}:{attr}"
     else:
         ref = meta.detector_ref
     try:  # described in a sandboxed worker: the submitted code is never imported here
-        det = resolve_detector(ref, "sealed", hide=[args.cache, folder.parent])
+        det = resolve_detector(ref, "sealed", hide=[args.cache, folder.parent], kind=kind)
     except RegistryError as exc:
         raise _error(str(exc)) from None
     if det.name != meta.detector:
-        raise _error(f"the detector's name is {det.name!r}, the entry's {meta.detector!r}")
+        raise _error(f"the {kind}'s name is {det.name!r}, the entry's {meta.detector!r}")
 
     with tempfile.TemporaryDirectory(prefix="mmh-verify-") as tmp:
         print(f"re-running {det.name!r} on {len(specs)} task(s) ...", flush=True)
-        evaluate(list(specs.values()), [det], Path(tmp), cache_dir=args.cache, seed=meta.seed,
-                 batch_size=args.batch_size or meta.batch_size, force=True, progress=not args.quiet,
-                 isolation="sealed")
-        rerun = {p.relative_to(tmp): d for p, d in scan_results(tmp, tasks=specs).accepted}
-    old = {p.relative_to(folder / "results"): d for p, d in submitted.accepted}
+        _evaluate(kind, list(specs.values()), det, Path(tmp), cache=args.cache, seed=meta.seed,
+                  batch_size=args.batch_size or meta.batch_size, samples=meta.samples, quiet=args.quiet)
+        rerun = {p.relative_to(tmp): d for p, d in _scan(kind, Path(tmp), specs)[0]}
+    old = {p.relative_to(folder / "results"): d for p, d in accepted}
     for rel in sorted(set(old) | set(rerun), key=str):
         shown = str(Path("results") / rel)
         if rel not in rerun:
@@ -314,12 +359,18 @@ def _plain(v: Any) -> Any:
 # -- argparse -----------------------------------------------------------------------------------
 def register(sub: Any) -> None:
     s = sub.add_parser(
-        "submit", help="check a detector, run the standard suite, write a leaderboard entry",
+        "submit", help="check a detector (or mitigator), run the standard suite, write a leaderboard entry",
         description="Run the conformance check (mmh_bench.evaluation.conformance.check_detector), evaluate the "
                     "detector on the standard suite, and write the entry (metadata.json, a copy of "
                     "the detector file, one result per task) to BOARD/submissions/NAME/. The detector's code "
-                    "runs only in sandboxed workers, never in this process.")
-    s.add_argument("detector", help="path/to/file.py:Class (copied into the entry) or module:Class")
+                    "runs only in sandboxed workers, never in this process. With --kind mitigator, a "
+                    "mitigator is described, run at every setting of its sweep and stored the same way.")
+    s.add_argument("detector", metavar="REF", help="path/to/file.py:Class (copied into the entry) or module:Class")
+    s.add_argument("--kind", choices=("detector", "mitigator"), default="detector",
+                   help="what REF is (default: detector)")
+    s.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
+                   help=f"mitigators: generations regenerated per task, the first N rows (default {DEFAULT_SAMPLES}; "
+                        "0 = all)")
     s.add_argument("--name", required=True, help="entry name: letters, digits, '.', '_' or '-'")
     s.add_argument("--authors", required=True, help="comma-separated author names")
     s.add_argument("--url", required=True, help="paper or code address (http/https)")

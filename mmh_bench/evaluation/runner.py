@@ -26,8 +26,8 @@ from mmh_bench.task.spec import TaskSpec, canonical_json
 from mmh_bench.threads import limited_threads
 from .metrics import lid_metrics, memorization_metrics
 from .provenance import provenance
-from .sealed import (WORKER_ENV, DetectorFailure, PeakMemory, SealedDetector, SealError, WorkerFailure,
-                     describe_detector, isolation_mode, run_job, run_sealed)
+from .sealed import (WORKER_ENV, DetectorFailure, PeakMemory, SealError, StandIn, WorkerFailure, describe_detector,
+                     granted, isolation_mode, run_job, run_sealed)
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ ISOLATION_CHOICES = ("auto", "sealed", "in-process")
 SHIPPED_PACKAGE = "mmh_bench_baselines"
 __all__ = ["DetectorFailure", "PeakMemory", "GridPlan", "GridReport", "applicable", "compute_scores", "evaluate",
            "evaluate_pair", "failed_result", "is_shipped_ref", "make_context", "plan_grid", "resolve_detector",
-           "resolve_isolation", "result_path", "ruled_out", "run_plan"]
+           "resolve_isolation", "resolve_many", "result_path", "ruled_out", "run_plan"]
 
 
 def result_path(results_dir: Path, inst: TaskInstance, detector: str) -> Path:
@@ -48,8 +48,8 @@ def result_path(results_dir: Path, inst: TaskInstance, detector: str) -> Path:
                                                  inst.instance_info()["id"])
 
 
-def detector_source(det: Detector) -> str:
-    if isinstance(det, SealedDetector):
+def detector_source(det: Any) -> str:
+    if isinstance(det, StandIn):
         return det.sealed_source
     cls = type(det)
     return f"{cls.__module__}:{cls.__qualname__}"
@@ -122,18 +122,20 @@ def _is_current(path: Path, inst: TaskInstance, det: Detector) -> bool:
             and canonical_json(old.get("detector_params")) == canonical_json(det.params()))
 
 
-def is_shipped(det: Detector) -> bool:
-    """A baseline shipped with mmh-bench: trusted code, so it may run in the evaluator's process."""
-    return not isinstance(det, SealedDetector) and type(det).__module__.split(".")[0] == SHIPPED_PACKAGE
+def is_shipped(det: Any) -> bool:
+    """A baseline (detector or mitigator) shipped with mmh-bench: trusted code, so it may run in
+    the evaluator's process."""
+    return not isinstance(det, StandIn) and type(det).__module__.split(".")[0] == SHIPPED_PACKAGE
 
 
-def is_shipped_ref(ref: str) -> bool:
+def is_shipped_ref(ref: str, kind: str = "detector") -> bool:
     """Whether a reference (without parameters) names a shipped baseline, judged without importing
-    it: ``mmh_bench_baselines.*:Class``, or an entry point of the mmh-bench distribution itself."""
+    it: ``mmh_bench_baselines.*:Class``, or an entry point (of ``kind``) of the mmh-bench
+    distribution itself."""
     if ":" in ref:
         target = ref.rpartition(":")[0]
         return not (target.endswith(".py") or os.sep in target) and target.split(".")[0] == SHIPPED_PACKAGE
-    ep = registered_entry_points().get(ref)
+    ep = registered_entry_points(kind).get(ref)
     if ep is None:
         return True  # unknown: make_detector reports it, importing nothing
     dist = getattr(ep, "dist", None)
@@ -141,9 +143,10 @@ def is_shipped_ref(ref: str) -> bool:
         dist is None or dist.name.replace("_", "-").lower() == "mmh-bench")
 
 
-def resolve_detector(ref: str | Detector, isolation: str = "auto", *, hide: Iterable[str | Path | None] = (),
-                     check_seed: int | None = None) -> Detector:
-    """The detector a reference names, for evaluation under ``isolation``.
+def resolve_detector(ref: Any, isolation: str = "auto", *, hide: Iterable[str | Path | None] = (),
+                     check_seed: int | None = None, kind: str = "detector") -> Any:
+    """The detector (with ``kind="mitigator"`` the mitigator) a reference names, for evaluation
+    under ``isolation``.
 
     A reference to code that is not a shipped baseline and will run sealed is never imported here:
     a sandboxed worker describes it (:func:`mmh_bench.evaluation.sealed.describe_detector`) and this returns a
@@ -152,35 +155,54 @@ def resolve_detector(ref: str | Detector, isolation: str = "auto", *, hide: Iter
     ``check_seed``: also run the conformance checks in that worker (the stand-in's ``check_report``)."""
     if isolation not in ISOLATION_CHOICES:
         raise ValueError(f"isolation {isolation!r} is not one of {', '.join(ISOLATION_CHOICES)}")
-    if isinstance(ref, Detector) or isolation == "in-process":
-        return make_detector(ref)
+    if not isinstance(ref, str) or isolation == "in-process":
+        return make_detector(ref, kind)
     name, params = parse_ref(ref)
-    if is_shipped_ref(name):
-        return make_detector(ref)
-    return describe_detector(name, params, hide=hide, check_seed=check_seed)
+    if is_shipped_ref(name, kind):
+        return make_detector(ref, kind)
+    return describe_detector(name, params, hide=hide, check_seed=check_seed, kind=kind)
 
 
-def resolve_isolation(isolation: str, det: Detector) -> str:
+def resolve_many(refs: str | Iterable[Any], isolation: str = "auto", *, hide: Iterable[str | Path | None] = (),
+                 kind: str = "detector") -> list[Any]:
+    """Comma-separated references (or objects; ``"all"``: every registered one of ``kind``), each
+    resolved by :func:`resolve_detector`; their names must be unique."""
+    refs = split_refs(refs) if isinstance(refs, str) else list(refs)
+    if refs == ["all"]:
+        refs = sorted(registered_entry_points(kind))
+    hide = list(hide)
+    # submitted code is described in a sandbox, never imported here (see resolve_detector)
+    dets = [resolve_detector(d, isolation, hide=hide, kind=kind) for d in refs]
+    names = [d.name for d in dets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{kind} names must be unique in one run: {names}")
+    for d in dets:
+        resolve_isolation(isolation, d)  # a bad mode fails before anything is built
+    return dets
+
+
+def resolve_isolation(isolation: str, det: Any) -> str:
     """``"sealed"`` or ``"in-process"`` for ``det`` under the requested mode."""
     if isolation not in ISOLATION_CHOICES:
         raise ValueError(f"isolation {isolation!r} is not one of {', '.join(ISOLATION_CHOICES)}")
-    if isinstance(det, SealedDetector):  # a stand-in holds no code to run here
+    if isinstance(det, StandIn):  # a stand-in holds no code to run here
         return "sealed"
     if isolation == "auto":  # in-process is faster for trusted code (benchmarks/sealed_cost.py)
         return "in-process" if is_shipped(det) else "sealed"
     return isolation
 
 
-def make_context(det: Detector, inst: TaskInstance, *, seed: int) -> tuple[Context, Any]:
-    """The context ``det`` gets on ``inst`` in this process, and the score model behind it (or None)."""
+def make_context(det: Any, inst: TaskInstance, *, seed: int, n: int | None = None,
+                 generating: bool = False) -> tuple[Context, Any]:
+    """The context ``det`` gets on ``inst`` in this process, and the score model behind it (or None);
+    a sealed worker builds the same from its view (both take :func:`~mmh_bench.evaluation.sealed.granted`).
+    ``generating`` (a mitigator): its samples are the first ``n`` initial noises, not the generations."""
     access = det.access
     model = inst.score_model() if access.grants_model() else None
-    gen = access.grants_generation()
+    rows = granted(inst, access, n=n, generating=generating)
     ctx = Context(det.name, access, inst.info(), seed=seed, model=model,
                   train_index=inst.train_index if access.grants_train() else None, extras=inst.extras,
-                  samples=Batch(x=inst.samples, cond=inst.cond if access.grants_cond() else None,
-                                noise=inst.noise if gen else None),
-                  sampler=inst.sampler() if gen else None)
+                  samples=Batch(**rows), sampler=inst.sampler() if access.grants_generation() else None)
     return ctx, model
 
 
@@ -311,16 +333,7 @@ def plan_grid(tasks: str | Iterable[str | TaskSpec], detectors: str | Iterable[s
         raise ValueError(f"isolation {isolation!r} is not one of {', '.join(ISOLATION_CHOICES)}")
     specs = resolve_tasks(tasks) if isinstance(tasks, str) else [
         t if isinstance(t, TaskSpec) else get_task(t) for t in tasks]
-    refs = split_refs(detectors) if isinstance(detectors, str) else list(detectors)
-    if refs == ["all"]:
-        refs = sorted(registered_entry_points())
-    # submitted code is described in a sandbox, never imported here (see resolve_detector)
-    dets = [resolve_detector(d, isolation, hide=hide) for d in refs]
-    names = [d.name for d in dets]
-    if len(set(names)) != len(names):
-        raise ValueError(f"detector names must be unique in one run: {names}")
-    for d in dets:
-        resolve_isolation(isolation, d)  # a bad mode fails before anything is built
+    dets = resolve_many(detectors, isolation, hide=hide)  # unique names, a valid isolation for each
     plan = GridPlan([], GridReport([], [], [], []))
     for spec in specs:
         candidates = []

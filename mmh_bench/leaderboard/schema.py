@@ -109,6 +109,10 @@ Plain = Union[bool, int, float, str, None]
 SubmissionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
+#: where a detector or mitigator ran: a sandboxed worker, a plain worker process, the evaluator's process
+Isolation = Literal["sandbox", "process", "in-process"]
+
+
 class Strict(BaseModel):
     """Strict types, no NaN or infinity, no unknown fields (a typo is an error, not a blank)."""
 
@@ -289,7 +293,7 @@ class _ResultBase(Strict):
     group: Literal[GROUPS] | None = None  # type: ignore[valid-type]
     instance: Instance | None = None
     detector_note: Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_no_control)] | None = None
-    isolation: Literal["sandbox", "process", "in-process"] | None = None
+    isolation: Isolation | None = None
 
     def _common(self) -> None:
         check_outcome(self)
@@ -360,6 +364,9 @@ class SubmissionMeta(Strict):
 
     schema_version: Literal[1]
     name: SubmissionName
+    #: what was submitted; ``detector*`` fields name it either way (a mitigator's results are
+    #: mitigation results, which the detection board leaves out)
+    kind: Literal["detector", "mitigator"] = "detector"
     detector: Name
     detector_ref: Label
     detector_sha256: HexHash | None = None
@@ -370,6 +377,8 @@ class SubmissionMeta(Strict):
     mmh_bench_version: Label
     seed: int
     batch_size: Annotated[int, Field(ge=1)] = 512
+    #: a mitigator's generations per task (the first N rows; None: all)
+    samples: Annotated[int, Field(ge=1)] | None = None
     tasks: Annotated[list[TaskRef], Field(min_length=1, max_length=500)]
     skipped: list[Annotated[list[Label], Field(min_length=3, max_length=3)]] = Field(default_factory=list)
     checks: list[CheckItem]

@@ -3,8 +3,17 @@
 ``Mitigator`` is the contract (``contract.py``); ``evaluate.py`` regenerates a task's samples under
 a mitigator and labels them with the task's own copy rule; ``quality.py`` measures what the
 intervention costs in quality; ``board.py`` renders the memorization-vs-quality trade-off.
+The evaluator's names load on first use, so a sealed worker importing the contract stays light.
 """
+from typing import Any
+
 from .contract import Mitigator
-from .evaluate import evaluate_mitigator, mitigate, mitigation_metrics
 
 __all__ = ["Mitigator", "evaluate_mitigator", "mitigate", "mitigation_metrics"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from . import evaluate
+        return getattr(evaluate, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,18 +31,25 @@ REPORTED_PROTOCOLS = [
 ]
 
 
+def scan(results: str | Path) -> tuple[list[tuple[Path, MitigationResult]], list[tuple[Path, str]]]:
+    """Every ``<task>/v<version>/<instance>/*.json`` under ``results``: (path, result) of the valid
+    ones, (path, reason) of the rejected."""
+    accepted, rejected = [], []
+    for path in sorted(Path(results).glob(str(canonical_relpath("*", "*", "*", "*")))):
+        try:
+            accepted.append((path, read_mitigation_result(path)))
+        except ValueError as exc:
+            rejected.append((path, str(exc)))
+    return accepted, rejected
+
+
 def collect(results: str | Path) -> tuple[dict[tuple[str, str, str], list[MitigationResult]], list[str]]:
     """Valid mitigation results grouped by (task, version, instance id), and the rejected files."""
     groups: dict[tuple[str, str, str], list[MitigationResult]] = defaultdict(list)
-    rejected = []
-    for path in sorted(Path(results).glob(str(canonical_relpath("*", "*", "*", "*")))):
-        try:
-            res = read_mitigation_result(path)
-        except ValueError as exc:
-            rejected.append(f"{path}: {exc}")
-            continue
+    accepted, rejected = scan(results)
+    for _, res in accepted:
         groups[(res.task, res.task_version, res.instance.id)].append(res)
-    return dict(groups), rejected
+    return dict(groups), [f"{path}: {why}" for path, why in rejected]
 
 
 def _quality(res: MitigationResult) -> float | None:

@@ -4,24 +4,28 @@ Every generation of the task (its condition and its stored x_T) is produced agai
 mitigator through the task's sampler and labelled by the task's own copy rule (the same base test
 and chance test that labelled the task, against the same training set), so "memorized" means
 exactly what it means on the detection board. One result document per (instance, mitigator
-setting), written atomically; a mitigator that raises or returns the wrong shape fails alone.
+setting), written atomically; a mitigator that raises, returns the wrong shape or times out fails
+alone.
+
+Isolation is the detectors' (:mod:`mmh_bench.evaluation.sealed`): a mitigator that is not a
+shipped baseline generates in a sandboxed worker whose view holds what its access grants (the
+noises, conditions, sampler and model; never labels nor the task's own generations), through the
+same loop as in-process (:func:`~mmh_bench.evaluation.sealed.run_job`); this process labels what
+comes back.
 """
 from __future__ import annotations
 
 import json
 import logging
-import time
 import traceback
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from mmh_bench.api.context import Context
-from mmh_bench.api.detector import Batch
 from mmh_bench.evaluation.metrics import BOOT_SEED, N_BOOT
 from mmh_bench.evaluation.provenance import provenance
-from mmh_bench.evaluation.sealed.job import PeakMemory
+from mmh_bench.evaluation.sealed.job import MitigationFailure, run_job
 from mmh_bench.leaderboard.store import canonical_relpath
 from mmh_bench.task.instance import SUBTYPE_CODE, TaskInstance
 from mmh_bench.task.spec import canonical_json
@@ -29,15 +33,13 @@ from mmh_bench.task.subtypes import CONSTRUCTED_SUBTYPES
 from mmh_bench.threads import limited_threads
 from .contract import Mitigator
 from .quality import condition_accuracy, precision_recall
-from .result import MitigationResult, make_result, write_result
+from .result import MitigationCost, MitigationResult, make_result, write_result
 
 log = logging.getLogger(__name__)
+__all__ = ["MitigationFailure", "evaluate_mitigator", "mitigate", "mitigate_specs", "mitigation_metrics",
+           "run_mitigator"]
 MITIGATION_SCHEMA_VERSION = 1
 DEFAULT_BATCH = 512
-
-
-class MitigationFailure(RuntimeError):
-    """A mitigator's output cannot be scored (wrong shape, not finite)."""
 
 
 def applicable(mit: Mitigator, inst: TaskInstance) -> tuple[bool, str]:
@@ -48,6 +50,8 @@ def applicable(mit: Mitigator, inst: TaskInstance) -> tuple[bool, str]:
         return False, "task keeps no replayable generation (initial noise and sampler)"
     if inst.cond is None:
         return False, "mitigation tasks are conditional"
+    if not mit.access.grants_generation():
+        return False, f"a mitigator generates: it needs Access.GENERATION, not {mit.access.label!r}"
     if inst.train_index.rule is None:
         return False, "task is labelled without the copy rule"
     missing = set(mit.requires) - set(getattr(inst.score_model(), "capabilities", ()))
@@ -90,30 +94,11 @@ def rate_with_ci(flags: np.ndarray, n_boot: int = N_BOOT, seed: int = BOOT_SEED)
 def run_mitigator(mit: Mitigator, inst: TaskInstance, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,
                   n: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """The mitigated generations of the first ``n`` samples of ``inst`` (all by default; rows are
-    in a seeded random order, so any prefix is a uniform subset) and their cost."""
-    model = inst.score_model()
-    cond, noise = inst.cond[:n], inst.noise[:n]
-    full = Batch(x=noise, cond=cond, noise=noise)
-    ctx = Context(mit.name, mit.access, inst.info(), seed=seed, model=model, samples=full,
-                  sampler=inst.sampler(), extras=inst.extras)
-    model.reset_counters()
-    parts = []
-    t0 = time.perf_counter()
-    with PeakMemory() as mem:
-        mit.fit(ctx)
-        for start in range(0, len(noise), batch_size):
-            sl = slice(start, min(start + batch_size, len(noise)))
-            batch = Batch(x=noise[sl], cond=cond[sl], index=np.arange(len(noise))[sl], noise=noise[sl])
-            out = np.asarray(mit.generate(batch, ctx), dtype=np.float32)
-            if out.shape != noise[sl].shape:
-                raise MitigationFailure(f"{mit.name} returned shape {list(out.shape)}, expected {list(noise[sl].shape)}")
-            if not np.isfinite(out).all():
-                raise MitigationFailure(f"{mit.name} returned {int((~np.isfinite(out)).sum())} NaN/inf values")
-            parts.append(out)
-    n = len(noise)
-    cost = {"nfe_per_sample": round((model.nfe + model.njvp) / n, 3), "seconds": round(time.perf_counter() - t0, 3),
-            "peak_mb": mem.peak_mb}
-    return np.concatenate(parts), cost
+    in a seeded random order, so any prefix is a uniform subset) and their cost, in this process; a
+    sealed worker runs the very same loop (:func:`mmh_bench.evaluation.sealed.run_job`)."""
+    from mmh_bench.evaluation.runner import make_context
+    ctx, model = make_context(mit, inst, seed=seed, n=n, generating=True)
+    return run_job(mit, ctx, generate=True, model=model, batch_size=batch_size)
 
 
 def mitigation_metrics(inst: TaskInstance, samples: np.ndarray) -> dict[str, Any]:
@@ -149,11 +134,31 @@ def mitigation_path(results_dir: str | Path, inst: TaskInstance, mit: Mitigator)
     return Path(results_dir) / canonical_relpath(inst.spec.name, inst.spec.version, safe, inst.instance_info()["id"])
 
 
+def generations(mit: Mitigator, inst: TaskInstance, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,
+                threads: int = 1, n: int | None = None, isolation: str = "auto", timeout: float | None = None,
+                hide: Iterable[str | Path | None] = ()) -> tuple[np.ndarray, dict[str, Any], str]:
+    """``mit``'s generations of the first ``n`` samples, their cost, and where they ran
+    (``in-process``, ``sandbox`` or ``process``): in this process, or in a sealed worker
+    (:func:`mmh_bench.evaluation.sealed.run_sealed`) under ``isolation`` as for detectors."""
+    from mmh_bench.evaluation.runner import resolve_isolation
+    from mmh_bench.evaluation.sealed import run_sealed
+    if resolve_isolation(isolation, mit) == "in-process":
+        with limited_threads(threads):  # as a sealed worker runs: the same threads either way
+            return (*run_mitigator(mit, inst, seed=seed, batch_size=batch_size, n=n), "in-process")
+    run = run_sealed(inst, mit, seed=seed, batch_size=batch_size, timeout=timeout, threads=threads, hide=hide, n=n)
+    return run.output, run.cost, run.isolation
+
+
 def evaluate_mitigator(mit: Mitigator, inst: TaskInstance, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,
-                       threads: int = 1, n: int | None = None) -> MitigationResult:
+                       threads: int = 1, n: int | None = None, isolation: str = "auto",
+                       timeout: float | None = None, hide: Iterable[str | Path | None] = ()) -> MitigationResult:
     """The result document of ``mit`` on the first ``n`` generations of ``inst`` (all by default;
     status ``failed`` with the error when it breaks), built as the schema's own model. The
-    unmitigated rate is the copy rule on the same generations as the task made them."""
+    unmitigated rate is the copy rule on the same generations as the task made them.
+    ``isolation``, ``timeout`` and ``hide``: as for detectors
+    (:func:`mmh_bench.evaluation.runner.evaluate_pair`); "auto" seals all but the shipped baselines."""
+    from mmh_bench.evaluation.runner import resolve_isolation
+    from mmh_bench.evaluation.sealed import WorkerFailure, isolation_mode
     spec = inst.spec
     key, _ = mit.sweep
     doc: dict[str, Any] = {
@@ -164,16 +169,20 @@ def evaluate_mitigator(mit: Mitigator, inst: TaskInstance, *, seed: int = 0, bat
         "setting": mit.params().get(key) if key else None, "access": mit.access.label,
         "status": "ok", "error": None, "n_samples": int(len(inst.samples[:n])),
         "metrics": None, "cost": None, "unmitigated": None,
+        "isolation": isolation_mode() if resolve_isolation(isolation, mit) == "sealed" else "in-process",
         "provenance": provenance(seed=seed, spec_hash=spec.hash, data_hash=inst.data_hash)}
     try:
-        with limited_threads(threads):
-            samples, cost = run_mitigator(mit, inst, seed=seed, batch_size=batch_size, n=n)
-            doc["metrics"] = mitigation_metrics(inst, samples)
-            doc["unmitigated"] = {"memorization": rate_with_ci(label_generations(inst, inst.samples[:n])["memorized"])}
-        doc["cost"] = cost
+        samples, cost, doc["isolation"] = generations(mit, inst, seed=seed, batch_size=batch_size, threads=threads,
+                                                      n=n, isolation=isolation, timeout=timeout, hide=hide)
     except Exception as exc:  # a broken mitigator must not stop the grid
         log.debug("mitigator %s failed on %s:\n%s", mit.name, spec.name, traceback.format_exc())
-        doc.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000], metrics=None, cost=None)
+        name = "" if isinstance(exc, WorkerFailure) else f"{type(exc).__name__}: "
+        doc.update(status="failed", error=f"{name}{exc}"[:2000])
+        return make_result(doc)
+    with limited_threads(threads):
+        doc["metrics"] = mitigation_metrics(inst, samples)
+        doc["unmitigated"] = {"memorization": rate_with_ci(label_generations(inst, inst.samples[:n])["memorized"])}
+    doc["cost"] = {k: v for k, v in cost.items() if k in MitigationCost.model_fields}
     return make_result(doc)
 
 
@@ -191,12 +200,15 @@ def is_current(path: Path, inst: TaskInstance, mit: Mitigator, n: int | None = N
 
 def mitigate(instances: Iterable[TaskInstance], mitigators: Iterable[Mitigator], results_dir: str | Path, *,
              seed: int = 0, force: bool = False, sweep: bool = True, progress: bool = True,
-             n: int | None = None) -> dict[str, list]:
+             n: int | None = None, isolation: str = "auto", timeout: float | None = None,
+             hide: Iterable[str | Path | None] = (), batch_size: int = DEFAULT_BATCH) -> dict[str, list]:
     """Every applicable (instance, mitigator setting) pair on the first ``n`` generations of each
     instance (all by default); returns ``{"ran", "skipped", "failed", "not_applicable"}``. With
-    ``sweep``, each mitigator runs at every setting of its sweep."""
+    ``sweep``, each mitigator runs at every setting of its sweep. ``isolation``, ``timeout``,
+    ``hide``: see :func:`evaluate_mitigator` (the results folder is hidden from sealed workers)."""
     report: dict[str, list] = {"ran": [], "skipped": [], "failed": [], "not_applicable": []}
     mitigators = list(mitigators)
+    hide = list(hide)
     for inst in instances:
         for proto in mitigators:
             ok, why = applicable(proto, inst)
@@ -208,10 +220,35 @@ def mitigate(instances: Iterable[TaskInstance], mitigators: Iterable[Mitigator],
                 if not force and is_current(path, inst, mit, n):
                     report["skipped"].append(path)
                     continue
-                res = evaluate_mitigator(mit, inst, seed=seed, n=n)
+                res = evaluate_mitigator(mit, inst, seed=seed, n=n, isolation=isolation, timeout=timeout,
+                                         hide=[*hide, results_dir], batch_size=batch_size)
                 write_result(path, res)
                 report["failed" if res.status == "failed" else "ran"].append(path)
                 if progress:
                     head = f"memorized {res.metrics.memorization.rate:.3f}" if res.metrics else res.error
                     print(f"  {inst.spec.name:<20} {path.stem:<40} {res.status:<7} {head}", flush=True)
     return report
+
+
+def mitigate_specs(specs: Iterable[Any], mitigators: Iterable[Mitigator], results_dir: str | Path, *,
+                   cache_dir: str | Path | None = None, instances: str | Path | None = None,
+                   all_replicates: bool = False, progress: bool = True, **kwargs: Any) -> dict[str, list]:
+    """:func:`mitigate` over task specs: each conditional memorization task's instances (the
+    published ones in ``instances`` where the spec has them, else this machine's build), replicate
+    0 alone unless ``all_replicates``; other tasks are reported not applicable. ``kwargs`` go to
+    :func:`mitigate`; the cache folder is hidden from sealed workers."""
+    from mmh_bench.task.publish import resolve_instances
+    mitigators = list(mitigators)
+    kwargs["hide"] = [*kwargs.get("hide", ()), cache_dir]
+    total: dict[str, list[Any]] = {"ran": [], "skipped": [], "failed": [], "not_applicable": []}
+    for spec in specs:
+        if spec.track != "memorization" or not spec.conditional:
+            total["not_applicable"].append((spec.name, "*", "mitigation tasks are conditional memorization tasks"))
+            continue
+        insts = resolve_instances(spec, cache_dir, published=instances, progress=progress)
+        if not all_replicates:  # replicate 0 (the first published instance) stands for the task
+            insts = sorted(insts, key=lambda i: i.instance_info().get("replicate", 0))[:1]
+        rep = mitigate(insts, mitigators, results_dir, progress=progress, **kwargs)
+        for k in total:
+            total[k] += rep[k]
+    return total

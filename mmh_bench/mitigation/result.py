@@ -14,8 +14,8 @@ from pydantic import Field, model_validator
 from mmh_bench.files import write_json
 from mmh_bench.task.spec import FAMILIES
 from mmh_bench.task.subtypes import CONSTRUCTED_SUBTYPES
-from mmh_bench.leaderboard.schema import (AccessLabel, Hex16, Instance, Label, Name, Plain, Prob, Provenance, Strict, Text,
-                      check_outcome, read_json, validate_model)
+from mmh_bench.leaderboard.schema import (AccessLabel, Hex16, Instance, Isolation, Label, Name, Plain, Prob, Provenance,
+                                          Strict, Text, check_outcome, read_json, validate_model)
 
 SCHEMA_VERSION = 1
 #: mitigation regenerates conditional samples: every task family but LID estimation
@@ -74,6 +74,7 @@ class MitigationResult(Strict):
     metrics: MitigationMetrics | None
     cost: MitigationCost | None
     unmitigated: Unmitigated | None
+    isolation: Isolation | None = None
     provenance: Provenance
 
     @model_validator(mode="after")

@@ -6,13 +6,18 @@ access grants, read from a view folder; labels are joined in the evaluator after
 - :func:`run_sealed`: the evaluator's side (view, sandbox, timeout, read back scores and cost).
 - :func:`describe_detector`: a detector's metadata read in a sandboxed worker, as a
   :class:`SealedDetector` stand-in, so the evaluator never imports a submitted detector's code.
+
+Mitigators take the same path: their view holds the initial noises (not the task's generations),
+the worker runs their ``generate`` in the same loop and writes the generated samples, which the
+evaluator labels; :class:`SealedMitigator` is their stand-in.
 """
-from .describe import DESCRIBE_TIMEOUT, SealedDetector, describe_detector, standin
-from .job import DetectorFailure, PeakMemory, run_job, validate_scores
+from .describe import DESCRIBE_TIMEOUT, SealedDetector, SealedMitigator, StandIn, describe_detector, standin
+from .job import DetectorFailure, MitigationFailure, PeakMemory, run_job, validate_generated, validate_scores
 from .sandbox import (WORKER_ENV, SealedRun, WorkerFailure, hidden_paths, isolation_mode, run_sealed,
                       sandbox_available)
-from .view import SealError, detector_ref, write_view
+from .view import SealError, detector_ref, granted, kind_of, write_view
 
-__all__ = ["DESCRIBE_TIMEOUT", "SealedDetector", "describe_detector", "standin", "WORKER_ENV", "DetectorFailure", "PeakMemory", "SealError", "SealedRun", "WorkerFailure",
-           "detector_ref", "hidden_paths", "isolation_mode", "run_job", "run_sealed", "sandbox_available",
-           "validate_scores", "write_view"]
+__all__ = ["DESCRIBE_TIMEOUT", "SealedDetector", "SealedMitigator", "StandIn", "describe_detector", "standin",
+           "WORKER_ENV", "DetectorFailure", "MitigationFailure", "PeakMemory", "SealError", "SealedRun",
+           "WorkerFailure", "detector_ref", "granted", "hidden_paths", "isolation_mode", "kind_of", "run_job",
+           "run_sealed", "sandbox_available", "validate_generated", "validate_scores", "write_view"]

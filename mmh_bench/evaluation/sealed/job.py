@@ -1,4 +1,5 @@
-"""The scoring loop both evaluation modes run: ``fit`` once, then ``score`` (or ``estimate``) in batches.
+"""The loop both evaluation modes run: ``fit`` once, then ``score`` (or ``estimate``, or a
+mitigator's ``generate``) in batches.
 
 It lives here, apart from the evaluator, so a sealed worker imports only what scoring needs
 (no metrics, no builders): the worker's start-up time is paid once per (task, detector).
@@ -14,11 +15,15 @@ import psutil
 import torch
 
 from mmh_bench.api.context import Context
-from mmh_bench.api.detector import Batch, Detector
+from mmh_bench.api.detector import Batch
 
 
 class DetectorFailure(RuntimeError):
     """A detector broke the contract (wrong shape, NaN, non-numeric output)."""
+
+
+class MitigationFailure(DetectorFailure):
+    """A mitigator's output cannot be scored (wrong shape, not finite)."""
 
 
 class PeakMemory:
@@ -70,10 +75,24 @@ def validate_scores(out: Any, n: int, who: str) -> np.ndarray:
     return arr
 
 
-def run_job(det: Detector, ctx: Context, *, lid: bool, model: Any, batch_size: int, progress: bool = False,
-            desc: str = "") -> tuple[np.ndarray, dict[str, Any]]:
-    """Run ``fit`` then ``score`` (``estimate`` when ``lid``) over ``ctx.samples`` in batches (each
-    slice carries what the context's samples carry); scores and cost.
+def validate_generated(out: Any, shape: tuple[int, ...], who: str) -> np.ndarray:
+    """Finished samples of exactly ``shape``, all finite (float32), or a :class:`MitigationFailure`."""
+    try:
+        arr = np.asarray(out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else out, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise MitigationFailure(f"{who} returned non-numeric samples ({exc})") from None
+    if arr.shape != tuple(shape):
+        raise MitigationFailure(f"{who} returned shape {list(arr.shape)}, expected {list(shape)}")
+    if not np.isfinite(arr).all():
+        raise MitigationFailure(f"{who} returned {int((~np.isfinite(arr)).sum())} NaN/inf values")
+    return arr
+
+
+def run_job(det: Any, ctx: Context, *, lid: bool = False, generate: bool = False, model: Any, batch_size: int,
+            progress: bool = False, desc: str = "") -> tuple[np.ndarray, dict[str, Any]]:
+    """Run ``fit`` then ``score`` (``estimate`` when ``lid``; a mitigator's ``generate`` when
+    ``generate``) over ``ctx.samples`` in batches (each slice carries what the context's samples
+    carry); the scores (or generated samples, one per row of the batch's noise) and the cost.
 
     ``model`` is the undressed score model behind ``ctx`` (or None): its counters give the cost,
     so network evaluations are counted, not claimed."""
@@ -82,7 +101,12 @@ def run_job(det: Detector, ctx: Context, *, lid: bool, model: Any, batch_size: i
     torch.manual_seed(ctx.seed)
     full = ctx.samples
     n = len(full)
-    method = det.estimate if lid else det.score  # type: ignore[attr-defined]
+    if generate:
+        method = det.generate
+        check = lambda out, b: validate_generated(out, b.noise.shape, det.name)  # noqa: E731
+    else:
+        method = det.estimate if lid else det.score  # type: ignore[attr-defined]
+        check = lambda out, b: validate_scores(out, len(b), det.name)  # noqa: E731
     starts: Any = range(0, n, batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -95,7 +119,7 @@ def run_job(det: Detector, ctx: Context, *, lid: bool, model: Any, batch_size: i
             sl = slice(start, min(start + batch_size, n))
             batch = Batch(x=full.x[sl], cond=None if full.cond is None else full.cond[sl], index=np.arange(n)[sl],
                           noise=None if full.noise is None else full.noise[sl])
-            parts.append(validate_scores(method(batch, ctx), sl.stop - sl.start, det.name))
+            parts.append(check(method(batch, ctx), batch))
     seconds = time.perf_counter() - t0
     cost = {"nfe_per_sample": round((model.nfe + model.njvp) / n, 3) if model is not None else 0.0,
             "jvp_per_sample": round(model.njvp / n, 3) if model is not None else 0.0,

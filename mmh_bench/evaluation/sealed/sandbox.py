@@ -24,8 +24,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .job import validate_scores
-from .view import SealError, write_view
+from .job import validate_generated, validate_scores
+from .view import OUTPUT_FILE, SealError, kind_of, write_view
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +39,18 @@ WORKER_ENV = "MMH_BENCH_SEALED_WORKER"
 
 
 class WorkerFailure(RuntimeError):
-    """The worker crashed, timed out or reported a detector error; the message says which."""
+    """The worker crashed, timed out or reported a detector's (mitigator's) error; the message says which."""
 
 
 @dataclass
 class SealedRun:
-    scores: np.ndarray
+    output: np.ndarray  # a detector's scores, a mitigator's generated samples
     cost: dict[str, Any]
     isolation: str  # "sandbox" or "process"
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self.output
 
 
 def hidden_paths(extra: Iterable[str | Path | None] = ()) -> list[Path]:
@@ -145,12 +149,15 @@ def run_logged(cmd: list[str], env: dict[str, str], log_path: Path, timeout: flo
 
 
 def run_sealed(inst: Any, det: Any, *, seed: int = 0, batch_size: int = 512, timeout: float | None = None,
-               threads: int = 1, sandbox: bool | None = None, hide: Iterable[str | Path | None] = ()) -> SealedRun:
-    """Score ``inst`` with a fresh copy of ``det`` in a sealed worker; labels stay in this process.
+               threads: int = 1, sandbox: bool | None = None, hide: Iterable[str | Path | None] = (),
+               n: int | None = None) -> SealedRun:
+    """Score ``inst`` with a fresh copy of ``det`` in a sealed worker (a mitigator: generate the
+    first ``n`` samples again, all by default); labels stay in this process.
 
     ``sandbox``: None uses bubblewrap when it works, False forces plain process isolation.
     ``hide``: more folders to hide (the evaluator's cache and results folders).
     Raises :class:`WorkerFailure` (crash, timeout, detector error) or :class:`SealError`."""
+    kind = kind_of(det)
     use_sandbox = sandbox_available() if sandbox is None else (sandbox and sandbox_available())
     hidden = hidden_paths([inst.root, *hide])
     essential = essential_paths()
@@ -158,7 +165,8 @@ def run_sealed(inst: Any, det: Any, *, seed: int = 0, batch_size: int = 512, tim
         log.warning("a folder to hide contains the Python installation; sealing by process only")
         use_sandbox = False
     with tempfile.TemporaryDirectory(prefix="mmh-sealed-") as tmp:
-        view, out = write_view(inst, det, Path(tmp, "view"), seed=seed, batch_size=batch_size), Path(tmp, "out")
+        view = write_view(inst, det, Path(tmp, "view"), seed=seed, batch_size=batch_size, n=n)
+        out = Path(tmp, "out")
         out.mkdir()
         if use_sandbox:
             cmd = bwrap_command(view, out, hidden, [sys.executable, "-m", "mmh_bench.evaluation.sealed", VIEW_MOUNT,
@@ -181,12 +189,13 @@ def run_sealed(inst: Any, det: Any, *, seed: int = 0, batch_size: int = 512, tim
         if rc != 0:
             raise WorkerFailure(describe_exit(rc) + " after writing a result")
         try:
-            scores = np.load(out / "scores.npy", allow_pickle=False)
+            output = np.load(out / OUTPUT_FILE[kind], allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise WorkerFailure(f"unreadable scores from the worker ({exc})") from None
-        scores = validate_scores(scores, len(inst.samples), det.name)
+            raise WorkerFailure(f"unreadable output from the worker ({exc})") from None
+        output = (validate_generated(output, inst.noise[:n].shape, det.name) if kind == "mitigator"
+                  else validate_scores(output, len(inst.samples), det.name))
         cost = {k: v for k, v in dict(res.get("cost") or {}).items() if isinstance(v, (int, float))}
-        return SealedRun(scores, cost, "sandbox" if use_sandbox else "process")
+        return SealedRun(output, cost, "sandbox" if use_sandbox else "process")
 
 
 __all__ = ["WORKER_ENV", "SealError", "SealedRun", "WorkerFailure", "hidden_paths", "isolation_mode", "run_sealed",

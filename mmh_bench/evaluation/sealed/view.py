@@ -1,17 +1,22 @@
-"""The detector view: a folder holding exactly what a detector's access grants, and its job.
+"""The view: a folder holding exactly what a detector's (or mitigator's) access grants, and its job.
 
 Layout (arrays as ``.npy``, loaded with ``allow_pickle=False``; everything else JSON)::
 
-    view.json     public task facts (TaskInfo), track, access, seed; model kind; dedup tolerance
-    job.json      detector reference, constructor parameters, batch size
-    samples.npy   always
+    view.json     public task facts (TaskInfo), track, access, seed; model kind; dedup tolerance;
+                  which array the context's samples are (``samples``)
+    job.json      the kind ("detector" or "mitigator"), its reference, constructor parameters,
+                  batch size
+    samples.npy   a detector's: the task's generated samples, always
     cond.npy      only with Access.MODEL_COND (and a conditional task)
+    noise.npy     only with Access.GENERATION: each sample's initial noise x_T (and view.json
+                  the sampler); a mitigator's samples are these noises (it generates the rest)
     model/        only with Access.MODEL: the task's model folder (hard links, else copies)
     train.npy     only with Access.TRAIN_DATA
-    detector/     the detector's source file, when it was loaded from a file
+    detector/     the detector's (mitigator's) source file, when it was loaded from a file
 
 Never labels, subtypes, nearest-neighbour audit arrays, held-out data, LID*, or build metadata
-beyond the model kind: what is not in the folder cannot leak from it.
+beyond the model kind, and never a mitigator the task's own generations: what is not in the
+folder cannot leak from it. A mitigator's view holds the task's first ``n`` rows only.
 """
 from __future__ import annotations
 
@@ -27,10 +32,11 @@ from typing import Any
 import numpy as np
 
 from mmh_bench.api.context import TaskInfo
-from mmh_bench.api.detector import Detector
 from mmh_bench.files import atomic_write_bytes, write_json
 
-VIEW_FORMAT = 1
+VIEW_FORMAT = 2
+#: what the worker writes for each kind of job (beside ``result.json``)
+OUTPUT_FILE = {"detector": "scores.npy", "mitigator": "generated.npy"}
 #: module-name prefix of detectors loaded from ``path/file.py:Class`` (mmh_bench.registry)
 FILE_MODULE_PREFIX = "mmh_bench_user_"
 
@@ -39,23 +45,39 @@ class SealError(RuntimeError):
     """The pair cannot be evaluated sealed (e.g. its model exists only in the parent's memory)."""
 
 
-def detector_ref(det: Detector) -> tuple[str, Path | None]:
-    """How the worker finds the detector's class: ``(reference, source file to ship or None)``.
+def kind_of(obj: Any) -> str:
+    """``"mitigator"`` for a :class:`~mmh_bench.mitigation.Mitigator` (or its stand-in), else ``"detector"``."""
+    from mmh_bench.mitigation.contract import Mitigator
+    return "mitigator" if isinstance(obj, Mitigator) else "detector"
+
+
+def granted(inst: Any, access: Any, *, n: int | None = None, generating: bool = False) -> dict[str, Any]:
+    """The rows ``access`` grants of the first ``n`` samples of ``inst`` (all by default): ``x`` (the
+    generated samples; for a mitigator, ``generating``, the initial noises it starts from), ``cond``
+    and ``noise`` (None where not granted). The in-process context and the view both take these."""
+    noise = inst.noise[:n] if access.grants_generation() and inst.noise is not None else None
+    cond = inst.cond[:n] if access.grants_cond() and inst.cond is not None else None
+    return {"x": noise if generating else inst.samples[:n], "cond": cond, "noise": noise}
+
+
+def detector_ref(det: Any) -> tuple[str, Path | None]:
+    """How the worker finds the detector's (or mitigator's) class: ``(reference, source file to
+    ship or None)``.
 
     Importable classes travel as ``module:Class``; classes loaded from a file (or defined in a
     script) travel with their file, so a file in a folder the sandbox hides still runs."""
-    from .describe import SealedDetector
-    if isinstance(det, SealedDetector):  # a stand-in: the code was never imported here
+    from .describe import StandIn
+    if isinstance(det, StandIn):  # a stand-in: the code was never imported here
         return det.sealed_ref, det.sealed_file
-    cls = type(det)
+    cls, kind = type(det), kind_of(det)
     if "<locals>" in cls.__qualname__:
-        raise SealError(f"detector class {cls.__qualname__} is defined inside a function; sealed "
+        raise SealError(f"{kind} class {cls.__qualname__} is defined inside a function; sealed "
                         "evaluation needs a class importable by module:Class or path/file.py:Class "
                         "(or evaluate it with isolation='in-process')")
     if cls.__module__ == "__main__" or cls.__module__.startswith(FILE_MODULE_PREFIX):
         path = getattr(sys.modules.get(cls.__module__), "__file__", None)
         if not path:
-            raise SealError(f"detector class {cls.__qualname__} has no source file to ship (defined "
+            raise SealError(f"{kind} class {cls.__qualname__} has no source file to ship (defined "
                             "interactively?); save it in a file or evaluate with isolation='in-process'")
         return f"detector/{Path(path).name}:{cls.__qualname__}", Path(path)
     return f"{cls.__module__}:{cls.__qualname__}", None
@@ -87,33 +109,39 @@ def _model_folder(inst: Any) -> tuple[str, Path]:
     return str(model["kind"]), src
 
 
-def write_view(inst: Any, det: Detector, dir: str | Path, *, seed: int = 0, batch_size: int = 512) -> Path:
-    """Write ``det``'s view of ``inst`` into ``dir`` (created, must be empty) and return it."""
+def write_view(inst: Any, det: Any, dir: str | Path, *, seed: int = 0, batch_size: int = 512,
+               n: int | None = None) -> Path:
+    """Write ``det``'s view of ``inst`` into ``dir`` (created, must be empty) and return it; a
+    mitigator's holds the first ``n`` rows (all by default)."""
     out = Path(dir)
     out.mkdir(parents=True, exist_ok=True)
     if any(out.iterdir()):
         raise SealError(f"view folder {out} is not empty")
-    access = det.access
+    access, kind = det.access, kind_of(det)
     ref, source = detector_ref(det)
     params = det.params()
     try:
         json.dumps(params, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise SealError(f"detector {det.name!r}: parameters are not plain JSON ({exc})") from None
+        raise SealError(f"{kind} {det.name!r}: parameters are not plain JSON ({exc})") from None
+    rows = granted(inst, access, n=n if kind == "mitigator" else None, generating=kind == "mitigator")
     info: TaskInfo = inst.info()
     view: dict[str, Any] = {"format": VIEW_FORMAT, "task": {**asdict(info), "shape": list(info.shape)},
                             "track": inst.spec.track, "access": access.label, "seed": int(seed),
-                            "model": None, "train": None}
-    save_npy(out / "samples.npy", inst.samples)
-    if access.grants_cond() and inst.cond is not None:
-        save_npy(out / "cond.npy", inst.cond)
-    if access.grants_generation() and inst.noise is not None and inst.meta.get("sampler"):
-        save_npy(out / "noise.npy", inst.noise)
+                            "model": None, "train": None, "samples": "samples.npy"}
+    if kind == "mitigator":  # it starts from the noises; the task's own generations stay here
+        view["samples"] = "noise.npy"
+    else:
+        save_npy(out / "samples.npy", rows["x"])
+    if rows["cond"] is not None:
+        save_npy(out / "cond.npy", rows["cond"])
+    if rows["noise"] is not None and inst.meta.get("sampler"):
+        save_npy(out / "noise.npy", rows["noise"])
         view["sampler"] = dict(inst.meta["sampler"])
     if access.grants_model():
-        kind, src = _model_folder(inst)
+        model_kind, src = _model_folder(inst)
         shutil.copytree(src, out / "model", copy_function=_link_or_copy)
-        view["model"] = {"kind": kind, "path": "model"}
+        view["model"] = {"kind": model_kind, "path": "model"}
     if access.grants_train() and "train" in inst.arrays:
         save_npy(out / "train.npy", inst.arrays["train"])
         view["train"] = {"path": "train.npy", "dedup_tol": float(inst.meta.get("dedup_tol", 0.0))}
@@ -124,5 +152,7 @@ def write_view(inst: Any, det: Detector, dir: str | Path, *, seed: int = 0, batc
         (out / "detector").mkdir()
         shutil.copyfile(source, out / "detector" / source.name)
     write_json(out / "view.json", view)
-    write_json(out / "job.json", {"detector": ref, "params": params, "batch_size": int(batch_size)})
+    if not (out / view["samples"]).is_file():
+        raise SealError(f"task {inst.spec.name!r} keeps no initial noises and sampler for {kind} {det.name!r}")
+    write_json(out / "job.json", {"kind": kind, kind: ref, "params": params, "batch_size": int(batch_size)})
     return out

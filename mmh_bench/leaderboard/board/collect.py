@@ -31,6 +31,8 @@ def _load_submission(folder: Path, tasks: TaskCatalog, rejected: list[Rejected]
     except SchemaError as exc:
         rejected.append(Rejected(meta_path, f"{exc} (the whole submission is left out)", exc.field))
         return None
+    if meta.kind != "detector":  # a mitigator's entry: its results belong to the mitigation track
+        return None
     res_dir = folder / "results"
     if not res_dir.is_dir():
         rejected.append(Rejected(res_dir, "submission has no results folder"))
