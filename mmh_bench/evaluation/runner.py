@@ -1,4 +1,8 @@
-"""The evaluator: tasks x detectors -> one result JSON per pair, isolated failures, resumable."""
+"""The evaluator: tasks x detectors -> one result JSON per pair, isolated failures, resumable.
+
+Longer than ~400 lines: the grid's planning, pair evaluation and result writing are one
+protocol that the serial loop and the parallel engine share; split, each half would import the other.
+"""
 from __future__ import annotations
 
 import json

@@ -25,6 +25,9 @@ each component greedily into cliques (every pair within T) instead; ``group_diam
 
 Longer than ~400 lines: the exact-hash pass, the radius search and the union-find linkage are one
 algorithm whose memory bounds depend on each other.
+
+Longer than ~400 lines: the cell search, its calibration and the linkage variants share the
+same row and cell arrays; the sharded engine (sharded.py) reuses the cell search from here.
 """
 from __future__ import annotations
 

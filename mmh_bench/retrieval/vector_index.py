@@ -24,6 +24,9 @@ records the embedding name, metric, dimension, size, measured probe count and th
 
 Longer than ~400 lines: choosing, building, calibrating, searching and saving an index depend on
 the same per-kind details (flat, HNSW, IVF, IVF-PQ); splitting them would spread each kind over files.
+
+Longer than ~400 lines: one index type per FAISS family with its tuning and exact re-check;
+each class is small, and they share the recall-check helpers.
 """
 from __future__ import annotations
 

@@ -19,6 +19,9 @@ Published layout::
 
 Longer than ~400 lines: writing, verifying and installing an instance share one file format and
 its checks, which are safer read together than split across modules.
+
+Longer than ~400 lines: writing, verifying, pulling and resolving published instances share one
+file layout and one checksum list; kept together so the format lives in one place.
 """
 from __future__ import annotations
 

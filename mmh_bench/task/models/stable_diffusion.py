@@ -19,6 +19,9 @@ as float32 on the CPU so detectors written against the small CPU models run unch
 
 Longer than ~400 lines: the pipeline adapter, its attention hooks and the cost formulas must agree
 with each other line by line, so they stay in one file.
+
+Longer than ~400 lines: one wrapper for a diffusers pipeline (loading, weight checks, the
+score-model interface, replayable DDIM and cross-attention capture), which must stay consistent.
 """
 from __future__ import annotations
 
