@@ -125,7 +125,9 @@ def test_placement_ranks_the_designed_sources_at_chance_from_the_origin():
     for k in range(5):
         test = dataclasses.replace(spec, seed=derived_seed(spec, f"{SECRET} {k}"), instance="test")
         placed = draw_placement(test, data, mix.x, src)(mix.x)
-        assert abs(roc_auc_score(src, -np.linalg.norm(placed, axis=1)) - 0.5) < 0.03
+        # a point at a circle's centre needs the far field for exact chance; the grid stops at 3
+        # radii (the models' sake), where the centre is nearer than the circle by 1 / (2 * distance)
+        assert abs(roc_auc_score(src, -np.linalg.norm(placed, axis=1)) - 0.5) < 0.08
         assert np.linalg.norm(placed[src][0]) > 1.0  # the point mass left the origin
 
 
