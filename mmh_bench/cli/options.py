@@ -41,8 +41,8 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "workers": (("--workers",), dict(type=lambda text: _count(text, "--workers"), default=None, metavar="N",
                                      help="without --cluster: a local cluster of N worker processes, one "
                                           "thread each; 0 or 1: serially in this process (default: one "
-                                          "worker per core when there is more than one core and more than "
-                                          "one pair to evaluate, else serial)")),
+                                          "worker per core with at least 3 cores and more than one pair "
+                                          "to evaluate, else serial)")),
     "isolation": (("--isolation",), dict(choices=("auto", "sealed", "in-process"), default="auto",
                                          help="sealed: each detector (mitigator) runs in a sandboxed worker that "
                                               "holds only what its access grants; in-process: in this process "

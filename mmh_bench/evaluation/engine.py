@@ -54,11 +54,17 @@ class ClusterError(RuntimeError):
     """The cluster cannot be reached or cannot serve the run (one line, for the command line)."""
 
 
+#: fewest cores on which a run goes to a local cluster by default: on 2 cores the default suite
+#: ran 0.85x as fast on 2 workers as serially (benchmarks/results/engine_speedup.md)
+MIN_CLUSTER_CORES = 3
+
+
 def default_workers(n_pairs: int, cores: int | None = None) -> int:
     """Local workers for a run of ``n_pairs`` planned pairs: one per core (one thread each) when
-    there is more than one core and more than one pair; 1 (serial, in this process) otherwise."""
+    there are at least :data:`MIN_CLUSTER_CORES` cores and more than one pair; 1 (serial, in this
+    process) otherwise."""
     cores = cores or cores_given()
-    return cores if cores > 1 and n_pairs > 1 else 1
+    return cores if cores >= MIN_CLUSTER_CORES and n_pairs > 1 else 1
 
 
 def _gpus_here() -> int:
