@@ -19,6 +19,9 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every test builds into a fresh cache unless MMH_BENCH_TEST_CACHE names a persistent one."""
     path = Path(os.environ.get("MMH_BENCH_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
     os.environ["MMH_BENCH_CACHE"] = str(path)
+    # runs on the tests' tiny tasks stay in this process: a local cluster's start would cost more
+    # than their pairs (tests/test_engine.py asks for its cluster by --workers / address)
+    os.environ.setdefault("MMH_BENCH_WORKERS", "1")
     return path
 
 

@@ -45,6 +45,17 @@ def _no_temporaries(folder: Path) -> None:
     assert not [p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".json")]
 
 
+def _environ(name: str) -> str | None:
+    import os
+    return os.environ.get(name)
+
+
+def test_local_workers_keep_the_allocator_adaptive_and_one_thread(client):
+    """Dask's default MALLOC_TRIM_THRESHOLD_ froze glibc's mmap threshold: scoring ran 2x slower."""
+    assert set(client.run(_environ, "MALLOC_TRIM_THRESHOLD_").values()) == {None}
+    assert set(client.run(_environ, "OMP_NUM_THREADS").values()) == {"1"}
+
+
 def test_parallel_run_gives_the_serial_metrics_and_resumes(client, tmp_path):
     addr = client.scheduler.address
     par = engine.evaluate_parallel(TASKS, DETECTORS, tmp_path / "par", cluster=addr, progress=False)
@@ -128,3 +139,14 @@ def test_sharded_dedup_finds_the_single_machine_groups(client, tmp_path, capsys)
     assert json.loads(out.read_text())["groups"] == [g.tolist() for g in ref.groups]
     assert np.array_equal(find_duplicates_on_cluster(x[:20_000], t, client, source=NpySource(
         str(tmp_path / "emb.npy"))).group_of_row, ref.group_of_row)
+
+
+def test_default_workers_one_per_core_from_two_cores_unless_the_environment_says(monkeypatch):
+    monkeypatch.delenv(engine.WORKERS_ENV, raising=False)
+    assert engine.default_workers(10, cores=2) == 2 and engine.default_workers(10, cores=8) == 8
+    assert engine.default_workers(1, cores=8) == 1 and engine.default_workers(10, cores=1) == 1
+    monkeypatch.setenv(engine.WORKERS_ENV, "1")
+    assert engine.default_workers(10, cores=8) == 1
+    monkeypatch.setenv(engine.WORKERS_ENV, "two")
+    with pytest.raises(ValueError, match="MMH_BENCH_WORKERS"):
+        engine.default_workers(10)

@@ -81,6 +81,23 @@ class WrongShape(Mitigator):
         return np.zeros((len(batch), 3))
 
 
+class Unseeded(Mitigator):
+    """The task's generation from a fresh, unseeded draw of noise: a different sample every run."""
+    name = "unseeded"
+
+    def generate(self, batch, ctx):
+        fresh = np.random.default_rng().standard_normal(np.shape(batch.noise)).astype(np.float32)
+        return ctx.generation.generate(batch, noise=fresh)
+
+
+class Passthrough(Mitigator):
+    """Hands the initial noise back as the sample: never calls the model."""
+    name = "passthrough"
+
+    def generate(self, batch, ctx):
+        return np.asarray(batch.noise)
+
+
 class Sleeps(Mitigator):
     name = "sleeps"
 
@@ -149,6 +166,27 @@ def test_broken_sealed_mitigators_fail_alone(collapse, src, tmp_path):
     assert slow.status == "failed" and "timed out" in slow.error
 
 
+def _checks(report) -> dict[str, bool]:
+    return {c.name: c.passed for c in report.checks}
+
+
+def test_conformance_check_of_mitigators(src):
+    from mmh_bench.evaluation.conformance import check_mitigator
+    good = check_mitigator("none")
+    assert good.ok and good.kind == "mitigator" and str(good).startswith("check_mitigator('none')")
+    assert all(_checks(good).values()) and {"sweep", "output", "deterministic", "uses_model", "result"} <= set(_checks(good))
+    swept = check_mitigator(_trusted(src, "Probe"))
+    assert swept.ok and "2 setting(s) of factor" in next(c.message for c in swept.checks if c.name == "sweep")
+    assert _checks(check_mitigator(_trusted(src, "Raises")))["runs"] is False
+    assert _checks(check_mitigator(_trusted(src, "WrongShape")))["output"] is False
+    unseeded = check_mitigator(_trusted(src, "Unseeded"))
+    assert not unseeded.ok and _checks(unseeded)["deterministic"] is False
+    passthrough = check_mitigator(_trusted(src, "Passthrough"))
+    assert passthrough.ok and _checks(passthrough)["uses_model"] is False  # a warning only
+    broken = check_mitigator("random")  # a detector's name is no mitigator
+    assert not broken.ok and _checks(broken)["contract"] is False
+
+
 def test_submit_and_verify_a_mitigator(collapse, src, tmp_path, monkeypatch, capsys):
     (tmp_path / "leaderboard" / "results").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
@@ -159,6 +197,8 @@ def test_submit_and_verify_a_mitigator(collapse, src, tmp_path, monkeypatch, cap
     assert {p.name for p in entry.iterdir()} == {"metadata.json", "mitigator.py", "results"}
     meta = json.loads((entry / "metadata.json").read_text())
     assert (meta["kind"], meta["detector"], meta["samples"]) == ("mitigator", "quarter", N)
+    assert {c["name"] for c in meta["checks"]} >= {"contract", "sweep", "output", "deterministic", "result"}
+    assert all(c["passed"] for c in meta["checks"] if c["level"] == "error")
     docs = [read_mitigation_result(p) for p in (entry / "results").rglob("*.json")]
     assert len(docs) == 1 and docs[0].status == "ok" and docs[0].isolation in ("sandbox", "process")
     capsys.readouterr()
@@ -175,6 +215,16 @@ def test_submit_and_verify_a_mitigator(collapse, src, tmp_path, monkeypatch, cap
     tampered["cost"]["nfe_per_sample"] -= 1
     assert {d["field"] for d in compare_results(tampered, doc, 1e-3)} == {"metrics.memorization.rate",
                                                                         "cost.nfe_per_sample"}
+
+    from mmh_bench.mitigation.board import collect, render_markdown  # the mitigation board shows it
+    mitig = tmp_path / "leaderboard" / "mitigation-results"
+    groups, rejected = collect(mitig)
+    assert [r.mitigator for g in groups.values() for r in g] == ["quarter [submitted: probe-quarter, verified]"]
+    assert not rejected and "submitted: probe-quarter, verified" in render_markdown(mitig)
+    path = next((entry / "results").rglob("*.json"))
+    path.write_text(json.dumps(tampered))  # edited after verification: shown, but no longer verified
+    groups, _ = collect(mitig)
+    assert [r.mitigator for g in groups.values() for r in g] == ["quarter [submitted: probe-quarter, unverified]"]
 
 
 def test_the_documented_mitigator_commands_name_the_kind():

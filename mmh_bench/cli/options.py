@@ -40,9 +40,9 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
                                           "docs/ENGINE.md); exits 2 when it cannot be reached within 10 s")),
     "workers": (("--workers",), dict(type=lambda text: _count(text, "--workers"), default=None, metavar="N",
                                      help="without --cluster: a local cluster of N worker processes, one "
-                                          "thread each; 0 or 1: serially in this process (default: one "
-                                          "worker per core with at least 3 cores and more than one pair "
-                                          "to evaluate, else serial)")),
+                                          "thread each; 0 or 1: serially in this process (default: "
+                                          "$MMH_BENCH_WORKERS, else one worker per core with at least 2 "
+                                          "cores and more than one pair to evaluate, else serial)")),
     "isolation": (("--isolation",), dict(choices=("auto", "sealed", "in-process"), default="auto",
                                          help="sealed: each detector (mitigator) runs in a sandboxed worker that "
                                               "holds only what its access grants; in-process: in this process "

@@ -19,7 +19,8 @@ public ``mmh-check`` task, built inside the sandbox. A shipped baseline (``mmh_b
 is trusted and imported as usual.
 
 ``--kind mitigator`` submits a mitigator the same way (``mitigator.py``, ``kind`` and ``samples``
-in the metadata): it is described in a sandbox (it has no conformance checks), runs every setting
+in the metadata): it is described and checked in a sandbox
+(:func:`mmh_bench.evaluation.conformance.check_mitigator`), runs every setting
 of its sweep sealed on each task's first ``--samples`` generations
 (:func:`mmh_bench.mitigation.evaluate.mitigate_specs`), and its results are mitigation results
 (``results/<task>/v<version>/<instance>/<name>[<params>].json``), verified the same way.
@@ -106,7 +107,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from mmh_bench.leaderboard.store import known_tasks
     from mmh_bench.evaluation.runner import resolve_detector
     from mmh_bench.leaderboard.schema import SchemaError, SubmissionMeta, check_url, validate_model
-    from mmh_bench.evaluation.conformance import check_detector
+    from mmh_bench.evaluation.conformance import check_detector, check_mitigator
 
     folder = submission_dir(args.board, args.name)
     authors = [a.strip() for a in args.authors.split(",") if a.strip()]
@@ -135,23 +136,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
             ref = stored_ref = attr
             sha = None
         checks: list[dict[str, Any]] = []
-        print(f"[1/3] {'conformance check' if kind == 'detector' else 'description'} of {stored_ref} ...", flush=True)
-        try:  # submitted code: described (and checked) in a sandboxed worker, never imported here
-            det = resolve_detector(ref, "sealed", hide=[args.cache, folder.parent],
-                                   check_seed=args.seed if kind == "detector" else None, kind=kind)
+        print(f"[1/3] conformance check of {stored_ref} ...", flush=True)
+        try:  # submitted code: described and checked in a sandboxed worker, never imported here
+            det = resolve_detector(ref, "sealed", hide=[args.cache, folder.parent], check_seed=args.seed, kind=kind)
         except RegistryError as exc:
             raise _error(str(exc)) from None
-        if kind == "detector":
-            report = getattr(det, "check_report", None)
-            if report is None:  # a shipped baseline: trusted, checked here
-                report = check_detector(det, cache_dir=args.cache, seed=args.seed)
-            print(report)
-            if not report.ok:
-                print("mmh-bench: submission stopped: fix the failed checks above", file=sys.stderr)
-                return 1
-            checks = [{k: c[k] for k in ("name", "level", "passed", "message")} for c in report.to_list()]
-        else:
-            print(f"  {det!r}")
+        report = getattr(det, "check_report", None)
+        if report is None:  # a shipped baseline: trusted, checked here
+            check = check_mitigator if kind == "mitigator" else check_detector
+            report = check(det, cache_dir=args.cache, seed=args.seed)
+        print(report)
+        if not report.ok:
+            print("mmh-bench: submission stopped: fix the failed checks above", file=sys.stderr)
+            return 1
+        checks = [{k: c[k] for k in ("name", "level", "passed", "message")} for c in report.to_list()]
         print(f"[2/3] evaluating on {len(specs)} task(s): {', '.join(s.name for s in specs)}", flush=True)
         ran, failed, not_applicable = _evaluate(kind, specs, det, stage / "results", cache=args.cache,
                                                 seed=args.seed, batch_size=args.batch_size,

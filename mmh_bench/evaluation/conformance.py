@@ -25,6 +25,13 @@ contract, not detection quality:
 - ``result``: the evaluator's result for the detector passes the leaderboard schema;
 - warnings (do not fail the report): ``batch_independent`` (scores do not depend on how the
   samples are split into batches) and ``informative`` (scores are not all equal).
+
+:func:`check_mitigator` holds a mitigator to the same contract on the same task: ``contract``
+(plus ``sweep``: every setting of its trade-off curve constructs, with plain JSON parameters),
+``applicable``, ``access``, ``output`` (one finished sample per row of the noise, shape
+``[n, *sample shape]``) and ``finite``, ``deterministic`` and ``result``; the warnings are
+``batch_independent`` and ``uses_model`` (it generated through the task's network, so it is a
+sampling-time mitigation rather than a replacement of the samples).
 """
 from __future__ import annotations
 
@@ -65,6 +72,7 @@ class CheckReport:
     detector: str
     task: str
     checks: list[Check] = field(default_factory=list)
+    kind: str = "detector"  # or "mitigator" (check_mitigator)
 
     @property
     def ok(self) -> bool:
@@ -86,7 +94,7 @@ class CheckReport:
             raise AssertionError(str(self))
 
     def __str__(self) -> str:
-        head = f"check_detector({self.detector!r}) on task {self.task!r}: " + ("passed" if self.ok else "FAILED")
+        head = f"check_{self.kind}({self.detector!r}) on task {self.task!r}: " + ("passed" if self.ok else "FAILED")
         lines = [head]
         for c in self.checks:
             mark = "ok  " if c.passed else ("FAIL" if c.level == "error" else "warn")
@@ -116,10 +124,10 @@ def _resolve(det: Detector | type[Detector] | str) -> Detector:
     return make_detector(det)  # instances are returned as they are
 
 
-def _contract(det: Any, report: CheckReport) -> bool:
+def _contract(det: Any, report: CheckReport, base: type = Detector) -> bool:
     from mmh_bench.leaderboard.schema import check_name
-    if not isinstance(det, Detector):
-        return report.add("contract", False, f"{type(det).__name__} is not a subclass of mmh_bench.Detector")
+    if not isinstance(det, base):
+        return report.add("contract", False, f"{type(det).__name__} is not a subclass of mmh_bench.{base.__name__}")
     problems = []
     try:
         if not isinstance(det.name, str) or not det.name or len(det.name) > 64:
@@ -168,6 +176,17 @@ def _fitted_state(base: Detector, inst: Any, seed: int, report: CheckReport) -> 
          "(e.g. self.t0_) or a leading one"] if added else [])
     report.add("fitted_state", not problems, "; ".join(problems) or
                "fit keeps the constructor's parameters; fitted state is _private or trailing_")
+
+
+def _batch_check(report: CheckReport, whole: np.ndarray, split: np.ndarray | None, error: str, what: str) -> None:
+    """The ``batch_independent`` warning: outputs in batches of :data:`ODD_BATCH` against one batch."""
+    if split is None:
+        report.add("batch_independent", False, f"batches of {ODD_BATCH} failed: {error}", "warning")
+        return
+    same = np.allclose(whole, split, rtol=BATCH_RTOL, atol=BATCH_ATOL)
+    report.add("batch_independent", same, f"{what} do not depend on the batch split" if same else
+               f"batches of {ODD_BATCH} change {what} by up to {float(np.max(np.abs(whole - split))):.3g}; "
+               "seed per sample (e.g. ctx.rng(int(i)) for i in batch.index)", "warning")
 
 
 def check_detector(det: Detector | type[Detector] | str, task: Any = None, *, seed: int = 0,
@@ -247,13 +266,7 @@ def check_detector(det: Detector | type[Detector] | str, task: Any = None, *, se
                    ("" if close else "; seed randomness from ctx.rng() / ctx.seed"))
 
     split, _, msg3, _ = attempt(ODD_BATCH)
-    if split is None:
-        report.add("batch_independent", False, f"batches of {ODD_BATCH} failed: {msg3}", "warning")
-    else:
-        same = np.allclose(first, split, rtol=BATCH_RTOL, atol=BATCH_ATOL)
-        report.add("batch_independent", same, "scores do not depend on the batch split" if same else
-                   f"batches of {ODD_BATCH} change scores by up to {float(np.max(np.abs(first - split))):.3g}; "
-                   "seed per sample (e.g. ctx.rng(int(i)) for i in batch.index)", "warning")
+    _batch_check(report, first, split, msg3, "scores")
     spread = float(np.ptp(first)) if n else 0.0
     report.add("informative", spread > 0, "scores vary" if spread > 0 else
                "all scores are equal: every AUROC will be 0.5", "warning")
@@ -273,4 +286,89 @@ def check_detector(det: Detector | type[Detector] | str, task: Any = None, *, se
     return report
 
 
-__all__ = ["Check", "CheckReport", "check_detector", "check_task_spec"]
+def _sweep(mit: Any, report: CheckReport) -> bool:
+    """Every setting of the mitigator's sweep constructs, with plain JSON parameters."""
+    key, values = mit.sweep
+    try:
+        if key and (key not in mit.params() or not values):
+            raise ValueError(f"sweep names {key!r}, which is not a constructor parameter, or lists no settings")
+        settings = mit.settings()
+        for s in settings:
+            json.dumps(s.params(), allow_nan=False)
+    except Exception as exc:
+        return report.add("sweep", False, f"{type(exc).__name__}: {exc}")
+    return report.add("sweep", True, f"{len(settings)} setting(s) of {key}" if key else "a single setting")
+
+
+def check_mitigator(mit: Any, task: Any = None, *, seed: int = 0, batch_size: int = 512,
+                    cache_dir: str | Path | None = None) -> CheckReport:
+    """Run the conformance checks on a mitigator (an instance, a class, or a registry reference),
+    on the ``mmh-check`` task by default; every run regenerates the task's samples through the
+    evaluator's own loop (:func:`mmh_bench.mitigation.evaluate.run_mitigator`) from a fresh clone.
+    As :func:`check_detector`, it runs in this process; ``mmh-bench submit --kind mitigator`` runs
+    it inside the sandboxed describe worker."""
+    from mmh_bench.mitigation.contract import Mitigator
+    from mmh_bench.mitigation.evaluate import applicable, evaluate_mitigator, run_mitigator
+    from mmh_bench.registry import make_mitigator
+    from .runner import DetectorFailure
+    try:
+        base = mit() if isinstance(mit, type) else make_mitigator(mit) if isinstance(mit, str) else mit
+    except Exception as exc:
+        report = CheckReport(str(mit), "-", kind="mitigator")
+        report.add("contract", False, f"cannot construct the mitigator: {type(exc).__name__}: {exc}")
+        return report
+    inst = _instance(task, cache_dir)
+    report = CheckReport(getattr(base, "name", type(base).__name__), inst.spec.name, kind="mitigator")
+    if not _contract(base, report, Mitigator) or not _sweep(base, report):
+        return report
+    ok, why = applicable(base, inst)
+    if not report.add("applicable", ok, "the task offers what the mitigator needs" if ok else why):
+        return report
+    shape = tuple(inst.samples.shape)
+
+    def attempt(bs: int) -> tuple[np.ndarray | None, str, dict[str, Any]]:
+        try:
+            out, cost = run_mitigator(base.clone(), inst, seed=seed, batch_size=bs)
+            return out, "", cost
+        except AccessError as exc:
+            return None, f"access: {exc}", {}
+        except DetectorFailure as exc:  # wrong shape, NaN: validate_generated's message
+            return None, f"output: {exc}", {}
+        except Exception as exc:
+            tb = traceback.extract_tb(exc.__traceback__)[-1]
+            return None, f"runs: {type(exc).__name__}: {exc} (at {Path(tb.filename).name}:{tb.lineno})", {}
+
+    first, msg, cost = attempt(batch_size)
+    if first is None:
+        where, _, text = msg.partition(": ")
+        if where == "output":
+            report.add("access", True, f"generate ran with exactly {base.access.label!r}")
+            where = "finite" if "NaN" in text else "output"
+        report.add(where, False, text + (f" (declared {base.access.label!r})" if where == "access" else ""))
+        return report
+    report.add("access", True, f"generate ran with exactly {base.access.label!r}, no AccessError")
+    report.add("output", True, f"shape {list(shape)}: one finished sample per initial noise")
+    report.add("finite", True, "no NaN or infinity")
+    second, msg2, _ = attempt(batch_size)
+    if second is None:
+        report.add("deterministic", False, f"second run failed: {msg2}")
+    else:
+        close = np.allclose(first, second, rtol=DETERMINISM_RTOL, atol=1e-6)
+        report.add("deterministic", close, "two runs under one seed gave the same samples" if close else
+                   f"two runs under one seed differ by up to {float(np.max(np.abs(first - second))):.3g}; "
+                   "draw randomness from ctx.rng() / ctx.seed")
+    split, msg3, _ = attempt(ODD_BATCH)
+    _batch_check(report, first, split, msg3, "samples")
+    nfe = float(cost.get("nfe_per_sample", 0.0))
+    report.add("uses_model", nfe > 0, f"{nfe:g} network evaluations per sample (counted by the evaluator)"
+               if nfe > 0 else "no network evaluation: the samples were not generated by the task's model",
+               "warning")
+    if not report.ok:
+        return report
+    res = evaluate_mitigator(base.clone(), inst, seed=seed, batch_size=batch_size, isolation="in-process")
+    report.add("result", res.status == "ok", "the evaluator's result passes the mitigation schema"
+               if res.status == "ok" else f"the evaluator recorded a failure: {res.error}")
+    return report
+
+
+__all__ = ["Check", "CheckReport", "check_detector", "check_mitigator", "check_task_spec"]

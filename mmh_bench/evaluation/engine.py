@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections import OrderedDict
@@ -50,19 +51,32 @@ GPU = "GPU"
 KEEP_LOADED = 2
 
 
+#: environment of local workers. Dask's default also sets ``MALLOC_TRIM_THRESHOLD_``, and setting it
+#: turns off glibc's adaptive mmap threshold: every tensor above 128 KiB is then mapped and unmapped
+#: afresh, and scoring an image task took twice the time (half of it in the kernel, page faults)
+WORKER_ENVIRON = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
+
+
 class ClusterError(RuntimeError):
     """The cluster cannot be reached or cannot serve the run (one line, for the command line)."""
 
 
 #: fewest cores on which a run goes to a local cluster by default: on 2 cores the default suite
-#: ran 0.85x as fast on 2 workers as serially (benchmarks/results/engine_speedup.md)
-MIN_CLUSTER_CORES = 3
+#: ran cold in 386 s on 2 workers against 621 s serially (benchmarks/results/engine_speedup.md)
+MIN_CLUSTER_CORES = 2
+#: environment variable that fixes the default number of local workers (1: serial)
+WORKERS_ENV = "MMH_BENCH_WORKERS"
 
 
 def default_workers(n_pairs: int, cores: int | None = None) -> int:
-    """Local workers for a run of ``n_pairs`` planned pairs: one per core (one thread each) when
-    there are at least :data:`MIN_CLUSTER_CORES` cores and more than one pair; 1 (serial, in this
-    process) otherwise."""
+    """Local workers for a run of ``n_pairs`` planned pairs: ``$MMH_BENCH_WORKERS`` when set, else
+    one per core (one thread each) when there are at least :data:`MIN_CLUSTER_CORES` cores and
+    more than one pair; 1 (serial, in this process) otherwise."""
+    env = os.environ.get(WORKERS_ENV, "").strip()
+    if env:
+        if not env.isdigit():
+            raise ValueError(f"${WORKERS_ENV} must be a whole number of workers, got {env!r}")
+        return max(1, int(env))
     cores = cores or cores_given()
     return cores if cores >= MIN_CLUSTER_CORES and n_pairs > 1 else 1
 
@@ -80,7 +94,8 @@ def cluster_client(address: str | None = None, workers: int | None = None, *,
     and this machine has CUDA). Closed, with the local cluster, when the block ends."""
     import dask
     from distributed import Client, LocalCluster
-    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
+    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+                          "distributed.nanny.pre-spawn-environ": WORKER_ENVIRON}):
         if address:
             try:
                 client = Client(address, timeout=f"{CONNECT_TIMEOUT}s")

@@ -3,8 +3,10 @@
 Each mitigator contributes one curve over the settings of its sweep; the unmitigated generation
 is the reference point. Rows are read from ``<results>/<task>/v<ver>/<instance>/*.json``
 (each validated as :class:`MitigationResult` before it is shown); only one instance's rows share a
-table, as on the detection board. The published mitigation protocols have no single numbers to
-set beside ours; they are listed as "reported protocol" notes.
+table, as on the detection board. Submitted mitigators (``leaderboard/submissions/<entry>/``, kind
+mitigator) join their task's table and plot, marked submitted and verified or not. The published
+mitigation protocols have no single numbers to set beside ours; they are listed as "reported
+protocol" notes.
 """
 from __future__ import annotations
 
@@ -43,13 +45,46 @@ def scan(results: str | Path) -> tuple[list[tuple[Path, MitigationResult]], list
     return accepted, rejected
 
 
-def collect(results: str | Path) -> tuple[dict[tuple[str, str, str], list[MitigationResult]], list[str]]:
-    """Valid mitigation results grouped by (task, version, instance id), and the rejected files."""
+def submitted(submissions: str | Path) -> tuple[list[MitigationResult], list[tuple[Path, str]]]:
+    """The results of every mitigator entry under ``submissions`` (``mmh-bench submit --kind
+    mitigator``), each renamed ``<mitigator> [submitted: <entry>, verified|unverified]`` so its
+    curve stands apart from a shipped one of the same name; and the rejected files. An entry is
+    *verified* while its verification.json vouches for these very bytes, as on the detection board."""
+    from mmh_bench.leaderboard.board.collect import entry_verified
+    from mmh_bench.leaderboard.schema import SchemaError, SubmissionMeta, read_json, validate_model
+    out: list[MitigationResult] = []
+    rejected: list[tuple[Path, str]] = []
+    root = Path(submissions)
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []:
+        try:
+            meta = validate_model(SubmissionMeta, read_json(folder / "metadata.json"))
+        except SchemaError as exc:
+            rejected.append((folder / "metadata.json", str(exc)))
+            continue
+        if meta.kind != "mitigator" or meta.name != folder.name or folder.is_symlink():
+            continue  # a detector's entry (the detection board's), or one the detection board rejects
+        accepted, bad = scan(folder / "results")
+        rejected += bad
+        mine = [(p, r) for p, r in accepted if r.mitigator == meta.detector]
+        rejected += [(p, f"mitigator {r.mitigator!r} is not the entry's {meta.detector!r}")
+                     for p, r in accepted if r.mitigator != meta.detector]
+        verified = entry_verified(folder, meta, [(p, p.relative_to(folder)) for p, _ in mine], [])
+        tag = f" [submitted: {meta.name}, {'verified' if verified else 'unverified'}]"
+        out += [r.model_copy(update={"mitigator": r.mitigator + tag}) for _, r in mine]
+    return out, rejected
+
+
+def collect(results: str | Path, submissions: str | Path | None = None
+            ) -> tuple[dict[tuple[str, str, str], list[MitigationResult]], list[str]]:
+    """Valid mitigation results, the measured ones and the submitted ones (``submissions``, by
+    default ``submissions/`` beside the results folder), grouped by (task, version, instance id);
+    and the rejected files."""
     groups: dict[tuple[str, str, str], list[MitigationResult]] = defaultdict(list)
     accepted, rejected = scan(results)
-    for _, res in accepted:
+    subs, bad = submitted(Path(results).parent / "submissions" if submissions is None else submissions)
+    for res in [r for _, r in accepted] + subs:
         groups[(res.task, res.task_version, res.instance.id)].append(res)
-    return dict(groups), [f"{path}: {why}" for path, why in rejected]
+    return dict(groups), [f"{path}: {why}" for path, why in rejected + bad]
 
 
 def _quality(res: MitigationResult) -> float | None:

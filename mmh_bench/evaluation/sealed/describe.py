@@ -212,11 +212,12 @@ def describe_here(ref: str, params: dict[str, Any], kind: str = "detector") -> t
     return det, meta
 
 
-def _check(det: Detector, seed: int) -> dict[str, Any]:
-    from mmh_bench.evaluation.conformance import check_detector
+def _check(det: Detector, seed: int, kind: str = "detector") -> dict[str, Any]:
+    from mmh_bench.evaluation.conformance import check_detector, check_mitigator
+    check = check_mitigator if kind == "mitigator" else check_detector
     with tempfile.TemporaryDirectory(prefix="mmh-check-") as cache:  # the sandbox's own /tmp
-        report = check_detector(det, cache_dir=cache, seed=seed)
-    return {"detector": report.detector, "task": report.task, "checks": report.to_list()}
+        report = check(det, cache_dir=cache, seed=seed)
+    return {"detector": report.detector, "task": report.task, "kind": kind, "checks": report.to_list()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -236,8 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("--params must be a JSON object")
         det, meta = describe_here(args.describe, params, args.kind)
         doc: dict[str, Any] = {"status": "ok", args.kind: meta}
-        if args.check is not None and args.kind == "detector":
-            doc["check"] = _check(det, args.check)
+        if args.check is not None:
+            doc["check"] = _check(det, args.check, args.kind)
     except BaseException as exc:  # anything the detector's import raises (even SystemExit) is its failure
         doc = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:2000],
                "traceback": traceback.format_exc()[-8000:]}
@@ -330,7 +331,7 @@ def _report(doc: Any, name: str) -> Any:
         report = CheckReport(name, "-")
         report.add("contract", False, "the sealed worker returned no conformance report")
         return report
-    report = CheckReport(name, str(doc.get("task", "-")))
+    report = CheckReport(name, str(doc.get("task", "-")), kind=str(doc.get("kind", "detector")))
     for c in doc["checks"]:
         if isinstance(c, dict):
             report.checks.append(Check(str(c.get("name")), bool(c.get("passed")), str(c.get("message")),

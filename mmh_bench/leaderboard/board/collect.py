@@ -47,10 +47,10 @@ def _load_submission(folder: Path, tasks: TaskCatalog, rejected: list[Rejected]
             continue
         docs.append(doc)
         files.append((path, path.relative_to(folder)))
-    return meta, docs, _verified(folder, meta, files, rejected)
+    return meta, docs, entry_verified(folder, meta, files, rejected)
 
 
-def _verified(folder: Path, meta: SubmissionMeta, files: list[tuple[Path, Path]],
+def entry_verified(folder: Path, meta: SubmissionMeta, files: list[tuple[Path, Path]],
               rejected: list[Rejected]) -> bool:
     """True while verification.json vouches for exactly these bytes (results and detector code)."""
     path = folder / "verification.json"
