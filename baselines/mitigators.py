@@ -3,7 +3,8 @@
 Every one runs the task's own sampler from each sample's stored x_T (``ctx.generation``), so its
 outputs pair with the unmitigated generations; optimisations run per row, in batches.
 
-- ``none``: the task's generation replayed; reproduces the task's samples bit for bit.
+- ``none``: the task's generation replayed; reproduces the task's samples bit for bit (Stable
+  Diffusion's to float rounding: its pipeline ran the two guidance branches in one batch).
 - ``guidance``: classifier-free guidance lowered to ``factor`` times the task's scale (0 = the
   unconditional model).
 - ``condition-noise``: Gaussian noise of ``sigma`` times the embedding's RMS added to each

@@ -102,7 +102,8 @@ BUILDERS: dict[str, str] = {
 #: a builder left out here is asked after the build
 BUILDER_CAPABILITIES: dict[str, frozenset[str]] = {
     "synthetic": frozenset(), "lid": frozenset(), "image": frozenset(),
-    "stable-diffusion": frozenset({"cross_attention"}), "text-to-image": frozenset({"cross_attention"}),
+    "stable-diffusion": frozenset({"cross_attention", "condition_embedding", "attention_rescale"}),
+    "text-to-image": frozenset({"cross_attention"}),
 }
 #: builders whose builds and evaluations need a CUDA device to finish in reasonable time (Stable
 #: Diffusion); the parallel engine sends their work only to workers that offer the GPU resource

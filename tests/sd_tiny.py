@@ -69,3 +69,41 @@ def build_tiny_pipeline(folder: Path, seed: int = 0, prediction_type: str = "eps
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(folder)
     return folder
+
+
+def write_task_spec(folder: Path, pipe: Path, *, name: str, positives: str, negatives: str, gens: int = 1,
+                    seed: int = 3, tail: str = "") -> Path:
+    """A tiny SD task spec in ``folder``: ``positives`` (a ';'-separated CSV with Caption and type
+    columns) and ``negatives`` (one prompt a line) written beside it as ``mem.csv`` and
+    ``nmem.txt``, pinned by sha256; 3 DDIM steps at guidance 7.5 with the weights in ``pipe``;
+    ``tail`` appends sections (e.g. ``[balance]``)."""
+    import hashlib
+    folder.mkdir(parents=True, exist_ok=True)
+    pins = {}
+    for file, text in (("mem.csv", positives), ("nmem.txt", negatives)):
+        (folder / file).write_bytes(text.encode("utf-8"))
+        pins[file] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    path = folder / f"{name}.toml"
+    path.write_text(f'''name = "{name}"
+version = "1"
+family = "stable-diffusion"
+builder = "stable-diffusion"
+track = "memorization"
+seed = {seed}
+suites = ["test"]
+
+[data]
+positives = {{ file = "mem.csv", sha256 = "{pins['mem.csv']}", format = "csv" }}
+negatives = {{ file = "nmem.txt", sha256 = "{pins['nmem.txt']}", format = "txt" }}
+
+[model]
+id = "{pipe}"
+conditional = true
+
+[sampling]
+generations_per_prompt = {gens}
+steps = 3
+guidance_scale = 7.5
+scheduler = "DDIM"
+{tail}''')
+    return path

@@ -26,7 +26,7 @@ from mmh_bench.registry import all_detectors, all_tasks, get_task, make_detector
 from mmh_bench.evaluation.runner import evaluate  # noqa: E402
 from mmh_bench.task.spec import load_spec  # noqa: E402
 
-from sd_tiny import TOKENS, build_tiny_pipeline  # noqa: E402
+from sd_tiny import TOKENS, build_tiny_pipeline, write_task_spec  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "sd_prompts"
 #: detectors written against the ScoreModel interface that should run unchanged on SD
@@ -61,48 +61,14 @@ def model(pipe_dir):
     return sdm.StableDiffusionScoreModel(pipe, ["a red square", "a blue circle"], shape=(4, 8, 8))
 
 
-def _write(path: Path, text: str) -> dict:
-    path.write_bytes(text.encode("utf-8"))
-    return {"file": path.name, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
-
-
 def _spec(folder: Path, pipe: Path, name: str = "sd-tiny", gens: int = 1) -> Path:
     """A tiny SD task over locally written prompt files pinned by sha256."""
-    folder.mkdir(parents=True, exist_ok=True)
-    pos = _write(folder / "mem.csv", ";Caption;URL;type;mean_sscd;max_sscd;Index\n"
-                 "0;the no limits podcast;u;VM;0.8;0.9;1\n1;a \"quoted\" template shirt;u;TM;0.2;0.3;2\n"
-                 "2;living room rug;u;TM;0.1;0.2;3\n")
-    neg = _write(folder / "nmem.txt", "a dog on a beach\na bowl of fruit\na city at night")
-    text = f'''name = "{name}"
-version = "1"
-family = "stable-diffusion"
-builder = "stable-diffusion"
-track = "memorization"
-seed = 3
-suites = ["test"]
-
-[data]
-positives = {{ file = "{pos['file']}", sha256 = "{pos['sha256']}", format = "csv" }}
-negatives = {{ file = "{neg['file']}", sha256 = "{neg['sha256']}", format = "txt" }}
-
-[model]
-id = "{pipe}"
-conditional = true
-
-[sampling]
-generations_per_prompt = {gens}
-steps = 3
-guidance_scale = 7.5
-scheduler = "DDIM"
-
-[balance]
-min_memorized = 0.3
-max_memorized = 0.7
-require_subtypes = ["VM", "TM"]
-'''
-    path = folder / f"{name}.toml"
-    path.write_text(text)
-    return path
+    return write_task_spec(
+        folder, pipe, name=name, gens=gens,
+        positives=";Caption;URL;type;mean_sscd;max_sscd;Index\n0;the no limits podcast;u;VM;0.8;0.9;1\n"
+                  "1;a \"quoted\" template shirt;u;TM;0.2;0.3;2\n2;living room rug;u;TM;0.1;0.2;3\n",
+        negatives="a dog on a beach\na bowl of fruit\na city at night",
+        tail='\n[balance]\nmin_memorized = 0.3\nmax_memorized = 0.7\nrequire_subtypes = ["VM", "TM"]\n')
 
 
 # -- loading ---------------------------------------------------------------------------------------

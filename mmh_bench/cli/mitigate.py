@@ -26,18 +26,34 @@ def cmd_mitigators(args: argparse.Namespace) -> int:
                          ["mitigator", "settings swept", "needs", "summary"])
 
 
+def _judge(args: argparse.Namespace) -> Any:
+    """MemBench's judge for Stable Diffusion tasks when ``--ground-truth`` is given, else None."""
+    from .errors import CLIError
+    if not args.ground_truth:
+        return None
+    if not (args.sscd and args.sscd_sha256):
+        raise CLIError("--ground-truth needs SSCD's TorchScript file: --sscd FILE --sscd-sha256 HEX")
+    from mmh_bench.mitigation.sd import MemBenchJudge
+    return MemBenchJudge.from_files(args.ground_truth, args.sscd, args.sscd_sha256, args.clip, args.clip_revision,
+                                    partial=args.partial_ground_truth)
+
+
 def cmd_mitigate(args: argparse.Namespace) -> int:
     from mmh_bench.evaluation.runner import resolve_many
     from mmh_bench.mitigation.board import render_markdown
     from mmh_bench.mitigation.evaluate import mitigate_specs
     from mmh_bench.registry import resolve_tasks
+    from mmh_bench.task.models.stable_diffusion import model_source
     # a mitigator other than a shipped baseline is described in a sandbox, never imported here
     mitigators = resolve_many(args.mitigators, args.isolation, hide=[args.cache, args.results], kind="mitigator")
-    total = mitigate_specs(resolve_tasks(args.tasks), mitigators, args.results, cache_dir=args.cache,
-                           instances=None if args.instances == "none" else args.instances,
-                           all_replicates=args.all_replicates, progress=not args.quiet, seed=args.seed,
-                           force=args.force, sweep=not args.no_sweep, n=args.samples or None,
-                           isolation=args.isolation, timeout=args.timeout)
+    judge = _judge(args)
+    with model_source(args.model):  # SD tasks build and regenerate with these weights
+        total = mitigate_specs(resolve_tasks(args.tasks), mitigators, args.results, cache_dir=args.cache,
+                               instances=None if args.instances == "none" else args.instances,
+                               all_replicates=args.all_replicates, progress=not args.quiet, seed=args.seed,
+                               force=args.force, sweep=not args.no_sweep, n=args.samples or None,
+                               isolation=args.isolation, timeout=args.timeout, batch_size=args.batch_size,
+                               judge=judge)
     for task, name, why in total["not_applicable"]:
         print(f"not applicable: {task} / {name}: {why}")
     print(f"{len(total['ran'])} ran, {len(total['skipped'])} current (skipped), {len(total['failed'])} failed")
@@ -52,6 +68,8 @@ def cmd_mitigate(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     from mmh_bench.mitigation.evaluate import DEFAULT_RESULTS
+    from mmh_bench.mitigation.ground_truth import MANIFEST
+    from mmh_bench.mitigation.membench import DEFAULT_CLIP
     s = sub.add_parser("mitigators", help="list the registered mitigators",
                        description="List every mitigator registered under the entry-point group "
                                    "mmh_bench.mitigators, with the settings its trade-off curve sweeps.")
@@ -64,7 +82,9 @@ def register(sub: Any) -> None:
                     "under each mitigator at every setting of its sweep, label them with the task's "
                     "own copy rule and measure quality; one result file per setting, written atomically "
                     "and skipped when current. A mitigator other than a shipped baseline runs sealed, as "
-                    "detectors do: in a sandboxed worker that never sees labels. Then render the "
+                    "detectors do: in a sandboxed worker that never sees labels. Stable Diffusion tasks "
+                    "(--model, a GPU) are scored as MemBench scores them, by SSCD against the memorized "
+                    "prompts' ground-truth images (--ground-truth, --sscd) and by CLIP score. Then render the "
                     "mitigation section (MITIGATION.md and "
                     "its Pareto plots).")
     add_options(s, "tasks", "cache", "seed", "quiet",
@@ -82,6 +102,23 @@ def register(sub: Any) -> None:
     s.add_argument("--all-replicates", action="store_true",
                    help="every published replicate of a task (default: replicate 0 only)")
     s.add_argument("--no-sweep", action="store_true", help="run each mitigator at its given parameters only")
-    add_options(s, "isolation", "timeout")
+    add_options(s, "isolation", "timeout", "model", "batch-size",
+                batch_size={"help": "generations per mitigator call (default: 512; on a GPU, Stable Diffusion's "
+                                    "embedding optimisers need a few)"})
     s.add_argument("--force", action="store_true", help="rerun current results")
+    g = s.add_argument_group("Stable Diffusion tasks (MemBench's scores; see the README's mitigation track)")
+    g.add_argument("--ground-truth", metavar="DIR", default=None,
+                   help=f"ground-truth training images of the memorized prompts: DIR/{MANIFEST} (columns "
+                        "prompt,image) and the images it names")
+    g.add_argument("--partial-ground-truth", action="store_true",
+                   help="score the memorized prompts that have ground truth, leave the others out "
+                        "(default: every memorized prompt needs some)")
+    g.add_argument("--sscd", metavar="FILE", default=None,
+                   help="SSCD's TorchScript file, e.g. sscd_disc_large.torchscript.pt (MemBench's)")
+    g.add_argument("--sscd-sha256", metavar="HEX", default=None, help="the sha256 that file must have")
+    g.add_argument("--clip", metavar="FOLDER_OR_ID", default=DEFAULT_CLIP,
+                   help=f"CLIP weights in transformers format: a local folder or a hub id (default {DEFAULT_CLIP}, "
+                        "MemBench's ViT-g-14)")
+    g.add_argument("--clip-revision", metavar="COMMIT", default=None,
+                   help="the hub commit of --clip (required for a hub id, so scores never drift)")
     s.set_defaults(func=cmd_mitigate)

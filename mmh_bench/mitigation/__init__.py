@@ -3,6 +3,8 @@
 ``Mitigator`` is the contract (``contract.py``); ``evaluate.py`` regenerates a task's samples under
 a mitigator and labels them with the task's own copy rule; ``quality.py`` measures what the
 intervention costs in quality; ``board.py`` renders the memorization-vs-quality trade-off.
+Stable Diffusion tasks, which have no copy rule, are scored as MemBench does (``sd.py``: SSCD to
+the memorized prompts' ground-truth images from ``ground_truth.py``, CLIP score; ``membench.py``).
 The evaluator's names load on first use, so a sealed worker importing the contract stays light.
 """
 from typing import Any

@@ -4,7 +4,9 @@ Each mitigator contributes one curve over the settings of its sweep; the unmitig
 is the reference point. Rows are read from ``<results>/<task>/v<ver>/<instance>/*.json``
 (each validated as :class:`MitigationResult` before it is shown); only one instance's rows share a
 table, as on the detection board. Submitted mitigators (``leaderboard/submissions/<entry>/``, kind
-mitigator) join their task's table and plot, marked submitted and verified or not. The published
+mitigator) join their task's table and plot, marked submitted and verified or not. Stable
+Diffusion tasks' tables carry MemBench's scores instead of the k-NN quality (copied share, mean
+max SSCD, CLIP score as the quality axis). The published
 mitigation protocols have no single numbers to set beside ours; they are listed as "reported
 protocol" notes.
 """
@@ -88,11 +90,19 @@ def collect(results: str | Path, submissions: str | Path | None = None
 
 
 def _quality(res: MitigationResult) -> float | None:
-    """The quality axis: precision (share on the data manifold) times condition accuracy."""
+    """The quality axis: precision (share on the data manifold) times condition accuracy; on
+    Stable Diffusion tasks, the CLIP score."""
     m = res.metrics
+    if m is not None and m.membench is not None:
+        return m.membench.clip_score
     if m is None or m.precision is None:
         return None
     return m.precision * (m.condition_accuracy if m.condition_accuracy is not None else 1.0)
+
+
+def _membench(rows: list[MitigationResult]) -> bool:
+    """Whether the rows are a Stable Diffusion task's, scored by MemBench's protocol."""
+    return any(r.metrics is not None and r.metrics.membench is not None for r in rows)
 
 
 def _fmt(v: float | None, nd: int = 3) -> str:
@@ -100,27 +110,43 @@ def _fmt(v: float | None, nd: int = 3) -> str:
 
 
 def table_rows(rows: list[MitigationResult]) -> list[list[str]]:
-    """One row per (mitigator, setting): rate with interval, DD / OD rates, quality, cost."""
+    """One row per (mitigator, setting): rate with interval, rates per subtype, quality, cost
+    (the columns of :func:`headers`)."""
     base = {r.mitigator: r for r in rows if r.mitigator == "none" and r.metrics is not None}.get("none")
     base_nfe = base.cost.nfe_per_sample if base and base.cost else None
+    membench, width = _membench(rows), len(headers(rows))
     out = []
     for r in sorted(rows, key=lambda r: (r.mitigator != "none", r.mitigator, str(r.setting))):
+        setting = "" if r.setting is None else f"{r.swept}={r.setting}"
         if r.status != "ok" or r.metrics is None or r.cost is None:
-            out.append([r.mitigator, "" if r.setting is None else f"{r.swept}={r.setting}", "failed", "", "", "",
-                        "", "", (r.error or "")[:80]])
+            out.append([r.mitigator, setting, "failed", *[""] * (width - 4), (r.error or "")[:80]])
             continue
         m = r.metrics
         extra = None if base_nfe is None else r.cost.nfe_per_sample - base_nfe
-        out.append([r.mitigator, "" if r.setting is None else f"{r.swept}={r.setting}",
+        subtypes = " / ".join(_fmt(m.per_subtype[k].rate if k in m.per_subtype else None)
+                              for k in (("VM", "TM") if membench else ("DD", "OD")))
+        quality = ([_fmt(m.membench.sscd_max_mean), _fmt(m.membench.clip_score, 2)] if m.membench is not None
+                   else [_fmt(m.precision), _fmt(m.recall), _fmt(m.condition_accuracy)])
+        out.append([r.mitigator, setting,
                     f"{m.memorization.rate:.3f} [{m.memorization.ci[0]:.3f}, {m.memorization.ci[1]:.3f}]",
-                    f"{m.per_subtype['DD'].rate:.3f} / {m.per_subtype['OD'].rate:.3f}",
-                    _fmt(m.precision), _fmt(m.recall), _fmt(m.condition_accuracy),
-                    _fmt(extra, 1), f"{r.cost.seconds:.2f}"])
+                    subtypes, *quality, _fmt(extra, 1), f"{r.cost.seconds:.2f}"])
     return out
 
 
 HEADERS = ["mitigator", "setting", "memorized [95% CI]", "DD / OD", "precision", "recall",
            "cond. accuracy", "extra NFE/sample", "seconds"]
+#: the columns of a Stable Diffusion task's table (MemBench's scores)
+MEMBENCH_HEADERS = ["mitigator", "setting", "copied: max SSCD > 0.5 [95% CI]", "VM / TM", "mean max SSCD",
+                    "CLIP score", "extra NFE/sample", "seconds"]
+#: what the section says of Stable Diffusion tasks, when it has any
+MEMBENCH_NOTE = ("On Stable Diffusion tasks (MemBench's protocol) the memorized prompts' generations are "
+                 "decoded and compared by SSCD with the prompts' ground-truth training images: \"copied\" is "
+                 "the share whose largest similarity exceeds 0.5, and quality is the CLIP score of image and "
+                 "prompt (100 x cosine, clipped at 0).")
+
+
+def headers(rows: list[MitigationResult]) -> list[str]:
+    return MEMBENCH_HEADERS if _membench(rows) else HEADERS
 
 
 def render_markdown(results: str | Path, plots_dir: Path | None = None) -> str:
@@ -135,13 +161,15 @@ def render_markdown(results: str | Path, plots_dir: Path | None = None) -> str:
              "against held-out draws (k-NN manifolds), and the share a k-NN classifier on the training "
              "set assigns to the class the condition asks for. Lower memorized and higher quality is "
              "better; curves run over each mitigator's settings.", ""]
+    if any(_membench(rows) for rows in groups.values()):
+        lines += [MEMBENCH_NOTE, ""]
     for (task, version, inst), rows in sorted(groups.items()):
         lines += [f"### {task} v{version} ({inst})", ""]
         if plots_dir is not None:
             png = pareto_plot(rows, Path(plots_dir) / f"mitigation-{task}-{inst}.png", title=f"{task} ({inst})")
             if png is not None:
                 lines += [f"![memorization vs quality, {task}]({Path(plots_dir).name}/{png.name})", ""]
-        lines += [tabulate(table_rows(rows), headers=HEADERS, tablefmt="github"), ""]
+        lines += [tabulate(table_rows(rows), headers=headers(rows), tablefmt="github"), ""]
     lines += ["Reported protocols (no single published numbers exist to set beside these):", ""]
     lines += [f"- {name}: {text}" for name, text in REPORTED_PROTOCOLS]
     if rejected:
@@ -154,7 +182,7 @@ def render_html(results: str | Path) -> str:
     groups, _ = collect(results)
     parts = []
     for (task, version, inst), rows in sorted(groups.items()):
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS)
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in headers(rows))
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
                        for row in table_rows(rows))
         parts.append(f"<h3>{html.escape(task)} v{html.escape(version)} ({html.escape(inst)})</h3>"
@@ -182,8 +210,10 @@ def pareto_plot(rows: list[MitigationResult], out: Path, title: str = "") -> Pat
             ax.scatter(xs, ys, marker="*", s=160, color="black", zorder=5, label="none (unmitigated)")
         else:
             ax.plot(xs, ys, marker="o", label=name)
-    ax.set_xlabel("memorized share of generations (lower is better)")
-    ax.set_ylabel("precision x condition accuracy (higher is better)")
+    membench = _membench(rows)
+    ax.set_xlabel(("copied share (max SSCD > 0.5)" if membench else "memorized share of generations")
+                  + " (lower is better)")
+    ax.set_ylabel(("CLIP score" if membench else "precision x condition accuracy") + " (higher is better)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")

@@ -7,6 +7,10 @@ exactly what it means on the detection board. One result document per (instance,
 setting), written atomically; a mitigator that raises, returns the wrong shape or times out fails
 alone.
 
+Stable Diffusion tasks have no copy rule (their labels are per prompt): given a
+:class:`~mmh_bench.mitigation.sd.MemBenchJudge` (``judge``), their memorized prompts' generations
+are regenerated and scored as MemBench does, against the prompts' ground-truth training images.
+
 Isolation is the detectors' (:mod:`mmh_bench.evaluation.sealed`): a mitigator that is not a
 shipped baseline generates in a sandboxed worker whose view holds what its access grants (the
 noises, conditions, sampler and model; never labels nor the task's own generations), through the
@@ -19,7 +23,7 @@ import json
 import logging
 import traceback
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
@@ -35,14 +39,25 @@ from .contract import Mitigator
 from .quality import condition_accuracy, precision_recall
 from .result import MitigationCost, MitigationResult, make_result, write_result
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .sd import MemBenchJudge
+
 log = logging.getLogger(__name__)
 __all__ = ["MitigationFailure", "evaluate_mitigator", "mitigate", "mitigate_specs", "mitigation_metrics",
            "run_mitigator"]
 MITIGATION_SCHEMA_VERSION = 1
 DEFAULT_BATCH = 512
+#: why a Stable Diffusion task is not applicable without a judge
+NEEDS_GROUND_TRUTH = ("Stable Diffusion generations are scored against their prompts' ground-truth training "
+                      "images: give --ground-truth DIR, --sscd FILE --sscd-sha256 HEX and --clip")
 
 
-def applicable(mit: Mitigator, inst: TaskInstance) -> tuple[bool, str]:
+def _judged(inst: TaskInstance, judge: "MemBenchJudge | None") -> "MemBenchJudge | None":
+    """The judge when it scores ``inst`` (a Stable Diffusion task), else None: the copy rule does."""
+    return judge if judge is not None and judge.applies(inst) else None
+
+
+def applicable(mit: Mitigator, inst: TaskInstance, judge: "MemBenchJudge | None" = None) -> tuple[bool, str]:
     """Whether the task offers what the mitigator needs; the reason when it does not."""
     if inst.spec.track != "memorization" or inst.labels is None:
         return False, "mitigation is scored on memorization tasks"
@@ -52,7 +67,10 @@ def applicable(mit: Mitigator, inst: TaskInstance) -> tuple[bool, str]:
         return False, "mitigation tasks are conditional"
     if not mit.access.grants_generation():
         return False, f"a mitigator generates: it needs Access.GENERATION, not {mit.access.label!r}"
-    if inst.train_index.rule is None:
+    if inst.spec.family == "stable-diffusion":
+        if _judged(inst, judge) is None:
+            return False, NEEDS_GROUND_TRUTH
+    elif "train" not in inst.arrays or inst.train_index.rule is None:
         return False, "task is labelled without the copy rule"
     missing = set(mit.requires) - set(getattr(inst.score_model(), "capabilities", ()))
     if missing:
@@ -151,14 +169,19 @@ def generations(mit: Mitigator, inst: TaskInstance, *, seed: int = 0, batch_size
 
 def evaluate_mitigator(mit: Mitigator, inst: TaskInstance, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,
                        threads: int = 1, n: int | None = None, isolation: str = "auto",
-                       timeout: float | None = None, hide: Iterable[str | Path | None] = ()) -> MitigationResult:
+                       timeout: float | None = None, hide: Iterable[str | Path | None] = (),
+                       judge: "MemBenchJudge | None" = None) -> MitigationResult:
     """The result document of ``mit`` on the first ``n`` generations of ``inst`` (all by default;
     status ``failed`` with the error when it breaks), built as the schema's own model. The
     unmitigated rate is the copy rule on the same generations as the task made them.
     ``isolation``, ``timeout`` and ``hide``: as for detectors
-    (:func:`mmh_bench.evaluation.runner.evaluate_pair`); "auto" seals all but the shipped baselines."""
+    (:func:`mmh_bench.evaluation.runner.evaluate_pair`); "auto" seals all but the shipped baselines.
+    ``judge`` scores Stable Diffusion tasks (the first ``n`` generations of memorized prompts)."""
     from mmh_bench.evaluation.runner import resolve_isolation
     from mmh_bench.evaluation.sealed import WorkerFailure, isolation_mode
+    judge = _judged(inst, judge)
+    if judge is not None:  # the generations scored, as an instance of their own
+        inst, n = judge.scored(inst, n), None
     spec = inst.spec
     key, _ = mit.sweep
     doc: dict[str, Any] = {
@@ -180,48 +203,62 @@ def evaluate_mitigator(mit: Mitigator, inst: TaskInstance, *, seed: int = 0, bat
         doc.update(status="failed", error=f"{name}{exc}"[:2000])
         return make_result(doc)
     with limited_threads(threads):
-        doc["metrics"] = mitigation_metrics(inst, samples)
-        doc["unmitigated"] = {"memorization": rate_with_ci(label_generations(inst, inst.samples[:n])["memorized"])}
+        if judge is not None:
+            doc["metrics"], doc["unmitigated"] = judge.metrics(inst, samples), judge.unmitigated(inst)
+        else:
+            doc["metrics"] = mitigation_metrics(inst, samples)
+            doc["unmitigated"] = {"memorization": rate_with_ci(label_generations(inst, inst.samples[:n])["memorized"])}
     doc["cost"] = {k: v for k, v in cost.items() if k in MitigationCost.model_fields}
     return make_result(doc)
 
 
-def is_current(path: Path, inst: TaskInstance, mit: Mitigator, n: int | None = None) -> bool:
-    """An ok result of this very instance, number of generations, mitigator version and parameters."""
+def is_current(path: Path, inst: TaskInstance, mit: Mitigator, n: int | None = None,
+               judge: "MemBenchJudge | None" = None) -> bool:
+    """An ok result of this very instance, number of generations, mitigator version and parameters
+    (and, scored by ``judge``, the same SSCD and CLIP weights and ground truth)."""
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
+    judge = _judged(inst, judge)
+    rows = len(judge.scored(inst, n).samples) if judge is not None else len(inst.samples[:n])
+    scored_by = (old.get("metrics") or {}).get("membench") or {}
     return (old.get("status") == "ok" and old.get("instance", {}).get("data_hash") == inst.data_hash
-            and old.get("n_samples") == len(inst.samples[:n])
+            and old.get("n_samples") == rows
             and old.get("mitigator_version") == mit.version
-            and canonical_json(old.get("mitigator_params")) == canonical_json(mit.params()))
+            and canonical_json(old.get("mitigator_params")) == canonical_json(mit.params())
+            and (judge is None or all(scored_by.get(k) == v for k, v in judge.identity().items())))
 
 
 def mitigate(instances: Iterable[TaskInstance], mitigators: Iterable[Mitigator], results_dir: str | Path, *,
              seed: int = 0, force: bool = False, sweep: bool = True, progress: bool = True,
              n: int | None = None, isolation: str = "auto", timeout: float | None = None,
-             hide: Iterable[str | Path | None] = (), batch_size: int = DEFAULT_BATCH) -> dict[str, list]:
+             hide: Iterable[str | Path | None] = (), batch_size: int = DEFAULT_BATCH,
+             judge: "MemBenchJudge | None" = None) -> dict[str, list]:
     """Every applicable (instance, mitigator setting) pair on the first ``n`` generations of each
     instance (all by default); returns ``{"ran", "skipped", "failed", "not_applicable"}``. With
     ``sweep``, each mitigator runs at every setting of its sweep. ``isolation``, ``timeout``,
-    ``hide``: see :func:`evaluate_mitigator` (the results folder is hidden from sealed workers)."""
+    ``hide``, ``judge``: see :func:`evaluate_mitigator` (the results folder is hidden from sealed
+    workers); the judge's ground truth is checked before the instance's first mitigator runs."""
     report: dict[str, list] = {"ran": [], "skipped": [], "failed": [], "not_applicable": []}
     mitigators = list(mitigators)
     hide = list(hide)
     for inst in instances:
+        sd = _judged(inst, judge)
+        if sd is not None:
+            sd.scored(inst, n)  # a bad ground-truth folder stops the run here
         for proto in mitigators:
-            ok, why = applicable(proto, inst)
+            ok, why = applicable(proto, inst, judge)
             if not ok:
                 report["not_applicable"].append((inst.spec.name, proto.name, why))
                 continue
             for mit in proto.settings() if sweep else [proto.clone()]:
                 path = mitigation_path(results_dir, inst, mit)
-                if not force and is_current(path, inst, mit, n):
+                if not force and is_current(path, inst, mit, n, judge):
                     report["skipped"].append(path)
                     continue
                 res = evaluate_mitigator(mit, inst, seed=seed, n=n, isolation=isolation, timeout=timeout,
-                                         hide=[*hide, results_dir], batch_size=batch_size)
+                                         hide=[*hide, results_dir], batch_size=batch_size, judge=judge)
                 write_result(path, res)
                 report["failed" if res.status == "failed" else "ran"].append(path)
                 if progress:
@@ -244,6 +281,9 @@ def mitigate_specs(specs: Iterable[Any], mitigators: Iterable[Mitigator], result
     for spec in specs:
         if spec.track != "memorization" or not spec.conditional:
             total["not_applicable"].append((spec.name, "*", "mitigation tasks are conditional memorization tasks"))
+            continue
+        if spec.family == "stable-diffusion" and kwargs.get("judge") is None:  # not built for nothing
+            total["not_applicable"].append((spec.name, "*", NEEDS_GROUND_TRUTH))
             continue
         insts = resolve_instances(spec, cache_dir, published=instances, progress=progress)
         if not all_replicates:  # replicate 0 (the first published instance) stands for the task

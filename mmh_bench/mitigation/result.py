@@ -13,9 +13,9 @@ from pydantic import Field, model_validator
 
 from mmh_bench.files import write_json
 from mmh_bench.task.spec import FAMILIES
-from mmh_bench.task.subtypes import CONSTRUCTED_SUBTYPES
-from mmh_bench.leaderboard.schema import (AccessLabel, Hex16, Instance, Isolation, Label, Name, Plain, Prob, Provenance,
-                                          Strict, Text, check_outcome, read_json, validate_model)
+from mmh_bench.task.subtypes import SUBTYPE_NAMES
+from mmh_bench.leaderboard.schema import (AccessLabel, Count, Hex16, Instance, Isolation, Label, Name, Plain, Prob,
+                                          Provenance, Strict, Text, check_outcome, read_json, validate_model)
 
 SCHEMA_VERSION = 1
 #: mitigation regenerates conditional samples: every task family but LID estimation
@@ -33,13 +33,41 @@ class Rate(Strict):
         return self
 
 
+Cosine = Annotated[float, Field(ge=-1.0, le=1.0)]
+
+
+class MemBenchMetrics(Strict):
+    """MemBench's scores of Stable Diffusion generations (:mod:`mmh_bench.mitigation.membench`)
+    and the identity of what computed them: the SSCD and CLIP weights and the ground-truth set."""
+
+    n_prompts: Annotated[int, Field(ge=1)]
+    #: mean over generations of each one's max SSCD similarity to its prompt's ground truth
+    sscd_max_mean: Cosine
+    #: mean over prompts of the max over its generations (MemBench's headline "SSCD")
+    sscd_prompt_max_mean: Cosine
+    #: share of generations above the copy threshold (0.5): the ``memorization`` rate
+    sscd_above_share: Prob
+    #: mean CLIP score of image and prompt, 100 * max(cos, 0)
+    clip_score: Annotated[float, Field(ge=0.0, le=100.0)]
+    sscd_model: Label
+    clip_model: Label
+    ground_truth_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    #: memorized prompts left out for want of ground truth (a partial ground-truth set)
+    n_prompts_without_ground_truth: Count = 0
+
+
 class MitigationMetrics(Strict):
+    """``memorization``: the task's copy rule, or on Stable Diffusion tasks the share of
+    generations whose max SSCD to their prompt's ground truth exceeds 0.5 (then ``membench``
+    holds MemBench's scores and the k-NN quality fields are absent)."""
+
     memorization: Rate
-    per_subtype: dict[Literal[CONSTRUCTED_SUBTYPES], Rate]  # type: ignore[valid-type]
+    per_subtype: dict[Literal[SUBTYPE_NAMES], Rate]  # type: ignore[valid-type]
     unchanged_share: Prob
     precision: Prob | None = None
     recall: Prob | None = None
     condition_accuracy: Prob | None = None
+    membench: MemBenchMetrics | None = None
 
 
 class MitigationCost(Strict):
@@ -50,6 +78,7 @@ class MitigationCost(Strict):
 
 class Unmitigated(Strict):
     memorization: Rate
+    membench: MemBenchMetrics | None = None
 
 
 class MitigationResult(Strict):

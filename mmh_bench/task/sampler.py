@@ -16,6 +16,9 @@ steps, which the SD adapter maps back to timesteps 981 ... 1. Guidance is classi
 both branches evaluated at every step of a conditional generation (also at g = 1, so a detector
 reads both at no extra cost). ``clip`` clamps each step's x0 prediction to ``[-clip, clip]`` (as
 diffusers' ``clip_sample``), which keeps guided image chains in the pixel range.
+``final_alpha_bar`` (Stable Diffusion): diffusers' DDIM with ``set_alpha_to_one=False`` does not
+end at the x0 prediction but one step short of it, at signal fraction ``alphas_cumprod[0]``; the
+replay ends where the pipeline ended, so a replayed generation is the stored latent.
 
 Bit-exact replay. A CPU matrix product may round a row differently depending on how many rows it
 is computed with (measured: batches of 1 and 7 rows differ from 100 in the last bit, while any
@@ -54,6 +57,8 @@ class Sampler:
     kind: str = "ddim"
     t_max: float = SD_MATCHED_T_MAX
     t_min: float = T_MIN
+    #: signal fraction the last step moves to instead of returning its x0 prediction (None: x0)
+    final_alpha_bar: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind != "ddim":
@@ -62,17 +67,24 @@ class Sampler:
             raise ValueError("a DDIM sampler needs at least 2 steps")
         if not 0 < self.t_min < self.t_max <= 1:
             raise ValueError(f"need 0 < t_min < t_max <= 1, got t_min={self.t_min}, t_max={self.t_max}")
+        if self.final_alpha_bar is not None and not 0 < self.final_alpha_bar <= 1:
+            raise ValueError(f"final_alpha_bar must lie in (0, 1], got {self.final_alpha_bar}")
 
     def times(self) -> np.ndarray:
         """The sampler's time grid, first step first."""
         return np.linspace(self.t_max, self.t_min, self.steps)
 
     def to_meta(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as JSON; ``final_alpha_bar`` only when set, so other tasks' metas stay as they were."""
+        out = asdict(self)
+        if out["final_alpha_bar"] is None:
+            del out["final_alpha_bar"]
+        return out
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> "Sampler":
-        return cls(**{k: meta[k] for k in ("steps", "guidance", "clip", "kind", "t_max", "t_min") if k in meta})
+        keys = ("steps", "guidance", "clip", "kind", "t_max", "t_min", "final_alpha_bar")
+        return cls(**{k: meta[k] for k in keys if k in meta})
 
     @classmethod
     def from_spec(cls, sampling: dict[str, Any], *, steps: int, clip: float | None = None) -> "Sampler":
@@ -167,7 +179,10 @@ def generate(model: ScoreModel, noise: Any, sampler: Sampler, cond: Sequence[Any
     for last in trajectory(model, noise, sampler, cond, progress=progress, cond_eps=cond_eps):
         pass
     assert last is not None
-    return last.x0.numpy().astype(np.float32)
+    if sampler.final_alpha_bar is None:
+        return last.x0.numpy().astype(np.float32)
+    ab = torch.tensor(float(sampler.final_alpha_bar))
+    return (ab.sqrt() * last.x0 + (1 - ab).sqrt() * last.eps).numpy().astype(np.float32)
 
 
 def sample_task(model: ScoreModel, n: int, seed: int, sampler: Sampler, cond: Sequence[Any] | None = None,

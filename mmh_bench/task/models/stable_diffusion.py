@@ -196,12 +196,23 @@ def fingerprint(pipe: Any) -> str:
 
 
 # -- attention processors ------------------------------------------------------------------------
-class _RecordingCrossAttention:
-    """A cross-attention processor that computes softmax probabilities explicitly and keeps their
-    mean over heads and image queries (``[batch, tokens]``) for the caller."""
+class _ExplicitCrossAttention:
+    """A cross-attention processor that computes softmax probabilities explicitly: it keeps their
+    mean over heads and image queries (``[batch, tokens]``) in ``store`` when given, and multiplies
+    the first token's logits by ``first_scale`` (Ren et al.'s mitigation; 1 = the model as trained)."""
 
-    def __init__(self, store: list[torch.Tensor]) -> None:
+    def __init__(self, store: list[torch.Tensor] | None = None, first_scale: float = 1.0) -> None:
         self.store = store
+        self.first_scale = float(first_scale)
+
+    def _probs(self, attn: Any, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if self.first_scale == 1.0:
+            return attn.get_attention_scores(query, key, mask)
+        logits = attn.scale * torch.bmm(query.float(), key.float().transpose(-1, -2))
+        logits = torch.cat([logits[..., :1] * self.first_scale, logits[..., 1:]], dim=-1)
+        if mask is not None:
+            logits = logits + mask
+        return logits.softmax(dim=-1).to(query.dtype)
 
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
@@ -223,8 +234,9 @@ class _RecordingCrossAttention:
         query = attn.head_to_batch_dim(attn.to_q(hidden_states))
         key = attn.head_to_batch_dim(attn.to_k(context))
         value = attn.head_to_batch_dim(attn.to_v(context))
-        probs = attn.get_attention_scores(query, key, mask)  # [batch * heads, queries, tokens]
-        self.store.append(probs.float().mean(1).view(batch, attn.heads, -1).mean(1))
+        probs = self._probs(attn, query, key, mask)  # [batch * heads, queries, tokens]
+        if self.store is not None:
+            self.store.append(probs.float().mean(1).view(batch, attn.heads, -1).mean(1))
         out = attn.batch_to_head_dim(torch.bmm(probs, value))
         out = attn.to_out[1](attn.to_out[0](out))
         if four_d:
@@ -232,6 +244,9 @@ class _RecordingCrossAttention:
         if attn.residual_connection:
             out = out + residual
         return out / attn.rescale_output_factor
+
+
+_RecordingCrossAttention = _ExplicitCrossAttention  # the recording use, by its former name
 
 
 @contextlib.contextmanager
@@ -255,12 +270,17 @@ class StableDiffusionScoreModel(ScoreModel):
     network call (default: ``$MMH_BENCH_SD_ROWS_PER_CALL``, else chosen from free device memory
     per kind of call); ``attention_slice`` the heads per attention slice in a JVP (default: from
     free memory on a GPU, unsliced on the CPU); ``jvp_dtype`` the precision of JVPs.
+    Capabilities: cross-attention maps, the prompt embedding (:meth:`condition_embedding`,
+    :meth:`eps_embedded`) and Ren et al.'s first-token rescaling, so the shipped mitigators run.
     """
 
     replay_block = None  # batches are sliced to fit the device (mmh_bench.task.sampler: no padded blocks)
 
     conditional = True
-    capabilities = frozenset({"cross_attention"})
+    capabilities = frozenset({"cross_attention", "condition_embedding", "attention_rescale"})
+    #: Ren et al.'s mitigation: every cross-attention layer multiplies the first (start) token's
+    #: logits by this factor (1 = the model as trained; see :meth:`rescaled_attention`)
+    first_token_scale: float = 1.0
 
     def __init__(self, pipe: Any, prompts: Sequence[str] = (), *, shape: Sequence[int] | None = None,
                  output_device: str | torch.device = "cpu", rows_per_call: int | None = None,
@@ -423,13 +443,44 @@ class StableDiffusionScoreModel(ScoreModel):
             self._encode(missing)
         return torch.stack([self._emb[t] for t in texts]).to(self.device, self.unet.dtype)
 
+    @property
+    def captions(self) -> list[str]:
+        """The prompt table, under the name text-condition mitigators read (``random-tokens``)."""
+        return self.prompts
+
+    def condition_embedding(self, cond: Sequence[Any]) -> torch.Tensor:
+        """The text encoder's states each prompt feeds the UNet's cross-attention, ``[n, tokens,
+        width]`` in float32 on the output device: the prompt embedding Wen et al. and the MMH
+        paper optimise (capability ``"condition_embedding"``)."""
+        return self.embed(list(cond), len(cond)).to(self.output_device, torch.float32).clone()
+
+    @contextlib.contextmanager
+    def rescaled_attention(self, scale: float) -> Iterator[None]:
+        """Within the block, every cross-attention layer multiplies the first token's logits by
+        ``scale`` (Ren et al.; capability ``"attention_rescale"``), in both branches of guidance as
+        on the CPU text-to-image model. JVPs (detectors only) still see the model as trained."""
+        old, self.first_token_scale = self.first_token_scale, float(scale)
+        try:
+            with _processors(self.unet, lambda: _ExplicitCrossAttention(first_scale=scale), only_cross=True):
+                yield
+        finally:
+            self.first_token_scale = old
+
     # -- network ---------------------------------------------------------------------------------
     def _eps(self, y: torch.Tensor, t: torch.Tensor, cond: Sequence[Any] | None) -> torch.Tensor:
-        """The UNet on ``y`` (moved to the model's device and the UNet's dtype), as eps in float32."""
+        return self._unet(y, t, self.embed(cond, y.shape[0]))
+
+    def _eps_embedded(self, y: torch.Tensor, t: torch.Tensor, emb: torch.Tensor,
+                      cond: Sequence[Any]) -> torch.Tensor:
+        return self._out(self._unet(y, t, emb))
+
+    def _unet(self, y: torch.Tensor, t: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """The UNet on ``y`` with text states ``states`` (both moved to the model's device and the
+        UNet's dtype; differentiable), as eps in float32."""
         y = y.to(self.device)
-        emb = self.embed(cond, y.shape[0])
+        states = states.to(self.device, self.unet.dtype)
         k = self.timesteps(t.detach().to(self.device))  # computed where t is: no copy back to the CPU
-        out = self.unet(y.to(self.unet.dtype), k, encoder_hidden_states=emb).sample.float()
+        out = self.unet(y.to(self.unet.dtype), k, encoder_hidden_states=states).sample.float()
         if self.prediction_type == "v_prediction":
             ab = self._ab.to(self.device, torch.float32)[k].view(-1, *([1] * len(self.shape)))
             out = ab.sqrt() * out + (1 - ab).sqrt() * y.float()
@@ -455,6 +506,15 @@ class StableDiffusionScoreModel(ScoreModel):
         base = super(StableDiffusionScoreModel, self).eps
         return torch.cat(self._in_chunks("forward", y.shape[0], lambda s: self._out(
             base(y[s], tt[s], None if c is None else c[s]))))
+
+    def eps_embedded(self, x: Any, t: Any, emb: torch.Tensor, cond: Sequence[Any]) -> torch.Tensor:
+        """``eps`` with the text states ``emb`` (:meth:`condition_embedding`) in place of each
+        prompt's, differentiable in ``x`` and ``emb``, in slices of rows as :meth:`eps`."""
+        y, tt, c = self._rows(x, t, cond)
+        if c is None or emb.shape[0] != y.shape[0]:
+            raise ValueError(f"emb and cond need one row per sample ({y.shape[0]})")
+        base = super().eps_embedded
+        return torch.cat(self._in_chunks("forward", y.shape[0], lambda s: base(y[s], tt[s], emb[s], c[s])))
 
     def eps_jvp(self, x: Any, t: Any, v: Any, cond: Sequence[Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(eps, J v)`` in ``jvp_dtype`` (fp32), attention in slices of :meth:`jvp_slice` heads."""
@@ -499,7 +559,8 @@ class StableDiffusionScoreModel(ScoreModel):
             self.embed(c, y.shape[0])
             self.nfe += y.shape[0]
             store: list[torch.Tensor] = []
-            with _processors(self.unet, lambda: _RecordingCrossAttention(store), only_cross=True):
+            with _processors(self.unet, lambda: _ExplicitCrossAttention(store, self.first_token_scale),
+                             only_cross=True):
                 self._eps(y, tt, c)
             if not store:
                 raise RuntimeError("the UNet has no cross-attention layers")
@@ -578,7 +639,8 @@ def generate_latents(pipe: Any, prompts: Sequence[str], *, generations: int = 1,
 def ddim_sampler(pipe: Any, scheduler: str, steps: int, guidance_scale: float) -> "Sampler | None":
     """The replay of the task's generations (:class:`mmh_bench.task.sampler.Sampler`): DDIM on the
     scheduler's own timesteps as times ``(timestep + 1) / T`` (981 ... 1 for 50 steps: t = 0.982
-    ... 0.002, which :meth:`StableDiffusionScoreModel.timesteps` maps back). None when the task's
+    ... 0.002, which :meth:`StableDiffusionScoreModel.timesteps` maps back), ending where the
+    pipeline's last step ends (``final_alpha_bar``). None when the task's
     scheduler is not DDIM on a uniform grid: its generations then cannot be replayed."""
     from mmh_bench.task.sampler import Sampler
     sched = make_scheduler(pipe, scheduler)
@@ -589,8 +651,10 @@ def ddim_sampler(pipe: Any, scheduler: str, steps: int, guidance_scale: float) -
     big_t = int(sched.config.num_train_timesteps)
     if len(ts) < 2 or len(set(np.diff(ts).tolist())) != 1:
         return None
+    prev = int(ts[-1]) - big_t // int(steps)  # where the pipeline's last step lands (as DDIMScheduler.step)
+    final = float(sched.alphas_cumprod[prev] if prev >= 0 else sched.final_alpha_cumprod)
     return Sampler(steps=len(ts), guidance=float(guidance_scale), t_max=(ts[0] + 1) / big_t,
-                   t_min=(ts[-1] + 1) / big_t)
+                   t_min=(ts[-1] + 1) / big_t, final_alpha_bar=final if final < 1 else None)
 
 
 # -- loading a built task's model ----------------------------------------------------------------
