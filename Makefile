@@ -27,7 +27,7 @@ bench: $(STAMP)
 	$(VENV)/bin/mmh-bench leaderboard
 
 test: $(STAMP)
-	$(PY) -m pytest -q -ra tests
+	$(PY) -m pytest -q -ra --durations=25 tests
 
 clean-cache:
 	rm -rf $${MMH_BENCH_CACHE:-$$HOME/.cache/mmh-bench}
