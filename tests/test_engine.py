@@ -150,3 +150,23 @@ def test_default_workers_one_per_core_from_two_cores_unless_the_environment_says
     monkeypatch.setenv(engine.WORKERS_ENV, "two")
     with pytest.raises(ValueError, match="MMH_BENCH_WORKERS"):
         engine.default_workers(10)
+
+
+def test_mitigation_settings_on_the_cluster_give_the_serial_results(client, tmp_path):
+    from mmh_bench.mitigation import mitigate
+    from mmh_bench.registry import resolve_mitigators
+    from mmh_bench.task.build import build_task
+    from mmh_bench.task.spec import load_spec
+    inst = build_task(load_spec(DATA / "tiny_cond.toml"), progress=False)
+    mits = resolve_mitigators("none,guidance")
+    par = mitigate([inst], mits, tmp_path / "par", cluster=client.scheduler.address, progress=False)
+    ser = mitigate([inst], mits, tmp_path / "ser", progress=False)
+    settings = sum(len(m.settings()) for m in mits)
+    assert par["failed"] == ser["failed"] == [] and len(par["ran"]) == len(ser["ran"]) == settings > 2
+    a, b = _results(tmp_path / "par"), _results(tmp_path / "ser")
+    assert a.keys() == b.keys()
+    for key in a:
+        for field in set(a[key]) - {"cost", "provenance"}:
+            assert a[key][field] == b[key][field], (key, field)
+        assert a[key]["cost"]["nfe_per_sample"] == b[key]["cost"]["nfe_per_sample"]
+    _no_temporaries(tmp_path / "par")

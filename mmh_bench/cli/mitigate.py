@@ -39,21 +39,26 @@ def _judge(args: argparse.Namespace) -> Any:
 
 
 def cmd_mitigate(args: argparse.Namespace) -> int:
+    from mmh_bench.evaluation.engine import ClusterError
     from mmh_bench.evaluation.runner import resolve_many
     from mmh_bench.mitigation.board import render_markdown
     from mmh_bench.mitigation.evaluate import mitigate_specs
     from mmh_bench.registry import resolve_tasks
     from mmh_bench.task.models.stable_diffusion import model_source
+    from .errors import CLIError
     # a mitigator other than a shipped baseline is described in a sandbox, never imported here
     mitigators = resolve_many(args.mitigators, args.isolation, hide=[args.cache, args.results], kind="mitigator")
     judge = _judge(args)
-    with model_source(args.model):  # SD tasks build and regenerate with these weights
-        total = mitigate_specs(resolve_tasks(args.tasks), mitigators, args.results, cache_dir=args.cache,
-                               instances=None if args.instances == "none" else args.instances,
-                               all_replicates=args.all_replicates, progress=not args.quiet, seed=args.seed,
-                               force=args.force, sweep=not args.no_sweep, n=args.samples or None,
-                               isolation=args.isolation, timeout=args.timeout, batch_size=args.batch_size,
-                               judge=judge)
+    try:
+        with model_source(args.model):  # SD tasks build and regenerate with these weights
+            total = mitigate_specs(resolve_tasks(args.tasks), mitigators, args.results, cache_dir=args.cache,
+                                   instances=None if args.instances == "none" else args.instances,
+                                   all_replicates=args.all_replicates, progress=not args.quiet, seed=args.seed,
+                                   force=args.force, sweep=not args.no_sweep, n=args.samples or None,
+                                   isolation=args.isolation, timeout=args.timeout, batch_size=args.batch_size,
+                                   judge=judge, workers=args.workers, cluster=args.cluster)
+    except ClusterError as exc:
+        raise CLIError(str(exc)) from None
     for task, name, why in total["not_applicable"]:
         print(f"not applicable: {task} / {name}: {why}")
     print(f"{len(total['ran'])} ran, {len(total['skipped'])} current (skipped), {len(total['failed'])} failed")
@@ -87,7 +92,7 @@ def register(sub: Any) -> None:
                     "prompts' ground-truth images (--ground-truth, --sscd) and by CLIP score. Then render the "
                     "mitigation section (MITIGATION.md and "
                     "its Pareto plots).")
-    add_options(s, "tasks", "cache", "seed", "quiet",
+    add_options(s, "tasks", "cache", "seed", "quiet", "cluster", "workers",
                 tasks={"default": "syn2-cond,syn10-cond,syn100-cond,image-digits-cond,t2i-digits"})
     s.add_argument("--mitigators", default="all",
                    help="comma-separated mitigator references, e.g. 'none,guidance,flipd-embedding(iters=10)' "

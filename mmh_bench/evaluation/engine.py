@@ -5,6 +5,8 @@ on a laptop or in CI, the same code reaches a real cluster through a scheduler a
 *resources* (``dask worker ADDR --resources GPU=1``) keep GPU work on GPU machines. Its scheduler
 reschedules the tasks of a worker that dies; nothing here schedules by hand. See docs/ENGINE.md.
 
+The mitigation track's settings run the same way (:func:`mitigate_on_cluster`).
+
 Phase 1 resolves each task's instances on the workers (pulled and verified, or built into the
 cache; instances this machine's cache holds already are judged here, so a run with every result
 current starts no cluster); phase 2 runs every pair's
@@ -345,3 +347,52 @@ class _Grid:
                 self.errors.append(again)
                 return
         record(self.report, path, res, progress=self.progress)
+
+
+# -- the mitigation track ------------------------------------------------------------------------
+_BY_HASH: OrderedDict[str, TaskInstance] = OrderedDict()
+
+
+def _loaded(spec: TaskSpec, root: str, data_hash: str) -> TaskInstance:
+    """The instance installed at ``root`` in this process, verified against its data hash once."""
+    if data_hash not in _BY_HASH:
+        from mmh_bench.task.build import load_instance
+        inst = load_instance(spec, Path(root))
+        if inst is None or inst.data_hash != data_hash:
+            raise RuntimeError(f"{spec.name}: instance {data_hash[:16]} is not intact at {root}")
+        _BY_HASH[data_hash] = inst
+        while len(_BY_HASH) > KEEP_LOADED:
+            _BY_HASH.popitem(last=False)
+    _BY_HASH.move_to_end(data_hash)
+    return _BY_HASH[data_hash]
+
+
+def _run_mitigation(spec: TaskSpec, root: str, data_hash: str, mit: Any, opts: dict[str, Any]) -> Any:
+    """On a worker: one mitigator setting's result on one instance (written by the driver)."""
+    from mmh_bench.mitigation.evaluate import evaluate_mitigator
+    with limited_threads(task_cores()):
+        return evaluate_mitigator(mit, _loaded(spec, root, data_hash), **opts)
+
+
+def mitigate_on_cluster(jobs: list[tuple[TaskInstance, Any, Path]], opts: dict[str, Any],
+                        record: Callable[[Path, Any], None], *, cluster: str | None = None,
+                        workers: int | None = None) -> None:
+    """Each (instance, mitigator setting, path) job as a task of a Dask cluster (the scheduler at
+    ``cluster``, else a local one of ``workers`` processes); ``record(path, result)`` runs here,
+    once per job, as results arrive. Workers load each instance from the folder it is installed in
+    (the cache must be one they reach); a job whose worker dies every time it is retried is
+    recorded as failed, naming the error."""
+    from distributed import as_completed
+    from mmh_bench.mitigation.evaluate import failed_mitigation
+    with cluster_client(cluster, workers) as client:
+        futures = {client.submit(_run_mitigation, inst.spec, str(inst.root), inst.data_hash, mit, opts,
+                                 pure=False): (inst, mit, path) for inst, mit, path in jobs}
+        for fut in as_completed(futures):
+            inst, mit, path = futures[fut]
+            try:
+                res = fut.result()
+            except Exception as exc:
+                res = failed_mitigation(mit, inst, f"worker failure: {type(exc).__name__}: {exc}",
+                                        seed=opts.get("seed", 0), n=opts.get("n"),
+                                        isolation=opts.get("isolation", "auto"))
+            record(path, res)

@@ -43,8 +43,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .sd import MemBenchJudge
 
 log = logging.getLogger(__name__)
-__all__ = ["MitigationFailure", "evaluate_mitigator", "mitigate", "mitigate_specs", "mitigation_metrics",
-           "run_mitigator"]
+__all__ = ["MitigationFailure", "evaluate_mitigator", "failed_mitigation", "mitigate", "mitigate_specs",
+           "mitigation_metrics", "plan_mitigation", "record_mitigation", "run_mitigator"]
 MITIGATION_SCHEMA_VERSION = 1
 DEFAULT_BATCH = 512
 #: why a Stable Diffusion task is not applicable without a judge
@@ -167,6 +167,31 @@ def generations(mit: Mitigator, inst: TaskInstance, *, seed: int = 0, batch_size
     return run.output, run.cost, run.isolation
 
 
+def _document(mit: Mitigator, inst: TaskInstance, *, seed: int, n: int | None, isolation: str) -> dict[str, Any]:
+    """A result document of ``mit`` on ``inst`` without its outcome (status ok, no metrics yet)."""
+    from mmh_bench.evaluation.runner import resolve_isolation
+    from mmh_bench.evaluation.sealed import isolation_mode
+    spec = inst.spec
+    key, _ = mit.sweep
+    return {
+        "schema_version": MITIGATION_SCHEMA_VERSION, "track": "mitigation", "task": spec.name,
+        "task_version": spec.version, "task_hash": spec.hash, "task_family": spec.family,
+        "instance": inst.instance_info(), "mitigator": mit.name, "mitigator_version": mit.version,
+        "mitigator_params": mit.params(), "swept": key or None,
+        "setting": mit.params().get(key) if key else None, "access": mit.access.label,
+        "status": "ok", "error": None, "n_samples": int(len(inst.samples[:n])),
+        "metrics": None, "cost": None, "unmitigated": None,
+        "isolation": isolation_mode() if resolve_isolation(isolation, mit) == "sealed" else "in-process",
+        "provenance": provenance(seed=seed, spec_hash=spec.hash, data_hash=inst.data_hash)}
+
+
+def failed_mitigation(mit: Mitigator, inst: TaskInstance, error: str, *, seed: int = 0, n: int | None = None,
+                      isolation: str = "auto") -> MitigationResult:
+    """The result of a setting that never returned (e.g. its cluster worker died every time)."""
+    return make_result({**_document(mit, inst, seed=seed, n=n, isolation=isolation),
+                        "status": "failed", "error": error[:2000]})
+
+
 def evaluate_mitigator(mit: Mitigator, inst: TaskInstance, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,
                        threads: int = 1, n: int | None = None, isolation: str = "auto",
                        timeout: float | None = None, hide: Iterable[str | Path | None] = (),
@@ -177,28 +202,16 @@ def evaluate_mitigator(mit: Mitigator, inst: TaskInstance, *, seed: int = 0, bat
     ``isolation``, ``timeout`` and ``hide``: as for detectors
     (:func:`mmh_bench.evaluation.runner.evaluate_pair`); "auto" seals all but the shipped baselines.
     ``judge`` scores Stable Diffusion tasks (the first ``n`` generations of memorized prompts)."""
-    from mmh_bench.evaluation.runner import resolve_isolation
-    from mmh_bench.evaluation.sealed import WorkerFailure, isolation_mode
+    from mmh_bench.evaluation.sealed import WorkerFailure
     judge = _judged(inst, judge)
     if judge is not None:  # the generations scored, as an instance of their own
         inst, n = judge.scored(inst, n), None
-    spec = inst.spec
-    key, _ = mit.sweep
-    doc: dict[str, Any] = {
-        "schema_version": MITIGATION_SCHEMA_VERSION, "track": "mitigation", "task": spec.name,
-        "task_version": spec.version, "task_hash": spec.hash, "task_family": spec.family,
-        "instance": inst.instance_info(), "mitigator": mit.name, "mitigator_version": mit.version,
-        "mitigator_params": mit.params(), "swept": key or None,
-        "setting": mit.params().get(key) if key else None, "access": mit.access.label,
-        "status": "ok", "error": None, "n_samples": int(len(inst.samples[:n])),
-        "metrics": None, "cost": None, "unmitigated": None,
-        "isolation": isolation_mode() if resolve_isolation(isolation, mit) == "sealed" else "in-process",
-        "provenance": provenance(seed=seed, spec_hash=spec.hash, data_hash=inst.data_hash)}
+    doc = _document(mit, inst, seed=seed, n=n, isolation=isolation)
     try:
         samples, cost, doc["isolation"] = generations(mit, inst, seed=seed, batch_size=batch_size, threads=threads,
                                                       n=n, isolation=isolation, timeout=timeout, hide=hide)
     except Exception as exc:  # a broken mitigator must not stop the grid
-        log.debug("mitigator %s failed on %s:\n%s", mit.name, spec.name, traceback.format_exc())
+        log.debug("mitigator %s failed on %s:\n%s", mit.name, inst.spec.name, traceback.format_exc())
         name = "" if isinstance(exc, WorkerFailure) else f"{type(exc).__name__}: "
         doc.update(status="failed", error=f"{name}{exc}"[:2000])
         return make_result(doc)
@@ -230,19 +243,14 @@ def is_current(path: Path, inst: TaskInstance, mit: Mitigator, n: int | None = N
             and (judge is None or all(scored_by.get(k) == v for k, v in judge.identity().items())))
 
 
-def mitigate(instances: Iterable[TaskInstance], mitigators: Iterable[Mitigator], results_dir: str | Path, *,
-             seed: int = 0, force: bool = False, sweep: bool = True, progress: bool = True,
-             n: int | None = None, isolation: str = "auto", timeout: float | None = None,
-             hide: Iterable[str | Path | None] = (), batch_size: int = DEFAULT_BATCH,
-             judge: "MemBenchJudge | None" = None) -> dict[str, list]:
-    """Every applicable (instance, mitigator setting) pair on the first ``n`` generations of each
-    instance (all by default); returns ``{"ran", "skipped", "failed", "not_applicable"}``. With
-    ``sweep``, each mitigator runs at every setting of its sweep. ``isolation``, ``timeout``,
-    ``hide``, ``judge``: see :func:`evaluate_mitigator` (the results folder is hidden from sealed
-    workers); the judge's ground truth is checked before the instance's first mitigator runs."""
-    report: dict[str, list] = {"ran": [], "skipped": [], "failed": [], "not_applicable": []}
+def plan_mitigation(instances: Iterable[TaskInstance], mitigators: Iterable[Mitigator], results_dir: str | Path,
+                    report: dict[str, list], *, force: bool = False, sweep: bool = True, n: int | None = None,
+                    judge: "MemBenchJudge | None" = None) -> list[tuple[TaskInstance, Mitigator, Path]]:
+    """The (instance, mitigator setting, result path) jobs to run; current results are added to
+    ``report["skipped"]``, refused pairs to ``report["not_applicable"]``. A Stable Diffusion
+    instance's ground truth is checked here, before anything runs."""
+    jobs = []
     mitigators = list(mitigators)
-    hide = list(hide)
     for inst in instances:
         sd = _judged(inst, judge)
         if sd is not None:
@@ -256,14 +264,50 @@ def mitigate(instances: Iterable[TaskInstance], mitigators: Iterable[Mitigator],
                 path = mitigation_path(results_dir, inst, mit)
                 if not force and is_current(path, inst, mit, n, judge):
                     report["skipped"].append(path)
-                    continue
-                res = evaluate_mitigator(mit, inst, seed=seed, n=n, isolation=isolation, timeout=timeout,
-                                         hide=[*hide, results_dir], batch_size=batch_size, judge=judge)
-                write_result(path, res)
-                report["failed" if res.status == "failed" else "ran"].append(path)
-                if progress:
-                    head = f"memorized {res.metrics.memorization.rate:.3f}" if res.metrics else res.error
-                    print(f"  {inst.spec.name:<20} {path.stem:<40} {res.status:<7} {head}", flush=True)
+                else:
+                    jobs.append((inst, mit, path))
+    return jobs
+
+
+def record_mitigation(report: dict[str, list], path: Path, res: MitigationResult, progress: bool = True) -> None:
+    """Write one result (atomically) and count it."""
+    write_result(path, res)
+    report["failed" if res.status == "failed" else "ran"].append(path)
+    if progress:
+        head = f"memorized {res.metrics.memorization.rate:.3f}" if res.metrics else res.error
+        print(f"  {res.task:<20} {path.stem:<40} {res.status:<7} {head}", flush=True)
+
+
+def mitigate(instances: Iterable[TaskInstance], mitigators: Iterable[Mitigator], results_dir: str | Path, *,
+             seed: int = 0, force: bool = False, sweep: bool = True, progress: bool = True,
+             n: int | None = None, isolation: str = "auto", timeout: float | None = None,
+             hide: Iterable[str | Path | None] = (), batch_size: int = DEFAULT_BATCH,
+             judge: "MemBenchJudge | None" = None, workers: int | None = 1, cluster: str | None = None
+             ) -> dict[str, list]:
+    """Every applicable (instance, mitigator setting) pair on the first ``n`` generations of each
+    instance (all by default); returns ``{"ran", "skipped", "failed", "not_applicable"}``. With
+    ``sweep``, each mitigator runs at every setting of its sweep. ``isolation``, ``timeout``,
+    ``hide``, ``judge``: see :func:`evaluate_mitigator` (the results folder is hidden from sealed
+    workers). ``workers`` / ``cluster``: the settings run as tasks of a Dask cluster
+    (:func:`mmh_bench.evaluation.engine.mitigate_on_cluster`; ``workers=None``: sized to the
+    machine); this process alone writes the results. Stable Diffusion tasks scored by a ``judge``
+    run here, where its models are loaded."""
+    report: dict[str, list] = {"ran": [], "skipped": [], "failed": [], "not_applicable": []}
+    jobs = plan_mitigation(instances, mitigators, results_dir, report, force=force, sweep=sweep, n=n, judge=judge)
+    opts = dict(seed=seed, n=n, isolation=isolation, timeout=timeout, hide=[*hide, results_dir], batch_size=batch_size)
+    from mmh_bench.evaluation.engine import default_workers, mitigate_on_cluster
+    here = [j for j in jobs if _judged(j[0], judge) is not None or j[0].root is None]
+    spread = [j for j in jobs if _judged(j[0], judge) is None and j[0].root is not None]
+    n_workers = default_workers(len(spread)) if workers is None else workers
+    if spread and (cluster is not None or n_workers > 1):
+        mitigate_on_cluster(spread, opts, lambda path, res: record_mitigation(report, path, res, progress),
+                            cluster=cluster, workers=n_workers)
+    else:
+        here = spread + here
+    for inst, mit, path in here:
+        record_mitigation(report, path, evaluate_mitigator(mit, inst, judge=judge, **opts), progress)  # type: ignore[arg-type]
+    for key in ("ran", "failed"):
+        report[key].sort()
     return report
 
 
@@ -278,6 +322,7 @@ def mitigate_specs(specs: Iterable[Any], mitigators: Iterable[Mitigator], result
     mitigators = list(mitigators)
     kwargs["hide"] = [*kwargs.get("hide", ()), cache_dir]
     total: dict[str, list[Any]] = {"ran": [], "skipped": [], "failed": [], "not_applicable": []}
+    chosen: list[TaskInstance] = []
     for spec in specs:
         if spec.track != "memorization" or not spec.conditional:
             total["not_applicable"].append((spec.name, "*", "mitigation tasks are conditional memorization tasks"))
@@ -288,7 +333,8 @@ def mitigate_specs(specs: Iterable[Any], mitigators: Iterable[Mitigator], result
         insts = resolve_instances(spec, cache_dir, published=instances, progress=progress)
         if not all_replicates:  # replicate 0 (the first published instance) stands for the task
             insts = sorted(insts, key=lambda i: i.instance_info().get("replicate", 0))[:1]
-        rep = mitigate(insts, mitigators, results_dir, progress=progress, **kwargs)
-        for k in total:
-            total[k] += rep[k]
+        chosen += insts
+    rep = mitigate(chosen, mitigators, results_dir, progress=progress, **kwargs)  # one cluster for all tasks
+    for k in total:
+        total[k] += rep[k]
     return total
