@@ -37,8 +37,13 @@ def tiny(tiny_spec):
 
 @pytest.fixture(scope="session")
 def toy():
-    """The real mmh-toy task (about three minutes on two cores, built once per session)."""
-    return build_task(get_task("mmh-toy"), progress=False)
+    """The real mmh-toy task as the board ranks it: its published test instance (replicate 0),
+    pulled and verified byte for byte in seconds. Building it here took 3-6 minutes of the suite;
+    the builder is tested on the tiny specs and at scale on syn100-dd (test_flipd_high_dim)."""
+    from mmh_bench.task.publish import resolve_instances
+    published = HERE.parent / "leaderboard" / "instances"
+    insts = resolve_instances(get_task("mmh-toy"), published=published, progress=False)
+    return min(insts, key=lambda i: i.instance_info().get("replicate", 0))
 
 
 @pytest.fixture(scope="session")

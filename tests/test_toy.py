@@ -1,4 +1,4 @@
-"""The science check on the real mmh-toy task (one build per session, about four minutes)."""
+"""The science check on the real mmh-toy task (its published test instance, replicate 0)."""
 import numpy as np
 
 from mmh_bench.api.context import Context

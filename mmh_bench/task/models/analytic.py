@@ -37,6 +37,9 @@ class FlatGaussianMixture(ScoreModel):
         self.bases = [torch.as_tensor(np.asarray(b, dtype=np.float64).reshape(self.shape[0], -1)) for b in bases]
         if len(self.bases) != k:
             raise ValueError("one basis per component")
+        # a full-space component given by the identity projects onto itself: no D x D products
+        eye = torch.eye(self.shape[0], dtype=torch.float64)
+        self._full = [b.shape == eye.shape and torch.equal(b, eye) for b in self.bases]
         self.scales = torch.as_tensor(np.broadcast_to(np.asarray(scales, dtype=np.float64), (k,)).copy())
         w = np.ones(k) if weights is None else np.asarray(weights, dtype=np.float64)
         self.log_weights = torch.as_tensor(np.log(w / w.sum()))
@@ -84,12 +87,12 @@ class FlatGaussianMixture(ScoreModel):
         u = self.bases[k]
         r = y - ab.sqrt() * self.means[k]
         tang = ab * self.scales[k] ** 2 + s2  # variance along the plane
-        ur = r @ u  # [n, d]
+        ur = r if self._full[k] else r @ u  # [n, d]
         quad = (r * r).sum(1, keepdim=True) / s2 - (ur * ur).sum(1, keepdim=True) * (1 / s2 - 1 / tang)
         d, dim = u.shape[1], self.shape[0]
         logdet = d * torch.log(tang) + (dim - d) * torch.log(s2)
         logp = -0.5 * (quad + logdet)
-        eps = s2.sqrt() * (r / s2 - (ur @ u.T) * (1 / s2 - 1 / tang))
+        eps = s2.sqrt() * (r / s2 - (ur if self._full[k] else ur @ u.T) * (1 / s2 - 1 / tang))
         return logp[:, 0], eps
 
     def _eps(self, y: torch.Tensor, t: torch.Tensor, cond: Sequence[Any] | None) -> torch.Tensor:
