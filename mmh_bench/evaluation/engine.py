@@ -94,6 +94,20 @@ def cluster_client(address: str | None = None, workers: int | None = None, *,
     """A Dask client: connected to the scheduler at ``address``, or to a fresh local cluster of
     ``workers`` processes with one thread each (the first one offers the GPU resource when ``gpu``
     and this machine has CUDA). Closed, with the local cluster, when the block ends."""
+    import distributed  # noqa: F401  (importing it sets its loggers' levels: quieten them after)
+    quiet = logging.getLogger("distributed")  # its INFO chatter (connections, closing) unless -v
+    old_level = quiet.level
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        quiet.setLevel(logging.WARNING)
+    try:
+        with _client(address, workers, gpu) as client:
+            yield client
+    finally:
+        quiet.setLevel(old_level)
+
+
+@contextlib.contextmanager
+def _client(address: str | None, workers: int | None, gpu: bool) -> Iterator[Any]:
     import dask
     from distributed import Client, LocalCluster
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
