@@ -440,3 +440,14 @@ def test_nested_hidden_folders_collapse_to_their_parent():
         assert not any(q in p.parents for p in out for q in out)
     finally:
         shutil.rmtree(top)
+
+
+def test_a_checkout_under_tmp_stays_visible_in_the_sandbox(monkeypatch):
+    """The sandbox empties /tmp; a venv (or checkout) there is bound back, read-only, before the
+    hidden paths are laid over it (so a cache inside it stays hidden)."""
+    from mmh_bench.evaluation.sealed import sandbox
+    monkeypatch.setattr(sandbox.sys, "prefix", "/tmp/ci-job/.venv")
+    cmd = sandbox.bwrap_command(Path("/v"), Path("/o"), [Path("/tmp/ci-job/.venv/cache")], ["python"])
+    i = cmd.index("/tmp/ci-job/.venv")
+    assert cmd[i - 1] == "--ro-bind" and cmd[i + 1] == "/tmp/ci-job/.venv"
+    assert cmd.index("/tmp") < i < cmd.index("/tmp/ci-job/.venv/cache")

@@ -74,8 +74,20 @@ def essential_paths() -> list[Path]:
     return [Path(sys.prefix).resolve(), Path(sys.executable).resolve(), Path(mmh_bench.__file__).resolve()]
 
 
+def _needed_under_tmp() -> list[Path]:
+    """The interpreter, its environment and mmh-bench's own code where they live under /tmp (a
+    checkout or venv there, as in many CI jobs): the sandbox's empty /tmp would hide them."""
+    import mmh_bench
+    tmp = Path("/tmp").resolve()
+    dirs = {Path(sys.prefix).resolve(), Path(sys.executable).resolve().parent,
+            Path(mmh_bench.__file__).resolve().parents[1]}
+    return sorted(d for d in dirs if tmp in d.parents)
+
+
 def bwrap_command(view: Path, out: Path, hide: list[Path], argv: list[str]) -> list[str]:
     cmd = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    for d in _needed_under_tmp():  # read-only, before the hidden paths are laid over them
+        cmd += ["--ro-bind", str(d), str(d)]
     for dev in sorted(glob.glob("/dev/nvidia*")) + (["/dev/dri"] if os.path.exists("/dev/dri") else []):
         cmd += ["--dev-bind", dev, dev]  # GPUs stay usable; no other device (e.g. raw disks) is
     for p in hide:
