@@ -94,7 +94,8 @@ def cluster_client(address: str | None = None, workers: int | None = None, *,
     """A Dask client: connected to the scheduler at ``address``, or to a fresh local cluster of
     ``workers`` processes with one thread each (the first one offers the GPU resource when ``gpu``
     and this machine has CUDA). Closed, with the local cluster, when the block ends."""
-    import distributed  # noqa: F401  (importing it sets its loggers' levels: quieten them after)
+    import importlib
+    importlib.import_module("distributed")  # importing it sets its loggers' levels: quieten them after
     quiet = logging.getLogger("distributed")  # its INFO chatter (connections, closing) unless -v
     old_level = quiet.level
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
@@ -181,11 +182,20 @@ def _instances(spec: TaskSpec, cache_dir: str | None, published: str | None, mod
             attached = model_override(inst) if callable(model_override) else model_override
             if attached is not None:
                 inst.set_model(attached)
-        _LOADED[key] = insts
-        while len(_LOADED) > KEEP_LOADED:
-            _LOADED.popitem(last=False)
-    _LOADED.move_to_end(key)
-    return _LOADED[key]
+        _keep(_LOADED, key, insts)
+    return _recall(_LOADED, key)
+
+
+def _keep(store: OrderedDict, key: Any, value: Any) -> None:
+    """Remember ``value`` in this worker, forgetting the least recently used beyond :data:`KEEP_LOADED`."""
+    store[key] = value
+    while len(store) > KEEP_LOADED:
+        store.popitem(last=False)
+
+
+def _recall(store: OrderedDict, key: Any) -> Any:
+    store.move_to_end(key)
+    return store[key]
 
 
 def _instance(ref: InstanceRef, cache_dir: str | None, published: str | None, model_override: Any) -> TaskInstance:
@@ -374,11 +384,8 @@ def _loaded(spec: TaskSpec, root: str, data_hash: str) -> TaskInstance:
         inst = load_instance(spec, Path(root))
         if inst is None or inst.data_hash != data_hash:
             raise RuntimeError(f"{spec.name}: instance {data_hash[:16]} is not intact at {root}")
-        _BY_HASH[data_hash] = inst
-        while len(_BY_HASH) > KEEP_LOADED:
-            _BY_HASH.popitem(last=False)
-    _BY_HASH.move_to_end(data_hash)
-    return _BY_HASH[data_hash]
+        _keep(_BY_HASH, data_hash, inst)
+    return _recall(_BY_HASH, data_hash)
 
 
 def _run_mitigation(spec: TaskSpec, root: str, data_hash: str, mit: Any, opts: dict[str, Any]) -> Any:

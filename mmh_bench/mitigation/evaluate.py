@@ -296,15 +296,15 @@ def mitigate(instances: Iterable[TaskInstance], mitigators: Iterable[Mitigator],
     jobs = plan_mitigation(instances, mitigators, results_dir, report, force=force, sweep=sweep, n=n, judge=judge)
     opts = dict(seed=seed, n=n, isolation=isolation, timeout=timeout, hide=[*hide, results_dir], batch_size=batch_size)
     from mmh_bench.evaluation.engine import default_workers, mitigate_on_cluster
-    here = [j for j in jobs if _judged(j[0], judge) is not None or j[0].root is None]
-    spread = [j for j in jobs if _judged(j[0], judge) is None and j[0].root is not None]
+    # a worker loads an instance from its folder; one scored by a judge needs the judge's models
+    movable = [_judged(inst, judge) is None and inst.root is not None for inst, _, _ in jobs]
+    spread = [j for j, m in zip(jobs, movable) if m]
     n_workers = default_workers(len(spread)) if workers is None else workers
     if spread and (cluster is not None or n_workers > 1):
         mitigate_on_cluster(spread, opts, lambda path, res: record_mitigation(report, path, res, progress),
                             cluster=cluster, workers=n_workers)
-    else:
-        here = spread + here
-    for inst, mit, path in here:
+        jobs = [j for j, m in zip(jobs, movable) if not m]
+    for inst, mit, path in jobs:
         record_mitigation(report, path, evaluate_mitigator(mit, inst, judge=judge, **opts), progress)  # type: ignore[arg-type]
     for key in ("ran", "failed"):
         report[key].sort()

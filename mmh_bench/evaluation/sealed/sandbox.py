@@ -77,10 +77,9 @@ def essential_paths() -> list[Path]:
 def _needed_under_tmp() -> list[Path]:
     """The interpreter, its environment and mmh-bench's own code where they live under /tmp (a
     checkout or venv there, as in many CI jobs): the sandbox's empty /tmp would hide them."""
-    import mmh_bench
+    prefix, executable, package = essential_paths()
     tmp = Path("/tmp").resolve()
-    dirs = {Path(sys.prefix).resolve(), Path(sys.executable).resolve().parent,
-            Path(mmh_bench.__file__).resolve().parents[1]}
+    dirs = {prefix, executable.parent, package.parents[1]}  # the package's folder holds its siblings too
     return sorted(d for d in dirs if tmp in d.parents)
 
 
