@@ -178,6 +178,23 @@ def _fitted_state(base: Detector, inst: Any, seed: int, report: CheckReport) -> 
                "fit keeps the constructor's parameters; fitted state is _private or trailing_")
 
 
+def _attempt(run: Any) -> tuple[np.ndarray | None, str, str, dict[str, Any]]:
+    """One run of ``run()`` (the evaluator's own loop, returning output and cost): ``(output, "",
+    "", cost)``, or ``(None, check, why, {})`` with the check that failed: ``access``, ``output``
+    (wrong shape), ``finite`` (NaN or infinity) or ``runs`` (anything else it raised)."""
+    from .runner import DetectorFailure  # a mitigator's MitigationFailure is one too
+    try:
+        out, cost = run()
+        return out, "", "", cost
+    except AccessError as exc:
+        return None, "access", str(exc), {}
+    except DetectorFailure as exc:
+        return None, "finite" if "NaN" in str(exc) else "output", str(exc), {}
+    except Exception as exc:
+        tb = traceback.extract_tb(exc.__traceback__)[-1]
+        return None, "runs", f"{type(exc).__name__}: {exc} (at {Path(tb.filename).name}:{tb.lineno})", {}
+
+
 def _batch_check(report: CheckReport, whole: np.ndarray, split: np.ndarray | None, error: str, what: str) -> None:
     """The ``batch_independent`` warning: outputs in batches of :data:`ODD_BATCH` against one batch."""
     if split is None:
@@ -200,7 +217,7 @@ def check_detector(det: Detector | type[Detector] | str, task: Any = None, *, se
     ``mmh-bench submit`` runs them inside its sandboxed describe worker instead
     (:func:`mmh_bench.evaluation.sealed.describe_detector` with ``check_seed``), never in the evaluator.
     """
-    from .runner import DetectorFailure, applicable, compute_scores, evaluate_pair
+    from .runner import applicable, compute_scores, evaluate_pair
     from mmh_bench.leaderboard.schema import SchemaError, validate_result
 
     try:
@@ -226,16 +243,7 @@ def check_detector(det: Detector | type[Detector] | str, task: Any = None, *, se
 
     def attempt(bs: int) -> tuple[np.ndarray | None, str, str, dict[str, Any]]:
         # the evaluator's own loop: the context it builds is exactly what a real run grants
-        try:
-            scores, cost = compute_scores(base.clone(), inst, seed=seed, batch_size=bs)
-            return scores, "", "", cost
-        except AccessError as exc:
-            return None, "access", str(exc), {}
-        except DetectorFailure as exc:
-            return None, "finite" if "NaN" in str(exc) else "output", str(exc), {}
-        except Exception as exc:
-            tb = traceback.extract_tb(exc.__traceback__)[-1]
-            return None, "runs", f"{type(exc).__name__}: {exc} (at {Path(tb.filename).name}:{tb.lineno})", {}
+        return _attempt(lambda: compute_scores(base.clone(), inst, seed=seed, batch_size=bs))
 
     first, where, msg, cost = attempt(batch_size)
     if first is None:
@@ -310,7 +318,6 @@ def check_mitigator(mit: Any, task: Any = None, *, seed: int = 0, batch_size: in
     from mmh_bench.mitigation.contract import Mitigator
     from mmh_bench.mitigation.evaluate import applicable, evaluate_mitigator, run_mitigator
     from mmh_bench.registry import make_mitigator
-    from .runner import DetectorFailure
     try:
         base = mit() if isinstance(mit, type) else make_mitigator(mit) if isinstance(mit, str) else mit
     except Exception as exc:
@@ -326,30 +333,19 @@ def check_mitigator(mit: Any, task: Any = None, *, seed: int = 0, batch_size: in
         return report
     shape = tuple(inst.samples.shape)
 
-    def attempt(bs: int) -> tuple[np.ndarray | None, str, dict[str, Any]]:
-        try:
-            out, cost = run_mitigator(base.clone(), inst, seed=seed, batch_size=bs)
-            return out, "", cost
-        except AccessError as exc:
-            return None, f"access: {exc}", {}
-        except DetectorFailure as exc:  # wrong shape, NaN: validate_generated's message
-            return None, f"output: {exc}", {}
-        except Exception as exc:
-            tb = traceback.extract_tb(exc.__traceback__)[-1]
-            return None, f"runs: {type(exc).__name__}: {exc} (at {Path(tb.filename).name}:{tb.lineno})", {}
+    def attempt(bs: int) -> tuple[np.ndarray | None, str, str, dict[str, Any]]:
+        return _attempt(lambda: run_mitigator(base.clone(), inst, seed=seed, batch_size=bs))
 
-    first, msg, cost = attempt(batch_size)
+    first, where, msg, cost = attempt(batch_size)
     if first is None:
-        where, _, text = msg.partition(": ")
-        if where == "output":
+        if where in ("output", "finite"):
             report.add("access", True, f"generate ran with exactly {base.access.label!r}")
-            where = "finite" if "NaN" in text else "output"
-        report.add(where, False, text + (f" (declared {base.access.label!r})" if where == "access" else ""))
+        report.add(where, False, msg + (f" (declared {base.access.label!r})" if where == "access" else ""))
         return report
     report.add("access", True, f"generate ran with exactly {base.access.label!r}, no AccessError")
     report.add("output", True, f"shape {list(shape)}: one finished sample per initial noise")
     report.add("finite", True, "no NaN or infinity")
-    second, msg2, _ = attempt(batch_size)
+    second, _, msg2, _ = attempt(batch_size)
     if second is None:
         report.add("deterministic", False, f"second run failed: {msg2}")
     else:
@@ -357,7 +353,7 @@ def check_mitigator(mit: Any, task: Any = None, *, seed: int = 0, batch_size: in
         report.add("deterministic", close, "two runs under one seed gave the same samples" if close else
                    f"two runs under one seed differ by up to {float(np.max(np.abs(first - second))):.3g}; "
                    "draw randomness from ctx.rng() / ctx.seed")
-    split, msg3, _ = attempt(ODD_BATCH)
+    split, _, msg3, _ = attempt(ODD_BATCH)
     _batch_check(report, first, split, msg3, "samples")
     nfe = float(cost.get("nfe_per_sample", 0.0))
     report.add("uses_model", nfe > 0, f"{nfe:g} network evaluations per sample (counted by the evaluator)"
