@@ -123,6 +123,13 @@ MODEL_LOADERS: dict[str, str] = {
     "cross-attn": "mmh_bench.task.models.cross_attn:load_cross_attn",
     "stable-diffusion": "mmh_bench.task.models.stable_diffusion:load_for_build",
 }
+#: how a model folder of each kind forgets its conditions (a sealed view without Access.MODEL_COND);
+#: Stable Diffusion has none: its text encoder is the model's, so the interface's guard is all there is
+CONDITION_FORGETTERS: dict[str, str] = {
+    "mlp": "mmh_bench.task.models.mlp:forget_conditions",
+    "pixel-mlp": "mmh_bench.task.models.mlp:forget_conditions",
+    "cross-attn": "mmh_bench.task.models.cross_attn:forget_conditions",
+}
 
 
 def load_target(target: str) -> Any:

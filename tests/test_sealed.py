@@ -119,16 +119,21 @@ class FileLeak(mb.Detector):
 
 
 class RebuildLeak(mb.Detector):
-    """(f) The library: build (or load) the task through mmh_bench and read its labels."""
+    """(f) The library: load the evaluator's build of the task through mmh_bench and read its labels.
+    (Building a dev instance anew from its public spec is open to any code with CPU time: that is
+    why the board reports test instances, whose placement is secret.)"""
     name, access = "probe-rebuild", mb.Access.SAMPLES
 
-    def __init__(self, spec: str = "") -> None:
+    def __init__(self, spec: str = "", cache: str = "") -> None:
         self.spec = spec
+        self.cache = cache
 
     def fit(self, ctx):
-        from mmh_bench.task.build import build_task
+        from mmh_bench.task.build import cached_task
         from mmh_bench.registry import get_task
-        self.labels_ = build_task(get_task(self.spec), progress=False).labels.astype(float)
+        spec = get_task(self.spec)
+        inst = cached_task(spec, self.cache or None) or cached_task(spec)
+        self.labels_ = inst.labels.astype(float)
 
     def score(self, batch, ctx):
         return self.labels_[batch.index]
@@ -204,7 +209,7 @@ def test_leak_probes_are_at_chance_when_sealed(tiny, _isolated_cache):
     if not sandbox_available():  # asked here, not at import: sealed workers import this module too
         pytest.skip("bubblewrap missing or failing its self-test")
     probes = {"c": GcLeak(), "d": PrivateLeak(), "e": FileLeak(known=str(_isolated_cache)),
-              "f": RebuildLeak(spec=str(TINY))}
+              "f": RebuildLeak(spec=str(TINY), cache=str(_isolated_cache))}
     inside = {k: evaluate_pair(tiny, det, isolation="in-process") for k, det in probes.items()}
     for k in "cef":  # in the evaluator's process they do reach the labels: the seal is what matters
         assert inside[k]["status"] == "ok" and inside[k]["metrics"]["auroc"] > 0.99, (k, inside[k]["error"])
@@ -213,9 +218,9 @@ def test_leak_probes_are_at_chance_when_sealed(tiny, _isolated_cache):
         assert res["isolation"] == "sandbox"
         auroc = _auroc(res)
         assert auroc is None or abs(auroc - 0.5) < CHANCE, (k, auroc)
-        assert (res["status"] == "failed") == (k == "f"), (k, res["error"])  # no cache to load, none to write
+        assert (res["status"] == "failed") == (k == "f"), (k, res["error"])  # no cache to load
         if k == "f":
-            assert "Read-only file system" in res["error"] or "Permission" in res["error"], res["error"]
+            assert "'NoneType' object has no attribute 'labels'" in res["error"], res["error"]
 
 
 @pytest.mark.parametrize("probe", ["index", "cond"])
@@ -424,30 +429,3 @@ def test_which_references_count_as_shipped(monkeypatch):
     assert runner.is_shipped_ref("none", "mitigator") and runner.is_shipped_ref("guidance", "mitigator")
     monkeypatch.setattr(runner, "registered_entry_points", lambda kind="detector": eps)
     assert not runner.is_shipped_ref("ext")
-
-
-def test_nested_hidden_folders_collapse_to_their_parent():
-    """A pulled instance lives under the cache, under ~/.cache: one mask for the outermost folder."""
-    import shutil
-
-    from mmh_bench.evaluation.sealed.sandbox import hidden_paths
-    top = Path.home() / f".mmh-hide-test-{os.getpid()}"  # not under /tmp, which is emptied anyway
-    inner = top / "cache" / "task" / "instances" / "abc"
-    inner.mkdir(parents=True, exist_ok=True)
-    try:
-        out = hidden_paths([inner, top / "cache"])
-        assert (top / "cache").resolve() in out and inner.resolve() not in out
-        assert not any(q in p.parents for p in out for q in out)
-    finally:
-        shutil.rmtree(top)
-
-
-def test_a_checkout_under_tmp_stays_visible_in_the_sandbox(monkeypatch):
-    """The sandbox empties /tmp; a venv (or checkout) there is bound back, read-only, before the
-    hidden paths are laid over it (so a cache inside it stays hidden)."""
-    from mmh_bench.evaluation.sealed import sandbox
-    monkeypatch.setattr(sandbox.sys, "prefix", "/tmp/ci-job/.venv")
-    cmd = sandbox.bwrap_command(Path("/v"), Path("/o"), [Path("/tmp/ci-job/.venv/cache")], ["python"])
-    i = cmd.index("/tmp/ci-job/.venv")
-    assert cmd[i - 1] == "--ro-bind" and cmd[i + 1] == "/tmp/ci-job/.venv"
-    assert cmd.index("/tmp") < i < cmd.index("/tmp/ci-job/.venv/cache")

@@ -37,39 +37,54 @@ class TaskInfo:
         return out
 
 
+#: what ``ctx.model`` offers every detector with Access.MODEL: the score-model interface (and a
+#: discrete-time model's timestep grid), never the network, its tables or its pipeline
+MODEL_ATTRS = frozenset({"shape", "dim", "conditional", "capabilities", "device", "output_device", "alpha_bar",
+                         "sigma", "timesteps", "num_train_timesteps", "full_precision"})
+#: ... and with Access.MODEL_COND, what reads or perturbs the conditions
+COND_ATTRS = frozenset({"captions", "condition_embedding", "eps_embedded", "rescaled_attention"})
+
+
 class _ModelView:
-    """The score model as seen by one detector: conditions only with ``Access.MODEL_COND``."""
+    """The score model as seen by one detector: its interface only (:data:`MODEL_ATTRS`), conditions
+    only with ``Access.MODEL_COND``. Every call is counted by the model itself."""
+
+    __slots__ = ("__model", "__allow_cond", "__who")
 
     def __init__(self, model: "ScoreModel", allow_cond: bool, who: str) -> None:
-        self._model = model
-        self._allow_cond = allow_cond
-        self._who = who
+        self.__model = model
+        self.__allow_cond = allow_cond
+        self.__who = who
 
     def _guard(self, cond: Sequence[Any] | None) -> None:
-        if cond is not None and not self._allow_cond:
-            raise AccessError(f"detector {self._who!r} passed a condition to the model; "
+        if cond is not None and not self.__allow_cond:
+            raise AccessError(f"detector {self.__who!r} passed a condition to the model; "
                               "conditional predictions need Access.MODEL_COND")
 
     def eps(self, x: Any, t: Any, cond: Sequence[Any] | None = None):
         self._guard(cond)
-        return self._model.eps(x, t, cond)
+        return self.__model.eps(x, t, cond)
 
     def eps_jvp(self, x: Any, t: Any, v: Any, cond: Sequence[Any] | None = None):
         self._guard(cond)
-        return self._model.eps_jvp(x, t, v, cond)
+        return self.__model.eps_jvp(x, t, v, cond)
 
     def score(self, x: Any, t: Any, cond: Sequence[Any] | None = None):
         self._guard(cond)
-        return self._model.score(x, t, cond)
+        return self.__model.score(x, t, cond)
 
     def cross_attention(self, x: Any, t: Any, cond: Sequence[Any], **kwargs: Any):
         self._guard(cond)
-        return self._model.cross_attention(x, t, cond, **kwargs)  # e.g. layer= on Stable Diffusion
+        return self.__model.cross_attention(x, t, cond, **kwargs)  # e.g. layer= on Stable Diffusion
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._model, name)
+        if name in MODEL_ATTRS or (name in COND_ATTRS and self.__allow_cond):
+            return getattr(self.__model, name)
+        if name in COND_ATTRS:
+            raise AccessError(f"ctx.model.{name} needs Access.MODEL_COND; detector {self.__who!r} declared less")
+        raise AttributeError(f"ctx.model offers {', '.join(sorted(MODEL_ATTRS | {'eps', 'eps_jvp', 'score'}))} "
+                             f"(and with MODEL_COND {', '.join(sorted(COND_ATTRS))}), not {name!r}: the network "
+                             "is reached through the counted interface only")
 
 
 class GenerationView:

@@ -92,8 +92,8 @@ class Detector(Configurable):
     access: ClassVar[Access] = Access.SAMPLES
     version: ClassVar[str] = "1"
     reference: ClassVar[bool] = False  # True for detectors that restate the labelling rule
-    #: board group, when not derived from the access level (see :func:`detector_group`), e.g.
-    #: "shortcut" for baselines that exploit what a public spec says about a dev instance
+    #: board group below the access level's (see :func:`detector_group`): "shortcut" for
+    #: baselines that exploit what a public spec says about a dev instance, or "chance"
     group: ClassVar[str] = ""
     cost_note: ClassVar[str] = ""
     #: one line the board prints with the detector's rows (e.g. a bandwidth rule that decides them)
@@ -116,26 +116,37 @@ class Detector(Configurable):
 
 #: The board's detector groups; a ranking never mixes groups.
 GROUPS = ("reference", "training-set oracle", "generation-time", "model-side", "sample-side", "shortcut", "chance")
+#: groups a detector may name for itself: below any its access would give it
+DOWNGRADES = ("shortcut", "chance")
 
 
-def detector_group(det: "Detector | type[Detector]") -> str:
-    """Which board group a detector ranks in.
-
-    Restatements of the labelling rule are the reference; anything that reads the training set's
-    neighbours is a training-set oracle (the labels are distances to that set); otherwise the
-    group follows whether the detector reads the model. A class may name its group explicitly
-    (``"shortcut"``, ``"chance"``)."""
-    if det.reference:
-        return "reference"
-    if det.group:
-        if det.group not in GROUPS:
-            raise ValueError(f"detector group {det.group!r} is not one of {GROUPS}")
-        return det.group
+def access_group(det: "Detector | type[Detector]") -> str:
+    """The group a detector's access puts it in: training-set oracles read the training set's
+    neighbours (the labels are distances to that set); otherwise whether it reads the replayed
+    generation, the model, or the samples alone."""
     if det.access.grants_train():
         return "training-set oracle"
     if det.access.grants_generation():
         return "generation-time"
     return "model-side" if det.access.grants_model() else "sample-side"
+
+
+def claimed_group(det: "Detector | type[Detector]") -> str:
+    """The group a class names for itself, checked: one of :data:`DOWNGRADES`, its access group,
+    or "" (none)."""
+    if det.group and det.group not in (*DOWNGRADES, access_group(det)):
+        raise ValueError(f"detector group {det.group!r}: a detector's group follows its access "
+                         f"({access_group(det)!r}); it may only place itself lower ({' or '.join(DOWNGRADES)})")
+    return det.group
+
+
+def detector_group(det: "Detector | type[Detector]") -> str:
+    """Which board group a detector ranks in: the reference for the restatement of the labelling
+    rule, else what its declared access gives (:func:`access_group`), unless the class places
+    itself lower (``"shortcut"``, ``"chance"``). A group is never taken on the class's word alone."""
+    if det.reference:
+        return "reference"
+    return claimed_group(det) or access_group(det)
 
 
 class LIDEstimator(Detector):

@@ -40,6 +40,7 @@ class ScoreModel(abc.ABC):
     def __init__(self) -> None:
         self.nfe = 0  # forward passes, per sample
         self.njvp = 0  # Jacobian-vector products, per sample
+        self.module_rows = 0  # rows through the network itself (count_module), however it was reached
         self.device = torch.device("cpu")
 
     # -- to implement -------------------------------------------------------------------------
@@ -62,6 +63,21 @@ class ScoreModel(abc.ABC):
     def reset_counters(self) -> None:
         self.nfe = 0
         self.njvp = 0
+        self.module_rows = 0
+
+    def count_module(self, module: torch.nn.Module) -> None:
+        """Count every call of the network ``module`` where it happens (rows of its first input),
+        so code that reaches the network past this interface is charged for it all the same."""
+        def hook(_: Any, args: tuple, kwargs: dict) -> None:
+            first = args[0] if args else next(iter(kwargs.values()), None)
+            self.module_rows += int(first.shape[0]) if getattr(first, "ndim", 0) else 1
+        module.register_forward_pre_hook(hook, with_kwargs=True)
+
+    @property
+    def evaluations(self) -> int:
+        """Network evaluations (forwards and JVPs, per sample): what the interface counted, or what
+        the network itself saw where that is more."""
+        return max(self.nfe + self.njvp, self.module_rows)
 
     def _prepare(self, x: Any, t: Any) -> tuple[torch.Tensor, torch.Tensor]:
         y = as_tensor(x, self.device)

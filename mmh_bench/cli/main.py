@@ -41,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mmh_bench.leaderboard.store import ResultError
     from mmh_bench.task.spec import SpecError
     try:
+        from .options import apply_limits
+        apply_limits(args)
         return int(args.func(args) or 0)
     except (CLIError, RegistryError, SpecError, ResultError, BuildError, ValueError, FileNotFoundError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .options import add_options, print_listing
+from .options import LIMITS, add_options, print_listing
 
 DEFAULT_OUT = "leaderboard"
 #: generations regenerated per task by default: every mitigator setting reruns the whole sampler,
@@ -107,7 +107,8 @@ def register(sub: Any) -> None:
     s.add_argument("--all-replicates", action="store_true",
                    help="every published replicate of a task (default: replicate 0 only)")
     s.add_argument("--no-sweep", action="store_true", help="run each mitigator at its given parameters only")
-    add_options(s, "isolation", "timeout", "model", "batch-size",
+    add_options(s, "isolation", *LIMITS)
+    add_options(s, "model", "batch-size",
                 batch_size={"help": "generations per mitigator call (default: 512; on a GPU, Stable Diffusion's "
                                     "embedding optimisers need a few)"})
     s.add_argument("--force", action="store_true", help="rerun current results")

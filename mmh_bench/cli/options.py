@@ -50,8 +50,28 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
                                               "shipped baselines")),
     "timeout": (("--timeout",), dict(type=_positive_seconds, default=None, metavar="SECONDS",
                                      help="sealed runs only: a (task, detector or mitigator setting) pair running "
-                                          "longer fails (default: no limit)")),
+                                          "longer fails (default: $MMH_BENCH_SANDBOX_TIMEOUT, else 3600)")),
+    "memory-limit": (("--memory-limit",), dict(type=lambda text: _count(text, "--memory-limit"), default=None,
+                                               metavar="MB", help="sealed runs only: heap a worker may allocate "
+                                               "(default: $MMH_BENCH_SANDBOX_MEMORY_MB, else half the machine's "
+                                               "memory, at least 2048)")),
+    "process-limit": (("--process-limit",), dict(type=lambda text: _count(text, "--process-limit"), default=None,
+                                                 metavar="N", help="sealed runs only: processes and threads of the "
+                                                 "sandbox's user (default: $MMH_BENCH_SANDBOX_PROCESSES, else 1024)")),
+    "disk-limit": (("--disk-limit",), dict(type=lambda text: _count(text, "--disk-limit"), default=None,
+                                           metavar="MB", help="sealed runs only: what a worker may write to its "
+                                           "output folder and /tmp together (default: $MMH_BENCH_SANDBOX_DISK_MB, "
+                                           "else 4096)")),
 }
+#: the sandbox's limits, as one group of options (applied by :func:`apply_limits`)
+LIMITS = ("timeout", "memory-limit", "process-limit", "disk-limit")
+
+
+def apply_limits(args: argparse.Namespace) -> None:
+    """Make the limit options the sandbox's for this run (and for the local workers it starts)."""
+    from mmh_bench.evaluation.sealed.bwrap import set_limit_env
+    set_limit_env(memory_mb=getattr(args, "memory_limit", None), processes=getattr(args, "process_limit", None),
+                  disk_mb=getattr(args, "disk_limit", None), timeout=getattr(args, "timeout", None))
 
 
 def _count(text: str, flag: str) -> int:

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any
 
-from .options import DEFAULT_RESULTS, add_options
+from .options import DEFAULT_RESULTS, LIMITS, add_options
 
 
 def _sd_model(inst):  # type: ignore[no-untyped-def]
@@ -52,7 +52,7 @@ def register(sub: Any) -> None:
     s.add_argument("--results", default=DEFAULT_RESULTS, help=f"results folder (default: {DEFAULT_RESULTS})")
     add_options(s, "cache", "seed", "batch-size")
     s.add_argument("--force", action="store_true", help="re-evaluate pairs whose results are current")
-    add_options(s, "isolation", "timeout")
+    add_options(s, "isolation", *LIMITS)
     s.add_argument("--instances", default="leaderboard/instances", metavar="DIR",
                    help="published instances (default: the board's, leaderboard/instances): a task whose spec "
                         "has one there is evaluated on it, verified byte for byte; other tasks on this "

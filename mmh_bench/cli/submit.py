@@ -40,7 +40,7 @@ from typing import Any
 from mmh_bench.files import sha256_file
 
 from .mitigate import DEFAULT_SAMPLES
-from .options import add_options
+from .options import LIMITS, add_options
 
 DEFAULT_ATOL = 1e-3
 #: Cost counts are exact: network evaluations are counted by the evaluator, not claimed.
@@ -101,6 +101,14 @@ def submission_dir(board: str | Path, name: str) -> Path:
     return Path(board) / "submissions" / name
 
 
+def _require_sandbox(what: str) -> None:
+    from mmh_bench.evaluation.sealed.bwrap import SandboxUnavailable, require_sandbox
+    try:
+        require_sandbox(f"mmh-bench {what}")
+    except SandboxUnavailable as exc:
+        raise _error(str(exc)) from None
+
+
 # -- submit -------------------------------------------------------------------------------------
 def cmd_submit(args: argparse.Namespace) -> int:
     from mmh_bench.registry import RegistryError, resolve_tasks
@@ -110,6 +118,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from mmh_bench.evaluation.conformance import check_detector, check_mitigator
 
     folder = submission_dir(args.board, args.name)
+    _require_sandbox("submit")
     authors = [a.strip() for a in args.authors.split(",") if a.strip()]
     if not authors:
         raise _error("--authors needs at least one name")
@@ -256,6 +265,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from mmh_bench.task.spec import SpecError, parse_spec
 
     folder = submission_dir(args.board, args.name)
+    _require_sandbox("verify")
     if not (folder / "metadata.json").is_file():
         raise _error(f"no submission {args.name!r}: {folder / 'metadata.json'} does not exist")
     try:
@@ -375,7 +385,7 @@ def register(sub: Any) -> None:
     s.add_argument("--description", default="", help="one-line description shown with the entry")
     add_options(s, "tasks", "board", "cache", "seed", "batch-size")
     s.add_argument("--force", action="store_true", help="replace an existing entry of that name")
-    add_options(s, "quiet")
+    add_options(s, "quiet", *LIMITS[1:])
     s.set_defaults(func=cmd_submit)
 
     v = sub.add_parser(
@@ -391,5 +401,5 @@ def register(sub: Any) -> None:
     add_options(v, "cache", "batch-size", batch_size={
         "default": None, "help": "samples per detector call (default: the one the entry was submitted with)"})
     v.add_argument("--no-record", action="store_true", help="do not write verification.json")
-    add_options(v, "quiet")
+    add_options(v, "quiet", *LIMITS[1:])
     v.set_defaults(func=cmd_verify)

@@ -30,6 +30,7 @@ from mmh_bench.task.spec import TaskSpec, canonical_json
 from mmh_bench.threads import limited_threads
 from .metrics import lid_metrics, memorization_metrics
 from .provenance import provenance
+from .sealed.bwrap import warn_unsealed
 from .sealed import (WORKER_ENV, DetectorFailure, PeakMemory, SealError, StandIn, WorkerFailure, describe_detector,
                      granted, isolation_mode, run_job, run_sealed)
 
@@ -180,8 +181,8 @@ def resolve_many(refs: str | Iterable[Any], isolation: str = "auto", *, hide: It
     names = [d.name for d in dets]
     if len(set(names)) != len(names):
         raise ValueError(f"{kind} names must be unique in one run: {names}")
-    for d in dets:
-        resolve_isolation(isolation, d)  # a bad mode fails before anything is built
+    modes = [resolve_isolation(isolation, d) for d in dets]  # a bad mode fails before anything is built
+    warn_unsealed(d.name for d, mode in zip(dets, modes) if mode == "sealed" and not is_shipped(d))
     return dets
 
 

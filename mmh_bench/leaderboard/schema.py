@@ -109,6 +109,7 @@ AccessLabel = Annotated[str, Field(max_length=64), AfterValidator(_access)]
 Url = Annotated[str, Field(max_length=500), AfterValidator(check_url)]
 Date = Annotated[str, AfterValidator(_date)]
 Plain = Union[bool, int, float, str, None]
+Note = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_no_control)]
 SubmissionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
@@ -295,7 +296,7 @@ class _ResultBase(Strict):
     # added with instances and groups; older results lack them (the board derives them)
     group: Literal[GROUPS] | None = None  # type: ignore[valid-type]
     instance: Instance | None = None
-    detector_note: Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_no_control)] | None = None
+    detector_note: Note | None = None
     isolation: Isolation | None = None
 
     def _common(self) -> None:

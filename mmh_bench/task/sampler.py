@@ -124,6 +124,8 @@ def _blocked(model: ScoreModel, y: torch.Tensor, t: torch.Tensor, cond: list | N
         out.append(model.eps(yb, t, cb)[:m])
         if m < block and hasattr(model, "nfe"):  # padding buys bit-exact replay; it is not work done
             model.nfe -= block - m
+            if hasattr(model, "module_rows"):
+                model.module_rows -= block - m
     return torch.cat(out)
 
 

@@ -27,7 +27,6 @@ import copy
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import traceback
@@ -138,7 +137,7 @@ def _checked(meta: Any, origin: str, kind: str = "detector") -> dict[str, Any]:
     if not isinstance(meta["requires"], list) or not all(isinstance(r, str) for r in meta["requires"]):
         raise bad("requirements that are not a list of strings")
     if kind == "detector":
-        if meta["group"] not in GROUPS:
+        if meta["group"] not in ("", *GROUPS):
             raise bad(f"group {meta['group']!r}, not one of {GROUPS}")
         for key in ("reference", "is_lid_estimator"):
             if not isinstance(meta[key], bool):
@@ -154,7 +153,32 @@ def _checked(meta: Any, origin: str, kind: str = "detector") -> dict[str, Any]:
         Access.parse(meta["access"])
     except ValueError as exc:
         raise bad(f"access {meta['access']!r} ({exc})") from None
+    _schema_checked(meta, bad, kind)
     return meta
+
+
+def _schema_checked(meta: dict[str, Any], bad: Any, kind: str) -> None:
+    """The description against the rules its result will be written under (a name that is a
+    path, a control character in a note, ...), and the group rules: untrusted code ranks where
+    its access puts it, or lower (``shortcut``, ``chance``), and never restates the labelling rule."""
+    from pydantic import TypeAdapter, ValidationError
+    from mmh_bench.api.detector import DOWNGRADES
+    from mmh_bench.leaderboard.schema import Label, Name, Note, Plain
+    fields: list[tuple[str, Any]] = [("name", Name), ("version", Label), ("source", Label),
+                                     ("params", dict[Label, Plain])]
+    if kind == "detector" and meta["note"]:
+        fields.append(("note", Note))
+    for key, typ in fields:
+        try:
+            TypeAdapter(typ).validate_python(meta[key])
+        except ValidationError as exc:
+            raise bad(f"a {key} the result schema refuses: {exc.errors()[0]['msg']}") from None
+    if kind == "detector":
+        if meta["reference"]:
+            raise bad("reference = True: only the shipped copy-rule restates the labelling rule")
+        if meta["group"] and meta["group"] not in DOWNGRADES:
+            raise bad(f"group {meta['group']!r}: a detector's group follows its access; it may only place "
+                      f"itself lower ({' or '.join(DOWNGRADES)})")
 
 
 def standin(meta: dict[str, Any], origin: str, *, ref: str | None = None, file: Path | None = None,
@@ -192,7 +216,7 @@ def _plain_params(obj: Any, kind: str) -> dict[str, Any]:
 
 def describe_here(ref: str, params: dict[str, Any], kind: str = "detector") -> tuple[Any, dict[str, Any]]:
     """Import and construct the detector (or mitigator) in this process (a sandboxed worker); its metadata."""
-    from mmh_bench.api.detector import detector_group
+    from mmh_bench.api.detector import claimed_group
     from mmh_bench.registry import check_params, load_detector_class
     cls = load_detector_class(ref, kind)
     check_params(cls, params, ref)
@@ -204,7 +228,7 @@ def describe_here(ref: str, params: dict[str, Any], kind: str = "detector") -> t
             "params": _plain_params(det, kind), "cost_note": det.cost_note or "", "requires": list(det.requires),
             "source": f"{type(det).__module__}:{type(det).__qualname__}"}
     if kind == "detector":
-        meta.update(group=detector_group(det), note=det.note or "", reference=bool(det.reference),
+        meta.update(group=claimed_group(det), note=det.note or "", reference=bool(det.reference),
                     is_lid_estimator=isinstance(det, LIDEstimator))
     else:
         meta.update(sweep=[det.sweep[0], list(det.sweep[1])],
@@ -264,11 +288,11 @@ def describe_detector(ref: str, params: dict[str, Any] | None = None, *, hide: I
     ``check_seed``: also run the conformance checks there; the report is ``stand_in.check_report``
     (a :class:`mmh_bench.evaluation.conformance.CheckReport`). Raises :class:`~mmh_bench.registry.RegistryError`
     with the worker's error (import failure, not a Detector, constructor raising, timeout)."""
-    from .sandbox import (LOG_TAIL, OUT_MOUNT, VIEW_MOUNT, describe_exit, essential_paths, run_logged, worker_env,
-                          bwrap_command, hidden_paths, sandbox_available)
+    from .bwrap import VIEW_MOUNT, Limits, python_argv
+    from .sandbox import LimitExceeded, WorkerFailure, choose_sandbox, hidden_paths, launch, read_document
     params = dict(params or {})
-    if timeout is None:
-        timeout = DESCRIBE_TIMEOUT if check_seed is None else CHECK_TIMEOUT
+    limits = Limits.from_env(timeout if timeout is not None else
+                             DESCRIBE_TIMEOUT if check_seed is None else CHECK_TIMEOUT)
     try:
         params_json = json.dumps(params, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -277,12 +301,11 @@ def describe_detector(ref: str, params: dict[str, Any] | None = None, *, hide: I
     file = Path(target) if colon and _is_file_ref(target) else None
     if file is not None and not file.is_file():
         raise _registry_error(f"{kind} file {target!r} does not exist")
-    use_sandbox = sandbox_available() if sandbox is None else (sandbox and sandbox_available())
     hidden = hidden_paths(hide)
-    if use_sandbox and any(h == e or h in e.parents for h in hidden for e in essential_paths()):
-        use_sandbox = False
-    with tempfile.TemporaryDirectory(prefix="mmh-describe-") as tmp:
-        view, out = Path(tmp, "view"), Path(tmp, "out")
+    use_sandbox = choose_sandbox(sandbox, hidden)
+    with tempfile.TemporaryDirectory(prefix="mmh-describe-") as tmp_name:
+        tmp = Path(tmp_name)
+        view, out = tmp / "view", tmp / "out"
         (view / "detector").mkdir(parents=True)
         out.mkdir()
         inner_ref, inside = ref, ""
@@ -290,25 +313,21 @@ def describe_detector(ref: str, params: dict[str, Any] | None = None, *, hide: I
             shutil.copyfile(file, view / "detector" / file.name)
             inside = f"{VIEW_MOUNT if use_sandbox else view}/detector/{file.name}"
             inner_ref = f"{inside}:{attr}"
-        argv = [sys.executable, "-m", "mmh_bench.evaluation.sealed", "--describe", inner_ref, "--kind", kind,
-                "--params", params_json, "--out", OUT_MOUNT if use_sandbox else str(out)]
-        if check_seed is not None:
-            argv += ["--check", str(int(check_seed))]
-        cmd = bwrap_command(view, out, hidden, argv) if use_sandbox else argv
-        log_path = Path(tmp, "worker.log")
+
+        def argv(_: str, out_dir: str) -> list[str]:
+            args = ["--describe", inner_ref, "--kind", kind, "--params", params_json, "--out", out_dir]
+            return python_argv("mmh_bench.evaluation.sealed",
+                               args + (["--check", str(int(check_seed))] if check_seed is not None else []))
         try:
-            rc = run_logged(cmd, worker_env(1, hidden), log_path, timeout)
-        except subprocess.TimeoutExpired:
-            raise _registry_error(f"describing {kind} {ref!r} in a sealed worker timed out after {timeout:g} s "
-                                  "(does importing it, or its constructor, block?)") from None
-        tail = log_path.read_bytes()[-LOG_TAIL:].decode(errors="replace").strip()
-        try:
-            doc = json.loads((out / DESCRIBE_FILE).read_text())
-        except (OSError, ValueError):
-            raise _registry_error(f"describing {kind} {ref!r}: " + describe_exit(rc)
-                                  + (f"; last output: {tail}" if tail else "")) from None
-    if not isinstance(doc, dict) or doc.get("status") != "ok":
-        err = str(doc.get("error") if isinstance(doc, dict) else doc) or "the worker reported a failure"
+            rc, tail = launch(tmp, argv, sandbox=use_sandbox, limits=limits, threads=1, hide=hidden)
+            doc = read_document(out, DESCRIBE_FILE, rc, tail, limits)
+        except LimitExceeded as exc:
+            raise _registry_error(f"describing {kind} {ref!r} in a sealed worker: {exc} (does importing it, "
+                                  "or its constructor, block?)") from None
+        except WorkerFailure as exc:  # no description came back
+            raise _registry_error(f"describing {kind} {ref!r}: {exc}") from None
+    if doc.get("status") != "ok":
+        err = str(doc.get("error")) or "the worker reported a failure"
         if inside:
             err = err.replace(inside, str(file))
         raise _registry_error(f"{kind} {ref!r} (described in a sealed worker): {err}")

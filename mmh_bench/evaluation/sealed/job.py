@@ -121,7 +121,7 @@ def run_job(det: Any, ctx: Context, *, lid: bool = False, generate: bool = False
                           noise=None if full.noise is None else full.noise[sl])
             parts.append(check(method(batch, ctx), batch))
     seconds = time.perf_counter() - t0
-    cost = {"nfe_per_sample": round((model.nfe + model.njvp) / n, 3) if model is not None else 0.0,
+    cost = {"nfe_per_sample": round(model.evaluations / n, 3) if model is not None else 0.0,
             "jvp_per_sample": round(model.njvp / n, 3) if model is not None else 0.0,
             "seconds": round(seconds, 4), "peak_mb": mem.peak_mb}
     if mem.device_peak_mb is not None:

@@ -10,8 +10,11 @@ Layout (arrays as ``.npy``, loaded with ``allow_pickle=False``; everything else 
     cond.npy      only with Access.MODEL_COND (and a conditional task)
     noise.npy     only with Access.GENERATION: each sample's initial noise x_T (and view.json
                   the sampler); a mitigator's samples are these noises (it generates the rest)
-    model/        only with Access.MODEL: the task's model folder (hard links, else copies)
-    train.npy     only with Access.TRAIN_DATA
+    model/        only with Access.MODEL: the task's model folder (hard links, else copies);
+                  without Access.MODEL_COND a conditional model's conditions are forgotten (its
+                  class embeddings or caption tokens all the null condition's)
+    train.npy     only with Access.TRAIN_DATA (the copy rule's training side only for the
+                  shipped reference detector)
     detector/     the detector's (mitigator's) source file, when it was loaded from a file
 
 Never labels, subtypes, nearest-neighbour audit arrays, held-out data, LID*, or build metadata
@@ -141,11 +144,17 @@ def write_view(inst: Any, det: Any, dir: str | Path, *, seed: int = 0, batch_siz
     if access.grants_model():
         model_kind, src = _model_folder(inst)
         shutil.copytree(src, out / "model", copy_function=_link_or_copy)
+        if inst.cond is not None and not access.grants_cond():  # no conditional prediction to reach
+            from mmh_bench.registry import CONDITION_FORGETTERS, load_target
+            if model_kind in CONDITION_FORGETTERS:
+                load_target(CONDITION_FORGETTERS[model_kind])(out / "model")
         view["model"] = {"kind": model_kind, "path": "model"}
     if access.grants_train() and "train" in inst.arrays:
         save_npy(out / "train.npy", inst.arrays["train"])
         view["train"] = {"path": "train.npy", "dedup_tol": float(inst.meta.get("dedup_tol", 0.0))}
-        if "train_null_rate" in inst.arrays and inst.meta.get("labelling"):  # the copy rule's training side
+        if det.reference and "train_null_rate" in inst.arrays and inst.meta.get("labelling"):
+            # the copy rule's training side: for the shipped reference row alone (a stand-in never
+            # is one: describe refuses untrusted code that claims it)
             save_npy(out / "train_null_rate.npy", inst.arrays["train_null_rate"])
             view["train"]["labelling"] = {k: inst.meta["labelling"][k] for k in ("ratio", "abs_tol", "chance_alpha")}
     if source is not None:

@@ -45,6 +45,10 @@ def _load_submission(folder: Path, tasks: TaskCatalog, rejected: list[Rejected]
             rejected.append(Rejected(path, f"field 'detector': {doc['detector']!r} is not the submission's "
                                            f"detector {meta.detector!r}", "detector"))
             continue
+        if doc.get("isolation") != "sandbox":  # submitted code counts only where it ran sealed
+            rejected.append(Rejected(path, f"field 'isolation': {doc.get('isolation')!r}; a submission's results "
+                                           "count only when its code ran in the sandbox", "isolation"))
+            continue
         docs.append(doc)
         files.append((path, path.relative_to(folder)))
     return meta, docs, entry_verified(folder, meta, files, rejected)

@@ -155,6 +155,7 @@ class CrossAttnScoreModel(ScoreModel):
                  captions: Sequence[str] | None = None, encoder: Any = None) -> None:
         super().__init__()
         self.net = net.eval()
+        self.count_module(self.net)
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.shape = tuple(net.config["shape"])
@@ -250,3 +251,15 @@ def load_cross_attn(path: Path) -> CrossAttnScoreModel:
     captions = json.loads((path / "captions.json").read_text())
     return CrossAttnScoreModel(net, table, captions)
 
+
+def forget_conditions(path: Path) -> None:
+    """Make the saved model in ``path`` unconditional: every caption's tokens become the empty
+    caption's and the caption texts are dropped (see :func:`mmh_bench.task.models.mlp.forget_conditions`)."""
+    path = Path(path)
+    tab = load_file(str(path / "captions.safetensors"))
+    null_id = int(json.loads((path / "config.json").read_text())["null_id"])
+    out = {k: v[null_id:null_id + 1].expand_as(v).contiguous() for k, v in tab.items()}
+    for name in ("captions.safetensors", "captions.json"):
+        (path / name).unlink()
+    save_file(out, str(path / "captions.safetensors"))
+    (path / "captions.json").write_text("[]")

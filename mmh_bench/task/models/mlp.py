@@ -134,6 +134,7 @@ class MLPScoreModel(ScoreModel):
     def __init__(self, net: MLPDenoiser) -> None:
         super().__init__()
         self.net = net.eval()
+        self.count_module(self.net)
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.shape = (net.config["dim"],)
@@ -169,4 +170,17 @@ class MLPScoreModel(ScoreModel):
 
 def load_mlp(path: Path) -> MLPScoreModel:
     return MLPScoreModel(MLPDenoiser.load(path))
+
+
+def forget_conditions(path: Path) -> None:
+    """Make the saved model in ``path`` unconditional: every class embedding becomes the null
+    class's, so its file holds no conditional prediction to reach (a sealed view for a detector
+    without Access.MODEL_COND). The file is replaced, never written through (it may be a hard link)."""
+    weights = Path(path) / "weights.safetensors"
+    state = load_file(str(weights))
+    if "cond.weight" in state:
+        table = state["cond.weight"]
+        state["cond.weight"] = table[-1:].expand_as(table).contiguous()
+        weights.unlink()
+        save_file(state, str(weights))
 

@@ -290,6 +290,7 @@ class StableDiffusionScoreModel(ScoreModel):
         self.unet, self.text_encoder, self.tokenizer = pipe.unet, pipe.text_encoder, pipe.tokenizer
         for part in (self.unet, self.text_encoder):
             part.requires_grad_(False)
+        self.count_module(self.unet)
         self.device = self.unet.device
         self.output_device = torch.device(output_device)
         self.jvp_dtype = jvp_dtype
