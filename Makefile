@@ -12,6 +12,13 @@ help:
 	@echo "make test    set up, run the test suite"
 
 $(STAMP): pyproject.toml
+	# submitted detectors run sealed in bubblewrap (libseccomp2 for its filter); as root, install them
+	@if ! command -v bwrap >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap libseccomp2 >/dev/null; \
+	  else echo "WARNING: bubblewrap (bwrap) is missing: submitted detectors cannot run sealed; install it (apt-get install bubblewrap)"; fi; \
+	fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build
