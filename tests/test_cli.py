@@ -49,3 +49,34 @@ def test_help_everywhere(capsys):
         with pytest.raises(SystemExit) as e:
             main(cmd + ["--help"])
         assert e.value.code == 0
+
+
+def test_without_a_sandbox_submit_and_verify_refuse_and_run_says_so(tiny_spec, tmp_path, capsys, monkeypatch):
+    """No bwrap on the PATH: submitted code is never run at all by submit/verify (exit 2 with the
+    fix), and `run` of a file detector says, once and loudly, that it runs unsealed."""
+    from mmh_bench.evaluation.sealed import bwrap
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # no bwrap (the workers use sys.executable)
+    monkeypatch.setenv("LOKY_MAX_CPU_COUNT", "1")  # joblib would look for `cat` on that PATH
+    monkeypatch.setattr(bwrap, "_warned", set())
+    bwrap.sandbox_status.cache_clear()
+    try:
+        det = tmp_path / "det.py"
+        det.write_text("import numpy as np\nimport mmh_bench as mb\n\nclass D(mb.Detector):\n"
+                       "    name, access = 'unsealed-probe', mb.Access.SAMPLES\n"
+                       "    def score(self, batch, ctx):\n        return np.zeros(len(batch))\n")
+        board = tmp_path / "board"
+        for argv in (["submit", f"{det}:D", "--name", "x", "--authors", "A", "--url", "https://example.org",
+                      "--board", str(board), "--tasks", tiny_spec.path],
+                     ["verify", "x", "--board", str(board)]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert "only inside the sandbox" in err and "apt-get install bubblewrap" in err, err
+        assert not (board / "submissions").exists()
+        res = tmp_path / "res"
+        assert main(["run", "--tasks", tiny_spec.path, "--detectors", f"{det}:D", "--results", str(res), "-q"]) == 0
+        err = capsys.readouterr().err
+        assert err.count("UNSEALED: unsealed-probe") == 1 and "bubblewrap is not installed" in err, err
+        docs = [json.loads(p.read_text()) for p in res.rglob("*.json")]
+        assert docs and all(d["isolation"] == "process" for d in docs)
+    finally:
+        bwrap.sandbox_status.cache_clear()
