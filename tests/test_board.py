@@ -431,6 +431,19 @@ def test_submissions_render_with_verification_state(store, catalog):
     assert "(unverified)" in _row(_render(store, catalog)[0], "theirs")
 
 
+@pytest.mark.parametrize("isolation", ["process", "in-process", None])
+def test_a_submission_that_did_not_run_sandboxed_is_left_out(store, catalog, isolation):
+    doc = dict(_good(store), detector="theirs")
+    assert doc["isolation"] == "sandbox"
+    doc["isolation"] = isolation
+    if isolation is None:
+        del doc["isolation"]
+    _submission(store, "unsealed-entry", doc)
+    readme, _, rejected = _render(store, catalog)
+    assert len(rejected) == 1 and "count only when its code ran in the sandbox" in rejected[0].reason
+    assert not any(line.startswith("| ") and "| theirs " in line for line in readme.splitlines())
+
+
 def test_submission_cannot_displace_a_measured_row(store, catalog, baseline):
     better = copy.deepcopy(_good(store))  # claims the measured detector's name, with better numbers
     better["metrics"]["auroc"] = 0.999
