@@ -218,3 +218,20 @@ def test_auroc_by_source_rejects_bad_sources():
         auroc_by_source(y, s, bad)
     # no positives: every source gets None
     assert auroc_by_source(np.zeros(4, int), np.arange(4.0), np.array(["a"] * 4)) == {"a": None}
+
+
+def test_stored_roc_curve_gives_back_the_low_fpr_metrics():
+    """The stored curve keeps every vertex up to 5% FPR, so TPR@0.1%/1%/5% read off it (as the ROC
+    plots draw it) equal the metrics; thinning by index alone lost that corner."""
+    from mmh_bench.evaluation.metrics import memorization_metrics
+    from mmh_bench.evaluation.runner import ROC_POINTS, _roc_points
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(300), np.zeros(20000)].astype(bool)
+    s = np.r_[rng.normal(2.0, 1.0, 300), rng.normal(0.0, 1.0, 20000)]
+    roc = _roc_points(y, s)
+    fpr, tpr = np.asarray(roc["fpr"]), np.asarray(roc["tpr"])
+    assert len(fpr) > ROC_POINTS and fpr[0] == 0 and fpr[-1] == 1 and np.all(np.diff(fpr) >= 0)
+    m = memorization_metrics(y, s, None, ())
+    for key, value in m["tpr_at_fpr"].items():
+        from_curve = tpr[fpr <= float(key) + 1e-12].max()
+        assert abs(from_curve - value) < 1e-4, (key, from_curve, value)

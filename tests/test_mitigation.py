@@ -23,6 +23,7 @@ from mmh_bench.mitigation.result import read_mitigation_result
 from mmh_bench.registry import all_mitigators, make_mitigator
 
 DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).parent.parent
 
 
 def _collapsed_condition(inst) -> int:
@@ -120,3 +121,27 @@ def test_third_party_mitigator_from_a_file_and_the_cli(collapse, tmp_path, capsy
     assert none.isolation == "in-process"  # a shipped baseline is trusted
     assert none.metrics.unchanged_share == 1.0
     assert none.metrics.memorization.rate == pytest.approx(float(collapse.labels.mean()), abs=1e-6)
+    # without --out the board follows the results folder: a user's run never touches leaderboard/
+    assert main(args[:args.index("--out")] + args[args.index("--out") + 2:]) == 0
+    assert (tmp_path / "res" / "MITIGATION.md").is_file() and (tmp_path / "res" / "plots").is_dir()
+
+
+def test_mitigation_board_orders_settings_by_value_prints_uniform_decimals_and_drops_orphan_plots(tmp_path):
+    import re
+    import shutil
+    from mmh_bench.mitigation.board import render_markdown
+    res = tmp_path / "res"
+    shutil.copytree(ROOT / "leaderboard" / "mitigation-results", res)
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "mitigation-gone-test-000000000000.png").write_bytes(b"stale")
+    text = render_markdown(res, plots_dir=plots)
+    assert not (plots / "mitigation-gone-test-000000000000.png").exists()
+    assert sorted(p.name for p in plots.iterdir()) == sorted(set(re.findall(r"plots/(mitigation-[^)]+\.png)", text)))
+    table = text.split("### image-digits-cond")[1].split("###")[0]
+    iters = [int(m) for m in re.findall(r"\| initial-noise +\| iters=(\d+)", table)]
+    assert iters == sorted(iters) and len(iters) > 2
+    sigmas = re.findall(r"\| condition-noise +\| sigma=([0-9.]+)", table)
+    assert len({len(v.split(".")[1]) for v in sigmas}) == 1  # one number of decimals per sweep
+    precision = [line.split("|")[5].strip() for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert precision and all(re.fullmatch(r"\d\.\d{3}", v) for v in precision), precision

@@ -42,7 +42,7 @@ def cmd_mitigate(args: argparse.Namespace) -> int:
     from mmh_bench.evaluation.engine import ClusterError
     from mmh_bench.evaluation.runner import resolve_many
     from mmh_bench.mitigation.board import render_markdown
-    from mmh_bench.mitigation.evaluate import mitigate_specs
+    from mmh_bench.mitigation.evaluate import DEFAULT_RESULTS, mitigate_specs
     from mmh_bench.registry import resolve_tasks
     from mmh_bench.task.models.stable_diffusion import model_source
     from .errors import CLIError
@@ -62,6 +62,8 @@ def cmd_mitigate(args: argparse.Namespace) -> int:
     for task, name, why in total["not_applicable"]:
         print(f"not applicable: {task} / {name}: {why}")
     print(f"{len(total['ran'])} ran, {len(total['skipped'])} current (skipped), {len(total['failed'])} failed")
+    if args.out is None:  # beside the results: a user's own run never overwrites the official board
+        args.out = DEFAULT_OUT if Path(args.results).resolve() == Path(DEFAULT_RESULTS).resolve() else args.results
     if args.out:
         out = Path(args.out)
         text = render_markdown(args.results, plots_dir=out / "plots")
@@ -100,7 +102,8 @@ def register(sub: Any) -> None:
     s.add_argument("--results", default=DEFAULT_RESULTS, help=f"results folder (default: {DEFAULT_RESULTS})")
     s.add_argument("--instances", default="leaderboard/instances",
                    help="published instances to use ('none': this machine's dev builds)")
-    s.add_argument("--out", default=DEFAULT_OUT, help=f"where MITIGATION.md goes ('' to skip; default {DEFAULT_OUT})")
+    s.add_argument("--out", default=None, help=f"where MITIGATION.md and its plots go ('' to skip; default: "
+                                             f"{DEFAULT_OUT} for the default results, else the results folder)")
     s.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
                    help=f"generations regenerated per task: the first N rows, a uniform random subset "
                         f"(default {DEFAULT_SAMPLES}; 0 = all)")

@@ -109,6 +109,38 @@ def _fmt(v: float | None, nd: int = 3) -> str:
     return "n/a" if v is None else f"{v:.{nd}f}"
 
 
+def _setting_key(r: MitigationResult) -> tuple:
+    """Settings in numeric order (1, 2, 5, 10, not 1, 10, 2, 5); the unswept row first."""
+    v = r.setting
+    if v is None:
+        return (0, 0.0, "")
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return (1, float(v), "")
+    return (2, 0.0, str(v))
+
+
+def _row_order(r: MitigationResult) -> tuple:
+    return (r.mitigator != "none", r.mitigator, _setting_key(r))
+
+
+def setting_labels(rows: list[MitigationResult]) -> dict[int, str]:
+    """``swept=value`` for each row (by ``id``); a sweep with float settings prints them all to the
+    same number of decimals (0.25, 0.50, 1.00), an integer sweep as integers."""
+    import numpy as np
+    decimals: dict[str, int] = {}
+    for r in rows:
+        if isinstance(r.setting, float):
+            frac = np.format_float_positional(r.setting, trim="0").partition(".")[2]
+            decimals[r.mitigator] = max(decimals.get(r.mitigator, 1), len(frac))
+
+    def text(r: MitigationResult) -> str:
+        v = r.setting
+        if r.mitigator in decimals and isinstance(v, (int, float)) and not isinstance(v, bool):
+            return f"{float(v):.{decimals[r.mitigator]}f}"
+        return str(v)
+    return {id(r): "" if r.setting is None else f"{r.swept}={text(r)}" for r in rows}
+
+
 def table_rows(rows: list[MitigationResult]) -> list[list[str]]:
     """One row per (mitigator, setting): rate with interval, rates per subtype, quality, cost
     (the columns of :func:`headers`)."""
@@ -116,8 +148,9 @@ def table_rows(rows: list[MitigationResult]) -> list[list[str]]:
     base_nfe = base.cost.nfe_per_sample if base and base.cost else None
     membench, width = _membench(rows), len(headers(rows))
     out = []
-    for r in sorted(rows, key=lambda r: (r.mitigator != "none", r.mitigator, str(r.setting))):
-        setting = "" if r.setting is None else f"{r.swept}={r.setting}"
+    labels = setting_labels(rows)
+    for r in sorted(rows, key=_row_order):
+        setting = labels[id(r)]
         if r.status != "ok" or r.metrics is None or r.cost is None:
             out.append([r.mitigator, setting, "failed", *[""] * (width - 4), (r.error or "")[:80]])
             continue
@@ -163,13 +196,21 @@ def render_markdown(results: str | Path, plots_dir: Path | None = None) -> str:
              "better; curves run over each mitigator's settings.", ""]
     if any(_membench(rows) for rows in groups.values()):
         lines += [MEMBENCH_NOTE, ""]
+    written: set[Path] = set()
     for (task, version, inst), rows in sorted(groups.items()):
         lines += [f"### {task} v{version} ({inst})", ""]
         if plots_dir is not None:
             png = pareto_plot(rows, Path(plots_dir) / f"mitigation-{task}-{inst}.png", title=f"{task} ({inst})")
             if png is not None:
+                written.add(png)
                 lines += [f"![memorization vs quality, {task}]({Path(plots_dir).name}/{png.name})", ""]
-        lines += [tabulate(table_rows(rows), headers=headers(rows), tablefmt="github"), ""]
+        heads = headers(rows)  # cells are formatted here (uniform decimals); tabulate only aligns them
+        lines += [tabulate(table_rows(rows), headers=heads, tablefmt="github", disable_numparse=True,
+                           colalign=("left", "left", *["right"] * (len(heads) - 2))), ""]
+    if plots_dir is not None and Path(plots_dir).is_dir():  # plots of instances no longer in the store
+        for stale in Path(plots_dir).glob("mitigation-*.png"):
+            if stale not in written:
+                stale.unlink()
     lines += ["Reported protocols (no single published numbers exist to set beside these):", ""]
     lines += [f"- {name}: {text}" for name, text in REPORTED_PROTOCOLS]
     if rejected:
@@ -199,12 +240,12 @@ def pareto_plot(rows: list[MitigationResult], out: Path, title: str = "") -> Pat
     for r in rows:
         q = _quality(r)
         if r.status == "ok" and r.metrics is not None and q is not None:
-            curves[r.mitigator].append((r.metrics.memorization.rate, q, r.setting))
+            curves[r.mitigator].append((r.metrics.memorization.rate, q, _setting_key(r)))
     if not curves:
         return None
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for name, pts in sorted(curves.items()):
-        pts.sort(key=lambda p: (p[2] is None, str(p[2])))
+        pts.sort(key=lambda p: p[2])
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         if name == "none":
             ax.scatter(xs, ys, marker="*", s=160, color="black", zorder=5, label="none (unmitigated)")

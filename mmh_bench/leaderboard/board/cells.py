@@ -40,7 +40,9 @@ def ranked_groups(rows: list[Row], track: str) -> list[tuple[str, list[tuple[int
 
 INTRO = ("Measured by mmh-bench under one protocol; higher AUROC is better. Rows are ranked per task "
          "instance and within their group: *reference* (restatements of the labelling rule, which "
-         "see the training set: they bound the others), *model-side*, *sample-side*, *training-set "
+         "see the training set: they bound the others), *generation-time* (detectors read on the "
+         "generation's own trajectory, replayed from its stored initial noise, as the published "
+         "Stable Diffusion detectors are), *model-side*, *sample-side*, *training-set "
          "oracle* (detectors that read the training set's neighbours, as the labels do), *shortcut* "
          "(shown apart) and *chance* (the random floor). Rows of different instances of a task (a "
          "dev build, a test build) are never ranked together. TPR@x%FPR is the largest TPR whose FPR "

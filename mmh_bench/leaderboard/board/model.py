@@ -30,7 +30,8 @@ KIND_LABEL = {"measured": "measured", "submission": "submission",
 # -- the board's content ------------------------------------------------------------------------
 #: Display order of detector groups; a ranking never crosses a group. ``chance`` (the random
 #: floor) is its own group, last in each table; ``shortcut`` rows render apart with GROUP_NOTE.
-GROUP_ORDER = ("reference", "model-side", "sample-side", "training-set oracle", "shortcut", "chance")
+GROUP_ORDER = ("reference", "generation-time", "model-side", "sample-side", "training-set oracle", "shortcut",
+               "chance")
 GROUP_NOTE = ("Shortcut baselines exploit what the public spec says about a dev instance (for example "
               "where its duplicates are placed); they show what a test instance has to hide, and "
               "are ranked only among themselves.")
