@@ -29,7 +29,6 @@ import glob
 import json
 import logging
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,9 @@ VIEW_MOUNT, OUT_MOUNT = "/tmp/mmh-view", "/tmp/mmh-out"
 SANDBOX_UID = SANDBOX_GID = 65534
 #: set in the worker's environment when it must drop to SANDBOX_UID itself (started by root)
 DROP_ENV = "MMH_BENCH_SANDBOX_DROP"
+#: the worker's rlimits, ``DATA:FSIZE:NPROC`` (set by its first lines, not between fork and exec,
+#: which is unsafe in a threaded evaluator such as a Dask worker)
+RLIMITS_ENV = "MMH_BENCH_SANDBOX_RLIMITS"
 #: system folders bound read-only (or recreated as the same symbolic links)
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 #: the only files of /etc the worker sees (dynamic loader, time zone, user names)
@@ -116,18 +118,9 @@ class Limits:
                 "timeout": f"time limit of {value:g} s"}[key]
         return f"the sandbox's {what} (change it with {self.FLAGS[key]})"
 
-    def preexec(self) -> Callable[[], None]:
-        """The rlimits, set in the child between fork and exec."""
-        data = self.memory_mb * 2**20
-        fsize = self.disk_mb * 2**20
-        nproc = self.processes
-
-        def apply() -> None:
-            resource.setrlimit(resource.RLIMIT_DATA, (data, data))
-            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        return apply
+    def env(self) -> dict[str, str]:
+        """The rlimits (heap, file size, tasks) as the worker's first lines (:data:`PRELUDE`) set them."""
+        return {RLIMITS_ENV: f"{self.memory_mb * 2**20}:{self.disk_mb * 2**20}:{self.processes}"}
 
 
 def set_limit_env(**values: float | None) -> None:
@@ -258,24 +251,30 @@ def prepare_folders(tmp: Path, view: Path, out: Path, scratch: Path) -> None:
         os.chmod(d, 0o711)  # root inside the sandbox (no DAC override) still enters it
 
 
-#: what every worker's interpreter runs first, before it imports anything (no module of the
-#: package may run as root: importing one already runs code), then ``python -m`` of its module
-DROP = (f"import os, sys\n"
-        f"if os.environ.pop({DROP_ENV!r}, None) == '1':\n"
-        f"    os.setgroups([]); os.setresgid({SANDBOX_GID}, {SANDBOX_GID}, {SANDBOX_GID})\n"
-        f"    os.setresuid({SANDBOX_UID}, {SANDBOX_UID}, {SANDBOX_UID})\n"
-        f"    if 0 in os.getresuid(): sys.exit('the sealed worker could not drop root')\n")
+#: what every worker's interpreter runs first, before it imports anything of the package (no
+#: module may run as root: importing one already runs code): its rlimits (hard, so never raised
+#: again), then, started by root, the drop to SANDBOX_UID; then ``python -m`` of its module
+PRELUDE = (f"import os, sys, resource\n"
+           f"_lim = os.environ.pop({RLIMITS_ENV!r}, '')\n"
+           f"if _lim:\n"
+           f"    for _r, _v in zip((resource.RLIMIT_DATA, resource.RLIMIT_FSIZE, resource.RLIMIT_NPROC), _lim.split(':')):\n"
+           f"        resource.setrlimit(_r, (int(_v), int(_v)))\n"
+           f"    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
+           f"if os.environ.pop({DROP_ENV!r}, None) == '1':\n"
+           f"    os.setgroups([]); os.setresgid({SANDBOX_GID}, {SANDBOX_GID}, {SANDBOX_GID})\n"
+           f"    os.setresuid({SANDBOX_UID}, {SANDBOX_UID}, {SANDBOX_UID})\n"
+           f"    if 0 in os.getresuid(): sys.exit('the sealed worker could not drop root')\n")
 
 
 def python_argv(module: str, args: list[str]) -> list[str]:
-    """``python -m module args``, dropping root first where the sandbox asks (:data:`DROP_ENV`)."""
-    code = DROP + f"import runpy; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
+    """``python -m module args`` after :data:`PRELUDE` (limits, and the drop from root)."""
+    code = PRELUDE + f"import runpy; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
     return [sys.executable, "-c", code, *args]
 
 
 # -- the self-test -----------------------------------------------------------------------------------
 #: run inside the sandbox: every property the sandbox promises, checked
-SELF_TEST = DROP + f"""
+SELF_TEST = PRELUDE + f"""
 import ctypes, json
 checks = {{}}
 checks["unprivileged"] = os.getuid() != 0 and os.geteuid() != 0

@@ -81,8 +81,9 @@ def isolation_mode() -> str:
     return "sandbox" if sandbox_available() else "process"
 
 
-def worker_env(threads: int, hide: list[Path], *, sandboxed: bool) -> dict[str, str]:
+def worker_env(threads: int, hide: list[Path], *, sandboxed: bool, limits: Limits) -> dict[str, str]:
     env = {k: os.environ[k] for k in ENV_KEEP if k in os.environ}
+    env.update(limits.env())
     if sandboxed:
         roots = readable_roots(hide)
         paths = [p for p in sys.path if p and os.path.isdir(p)
@@ -140,14 +141,14 @@ def _usage(paths: Iterable[Path]) -> int:
 
 def run_logged(cmd: list[str], env: dict[str, str], log_path: Path, limits: Limits, *,
                watch: Iterable[Path] = (), pass_fds: tuple[int, ...] = ()) -> int:
-    """Run ``cmd`` (output to ``log_path``) under ``limits``: rlimits set in the child, the
-    wall-clock time and the bytes under ``watch`` (and the log) checked every :data:`POLL` s;
+    """Run ``cmd`` (output to ``log_path``; its rlimits travel in ``env``, :data:`~.bwrap.PRELUDE`)
+    under ``limits``: the wall-clock time and the bytes under ``watch`` (and the log) checked every :data:`POLL` s;
     past either, the worker's whole process group is killed and :class:`LimitExceeded` raised."""
     watch = [*watch, log_path]
     cap = limits.disk_mb * 2**20
     with open(log_path, "wb") as fh:
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd="/", preexec_fn=limits.preexec(), pass_fds=pass_fds)
+                                start_new_session=True, cwd="/", pass_fds=pass_fds)
         deadline = time.monotonic() + limits.timeout
         try:
             while True:
@@ -177,7 +178,7 @@ def launch(tmp: Path, argv: Callable[[str, str], list[str]], *, sandbox: bool, l
     view, out, scratch = tmp / "view", tmp / "out", tmp / "scratch"
     scratch.mkdir()
     log_path = tmp / "worker.log"
-    env = worker_env(threads, hide, sandboxed=sandbox)
+    env = worker_env(threads, hide, sandboxed=sandbox, limits=limits)
     if not sandbox:
         rc = run_logged(argv(str(view), str(out)), env, log_path, limits, watch=[out])
     else:
