@@ -149,3 +149,40 @@ def test_page_sorts_filters_and_renders(driver, tiny_spec, tmp_path):
     img = np.asarray(Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("L"), dtype=float)
     assert img.shape[0] > 500 and img.shape[1] > 1000
     assert img.std() > 20 and (img < 200).mean() > 0.02
+
+
+def test_page_navigates_folds_definitions_and_marks_the_best(driver, tiny_spec, tmp_path):
+    """One click from the navigation or the overview to a task's tables; the definitions folded
+    away until asked for; AUROC cells shaded by value; each group's best AUROC starred."""
+    root = copy_store(tiny_spec, tmp_path)
+    out = tmp_path / "site"
+    render_board(root / "results", out, tasks=known_tasks([tiny_spec]))
+    driver.get((out / "index.html").as_uri())
+    defs = driver.find_element("css selector", "details#definitions")
+    assert defs.get_attribute("open") is None
+    assert not driver.find_element("css selector", "details#definitions p").is_displayed()
+    defs.find_element("css selector", "summary").click()
+    assert driver.find_element("css selector", "details#definitions p").is_displayed()
+    targets = [a.get_attribute("href").split("#")[1] for a in driver.find_elements("css selector", "nav#toc a")]
+    assert "t-tiny-v1-task" in targets
+    for t in targets:  # every link lands somewhere
+        assert driver.find_elements("css selector", f"#{t}"), t
+    link = driver.find_element("css selector", 'table.overview th a[href="#t-tiny-v1-task"]')
+    link.click()
+    assert driver.execute_script("return location.hash") == "#t-tiny-v1-task"
+    table = driver.find_element("css selector", "table.board")
+    col = _column(table, "AUROC")
+    for body in _bodies(table):
+        rows = [r for r in body.find_elements("css selector", "tr.entry")]
+        cells = [r.find_elements("css selector", "td")[col] for r in rows]
+        vals = [float(c.get_attribute("data-v")) for c in cells if c.get_attribute("data-v")]
+        for c in cells:
+            v = c.get_attribute("data-v")
+            if v:
+                assert f"s{min(9, int(float(v) * 10))}" in c.get_attribute("class").split()
+        best = [c for c in cells if "best" in c.get_attribute("class").split()]
+        if body.get_attribute("data-group") == "chance":
+            assert not best
+        else:
+            assert best and all(float(c.get_attribute("data-v")) == max(vals) for c in best)
+            assert best[0].text.startswith("\u2605")

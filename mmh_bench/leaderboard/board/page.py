@@ -12,7 +12,7 @@ from importlib import resources
 from typing import Any, Callable
 
 from .cells import INTRO, footnotes, ranked_groups
-from .columns import Columns
+from .columns import Column, Columns, rank_column
 from .model import (ACCESS_FLAGS, GROUP_NOTE, KIND_LABEL, Board, InstanceFacts, Row, TaskFacts,
                     section_title)
 from .overview import multi_instance_line, overviews
@@ -70,12 +70,40 @@ def _html_row(r: Row, middle: list[str], rank: int | None) -> str:
             f'data-access="{h(" ".join(r.flags))}" data-kind="{r.kind}">' + "".join(cells) + "</tr>")
 
 
-def _measured_cells(r: Row, cols: Columns) -> list[str]:
+def shade(col: Column, v: float | None) -> str:
+    """The colour class of an AUROC cell: ten bins from ``s0`` (0-0.1) to ``s9`` (0.9-1), white at
+    chance (board.css); other columns carry none."""
+    if col.key != "auroc" or v is None:
+        return ""
+    return f"s{min(9, max(0, int(v * 10)))}"
+
+
+def _best(rows: list[Row], track: str) -> dict[str, float]:
+    """Each group's best value of the track's rank column (AUROC: highest; MAE: lowest)."""
+    col = rank_column(track)
+    out: dict[str, float] = {}
+    for r in rows:
+        v = col.value(r) if r.status == "ok" else None
+        if v is not None and r.group != "chance":
+            cur = out.get(r.group)
+            out[r.group] = v if cur is None else (max(cur, v) if col.higher_is_better else min(cur, v))
+    return out
+
+
+def _measured_cells(r: Row, cols: Columns, best: dict[str, float] | None = None) -> list[str]:
+    """The metric cells of a row: AUROC shaded, the group's best value of the rank column starred."""
     n_metric = len(cols.cols)
     if r.status != "ok":
         return ([f'<td class="t failed" colspan="{n_metric}" data-v="">failed: {h(str(r.error)[:300])}</td>']
                 + ['<td hidden data-v=""></td>'] * (n_metric - 1))
-    return [_td(text, v) for text, v in cols.cells(r)]
+    rank = rank_column(cols.track)
+    out = []
+    for col, (text, v) in zip(cols.cols, cols.cells(r)):
+        top = best is not None and col.key == rank.key and v is not None and best.get(r.group) == v
+        cls = " ".join(c for c in (shade(col, v), "best" if top else "") if c)
+        out.append(_td(text, v, cls, raw=False) if not top else
+                   _td(f'<span title="best in the {h(r.group)} group">&#9733;</span> {h(text)}', v, cls, raw=True))
+    return out
 
 
 def _html_heads(track: str, numbers: list[tuple[str, bool]]) -> list[tuple[str, str, str]]:
@@ -123,7 +151,9 @@ def _html_instance(board: Board, t: TaskFacts, inst: InstanceFacts, track: str, 
     rows = board.rows_for(t, ("measured", "submission"), inst.data_hash)
     cols = Columns.of(rows, track)
     heads = _html_heads(track, [(c.head, c.higher_is_better) for c in cols.cols])
-    bodies = _html_bodies(ranked_groups(rows, track), len(heads), lambda r, rank: _html_row(r, _measured_cells(r, cols), rank))
+    best = _best(rows, track)
+    bodies = _html_bodies(ranked_groups(rows, track), len(heads),
+                          lambda r, rank: _html_row(r, _measured_cells(r, cols, best), rank))
     foot = "".join(f'<p class="foot muted">{h(f)}</p>' for f in footnotes(rows, track))
     figs = ""
     for k, label in (("roc", "ROC curves"), ("pareto", "AUROC against cost")):
@@ -168,15 +198,17 @@ def _table_id(*parts: str) -> str:
 def _html_task(board: Board, t: TaskFacts, track: str) -> str:
     insts = board.instances(t)
     reported = board.rows_for(t, ("reported",))
-    desc = f' <span class="muted">{h(t.description)}</span>' if t.description else ""
-    head = f'<h3>{h(t.name)} <span class="muted">v{h(t.version)}</span></h3>'
+    desc = (f'<details class="desc"><summary>task description</summary><p class="muted">{h(t.description)}</p>'
+            '</details>' if t.description else "")
     tid = _table_id(t.name, "v" + t.version)
+    head = (f'<h3 id="{tid}-task">{h(t.name)} <span class="muted">v{h(t.version)}</span> '
+            '<a class="up" href="#top" title="back to the overview">&#8593; overview</a></h3>')
     tail = _html_reported(reported, track, f"{tid}-reported") if reported else ""
     if len(insts) <= 1:
         facts = t.fact_parts() + (insts[0].fact_parts() if insts else [])
         body = _html_instance(board, t, insts[0], track, tid) if insts else ""
-        return f'{head}<p class="facts">{h(", ".join(facts))}{desc}</p>{body}{tail}'
-    out = (f'{head}<p class="facts">{h(", ".join(t.fact_parts()))}{desc}</p>'
+        return f'{head}<p class="facts">{h(", ".join(facts))}</p>{desc}{body}{tail}'
+    out = (f'{head}<p class="facts">{h(", ".join(t.fact_parts()))}</p>{desc}'
            f'<p class="instances"><b>{h(multi_instance_line(board, t))}</b></p>')
     for kind, reps in board.replicates(t).items():
         out += _html_replicates(summarize(board, t, reps), f"{tid}-{kind}-replicates")
@@ -192,20 +224,52 @@ def _html_section(board: Board, family: str, track: str, tasks: list[TaskFacts])
             + "".join(_html_task(board, t, track) for t in tasks) + "</section>")
 
 
+def _nav(board: Board) -> str:
+    """The page's navigation: the overviews, each track and family, each task (one click to its tables)."""
+    items = ['<li><a href="#overview">overview</a></li>', '<li><a href="#definitions">definitions</a></li>']
+    for fam, tr, ts in board.tables():
+        tasks = "".join(f'<a href="#{_table_id(t.name, "v" + t.version)}-task">{h(t.name)}</a>' for t in ts)
+        items.append(f'<li><a href="#{_table_id(fam, tr)}-section">{h(section_title(fam, tr))}</a>'
+                     f'<span class="tasks">{tasks}</span></li>')
+    return f'<nav id="toc"><ul>{"".join(items)}</ul></nav>'
+
+
+def _overview_cell(c: str, i: int, head: str, links: dict[str, str]) -> str:
+    if i < 2:
+        return f'<td class="t">{h(c)}</td>'
+    try:
+        v = float(c)
+    except ValueError:
+        return f"<td>{h(c)}</td>"
+    cls = shade(rank_column("memorization"), v) if head in links and 0.0 <= v <= 1.0 else ""
+    return f'<td class="{cls}">{h(c)}</td>' if cls else f"<td>{h(c)}</td>"
+
+
+def _overview_html(board: Board) -> str:
+    """The overview matrices, each task's column head a link to its tables, AUROC cells shaded."""
+    out = ""
+    for title, note, heads, rows in overviews(board):
+        track = "lid" if "estimator" in heads[:2] else "memorization"
+        links = {t.name: f"#{_table_id(t.name, 'v' + t.version)}-task" for _, tr, ts in board.tables()
+                 if tr == track for t in ts}
+        head = "".join(f'<th><a href="{links[c]}">{h(c)}</a></th>' if c in links else f"<th>{h(c)}</th>"
+                       for c in heads)
+        shaded = links if track != "lid" else {}
+        body = "".join("<tr>" + "".join(_overview_cell(c, i, heads[i], shaded) for i, c in enumerate(r)) + "</tr>"
+                       for r in rows)
+        out += (f'<section class="overview"><h2>{h(title)}</h2><p class="muted">{h(note)}</p>'
+                f'<table class="overview"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>')
+    return out
+
+
 def render_html(board: Board) -> str:
-    """The self-contained page (``index.html``): tables, filters, sorting, plots."""
+    """The self-contained page (``index.html``): navigation, overviews linked to each task's
+    tables, definitions folded away, sortable and filterable tables, plots."""
     boxes = "".join(f'<label><input type="checkbox" class="access-filter" value="{f}" checked> '
                     f'{f}</label>' for f in ACCESS_FLAGS)
     hw = board.hardware()
     tables = "".join(_html_section(board, fam, tr, ts) for fam, tr, ts in board.tables())
-    over = "".join(
-        f'<section class="overview"><h2>{h(title)}</h2><p class="muted">{h(note)}</p>'
-        '<table class="overview"><thead><tr>' + "".join(f"<th>{h(c)}</th>" for c in heads)
-        + "</tr></thead><tbody>" + "".join(
-            "<tr>" + "".join((f'<td class="t">{h(c)}</td>' if i < 2 else f"<td>{h(c)}</td>")
-                            for i, c in enumerate(r))
-            + "</tr>" for r in rows) + "</tbody></table></section>"
-        for title, note, heads, rows in overviews(board))
+    over = _overview_html(board)
     csp = (f"default-src 'none'; img-src 'self' file: data:; style-src {_csp_hash(CSS)}; "
            f"script-src {_csp_hash(JS)}; base-uri 'none'; form-action 'none'")
     intro = h(INTRO).replace("**", "").replace("`", "").replace("*", "")
@@ -213,10 +277,12 @@ def render_html(board: Board) -> str:
             f'<meta http-equiv="Content-Security-Policy" content="{h(csp)}">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>mmh-bench leaderboard</title><style>{CSS}</style></head><body>"
-            f"<h1>mmh-bench leaderboard</h1><p>{intro}</p>"
+            f'<h1 id="top">mmh-bench leaderboard</h1>' + _nav(board)
+            + f'<details id="definitions"><summary>How to read this board (groups, metrics, sources)</summary>'
+              f"<p>{intro}</p></details>"
             + (f'<p class="muted">Hardware: {h("; ".join(hw))}</p>' if hw else "")
             + '<fieldset id="access-filters"><legend>Show detectors whose access needs only</legend>'
             + boxes + "</fieldset>"
-            + over + (tables or "<p>No results yet: run <code>mmh-bench run</code>.</p>")
+            + f'<div id="overview">{over}</div>' + (tables or "<p>No results yet: run <code>mmh-bench run</code>.</p>")
             + f"<script>{JS}</script></body></html>\n")
 
