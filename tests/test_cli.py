@@ -22,6 +22,8 @@ def test_tasks_and_detectors_json(capsys):
     (["run", "--tasks", "mmh-toy", "--detectors", "no-such-detector"], "unknown detector"),
     (["run", "--tasks", "mmh-toy", "--detectors", "/nope/x.py:Cls"], "does not exist"),
     (["leaderboard", "--results", "/nonexistent/results"], "does not exist"),
+    (["run", "--tasks", "mmh-toy", "--detectors", "random", "--instances", "/no/such/dir"], "/no/such/dir"),
+    (["mitigate", "--tasks", "syn10-cond", "--mitigators", "none", "--instances", "/no/such/dir"], "/no/such/dir"),
 ])
 def test_bad_input_is_one_line_and_nonzero(argv, needle, capsys):
     assert main(argv) == 2

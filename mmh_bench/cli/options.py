@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any, Sequence
 
 DEFAULT_RESULTS = "leaderboard/results"
@@ -52,6 +53,23 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
                                      help="sealed runs only: a (task, detector or mitigator setting) pair running "
                                           "longer fails (default: no limit)")),
 }
+
+
+def instances_option(value: str | None) -> str | None:
+    """The published-instances folder a command was given: ``None`` (the option left out) is the
+    board's folder when this checkout has one; ``"none"`` means always this machine's dev build; a
+    folder the user named that does not exist is bad input (an error naming it, exit status 2),
+    never a silent fall-back to another instance."""
+    from mmh_bench.task.publish import DEFAULT_INSTANCES
+    from .errors import CLIError
+    if value is None:
+        return DEFAULT_INSTANCES
+    if value == "none":
+        return None
+    if not Path(value).is_dir():
+        raise CLIError(f"--instances {value}: no such folder (give a folder of published instances, "
+                       "'none' for this machine's dev build, or 'fresh' where the command takes it)")
+    return value
 
 
 def _count(text: str, flag: str) -> int:

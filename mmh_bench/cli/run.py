@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any
 
-from .options import DEFAULT_RESULTS, add_options
+from .options import DEFAULT_RESULTS, add_options, instances_option
 
 
 def _sd_model(inst):  # type: ignore[no-untyped-def]
@@ -21,13 +21,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from mmh_bench.task.models.stable_diffusion import model_source
     from mmh_bench.evaluation.engine import ClusterError, evaluate_parallel
     from .errors import CLIError
+    instances = instances_option(args.instances)
     try:  # SD tasks need the weights both to build and to evaluate, on every worker
         report = evaluate_parallel(args.tasks, args.detectors, args.results, cluster=args.cluster,
                                    workers=args.workers, context=partial(model_source, args.model),
                                    cache_dir=args.cache, seed=args.seed, batch_size=args.batch_size,
                                    force=args.force, progress=not args.quiet, model_override=_sd_model,
                                    isolation=args.isolation, timeout=args.timeout,
-                                   instances=None if args.instances == "none" else args.instances)
+                                   instances=instances)
     except ClusterError as exc:
         raise CLIError(str(exc)) from None
     for task, det, why in report.not_applicable:
@@ -53,9 +54,10 @@ def register(sub: Any) -> None:
     add_options(s, "cache", "seed", "batch-size")
     s.add_argument("--force", action="store_true", help="re-evaluate pairs whose results are current")
     add_options(s, "isolation", "timeout")
-    s.add_argument("--instances", default="leaderboard/instances", metavar="DIR",
-                   help="published instances (default: the board's, leaderboard/instances): a task whose spec "
-                        "has one there is evaluated on it, verified byte for byte; other tasks on this "
-                        "machine's own build. 'none': always this machine's dev build")
+    s.add_argument("--instances", default=None, metavar="DIR",
+                   help="public instances (default: the board's, leaderboard/instances, where this checkout has "
+                        "it): a task whose spec has one there is evaluated on it, verified byte for byte; other "
+                        "tasks on this machine's own build. 'none': always this machine's dev build. A DIR that "
+                        "does not exist is an error")
     add_options(s, "cluster", "workers", "model", "quiet")
     s.set_defaults(func=_cmd_run)
