@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any
 
-from .options import DEFAULT_RESULTS, add_options, instances_option
+from .options import DEFAULT_RESULTS, _count, add_options, instances_option
 
 
 def _sd_model(inst):  # type: ignore[no-untyped-def]
@@ -17,11 +17,24 @@ def _sd_model(inst):  # type: ignore[no-untyped-def]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from mmh_bench.task.fresh import PoolError, fresh_pool
+    from .errors import CLIError
+    if args.instances != "fresh" and (args.fresh_pool or args.fresh_replicates is not None):
+        raise CLIError("--fresh-pool and --fresh-replicates go with --instances fresh")
+    if args.instances != "fresh":
+        return _evaluate(args, instances_option(args.instances))
+    try:  # held-out instances: a private temporary pool (removed afterwards) unless one is kept
+        with fresh_pool(args.fresh_pool, args.fresh_replicates) as pool:
+            return _evaluate(args, pool)
+    except PoolError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _evaluate(args: argparse.Namespace, instances: Any) -> int:
     from functools import partial
     from mmh_bench.task.models.stable_diffusion import model_source
     from mmh_bench.evaluation.engine import ClusterError, evaluate_parallel
     from .errors import CLIError
-    instances = instances_option(args.instances)
     try:  # SD tasks need the weights both to build and to evaluate, on every worker
         report = evaluate_parallel(args.tasks, args.detectors, args.results, cluster=args.cluster,
                                    workers=args.workers, context=partial(model_source, args.model),
@@ -58,6 +71,15 @@ def register(sub: Any) -> None:
                    help="public instances (default: the board's, leaderboard/instances, where this checkout has "
                         "it): a task whose spec has one there is evaluated on it, verified byte for byte; other "
                         "tasks on this machine's own build. 'none': always this machine's dev build. A DIR that "
-                        "does not exist is an error")
+                        "does not exist is an error. 'fresh': held-out instances, built for this run from a "
+                        "secret drawn now and never written, kept in a private temporary folder that is removed "
+                        "afterwards (results record instance kind 'fresh')")
+    s.add_argument("--fresh-pool", default=None, metavar="DIR",
+                   help="with --instances fresh: keep the held-out instances in DIR (outside any repository; "
+                        "created 0700) and reuse those it holds, so a maintainer builds them once per release "
+                        "and each verification only evaluates")
+    s.add_argument("--fresh-replicates", type=lambda t: _count(t, "--fresh-replicates"), default=None, metavar="N",
+                   help="with --instances fresh: held-out replicates per task (default: the spec's "
+                        "[instances] test_replicates)")
     add_options(s, "cluster", "workers", "model", "quiet")
     s.set_defaults(func=_cmd_run)

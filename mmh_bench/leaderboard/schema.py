@@ -239,9 +239,11 @@ class TaskStats(Strict):
 class Instance(Strict):
     """Which built instance of the task a result was measured on; rows rank together only within one."""
 
-    kind: Literal["dev", "test"]
+    # dev: rebuilt from the public spec; test: published, placed by a secret (public answers);
+    # fresh: placed by a secret drawn for one evaluation and never published (held out)
+    kind: Literal["dev", "test", "fresh"]
     data_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-    id: Annotated[str, Field(pattern=r"^(dev|test)-[0-9a-f]{12}$")]
+    id: Annotated[str, Field(pattern=r"^(dev|test|fresh)-[0-9a-f]{12}$")]
     # which of several instances of one kind (built from different secret or dev seeds) this is;
     # the board averages a task's replicates and reports how stable their rankings are
     replicate: Annotated[int, Field(ge=0)] | None = None

@@ -177,8 +177,9 @@ def build_task(spec: TaskSpec, cache_dir: str | Path | None = None, *, instance:
         t0 = time.perf_counter()
         meta, arrays = _build(instance_spec(spec, instance), work, progress)
         meta["build_seconds"] = round(time.perf_counter() - t0, 2)
-        if instance is not None and instance.kind == "test":
+        if instance is not None and instance.kind in ("test", "fresh"):
             meta["instance_replicate"] = instance.replicate
+            meta["instance_kind"] = instance.kind
         meta["data_hash"] = sha256_arrays(arrays)
         save_arrays(work / "instance.npz", arrays)
         meta["files"] = {str(p.relative_to(work)): sha256_file(p)
