@@ -397,6 +397,22 @@ class Difference(Strict):
     note: Text = ""
 
 
+class HeldOutTask(Strict):
+    """One task of a verification: the entry's headline metric on the public instances (its
+    results) beside the held-out one (fresh instances built for the verification, never published)."""
+
+    task: Label
+    metric: Label
+    public: list[float]
+    heldout: list[float]
+    public_mean: float | None = None
+    heldout_mean: float | None = None
+    heldout_sd: NonNeg | None = None
+    gap: float | None = None
+    tolerance: NonNeg | None = None
+    flagged: bool = False  # public exceeds held-out beyond what the replicates' spread explains
+
+
 class Verification(Strict):
     """``submissions/<name>/verification.json``: the outcome of ``mmh-bench verify``."""
 
@@ -410,6 +426,10 @@ class Verification(Strict):
     detector_sha256: HexHash | None = None
     files: dict[Label, HexHash]
     differences: list[Difference]
+    # held-out evaluation (absent when verified with --no-heldout): per task, and the result files
+    # under heldout/ that it comes from
+    heldout: list[HeldOutTask] = Field(default_factory=list)
+    heldout_files: dict[Label, HexHash] = Field(default_factory=dict)
 
 
 # -- reported numbers ---------------------------------------------------------------------------
