@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +139,32 @@ def test_a_fresh_instance_published_becomes_a_public_test_instance(tmp_path):
     [inst] = pool_instances(spec, pool)
     body, _, _ = verify_published(publish_instance(inst, tmp_path / "pub"))
     assert body["instance_kind"] == "test" and body["meta"]["instance_kind"] == "test"
+
+
+def test_verify_and_the_board_flag_an_entry_that_memorized_the_public_answers(public, tmp_path, monkeypatch, capsys):
+    """The whole path a hostile submitter takes: submit (scored on the public instance: 1.0), verify
+    (reproduces, and scores it held out: chance), the board shows both and flags the gap."""
+    import shutil
+    work = tmp_path / "project"
+    (work / "specs").mkdir(parents=True)
+    (work / "specs" / "tiny.toml").write_text(TINY.read_text())
+    monkeypatch.setenv("MMH_BENCH_TASKS_PATH", str(work / "specs"))
+    shutil.copytree(public, work / "leaderboard" / "instances" / "tiny" / public.name)
+    (work / "leaderboard" / "results").mkdir()
+    ref = _answer_table(public, work)
+    monkeypatch.chdir(work)
+    assert main(["submit", ref, "--name", "answers", "--authors", "Mallory", "--url", "https://example.org/a",
+                 "--tasks", "tiny", "-q"]) == 0
+    assert main(["verify", "answers", "-q"]) == 0  # the public result reproduces: that is not the question
+    out = capsys.readouterr().out
+    assert "FLAGGED" in out
+    record = json.loads((work / "leaderboard" / "submissions" / "answers" / "verification.json").read_text())
+    [task] = record["heldout"]
+    assert task["public"][0] > 0.99 and 0.4 <= task["heldout"][0] <= 0.6 and task["flagged"] is True
+    assert main(["leaderboard"]) == 0
+    readme = (work / "leaderboard" / "README.md").read_text()
+    assert "Public and held-out" in readme
+    row = next(line for line in readme.splitlines() if line.startswith("|") and "FLAGGED" in line)
+    assert "answer-table" in row and "1.000 (1)" in row
+    # official numbers first: the overview (and the first table) use the held-out instance
+    assert re.search(r"The overview uses fresh-[0-9a-f]{12}", readme)

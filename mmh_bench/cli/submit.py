@@ -360,7 +360,7 @@ def _verify_heldout(specs: dict[str, Any], det: Any, folder: Path, args: argpars
 
     from mmh_bench.evaluation.runner import evaluate
     from mmh_bench.files import staged_dir
-    from mmh_bench.leaderboard.heldout import HEADLINE, compare, headline
+    from mmh_bench.leaderboard.heldout import HEADLINE, HIGHER_IS_BETTER, compare, headline
     from mmh_bench.task.fresh import PoolError, fresh_pool
     print(f"held out: scoring {det.name!r} on fresh instances (built for this verification, never published) ...",
           flush=True)
@@ -383,8 +383,9 @@ def _verify_heldout(specs: dict[str, Any], det: Any, folder: Path, args: argpars
         held = [headline(d) for d in docs.values() if d.get("task") == name]
         if not pub and not held:
             continue
-        cmp = compare(pub, held)
-        rows.append({"task": name, "metric": HEADLINE.get(spec.track, "auroc"), **cmp})
+        metric = HEADLINE.get(spec.track, "auroc")
+        cmp = compare(pub, held, higher_is_better=HIGHER_IS_BETTER[metric])
+        rows.append({"task": name, "metric": metric, **cmp})
         table.append([name, rows[-1]["metric"], _mean_sd(cmp["public"]), _mean_sd(cmp["heldout"]),
                       "-" if cmp["gap"] is None else f"{cmp['gap']:+.3f}", "FLAGGED" if cmp["flagged"] else ""])
     if table:

@@ -12,8 +12,9 @@ import math
 import statistics
 from typing import Any, Iterable
 
-#: the headline metric per track: higher is better for both
-HEADLINE = {"memorization": "auroc", "lid": "concordance"}
+#: the headline metric per track (the board's rank column) and whether higher is better
+HEADLINE = {"memorization": "auroc", "lid": "mae"}
+HIGHER_IS_BETTER = {"auroc": True, "mae": False}
 #: spreads (standard errors of the difference) the public score may exceed the held-out one by
 GAP_SIGMAS = 2.0
 #: a floor on the tolerated gap: one replicate per side has no spread to measure, and the board
@@ -32,10 +33,12 @@ def _sd(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def compare(public: Iterable[float | None], heldout: Iterable[float | None]) -> dict[str, Any]:
-    """Means, spreads and the gap of public over held-out values (one per replicate). ``flagged``:
-    the public mean exceeds the held-out mean by more than ``GAP_SIGMAS`` standard errors of the
-    difference (sample standard deviations over replicates) plus :data:`MIN_GAP`."""
+def compare(public: Iterable[float | None], heldout: Iterable[float | None], *,
+            higher_is_better: bool = True) -> dict[str, Any]:
+    """Means, spreads and the gap by which the public values (one per replicate) beat the held-out
+    ones (positive: better on the public instances). ``flagged``: the gap exceeds ``GAP_SIGMAS``
+    standard errors of the difference (sample standard deviations over replicates) plus
+    :data:`MIN_GAP`."""
     pub = [float(v) for v in public if v is not None]
     held = [float(v) for v in heldout if v is not None]
     out: dict[str, Any] = {"public": [round(v, 6) for v in pub], "heldout": [round(v, 6) for v in held],
@@ -46,6 +49,7 @@ def compare(public: Iterable[float | None], heldout: Iterable[float | None]) -> 
     mp, mh = statistics.fmean(pub), statistics.fmean(held)
     se = math.sqrt(_sd(pub) ** 2 / len(pub) + _sd(held) ** 2 / len(held))
     tol = GAP_SIGMAS * se + MIN_GAP
+    gap = (mp - mh) if higher_is_better else (mh - mp)
     out.update(public_mean=round(mp, 6), heldout_mean=round(mh, 6), heldout_sd=round(_sd(held), 6),
-               gap=round(mp - mh, 6), tolerance=round(tol, 6), flagged=bool(mp - mh > tol))
+               gap=round(gap, 6), tolerance=round(tol, 6), flagged=bool(gap > tol))
     return out

@@ -151,13 +151,15 @@ class Board:
                 and r.kind in kinds and (instance is None or r.instance == instance)]
 
     def instances(self, task: TaskFacts) -> list[InstanceFacts]:
-        """The task's instances in display order: test first, then by replicate index (where the
-        results give one), rows measured and id. The first is the one the overview uses (or,
-        with replicates of its kind, their mean)."""
+        """The task's instances in display order: held out (fresh, never published) first, then
+        test (published), then the rest; within a kind by replicate index (where the results give
+        one), rows measured and id. The first is the one the overview uses (or, with replicates of
+        its kind, their mean): official numbers come from instances nobody could have read."""
         count = defaultdict(int)
         for r in self.rows_for(task, ("measured",)):
             count[r.instance] += 1
-        return sorted(task.instances.values(), key=lambda i: (i.kind != "test", i.kind, i.replicate is None,
+        order = {"fresh": 0, "test": 1}
+        return sorted(task.instances.values(), key=lambda i: (order.get(i.kind, 2), i.kind, i.replicate is None,
                                                               i.replicate or 0, -count[i.data_hash], i.id))
 
     def replicates(self, task: TaskFacts) -> dict[str, list[InstanceFacts]]:
