@@ -19,7 +19,7 @@ from mmh_bench.evaluation.ct_statistic import instance_ct
 from mmh_bench.files import atomic_write_text, load_arrays, save_arrays, sha256_arrays, sha256_file, staged_dir
 from mmh_bench.registry import BUILDERS, load_target
 from .instance import TaskInstance, dump_meta
-from .instances import InstanceKey, cache_name, instance_spec
+from .instances import SECRET_KINDS, InstanceKey, cache_name, instance_spec
 from .labels import LabellingError, check_null_rate, composition, label_samples
 from .subtypes import SUBTYPE_CODE
 from .spec import TaskSpec
@@ -177,7 +177,7 @@ def build_task(spec: TaskSpec, cache_dir: str | Path | None = None, *, instance:
         t0 = time.perf_counter()
         meta, arrays = _build(instance_spec(spec, instance), work, progress)
         meta["build_seconds"] = round(time.perf_counter() - t0, 2)
-        if instance is not None and instance.kind in ("test", "fresh"):
+        if instance is not None and instance.kind in SECRET_KINDS:
             meta["instance_replicate"] = instance.replicate
             meta["instance_kind"] = instance.kind
         meta["data_hash"] = sha256_arrays(arrays)

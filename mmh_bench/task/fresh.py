@@ -77,8 +77,8 @@ def fresh_pool(keep: str | Path | None = None, replicates: int | None = None) ->
     the block ends."""
     if keep is not None:
         root = check_pool_location(keep)
-        root.mkdir(parents=True, exist_ok=True)
-        root.chmod(0o700)
+        if not root.exists():
+            root.mkdir(mode=0o700, parents=True)
         yield FreshPool(str(root), replicates)
         return
     tmp = tempfile.mkdtemp(prefix="mmh-bench-fresh-")  # mode 0700: this user's only
