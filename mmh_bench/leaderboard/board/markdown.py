@@ -10,7 +10,7 @@ from tabulate import tabulate
 from .cells import INTRO, footnotes, ranked_groups
 from .gap import GAP_NOTE, gap_cells, gap_heads, gap_rows
 from .columns import Columns
-from .model import GROUP_NOTE, Board, InstanceFacts, Row, TaskFacts, board_from_results, section_title
+from .model import GROUP_NOTE, Board, InstanceFacts, Row, TaskFacts, board_from_results, kind_label, section_title
 from .overview import multi_instance_line, overviews
 from .replicates import ReplicateRow, ReplicateSummary, summarize
 from .reported import REPORTED_NOTE, REPORTED_TITLE, note_text, reported_cells, reported_heads, source_notes
@@ -147,7 +147,7 @@ def render_markdown(results: list[dict[str, Any]] | Board) -> str:
                 for reps in board.replicates(t).values():
                     lines += _md_replicates(summarize(board, t, reps))
                 for inst in insts:
-                    lines += [f"#### Instance {md(inst.id)} ({md(inst.kind)})", "",
+                    lines += [f"#### Instance {md(inst.id)} ({md(kind_label(inst.kind))})", "",
                               ", ".join(md(p) for p in inst.fact_parts(with_id=False)), ""]
                     lines += _md_instance(board, t, inst, track)
             reported = board.rows_for(t, ("reported",))

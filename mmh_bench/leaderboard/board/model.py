@@ -26,6 +26,14 @@ ACCESS_FLAGS = tuple(a.label for a in Access)
 SUBTYPES = SUBTYPE_NAMES
 KIND_LABEL = {"measured": "measured", "submission": "submission",
               "reported": "reported, not re-measured"}
+#: how an instance kind is named to readers: published test instances are public (anyone can read
+#: their labels), fresh ones held out (never published)
+INSTANCE_KIND_LABEL = {"test": "test, public", "fresh": "fresh, held out"}
+
+
+def kind_label(kind: str) -> str:
+    """An instance kind as the board names it (``test, public``; ``fresh, held out``; ``dev``)."""
+    return INSTANCE_KIND_LABEL.get(kind, kind)
 
 # -- the board's content ------------------------------------------------------------------------
 #: Display order of detector groups; a ranking never crosses a group. ``chance`` (the random
@@ -107,7 +115,7 @@ class InstanceFacts:
         null = finite_number(self.stats.get("null_copy_rate"))
         if null is not None:
             parts.append(f"null copy rate {null:.1%}")
-        return parts + ([f"instance {self.id} ({self.kind})"] if with_id else [])
+        return parts + ([f"instance {self.id} ({kind_label(self.kind)})"] if with_id else [])
 
 
 @dataclass

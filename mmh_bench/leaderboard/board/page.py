@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from .cells import INTRO, footnotes, ranked_groups
 from .columns import Columns
-from .model import (ACCESS_FLAGS, GROUP_NOTE, KIND_LABEL, Board, InstanceFacts, Row, TaskFacts,
+from .model import (ACCESS_FLAGS, GROUP_NOTE, KIND_LABEL, Board, InstanceFacts, Row, TaskFacts, kind_label,
                     section_title)
 from .overview import multi_instance_line, overviews
 from .gap import GAP_NOTE, gap_cells, gap_heads, gap_rows
@@ -195,7 +195,7 @@ def _html_task(board: Board, t: TaskFacts, track: str) -> str:
     for kind, reps in board.replicates(t).items():
         out += _html_replicates(summarize(board, t, reps), f"{tid}-{kind}-replicates")
     for inst in insts:
-        out += (f'<h4>Instance {h(inst.id)} ({h(inst.kind)})</h4><p class="facts">{h(", ".join(inst.fact_parts(with_id=False)))}</p>'
+        out += (f'<h4>Instance {h(inst.id)} ({h(kind_label(inst.kind))})</h4><p class="facts">{h(", ".join(inst.fact_parts(with_id=False)))}</p>'
                 + _html_instance(board, t, inst, track, f"{tid}-{inst.id}"))
     return out + tail
 
