@@ -168,3 +168,49 @@ def test_verify_and_the_board_flag_an_entry_that_memorized_the_public_answers(pu
     assert "answer-table" in row and "1.000 (1)" in row
     # official numbers first: the overview (and the first table) use the held-out instance
     assert re.search(r"The overview uses fresh-[0-9a-f]{12}", readme)
+
+
+POOL_LEAK = '''
+import glob
+import numpy as np
+import mmh_bench as mb
+
+POOL = {pool!r}
+
+
+class PoolLeak(mb.Detector):
+    """Reads the fresh pool's build files and looks each sample's label up by its bytes."""
+    name = "pool-leak"
+    access = mb.Access.SAMPLES
+
+    def score(self, batch, ctx):
+        table = {{}}
+        for path in glob.glob(POOL + "/*/*/instance.npz"):
+            try:
+                a = np.load(path)
+                table.update((r.tobytes(), float(l)) for r, l in zip(a["samples"], a["labels"]))
+            except (OSError, KeyError, ValueError):
+                pass
+        rows = np.ascontiguousarray(np.asarray(batch.x, dtype=np.float32))
+        return np.array([table.get(r.tobytes(), 0.0) for r in rows])
+'''
+
+
+def test_a_sealed_detector_cannot_read_the_fresh_pool(tmp_path):
+    """The pool holds the held-out labels: in-process (trusted code) a probe reads them, sealed it
+    finds nothing there."""
+    from mmh_bench.evaluation.sealed import sandbox_available
+    if not sandbox_available():
+        pytest.skip("bubblewrap missing or failing its self-test")
+    pool = tmp_path / "pool"
+    det = tmp_path / "leak.py"
+    det.write_text(POOL_LEAK.format(pool=str(pool)))
+    got = {}
+    for isolation in ("in-process", "sealed"):
+        out = tmp_path / isolation
+        assert main(["run", "--tasks", str(TINY), "--detectors", f"{det}:PoolLeak", "--results", str(out),
+                     "--instances", "fresh", "--fresh-pool", str(pool), "--isolation", isolation, "-q"]) == 0
+        [doc] = _results(out)
+        got[isolation] = (doc["isolation"], doc["metrics"]["auroc"])
+    assert got["in-process"][1] > 0.99  # the probe works where nothing seals it
+    assert got["sealed"] == ("sandbox", 0.5)
