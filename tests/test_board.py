@@ -584,7 +584,7 @@ def test_two_instances_are_two_tables_never_ranked_together(store, catalog, tmp_
     assert not rejected
     part = _task_part(readme)
     assert f"This task has 2 instances in the store ({TEST_ID}, {dev_id})" in part and "not comparable" in part
-    assert part.index(f"#### Instance {TEST_ID} (test)") < part.index(f"#### Instance {dev_id} (dev)")
+    assert part.index(f"#### Instance {TEST_ID} (test, public)") < part.index(f"#### Instance {dev_id} (dev)")
     test_table, dev_table, reported = _md_tables(part)
     assert [(r[0], r[1], r[2]) for r in test_table[1:]] == [
         ("1", "model-side", "eps-norm"), ("1", "sample-side", "norm-b"), ("2", "sample-side", "norm")]

@@ -86,10 +86,10 @@ def test_per_instance_tables_and_intervals_stay(replicated):
     readme, page = replicated
     part = _task_part(readme)
     for inst_id in IDS:
-        assert part.count(f"#### Instance {inst_id} (test)") == 1
+        assert part.count(f"#### Instance {inst_id} (test, public)") == 1
     dev = [i for i in part.split("#### Instance ")[1:] if "(dev)" in i.splitlines()[0]]
     assert len(dev) == 1  # the dev instance keeps its own table, outside the test summary
-    first = _md_tables(part.split(f"#### Instance {IDS[0]} (test)")[1])[0]
+    first = _md_tables(part.split(f"#### Instance {IDS[0]} (test, public)")[1])[0]
     assert any("[" in cell for row in first[1:] for cell in row)  # bootstrap intervals shown per instance
     assert "the 3 test instances are replicates (one spec, different seeds)" in part
     assert "The overview uses the mean over the 3 test replicates." in part
@@ -172,3 +172,31 @@ def test_lid_track_replicates_rank_by_mean_mae(store, catalog):
     assert s.taus == pytest.approx([1.0, -1.0, -1.0])  # b beats a on replicates 0 and 1 only
     md, page = render_markdown(board), render_html(board)
     assert "| 1   | sample-side | b" in md and "Across the 3 test replicates" in page
+
+
+def test_public_beside_held_out_ranks_on_held_out_and_flags_only_a_gap_beyond_the_spread(store, catalog):
+    """Three public (test) and three held-out (fresh) replicates: the overview uses the held-out
+    mean, each detector's public and held-out numbers sit side by side, and only the detector whose
+    public score the replicates' spread cannot explain is flagged."""
+    fresh = ["d4" * 32, "e5" * 32, "f6" * 32]
+    public = {"eps-norm": ("eps-norm", [0.90, 0.91, 0.92]), "norm": ("norm", [0.99, 1.00, 0.99])}
+    held = {"eps-norm": ("eps-norm", [0.89, 0.92, 0.90]), "norm": ("norm", [0.52, 0.49, 0.50])}
+    _replicates(store, aurocs=public)
+    for det, (base, values) in held.items():
+        for i, (data_hash, auroc) in enumerate(zip(fresh, values)):
+            doc = as_instance(with_negatives(load(_at(store, base)), 600), "fresh", data_hash)
+            doc["instance"]["replicate"] = i
+            doc["detector"], doc["metrics"]["auroc"] = det, auroc
+            dump(store / "results" / "tiny" / "v1" / doc["instance"]["id"] / f"{det}.json", doc)
+    board = collect_board(store / "results", tasks=catalog)
+    heads, rows = overview(board, "memorization")
+    named = {r[1]: r[heads.index("tiny")] for r in rows}
+    assert named["instance"] == "mean of 3 fresh" and named["norm"] == "0.503" and named["eps-norm"] == "0.903"
+    readme, _, rejected = _render(store, catalog)
+    assert not rejected, rejected
+    part = _task_part(readme, "tiny")
+    table = _md_tables(part.split("#### Public and held-out")[1])[0]
+    by = {r[1]: r for r in table[1:]}
+    assert by["norm"][3].startswith("0.993 ±") and by["norm"][4].startswith("0.503 ±") and by["norm"][-1] == "FLAGGED"
+    assert by["eps-norm"][-1] == ""
+    assert "(fresh, held out)" in part and "(test, public)" in part

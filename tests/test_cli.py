@@ -22,6 +22,8 @@ def test_tasks_and_detectors_json(capsys):
     (["run", "--tasks", "mmh-toy", "--detectors", "no-such-detector"], "unknown detector"),
     (["run", "--tasks", "mmh-toy", "--detectors", "/nope/x.py:Cls"], "does not exist"),
     (["leaderboard", "--results", "/nonexistent/results"], "does not exist"),
+    (["run", "--tasks", "mmh-toy", "--detectors", "random", "--instances", "/no/such/dir"], "/no/such/dir"),
+    (["mitigate", "--tasks", "syn10-cond", "--mitigators", "none", "--instances", "/no/such/dir"], "/no/such/dir"),
 ])
 def test_bad_input_is_one_line_and_nonzero(argv, needle, capsys):
     assert main(argv) == 2
@@ -72,6 +74,9 @@ def test_without_a_sandbox_submit_and_verify_refuse_and_run_says_so(tiny_spec, t
             err = capsys.readouterr().err
             assert "only inside the sandbox" in err and "apt-get install bubblewrap" in err, err
         assert not (board / "submissions").exists()
+        assert main(["run", "--tasks", tiny_spec.path, "--detectors", "random", "--instances", "fresh",
+                     "--results", str(tmp_path / "fresh")]) == 2
+        assert "only inside the sandbox" in capsys.readouterr().err
         res = tmp_path / "res"
         assert main(["run", "--tasks", tiny_spec.path, "--detectors", f"{det}:D", "--results", str(res), "-q"]) == 0
         err = capsys.readouterr().err

@@ -162,6 +162,46 @@ def test_condition_ids_are_remapped_and_the_condition_shortcut_needs_the_dev_ins
     assert _auroc(dev, "shortcut-condition")["auroc"] > 0.5
 
 
+def test_test_condition_ids_carry_nothing_of_the_dev_classes_over_many_secrets(tmp_path):
+    """With K classes a relabelling by permutation keeps a class's dev id one time in K, so a lookup
+    of the dev instance's memorized ids (shortcut-condition) scored 0.95 on one replicate. A test
+    instance's ids are drawn from a space far larger than K, above every dev id: over many secrets
+    no test id is ever a dev id (the lookup scores every sample alike: AUROC exactly 0.5), and the
+    ids' order, their only trace of the classes, follows the remapping's fresh permutation, which
+    averages chance."""
+    from sklearn.metrics import roc_auc_score
+    from types import SimpleNamespace
+    from mmh_bench.task.builders.synthetic import condition_ids, remap_conditions
+    from mmh_bench.task.instances import instance_spec
+    spec = load_spec(DATA / "tiny_cond.toml")
+    dev = build_task(spec, tmp_path, progress=False)
+    test = build_task(spec, tmp_path, instance=InstanceKey("test", secret=SECRET), progress=False)
+    k = dev.meta["n_classes"]
+    source = dev.arrays["train_component"] != 0  # duplicated points and the handful: memorization sources
+    dev_memorized = set(dev.arrays["train_cond"][source].tolist()) - set(dev.arrays["train_cond"][~source].tolist())
+    assert dev_memorized and _auroc(dev, "shortcut-condition")["auroc"] > 0.5
+    # the built test instance: every id new, the model maps them, the lookup scores a constant
+    test_ids = set(test.arrays["train_cond"].tolist())
+    assert len(test_ids) == k and test_ids.isdisjoint(range(k)) and set(test.cond.tolist()) <= test_ids
+    assert sorted(test.score_model().net.config["class_ids"]) == sorted(test_ids)
+    assert _auroc(test, "shortcut-condition")["auroc"] == 0.5
+    # over many secrets: disjoint values, and a rank rule read off the dev ids averages chance
+    dev_rank = {int(c): r for r, c in enumerate(sorted(set(dev.arrays["train_cond"].tolist())))}
+    y = source.astype(int)
+    draws = []
+    for n in range(300):
+        placed = instance_spec(spec, InstanceKey("test", secret=f"another unseen secret {n:04d}"))
+        ids = condition_ids(placed, k)
+        assert len(set(ids.tolist())) == k and not set(ids.tolist()) & set(range(2 ** 16))
+        mix = SimpleNamespace(cond=dev.arrays["train_component"].copy(), n_classes=k)
+        remap_conditions(mix, placed.seed)  # the test build's own relabelling of the same rows
+        rank_rule = np.isin(np.argsort(np.argsort(ids))[mix.cond],
+                            [dev_rank[c] for c in dev_memorized]).astype(float)
+        draws.append(roc_auc_score(y, rank_rule))
+    se = np.std(draws) / np.sqrt(len(draws))
+    assert abs(np.mean(draws) - 0.5) < 3 * se + 0.01, (np.mean(draws), se)
+
+
 def test_cli_builds_a_test_instance_from_a_secret_in_the_environment(tmp_path, monkeypatch, capsys):
     import json
 

@@ -211,3 +211,17 @@ def test_hub_ids_go_to_snapshot_download(published, tmp_path, monkeypatch):
     inst = pull_instance("owner/mmh-tiny@0123abc", tmp_path)
     assert calls == [{"repo_id": "owner/mmh-tiny", "repo_type": "dataset", "revision": "0123abc"}]
     assert inst.meta["pulled_from"] == "owner/mmh-tiny@0123abc"
+
+
+def test_ct_recomputes_from_the_published_arrays(tiny_spec, tmp_path):
+    """The board's C_T (a test instance's included) follows from the published arrays alone: its
+    k-means cells are seeded from the published training and held-out rows, not the secret seed."""
+    from mmh_bench.evaluation.ct_statistic import instance_ct
+    from mmh_bench.task.instances import InstanceKey
+    inst = build_task(tiny_spec, tmp_path / "cache", progress=False,
+                      instance=InstanceKey("test", secret="ct-recompute-secret-0123"))
+    folder = publish_instance(inst, tmp_path / "pub")
+    body, _, arrays = verify_published(folder)
+    stored = body["meta"]["copying"]
+    assert np.isfinite(stored["ct"])
+    assert instance_ct(arrays).as_dict() == {k: stored[k] for k in ("ct", "n_cells", "n_cells_used")}

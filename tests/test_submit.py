@@ -160,7 +160,13 @@ def test_detector_outside_repo_becomes_verified_entry(tmp_path, tiny_spec, monke
     assert ran["isolation"] in ("sandbox", "process")  # submissions are always evaluated sealed
 
     assert main(shlex.split(verify)[1:] + ["-q"]) == 0
-    assert json.loads((entry / "verification.json").read_text())["ok"] is True
+    record = json.loads((entry / "verification.json").read_text())
+    assert record["ok"] is True
+    # verify also scored it held out: fresh instances, results beside the entry's, public vs held-out
+    [task] = record["heldout"]
+    assert task["task"] == "tiny" and task["metric"] == "auroc" and len(task["heldout"]) == 1
+    [held] = [json.loads((entry / rel).read_text()) for rel in record["heldout_files"]]
+    assert held["instance"]["kind"] == "fresh" and held["instance"]["data_hash"] != ran["instance"]["data_hash"]
     import sys  # submit and verify described, checked and scored it in sandboxed workers only
     assert not [m for m in sys.modules if m.startswith("mmh_bench_user_detector_")]
     assert main(shlex.split(board)[1:]) == 0

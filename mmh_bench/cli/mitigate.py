@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .options import LIMITS, add_options, print_listing
+from .options import LIMITS, add_options, instances_option, print_listing
 
 DEFAULT_OUT = "leaderboard"
 #: generations regenerated per task by default: every mitigator setting reruns the whole sampler,
@@ -46,13 +46,14 @@ def cmd_mitigate(args: argparse.Namespace) -> int:
     from mmh_bench.registry import resolve_tasks
     from mmh_bench.task.models.stable_diffusion import model_source
     from .errors import CLIError
+    instances = instances_option(args.instances)  # bad input fails before anything is described
     # a mitigator other than a shipped baseline is described in a sandbox, never imported here
     mitigators = resolve_many(args.mitigators, args.isolation, hide=[args.cache, args.results], kind="mitigator")
     judge = _judge(args)
     try:
         with model_source(args.model):  # SD tasks build and regenerate with these weights
             total = mitigate_specs(resolve_tasks(args.tasks), mitigators, args.results, cache_dir=args.cache,
-                                   instances=None if args.instances == "none" else args.instances,
+                                   instances=instances,
                                    all_replicates=args.all_replicates, progress=not args.quiet, seed=args.seed,
                                    force=args.force, sweep=not args.no_sweep, n=args.samples or None,
                                    isolation=args.isolation, timeout=args.timeout, batch_size=args.batch_size,
@@ -100,8 +101,9 @@ def register(sub: Any) -> None:
                    help="comma-separated mitigator references, e.g. 'none,guidance,flipd-embedding(iters=10)' "
                         "or file.py:Class (default: all)")
     s.add_argument("--results", default=DEFAULT_RESULTS, help=f"results folder (default: {DEFAULT_RESULTS})")
-    s.add_argument("--instances", default="leaderboard/instances",
-                   help="published instances to use ('none': this machine's dev builds)")
+    s.add_argument("--instances", default=None, metavar="DIR",
+                   help="public instances to use (default: the board's, leaderboard/instances, where this "
+                        "checkout has it; 'none': this machine's dev builds; a DIR that does not exist is an error)")
     s.add_argument("--out", default=None, help=f"where MITIGATION.md and its plots go ('' to skip; default: "
                                              f"{DEFAULT_OUT} for the default results, else the results folder)")
     s.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any, Sequence
 
 DEFAULT_RESULTS = "leaderboard/results"
@@ -72,6 +73,23 @@ def apply_limits(args: argparse.Namespace) -> None:
     from mmh_bench.evaluation.sealed.bwrap import set_limit_env
     set_limit_env(memory_mb=getattr(args, "memory_limit", None), processes=getattr(args, "process_limit", None),
                   disk_mb=getattr(args, "disk_limit", None), timeout=getattr(args, "timeout", None))
+
+
+def instances_option(value: str | None) -> str | None:
+    """The published-instances folder a command was given: ``None`` (the option left out) is the
+    board's folder when this checkout has one; ``"none"`` means always this machine's dev build; a
+    folder the user named that does not exist is bad input (an error naming it, exit status 2),
+    never a silent fall-back to another instance."""
+    from mmh_bench.task.publish import DEFAULT_INSTANCES
+    from .errors import CLIError
+    if value is None:
+        return DEFAULT_INSTANCES
+    if value == "none":
+        return None
+    if not Path(value).is_dir():
+        raise CLIError(f"--instances {value}: no such folder (give a folder of published instances, "
+                       "'none' for this machine's dev build, or 'fresh' where the command takes it)")
+    return value
 
 
 def _count(text: str, flag: str) -> int:

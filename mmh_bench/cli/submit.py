@@ -335,6 +335,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
                           "note": "the re-run produced a result the entry lacks"})
         else:
             diffs += [{"file": shown, **d} for d in compare_results(old[rel], rerun[rel], args.atol)]
+    heldout: list[dict[str, Any]] = []
+    heldout_files: dict[str, str] = {}
+    if kind == "detector" and not args.no_heldout:
+        heldout, heldout_files = _verify_heldout(specs, det, folder, args, seed=meta.seed,
+                                                 batch_size=args.batch_size or meta.batch_size, public=old)
     ok = not diffs
     if diffs:
         rows = [[d["file"], d["field"], _short(d["submitted"]), _short(d["rerun"]), d["note"]] for d in diffs]
@@ -347,10 +352,69 @@ def cmd_verify(args: argparse.Namespace) -> int:
                   "mmh_bench_version": _version(), "hardware": hardware_label(hardware()),
                   "atol": float(args.atol), "detector_sha256": sha,
                   "files": {str(Path("results") / rel): sha256_file(folder / "results" / rel) for rel in sorted(old, key=str)},
-                  "differences": [{k: _plain(v) for k, v in d.items()} for d in diffs]}
+                  "differences": [{k: _plain(v) for k, v in d.items()} for d in diffs],
+                  "heldout": heldout, "heldout_files": heldout_files}
         write_json(folder / "verification.json", record)
         print(f"wrote {folder / 'verification.json'}")
     return 0 if ok else 1
+
+
+def _verify_heldout(specs: dict[str, Any], det: Any, folder: Path, args: argparse.Namespace, *, seed: int,
+                    batch_size: int, public: dict[Path, dict[str, Any]]
+                    ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Score the entry on fresh instances (held out: built now from a secret drawn for this run, or
+    taken from a maintainer's kept ``--fresh-pool``), write those results to ``<entry>/heldout/``
+    (replacing the last ones) and return, per task, its public metric beside the held-out one
+    (:func:`mmh_bench.leaderboard.heldout.compare`) and the files' sha256."""
+    from tabulate import tabulate
+
+    from mmh_bench.evaluation.runner import evaluate
+    from mmh_bench.files import staged_dir
+    from mmh_bench.leaderboard.heldout import HEADLINE, HIGHER_IS_BETTER, compare, headline
+    from mmh_bench.task.fresh import PoolError, fresh_pool
+    print(f"held out: scoring {det.name!r} on fresh instances (built for this verification, never published) ...",
+          flush=True)
+    try:
+        with fresh_pool(args.fresh_pool, args.fresh_replicates) as pool, \
+                tempfile.TemporaryDirectory(prefix="mmh-heldout-") as tmp:
+            evaluate(list(specs.values()), [det], tmp, cache_dir=args.cache, seed=seed, batch_size=batch_size,
+                     force=True, progress=not args.quiet, isolation="sealed", instances=pool)
+            docs = {p.relative_to(tmp): d for p, d in _scan("detector", Path(tmp), specs)[0]}
+            with staged_dir(folder / "heldout") as work:
+                for rel in docs:
+                    (work / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(Path(tmp) / rel, work / rel)
+    except PoolError as exc:
+        raise _error(str(exc)) from None
+    files = {str(Path("heldout") / rel): sha256_file(folder / "heldout" / rel) for rel in sorted(docs, key=str)}
+    rows, table = [], []
+    for name, spec in specs.items():
+        pub = [headline(d) for d in public.values() if d.get("task") == name]
+        held = [headline(d) for d in docs.values() if d.get("task") == name]
+        if not pub and not held:
+            continue
+        metric = HEADLINE.get(spec.track, "auroc")
+        cmp = compare(pub, held, higher_is_better=HIGHER_IS_BETTER[metric])
+        rows.append({"task": name, "metric": metric, **cmp})
+        table.append([name, rows[-1]["metric"], _mean_sd(cmp["public"]), _mean_sd(cmp["heldout"]),
+                      "-" if cmp["gap"] is None else f"{cmp['gap']:+.3f}", "FLAGGED" if cmp["flagged"] else ""])
+    if table:
+        print(tabulate(table, headers=["task", "metric", "public", "held out", "gap", ""]))
+    flagged = [r["task"] for r in rows if r["flagged"]]
+    if flagged:
+        print(f"FLAGGED: the public score exceeds the held-out one beyond the replicates' spread on "
+              f"{', '.join(flagged)}: the entry may have memorized the published instances")
+    return rows, files
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.3f} (n=1)"
+    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.3f} ± {sd:.3f} (n={len(values)})"
 
 
 def _short(v: Any) -> str:
@@ -392,7 +456,9 @@ def register(sub: Any) -> None:
         "verify", help="re-run a submitted entry and report metrics that differ",
         description="Re-run BOARD/submissions/NAME with its recorded detector, tasks and seed; list "
                     "every metric that differs beyond --atol and every network-evaluation count that "
-                    "differs at all; write verification.json. Exit status 1 when anything differs. "
+                    "differs at all; then score it on fresh held-out instances (never published) and show its "
+                    "public metric beside the held-out one, flagging a gap beyond the replicates' spread; "
+                    "write verification.json. Exit status 1 when a public result does not reproduce. "
                     "This executes the submitted code, in sandboxed workers only.")
     v.add_argument("name", help="entry name (folder under BOARD/submissions)")
     add_options(v, "board")
@@ -401,5 +467,13 @@ def register(sub: Any) -> None:
     add_options(v, "cache", "batch-size", batch_size={
         "default": None, "help": "samples per detector call (default: the one the entry was submitted with)"})
     v.add_argument("--no-record", action="store_true", help="do not write verification.json")
+    v.add_argument("--no-heldout", action="store_true",
+                   help="skip the held-out evaluation (fresh instances, never published) that verify runs by default")
+    v.add_argument("--fresh-pool", default=None, metavar="DIR",
+                   help="held-out instances from this kept pool (built there once when it lacks them; outside any "
+                        "repository), so each verification only evaluates (default: built for this verification "
+                        "in a private temporary folder, removed afterwards)")
+    v.add_argument("--fresh-replicates", type=int, default=None, metavar="N",
+                   help="held-out replicates per task (default: the spec's [instances] test_replicates)")
     add_options(v, "quiet", *LIMITS[1:])
     v.set_defaults(func=cmd_verify)

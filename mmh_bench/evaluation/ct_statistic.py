@@ -21,7 +21,7 @@ from sklearn.cluster import KMeans
 
 from mmh_bench.retrieval.train_index import TrainIndex, as_rows
 
-__all__ = ["CopyingStatistic", "data_copying_ct", "mann_whitney_z"]
+__all__ = ["CopyingStatistic", "cells_seed", "data_copying_ct", "instance_ct", "mann_whitney_z"]
 
 
 def mann_whitney_z(gen: np.ndarray, held: np.ndarray) -> float:
@@ -77,3 +77,19 @@ def data_copying_ct(train: np.ndarray, heldout: np.ndarray, samples: np.ndarray,
     ct = float((share[used] * z[used]).sum() / share[used].sum()) if used.any() and share[used].sum() > 0 \
         else float("nan")
     return CopyingStatistic(ct=ct, z=z, held_share=share, gen_count=count, used=used)
+
+
+def cells_seed(train: np.ndarray, heldout: np.ndarray) -> int:
+    """The k-means seed of an instance's C_T, derived from its training and held-out rows (both
+    published), so anyone holding the published arrays recomputes the board's C_T exactly; a seed
+    drawn from a test instance's secret would make it unrecomputable, and publishing that seed
+    would reveal the placement."""
+    from mmh_bench.files import sha256_arrays
+    digest = sha256_arrays({"train": np.asarray(train), "heldout": np.asarray(heldout)})
+    return int(digest[:8], 16)  # 32 bits: sklearn's random_state
+
+
+def instance_ct(arrays: dict[str, np.ndarray]) -> CopyingStatistic:
+    """C_T of a built or published instance from its arrays alone (``train``, ``heldout``, ``samples``)."""
+    seed = cells_seed(arrays["train"], arrays["heldout"])
+    return data_copying_ct(arrays["train"], arrays["heldout"], arrays["samples"], seed=seed)

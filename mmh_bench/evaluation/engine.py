@@ -31,11 +31,12 @@ from typing import Any, Callable, ContextManager, Iterable, Iterator
 from mmh_bench.api.detector import Detector
 from mmh_bench.registry import needs_gpu
 from mmh_bench.task.instance import TaskInstance
+from mmh_bench.task.fresh import FreshPool
 from mmh_bench.task.publish import DEFAULT_INSTANCES, resolve_instances
 from mmh_bench.task.spec import TaskSpec
 from mmh_bench.threads import WORKER_CORES_ENV, cores_given, limited_threads, task_cores
-from .runner import (DEFAULT_BATCH, GridPlan, GridReport, applicable, evaluate_pair, failed_result, pairs_to_run,
-                     plan_grid, record, run_plan)
+from .runner import (DEFAULT_BATCH, GridPlan, GridReport, applicable, evaluate_pair, failed_result, fill_fresh,
+                     pairs_to_run, plan_grid, pool_roots, record, run_plan)
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +238,7 @@ def evaluate_parallel(tasks: str | Iterable[str | TaskSpec], detectors: str | It
                       cache_dir: str | Path | None = None, seed: int = 0, batch_size: int = DEFAULT_BATCH,
                       force: bool = False, progress: bool = True, model_override: Any = None,
                       isolation: str = "auto", timeout: float | None = None, threads: int = 1,
-                      instances: str | Path | None = DEFAULT_INSTANCES) -> GridReport:
+                      instances: str | Path | FreshPool | None = DEFAULT_INSTANCES) -> GridReport:
     """:func:`~mmh_bench.evaluation.runner.evaluate` on a Dask cluster: the scheduler at ``cluster``,
     else a local cluster of ``workers`` processes (``None``: :func:`default_workers`; 0 or 1 with no
     ``cluster``: the serial run in this process). ``context``: a picklable callable whose context
@@ -250,6 +251,7 @@ def evaluate_parallel(tasks: str | Iterable[str | TaskSpec], detectors: str | It
     with context():  # the driver too may load a model (a failed pair's record) or run serially
         if cluster is None and n <= 1 or not plan.tasks:
             return run_plan(plan, results_dir, **common)  # type: ignore[arg-type]
+        fill_fresh(plan, instances, progress=progress)  # held-out builds stay in this process
         grid = _Grid(plan, Path(results_dir), context, **common)
         if not grid.plan_cached():  # all current: no cluster to start
             return grid.finish()
@@ -267,13 +269,14 @@ class _Grid:
     def __init__(self, plan: GridPlan, results_dir: Path, context: Callable[[], ContextManager[Any]],
                  *, cache_dir: str | Path | None, seed: int, batch_size: int, force: bool, progress: bool,
                  model_override: Any, isolation: str, timeout: float | None, threads: int,
-                 instances: str | Path | None) -> None:
+                 instances: str | Path | FreshPool | None) -> None:
         self.plan, self.report, self.results_dir = plan, plan.report, results_dir
         self.force, self.progress, self.seed, self.isolation = force, progress, seed, isolation
-        self.cache, self.published = _absolute(cache_dir), _absolute(instances)
+        self.cache = _absolute(cache_dir)
+        self.published = instances if isinstance(instances, FreshPool) else _absolute(instances)
         self.shared = (self.cache, self.published, model_override, context)
         self.opts = dict(seed=seed, batch_size=batch_size, isolation=isolation, timeout=timeout, threads=threads,
-                         hide=[self.cache, _absolute(results_dir)], progress=False)
+                         hide=[self.cache, _absolute(results_dir), *pool_roots(instances)], progress=False)
         self.pending: dict[Any, tuple[Any, ...]] = {}
         self.errors: list[BaseException] = []
         self.to_resolve: list[tuple[TaskSpec, list[Detector]]] = []

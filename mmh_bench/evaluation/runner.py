@@ -25,6 +25,7 @@ from mmh_bench.leaderboard.store import canonical_relpath
 from mmh_bench.registry import (BUILDER_CAPABILITIES, get_task, make_detector, parse_ref, registered_entry_points,
                                 resolve_tasks, split_refs)
 from mmh_bench.task.instance import SUBTYPES, TaskInstance
+from mmh_bench.task.fresh import FreshPool, fill_pool
 from mmh_bench.task.publish import DEFAULT_INSTANCES, resolve_instances
 from mmh_bench.task.spec import TaskSpec, canonical_json
 from mmh_bench.threads import limited_threads
@@ -393,7 +394,7 @@ def evaluate(tasks: str | Iterable[str | TaskSpec], detectors: str | Iterable[st
              results_dir: str | Path, *, cache_dir: str | Path | None = None, seed: int = 0,
              batch_size: int = DEFAULT_BATCH, force: bool = False, progress: bool = True,
              model_override: Any = None, isolation: str = "auto", timeout: float | None = None,
-             threads: int = 1, instances: str | Path | None = DEFAULT_INSTANCES) -> GridReport:
+             threads: int = 1, instances: str | Path | FreshPool | None = DEFAULT_INSTANCES) -> GridReport:
     """Evaluate every applicable (task, detector) pair, writing one JSON file per pair atomically.
 
     Each pair gets a fresh detector cloned from the given one's constructor parameters, so nothing
@@ -405,6 +406,8 @@ def evaluate(tasks: str | Iterable[str | TaskSpec], detectors: str | Iterable[st
     raises :class:`~mmh_bench.registry.RegistryError` before anything is built.
     ``instances``: the folder of published instances (the board's); a task whose spec has one there
     is evaluated on it, verified byte for byte, else on this machine's own build (None: always build).
+    A :class:`~mmh_bench.task.fresh.FreshPool`: held-out instances, built here from a secret drawn for
+    this run where the pool lacks them (:func:`~mmh_bench.task.fresh.fill_pool`); results record kind ``fresh``.
     In parallel on a Dask cluster: :func:`mmh_bench.evaluation.engine.evaluate_parallel`.
     """
     plan = plan_grid(tasks, detectors, isolation=isolation, hide=[cache_dir, results_dir])
@@ -413,12 +416,26 @@ def evaluate(tasks: str | Iterable[str | TaskSpec], detectors: str | Iterable[st
                     threads=threads, instances=instances)
 
 
+def fill_fresh(plan: GridPlan, instances: Any, *, progress: bool) -> None:
+    """With ``instances`` a :class:`~mmh_bench.task.fresh.FreshPool`: build the held-out instances
+    the planned tasks lack, here, before any pair runs (their secret never leaves this process)."""
+    if isinstance(instances, FreshPool):
+        fill_pool([spec for spec, _ in plan.tasks], instances, progress=progress)
+
+
+def pool_roots(instances: Any) -> list[str]:
+    """The fresh pool's folder, for the sandbox to hide (nothing for published instances)."""
+    return [instances.root] if isinstance(instances, FreshPool) else []
+
+
 def run_plan(plan: GridPlan, results_dir: str | Path, *, cache_dir: str | Path | None, seed: int, batch_size: int,
              force: bool, progress: bool, model_override: Any, isolation: str, timeout: float | None,
-             threads: int, instances: str | Path | None) -> GridReport:
+             threads: int, instances: str | Path | FreshPool | None) -> GridReport:
     """:func:`evaluate`'s grid, one pair after another in this process."""
     report = plan.report
     results_dir = Path(results_dir)
+    fill_fresh(plan, instances, progress=progress)
+    hide = [cache_dir, results_dir, *pool_roots(instances)]
     for spec, candidates in plan.tasks:
         for inst in resolve_instances(spec, cache_dir, published=instances, progress=progress):
             attached = model_override(inst) if callable(model_override) else model_override
@@ -429,6 +446,6 @@ def run_plan(plan: GridPlan, results_dir: str | Path, *, cache_dir: str | Path |
             for proto, path in todo:
                 res = evaluate_pair(inst, proto.clone(), seed=seed, batch_size=batch_size, progress=progress,
                                     isolation=isolation, timeout=timeout, threads=threads,
-                                    hide=[cache_dir, results_dir], model_override=attached is not None)
+                                    hide=hide, model_override=attached is not None)
                 record(report, path, res, progress=progress)
     return report

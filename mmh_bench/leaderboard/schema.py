@@ -240,9 +240,11 @@ class TaskStats(Strict):
 class Instance(Strict):
     """Which built instance of the task a result was measured on; rows rank together only within one."""
 
-    kind: Literal["dev", "test"]
+    # dev: rebuilt from the public spec; test: published, placed by a secret (public answers);
+    # fresh: placed by a secret drawn for one evaluation and never published (held out)
+    kind: Literal["dev", "test", "fresh"]
     data_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-    id: Annotated[str, Field(pattern=r"^(dev|test)-[0-9a-f]{12}$")]
+    id: Annotated[str, Field(pattern=r"^(dev|test|fresh)-[0-9a-f]{12}$")]
     # which of several instances of one kind (built from different secret or dev seeds) this is;
     # the board averages a task's replicates and reports how stable their rankings are
     replicate: Annotated[int, Field(ge=0)] | None = None
@@ -396,6 +398,22 @@ class Difference(Strict):
     note: Text = ""
 
 
+class HeldOutTask(Strict):
+    """One task of a verification: the entry's headline metric on the public instances (its
+    results) beside the held-out one (fresh instances built for the verification, never published)."""
+
+    task: Label
+    metric: Label
+    public: list[float]
+    heldout: list[float]
+    public_mean: float | None = None
+    heldout_mean: float | None = None
+    heldout_sd: NonNeg | None = None
+    gap: float | None = None
+    tolerance: NonNeg | None = None
+    flagged: bool = False  # public exceeds held-out beyond what the replicates' spread explains
+
+
 class Verification(Strict):
     """``submissions/<name>/verification.json``: the outcome of ``mmh-bench verify``."""
 
@@ -409,6 +427,10 @@ class Verification(Strict):
     detector_sha256: HexHash | None = None
     files: dict[Label, HexHash]
     differences: list[Difference]
+    # held-out evaluation (absent when verified with --no-heldout): per task, and the result files
+    # under heldout/ that it comes from
+    heldout: list[HeldOutTask] = Field(default_factory=list)
+    heldout_files: dict[Label, HexHash] = Field(default_factory=dict)
 
 
 # -- reported numbers ---------------------------------------------------------------------------

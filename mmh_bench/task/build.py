@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from mmh_bench.evaluation.ct_statistic import data_copying_ct
+from mmh_bench.evaluation.ct_statistic import instance_ct
 from mmh_bench.files import atomic_write_text, load_arrays, save_arrays, sha256_arrays, sha256_file, staged_dir
 from mmh_bench.registry import BUILDERS, load_target
 from .instance import TaskInstance, dump_meta
-from .instances import InstanceKey, cache_name, instance_spec
+from .instances import SECRET_KINDS, InstanceKey, cache_name, instance_spec
 from .labels import LabellingError, check_null_rate, composition, label_samples
 from .subtypes import SUBTYPE_CODE
 from .spec import TaskSpec
@@ -177,8 +177,9 @@ def build_task(spec: TaskSpec, cache_dir: str | Path | None = None, *, instance:
         t0 = time.perf_counter()
         meta, arrays = _build(instance_spec(spec, instance), work, progress)
         meta["build_seconds"] = round(time.perf_counter() - t0, 2)
-        if instance is not None and instance.kind == "test":
+        if instance is not None and instance.kind in SECRET_KINDS:
             meta["instance_replicate"] = instance.replicate
+            meta["instance_kind"] = instance.kind
         meta["data_hash"] = sha256_arrays(arrays)
         save_arrays(work / "instance.npz", arrays)
         meta["files"] = {str(p.relative_to(work)): sha256_file(p)
@@ -233,9 +234,9 @@ def _build(spec: TaskSpec, work: Path, progress: bool) -> tuple[dict[str, Any], 
         arrays["lid_star"] = np.asarray(out.lid_star, dtype=np.float32)
     if out.heldout is not None and "labels" in arrays and len(out.heldout):
         arrays["heldout"] = np.asarray(out.heldout, dtype=np.float32)
-        meta["copying"] = {**data_copying_ct(arrays["train"], arrays["heldout"], arrays["samples"],
-                                             seed=spec.seed % 2**32).as_dict(),
-                           "n_heldout": int(len(arrays["heldout"]))}
+        # k-means cells seeded from the published rows, never from the (secret) instance seed, so
+        # every published figure recomputes from published data (ct_statistic.instance_ct)
+        meta["copying"] = {**instance_ct(arrays).as_dict(), "n_heldout": int(len(arrays["heldout"]))}
     arrays.update(out.sample_arrays)
     arrays.update(out.extra_arrays)
     meta["build_format"] = BUILD_FORMAT

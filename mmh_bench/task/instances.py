@@ -4,6 +4,8 @@ A trained task is an *instance*: its data hash belongs to every result's identit
 
 - **dev**: built from the spec as published, with its seed (or one of ``[instances] dev_seeds``).
   Anyone can rebuild it; shortcuts written from the spec work on it; use it for tuning.
+- **fresh**: a test instance whose secret was drawn for one evaluation and never kept, so it was
+  never published: the held-out instances official numbers come from (:mod:`mmh_bench.task.fresh`).
 - **test**: the spec's design, placed by a secret: the seed of every random stream, a random
   similarity transform of the whole data set, the positions of duplicated and isolated points and
   the assignment of classes or captions to memorized conditions all follow from the secret, which
@@ -25,7 +27,9 @@ import numpy as np
 
 from .spec import TaskSpec
 
-KINDS = ("dev", "test")
+KINDS = ("dev", "test", "fresh")
+#: kinds placed by a secret (built like a test instance)
+SECRET_KINDS = ("test", "fresh")
 MIN_SECRET_CHARS = 16
 #: random stream of the placement, separate from every builder stream
 PLACEMENT_STREAM = 7_919
@@ -41,17 +45,17 @@ class InstanceKey:
 
     kind: str = "dev"
     seed: int | None = None  # dev: the seed (default: the spec's)
-    secret: str | None = None  # test only
-    replicate: int = 0  # test only: one secret places several replicates, each its own instance
+    secret: str | None = None  # test and fresh only
+    replicate: int = 0  # test and fresh only: one secret places several replicates, each its own instance
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise InstanceError(f"instance kind {self.kind!r} is not one of {KINDS}")
-        if self.kind == "test":
+        if self.kind in SECRET_KINDS:
             if not self.secret or len(self.secret) < MIN_SECRET_CHARS:
-                raise InstanceError(f"a test instance needs a secret of at least {MIN_SECRET_CHARS} characters")
+                raise InstanceError(f"a {self.kind} instance needs a secret of at least {MIN_SECRET_CHARS} characters")
             if self.seed is not None:
-                raise InstanceError("a test instance's seed comes from its secret; give no seed")
+                raise InstanceError(f"a {self.kind} instance's seed comes from its secret; give no seed")
         elif self.secret is not None or self.replicate:
             raise InstanceError("a dev instance has no secret and no replicate number (give another seed)")
         if self.replicate < 0:
@@ -77,6 +81,7 @@ def instance_spec(spec: TaskSpec, key: InstanceKey | None) -> TaskSpec:
         return spec
     if key.kind == "dev":
         return dataclasses.replace(spec, seed=int(key.seed))
+    # a fresh instance is built exactly as a test instance is; only its record says it was never published
     return dataclasses.replace(spec, seed=derived_seed(spec, key.salted()), instance="test")
 
 
@@ -87,7 +92,7 @@ def cache_name(spec: TaskSpec, key: InstanceKey | None) -> str:
     if key.kind == "dev":
         return f"{spec.hash}-dev{int(key.seed)}"
     digest = hashlib.sha256(f"mmh-bench-cache\0{spec.hash}\0{key.salted()}".encode()).hexdigest()
-    return f"{spec.hash}-test-{digest[:16]}"
+    return f"{spec.hash}-{key.kind}-{digest[:16]}"
 
 
 def placement_rng(spec: TaskSpec) -> np.random.Generator | None:

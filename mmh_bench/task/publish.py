@@ -40,6 +40,7 @@ import numpy as np
 
 from mmh_bench.evaluation.provenance import package_versions
 from mmh_bench.files import atomic_write_text, save_arrays, sha256_arrays, sha256_file, staged_dir
+from .fresh import FreshPool, pool_instances
 from .build import BUILD_FORMAT, build_task, cached_task, default_cache_dir, load_instance
 from .instance import TaskInstance, dump_meta
 from .spec import SpecError, TaskSpec, parse_spec
@@ -237,7 +238,9 @@ def publish_instance(inst: TaskInstance, out_dir: str | Path) -> Path:
     if sha256_arrays(arrays) != inst.data_hash:
         raise PublishError(f"task {inst.spec.name!r}: arrays do not match the data hash "
                            f"{inst.data_hash[:16]}; rebuild")
-    kind = inst.instance_kind
+    # a fresh (held-out) instance that is published is held out no more: it is published as what
+    # it now is, a test instance (e.g. last release's pool becoming this release's public instances)
+    kind = "test" if inst.instance_kind == "fresh" else inst.instance_kind
     copied = sorted(rel for rel in meta.get("files", {}) if rel not in _REWRITTEN)
     clash = {rel.split("/")[0] for rel in copied} & _RESERVED
     if clash:
@@ -270,7 +273,7 @@ def publish_instance(inst: TaskInstance, out_dir: str | Path) -> Path:
             "format": FORMAT, "format_version": FORMAT_VERSION, "task": inst.spec.name,
             "version": inst.spec.version, "spec_hash": meta["spec_hash"], "data_hash": inst.data_hash,
             "instance_kind": kind, "row_sets": rows, "arrays": manifest,
-            "meta": _public_meta(meta, kind),
+            "meta": {**_public_meta(meta, kind), "instance_kind": kind},
             "packages": {"build": meta.get("packages"), "publish": package_versions()}}
         (work / CARD_FILE).write_text(_card(body), encoding="utf-8")
         body["files"] = _digests(work)
@@ -430,13 +433,21 @@ def published_for(spec: TaskSpec, root: str | Path = DEFAULT_INSTANCES) -> list[
 
 
 def resolve_instances(spec: TaskSpec, cache_dir: str | Path | None = None, *,
-                      published: str | Path | None = DEFAULT_INSTANCES, progress: bool = True,
+                      published: "str | Path | FreshPool | None" = DEFAULT_INSTANCES, progress: bool = True,
                       build: bool = True) -> list[TaskInstance]:
     """The instances a run evaluates: the published ones of this spec when ``published`` holds any
     (each pulled and verified byte for byte, so every machine measures the board's very bytes; a
     task may keep several replicates), else this machine's own build of the dev instance (another
     instance: its results rank apart). ``build=False``: only what the cache holds already, nothing
-    built or installed; an empty list when that is not all of them."""
+    built or installed; an empty list when that is not all of them. ``published`` a
+    :class:`~mmh_bench.task.fresh.FreshPool`: the held-out instances the pool holds (filled beforehand
+    by :func:`~mmh_bench.task.fresh.fill_pool`; they cannot be built here, their secret is gone)."""
+    if isinstance(published, FreshPool):
+        found = pool_instances(spec, published)
+        if not found and build:
+            raise PublishError(f"task {spec.name!r}: the fresh pool {published.root} holds no instance of spec "
+                               f"{spec.hash}; fill it first (mmh_bench.task.fresh.fill_pool)")
+        return found
     folders = published_for(spec, published) if published else []
     if folders:
         pulled = [pull_instance(f, cache_dir, install=build) for f in folders]

@@ -51,7 +51,33 @@ def _load_submission(folder: Path, tasks: TaskCatalog, rejected: list[Rejected]
             continue
         docs.append(doc)
         files.append((path, path.relative_to(folder)))
-    return meta, docs, entry_verified(folder, meta, files, rejected)
+    return meta, docs + _heldout_docs(folder, meta, tasks, rejected), entry_verified(folder, meta, files, rejected)
+
+
+def _heldout_docs(folder: Path, meta: SubmissionMeta, tasks: TaskCatalog, rejected: list[Rejected]
+                  ) -> list[dict[str, Any]]:
+    """The entry's held-out results (``heldout/``, written by ``verify`` on fresh instances), each
+    shown only while verification.json vouches for its bytes: the submitter cannot write their own."""
+    held = folder / "heldout"
+    if not held.is_dir():
+        return []
+    try:
+        vouched = validate_model(Verification, read_json(folder / "verification.json")).heldout_files
+    except (SchemaError, OSError):
+        vouched = {}
+    out = []
+    scan = scan_results(held, tasks=tasks)
+    rejected += scan.rejected
+    for path, doc in scan.accepted:
+        rel = str(path.relative_to(folder))
+        if doc["detector"] != meta.detector or instance_of(doc)["kind"] != "fresh":
+            rejected.append(Rejected(path, "not a held-out (fresh) result of the entry's detector", "instance"))
+        elif vouched.get(rel) != sha256_file(path):
+            rejected.append(Rejected(path, "held-out result not recorded by `mmh-bench verify` "
+                                           "(verification.json): left out"))
+        else:
+            out.append(doc)
+    return out
 
 
 def entry_verified(folder: Path, meta: SubmissionMeta, files: list[tuple[Path, Path]],

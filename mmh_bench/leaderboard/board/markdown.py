@@ -8,8 +8,9 @@ from typing import Any, Callable
 from tabulate import tabulate
 
 from .cells import INTRO, footnotes, ranked_groups
+from .gap import GAP_NOTE, gap_cells, gap_heads, gap_rows
 from .columns import Columns
-from .model import GROUP_NOTE, Board, InstanceFacts, Row, TaskFacts, board_from_results, section_title
+from .model import GROUP_NOTE, Board, InstanceFacts, Row, TaskFacts, board_from_results, kind_label, section_title
 from .overview import multi_instance_line, overviews
 from .replicates import ReplicateRow, ReplicateSummary, summarize
 from .reported import REPORTED_NOTE, REPORTED_TITLE, note_text, reported_cells, reported_heads, source_notes
@@ -107,6 +108,17 @@ def _md_instance(board: Board, t: TaskFacts, inst: InstanceFacts, track: str) ->
     return lines
 
 
+def _md_gap(board: Board, t: TaskFacts) -> list[str]:
+    """Public beside held-out for the task's detectors with held-out results (none: nothing)."""
+    gaps = gap_rows(board, t)
+    if not gaps:
+        return []
+    rows = [[md(g.group), md(g.detector), _source_md(g.first), *[md(c) for c in gap_cells(g)]] for g in gaps]
+    return ["#### Public and held-out", "", md(GAP_NOTE), "",
+            tabulate(rows, headers=["group", "detector", "source", *[md(h) for h in gap_heads(t)]],
+                     tablefmt="github", disable_numparse=True), ""]
+
+
 def render_markdown(results: list[dict[str, Any]] | Board) -> str:
     """The Markdown board (``README.md``) from a :class:`Board` or validated result documents."""
     board = results if isinstance(results, Board) else board_from_results(results)
@@ -131,10 +143,11 @@ def render_markdown(results: list[dict[str, Any]] | Board) -> str:
                 lines += [", ".join(md(p) for p in t.fact_parts()), ""]
                 if insts:
                     lines += [f"**{md(multi_instance_line(board, t))}**", ""]
+                lines += _md_gap(board, t)
                 for reps in board.replicates(t).values():
                     lines += _md_replicates(summarize(board, t, reps))
                 for inst in insts:
-                    lines += [f"#### Instance {md(inst.id)} ({md(inst.kind)})", "",
+                    lines += [f"#### Instance {md(inst.id)} ({md(kind_label(inst.kind))})", "",
                               ", ".join(md(p) for p in inst.fact_parts(with_id=False)), ""]
                     lines += _md_instance(board, t, inst, track)
             reported = board.rows_for(t, ("reported",))

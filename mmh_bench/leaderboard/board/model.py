@@ -26,6 +26,14 @@ ACCESS_FLAGS = tuple(a.label for a in Access)
 SUBTYPES = SUBTYPE_NAMES
 KIND_LABEL = {"measured": "measured", "submission": "submission",
               "reported": "reported, not re-measured"}
+#: how an instance kind is named to readers: published test instances are public (anyone can read
+#: their labels), fresh ones held out (never published)
+INSTANCE_KIND_LABEL = {"test": "test, public", "fresh": "fresh, held out"}
+
+
+def kind_label(kind: str) -> str:
+    """An instance kind as the board names it (``test, public``; ``fresh, held out``; ``dev``)."""
+    return INSTANCE_KIND_LABEL.get(kind, kind)
 
 # -- the board's content ------------------------------------------------------------------------
 #: Display order of detector groups; a ranking never crosses a group. ``chance`` (the random
@@ -108,7 +116,7 @@ class InstanceFacts:
         null = finite_number(self.stats.get("null_copy_rate"))
         if null is not None:
             parts.append(f"null copy rate {null:.1%}")
-        return parts + ([f"instance {self.id} ({self.kind})"] if with_id else [])
+        return parts + ([f"instance {self.id} ({kind_label(self.kind)})"] if with_id else [])
 
 
 @dataclass
@@ -152,13 +160,15 @@ class Board:
                 and r.kind in kinds and (instance is None or r.instance == instance)]
 
     def instances(self, task: TaskFacts) -> list[InstanceFacts]:
-        """The task's instances in display order: test first, then by replicate index (where the
-        results give one), rows measured and id. The first is the one the overview uses (or,
-        with replicates of its kind, their mean)."""
+        """The task's instances in display order: held out (fresh, never published) first, then
+        test (published), then the rest; within a kind by replicate index (where the results give
+        one), rows measured and id. The first is the one the overview uses (or, with replicates of
+        its kind, their mean): official numbers come from instances nobody could have read."""
         count = defaultdict(int)
         for r in self.rows_for(task, ("measured",)):
             count[r.instance] += 1
-        return sorted(task.instances.values(), key=lambda i: (i.kind != "test", i.kind, i.replicate is None,
+        order = {"fresh": 0, "test": 1}
+        return sorted(task.instances.values(), key=lambda i: (order.get(i.kind, 2), i.kind, i.replicate is None,
                                                               i.replicate or 0, -count[i.data_hash], i.id))
 
     def replicates(self, task: TaskFacts) -> dict[str, list[InstanceFacts]]:

@@ -93,9 +93,9 @@ OVERVIEW_RULE = ("Within each group, detectors are ordered by mean rank: on ever
                  "members with a value are ranked (1 = best in the group; ties share the average), "
                  "and each detector's ranks are averaged over the tasks it ran, whose number is shown "
                  "(a mean {metric} over different task sets is not shown: it would compare different "
-                 "tasks). Each column uses the task's test instance when the store has one, else its "
-                 "only instance (with several dev instances, the one with the most rows); the last row "
-                 "names it.")
+                 "tasks). Each column uses the task's held-out (fresh, never published) instances when "
+                 "the store has them, else its published test instance, else its only instance (with "
+                 "several dev instances, the one with the most rows); the last row names it.")
 OVERVIEW_NOTE = {
     "memorization": ("AUROC per detector and task (n/a: not applicable, e.g. a conditional detector on "
                      "an unconditional task). " + OVERVIEW_RULE.format(metric=rank_column("memorization").name) + " The C_T row "

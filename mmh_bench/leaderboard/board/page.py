@@ -13,9 +13,10 @@ from typing import Any, Callable
 
 from .cells import INTRO, footnotes, ranked_groups
 from .columns import Column, Columns, rank_column
-from .model import (ACCESS_FLAGS, GROUP_NOTE, KIND_LABEL, Board, InstanceFacts, Row, TaskFacts,
+from .model import (ACCESS_FLAGS, GROUP_NOTE, KIND_LABEL, Board, InstanceFacts, Row, TaskFacts, kind_label,
                     section_title)
 from .overview import multi_instance_line, overviews
+from .gap import GAP_NOTE, gap_cells, gap_heads, gap_rows
 from .replicates import ReplicateSummary, summarize
 from .reported import REPORTED_NOTE, REPORTED_TITLE, note_text, reported_cells, reported_heads, source_notes
 
@@ -191,6 +192,19 @@ def _html_reported(rows: list[Row], track: str, tid: str) -> str:
             f'<thead><tr>{_th(heads)}</tr></thead><tbody class="reported">{body}</tbody></table>{notes}')
 
 
+def _html_gap(board: Board, t: TaskFacts) -> str:
+    """Public beside held-out for the task's detectors with held-out results (none: nothing)."""
+    gaps = gap_rows(board, t)
+    if not gaps:
+        return ""
+    heads = "".join(f"<th>{h(x)}</th>" for x in ["group", "detector", "source", *gap_heads(t)])
+    body = "".join("<tr>" + f"<td>{h(g.group)}</td><td>{h(g.detector)}</td><td>{_source_html(g.first)}</td>"
+                   + "".join(f'<td class="{"flag" if c == "FLAGGED" else ""}">{h(c)}</td>' for c in gap_cells(g))
+                   + "</tr>" for g in gaps)
+    return (f'<h4>Public and held-out</h4><p class="muted">{h(GAP_NOTE)}</p>'
+            f'<table class="gap"><thead><tr>{heads}</tr></thead><tbody>{body}</tbody></table>')
+
+
 def _table_id(*parts: str) -> str:
     return "t-" + re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
 
@@ -209,11 +223,11 @@ def _html_task(board: Board, t: TaskFacts, track: str) -> str:
         body = _html_instance(board, t, insts[0], track, tid) if insts else ""
         return f'{head}<p class="facts">{h(", ".join(facts))}</p>{desc}{body}{tail}'
     out = (f'{head}<p class="facts">{h(", ".join(t.fact_parts()))}</p>{desc}'
-           f'<p class="instances"><b>{h(multi_instance_line(board, t))}</b></p>')
+           f'<p class="instances"><b>{h(multi_instance_line(board, t))}</b></p>' + _html_gap(board, t))
     for kind, reps in board.replicates(t).items():
         out += _html_replicates(summarize(board, t, reps), f"{tid}-{kind}-replicates")
     for inst in insts:
-        out += (f'<h4>Instance {h(inst.id)} ({h(inst.kind)})</h4><p class="facts">{h(", ".join(inst.fact_parts(with_id=False)))}</p>'
+        out += (f'<h4>Instance {h(inst.id)} ({h(kind_label(inst.kind))})</h4><p class="facts">{h(", ".join(inst.fact_parts(with_id=False)))}</p>'
                 + _html_instance(board, t, inst, track, f"{tid}-{inst.id}"))
     return out + tail
 

@@ -31,6 +31,12 @@ NULL_SEED_OFFSET = 1_000_003
 CHECK_SEED_OFFSET = 3_000_017
 HELDOUT_SEED_OFFSET = 2_000_003
 COND_STREAM = 4_001
+#: random stream of a test instance's public class ids, and the space they are drawn from: far
+#: larger than any number of classes and above every dev id (dev ids are 0 .. K-1), so no id of a
+#: test instance is a dev instance's id, whatever the secret (a permutation of K ids keeps a
+#: class's dev id one time in K)
+COND_ID_STREAM = 4_003
+COND_ID_LOW, COND_ID_HIGH = 2 ** 16, 2 ** 31
 #: fresh draws per generated sample for the chance test (at least NULL_MIN)
 NULL_PER_SAMPLE = 20
 NULL_MIN = 20_000
@@ -71,6 +77,18 @@ def remap_conditions(mix: Mixture, seed: int) -> np.ndarray:
     if mix.cond is not None:
         mix.cond = perm[mix.cond]
     return perm
+
+
+def condition_ids(spec: TaskSpec, n_classes: int) -> np.ndarray | None:
+    """A test instance's public class ids (None for a dev instance): ``n_classes`` distinct ids
+    drawn from ``[COND_ID_LOW, COND_ID_HIGH)``, sorted, so embedding row r (class r after
+    :func:`remap_conditions`) is named by the r-th smallest id. The order of the ids is then the
+    only trace of the classes, and it is the remapping's random permutation, drawn afresh per
+    instance; their values are disjoint from every dev id."""
+    if spec.instance != "test":
+        return None
+    rng = np.random.default_rng([spec.seed, COND_ID_STREAM])
+    return np.sort(rng.choice(COND_ID_HIGH - COND_ID_LOW, size=max(n_classes, 1), replace=False) + COND_ID_LOW)
 
 
 @dataclass(frozen=True)
@@ -160,9 +178,13 @@ def diverged(samples: np.ndarray, train: np.ndarray) -> np.ndarray:
     return ~np.isfinite(norm) | (norm > DIVERGED_FACTOR * radius)
 
 
-def train_mixture_model(spec: TaskSpec, mix: Mixture, progress: bool) -> MLPDenoiser:
-    """The task's MLP denoiser, conditional on the mixture's class ids when the spec asks for it."""
+def train_mixture_model(spec: TaskSpec, mix: Mixture, progress: bool,
+                        class_ids: np.ndarray | None = None) -> MLPDenoiser:
+    """The task's MLP denoiser, conditional on the mixture's class ids when the spec asks for it
+    (``class_ids``: the public id of each class, mapped inside the model)."""
     cond = {"cond": mix.cond, "n_classes": mix.n_classes} if spec.conditional else {}
+    if spec.conditional and class_ids is not None:
+        cond["class_ids"] = class_ids.tolist()
     return train_denoiser(mix.x, **cond, **training_options(spec, progress, hidden=256, depth=4, steps=20000,
                                                             batch_size=256, lr=1e-3, p_uncond=0.1))
 
@@ -185,13 +207,17 @@ def build_synthetic(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
     place = draw_placement(spec, data, mix.x, designed_sources(data, mix.component))
     if place is not None:  # a test instance: the whole data set moves, distances scale with it
         mix.x, null, check, heldout = place(mix.x), place(null), place(check), place(heldout)
+    ids = None
     if spec.conditional:
         remap_conditions(mix, spec.seed)
-    net = train_mixture_model(spec, mix, progress)
+        ids = condition_ids(spec, mix.n_classes)
+    net = train_mixture_model(spec, mix, progress, ids)
     net.save(work / "model")
     cond = train_cond = None
     if spec.conditional:
         cond, train_cond = sample_conditions(mix, n, spec.seed), mix.cond
+        if ids is not None:  # the public ids; the model maps them back to its rows
+            cond, train_cond = ids[cond], ids[train_cond]
     # [sampling] clip_factor: x0 predictions clamped to that many times the data's largest
     # coordinate (DDIM can run one sample away where a small model extrapolates badly)
     clip = float(s["clip_factor"]) * float(np.abs(mix.x).max()) if "clip_factor" in s else None

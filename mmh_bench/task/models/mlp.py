@@ -32,9 +32,14 @@ class MLPDenoiser(nn.Module):
     Class ``n_classes`` is the null condition used for classifier-free guidance.
     """
 
-    def __init__(self, dim: int, hidden: int = 256, depth: int = 4, n_classes: int = 0) -> None:
+    def __init__(self, dim: int, hidden: int = 256, depth: int = 4, n_classes: int = 0,
+                 class_ids: list[int] | None = None) -> None:
         super().__init__()
-        self.config = {"dim": dim, "hidden": hidden, "depth": depth, "n_classes": n_classes}
+        self.config: dict[str, Any] = {"dim": dim, "hidden": hidden, "depth": depth, "n_classes": n_classes}
+        if class_ids is not None:  # the public id of each embedding row (see MLPScoreModel)
+            if len(class_ids) != n_classes or len(set(class_ids)) != n_classes:
+                raise ValueError(f"class_ids must be {n_classes} distinct ids, one per class")
+            self.config["class_ids"] = [int(c) for c in class_ids]
         self.inp = nn.Linear(dim + 32, hidden)
         self.cond = nn.Embedding(n_classes + 1, hidden) if n_classes > 0 else None
         self.blocks = nn.ModuleList(
@@ -114,13 +119,14 @@ def fit_eps(net: nn.Module, data: torch.Tensor, labels: torch.Tensor | None, nul
 def train_denoiser(x: np.ndarray, *, cond: np.ndarray | None = None, n_classes: int = 0,
                    hidden: int = 256, depth: int = 4, steps: int = 20000, batch_size: int = 256,
                    lr: float = 1e-3, p_uncond: float = 0.1, t_power: float = 1.0, seed: int = 0,
-                   progress: bool = True, desc: str = "training") -> MLPDenoiser:
+                   progress: bool = True, desc: str = "training", class_ids: list[int] | None = None) -> MLPDenoiser:
     """An :class:`MLPDenoiser` on the rows of ``x`` (flattened when they are images) fitted by
-    :func:`fit_eps`; with ``cond`` given, class ids with ``n_classes`` as the null class."""
+    :func:`fit_eps`; with ``cond`` given, class ids with ``n_classes`` as the null class
+    (``cond`` holds embedding rows; ``class_ids``: the public id of each row, kept in the model)."""
     torch.manual_seed(seed)
     data = torch.as_tensor(x, dtype=torch.float32).reshape(len(x), -1)
     labels = torch.as_tensor(cond, dtype=torch.long) if cond is not None else None
-    net = MLPDenoiser(data.shape[1], hidden, depth, n_classes)
+    net = MLPDenoiser(data.shape[1], hidden, depth, n_classes, class_ids)
     return fit_eps(net, data, labels, n_classes, steps=steps, batch_size=batch_size, lr=lr,
                    p_uncond=p_uncond, t_power=t_power, seed=seed, progress=progress, desc=desc)
 
@@ -128,7 +134,10 @@ def train_denoiser(x: np.ndarray, *, cond: np.ndarray | None = None, n_classes: 
 class MLPScoreModel(ScoreModel):
     """The :class:`ScoreModel` adapter over :class:`MLPDenoiser`.
 
-    Conditions are class ids; ``None`` (for the batch or one sample) is the null class.
+    Conditions are class ids; ``None`` (for the batch or one sample) is the null class. A model
+    whose config lists ``class_ids`` (a test instance's: ids drawn from a space far larger than the
+    number of classes, so no id names a class of the dev instance) maps each id to its embedding
+    row here; otherwise the ids are the rows ``0 .. n_classes - 1``.
     """
 
     def __init__(self, net: MLPDenoiser) -> None:
@@ -140,6 +149,8 @@ class MLPScoreModel(ScoreModel):
         self.shape = (net.config["dim"],)
         self.n_classes = net.config["n_classes"]
         self.conditional = self.n_classes > 0
+        ids = net.config.get("class_ids")
+        self._rows = None if ids is None else {int(c): row for row, c in enumerate(ids)}
         self.capabilities = frozenset({"condition_embedding"}) if self.conditional else frozenset()
 
     def alpha_bar(self, t: Any) -> torch.Tensor:
@@ -148,6 +159,12 @@ class MLPScoreModel(ScoreModel):
     def _labels(self, cond: Sequence[Any] | None, n: int) -> torch.Tensor | None:
         if cond is None:
             return None
+        if self._rows is not None:
+            unknown = [c for c in cond if c is not None and int(c) not in self._rows]
+            if unknown:
+                raise ValueError(f"class id {unknown[0]} is not one of this model's {self.n_classes} class ids")
+            out = [self.n_classes if c is None else self._rows[int(c)] for c in cond]
+            return torch.as_tensor(out, dtype=torch.long)
         out = [self.n_classes if c is None else int(c) for c in cond]
         if any(not 0 <= c <= self.n_classes for c in out):
             raise ValueError(f"class ids must lie in [0, {self.n_classes})")

@@ -1,0 +1,55 @@
+"""Public beside held-out: one detector's headline metric on the published (public) instances of a
+task next to the same metric on fresh (held-out) instances, and whether the gap is larger than the
+replicates' spread explains.
+
+A detector that generalises scores alike on both, up to the spread of one placement and training
+run to the next; one that memorised the published answers wins on the public instances only. The
+rule is one place (:func:`compare`) that ``verify`` records and the board shows.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any, Iterable
+
+#: the headline metric per track (the board's rank column) and whether higher is better
+HEADLINE = {"memorization": "auroc", "lid": "mae"}
+HIGHER_IS_BETTER = {"auroc": True, "mae": False}
+#: spreads (standard errors of the difference) the public score may exceed the held-out one by
+GAP_SIGMAS = 2.0
+#: a floor on the tolerated gap: one replicate per side has no spread to measure, and the board
+#: shows three decimals
+MIN_GAP = 0.02
+
+
+def headline(doc: dict[str, Any]) -> float | None:
+    """The headline metric of one result document (None when failed or absent)."""
+    metric = HEADLINE.get(str(doc.get("track")), "auroc")
+    value = (doc.get("metrics") or {}).get(metric) if doc.get("status") == "ok" else None
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _sd(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def compare(public: Iterable[float | None], heldout: Iterable[float | None], *,
+            higher_is_better: bool = True) -> dict[str, Any]:
+    """Means, spreads and the gap by which the public values (one per replicate) beat the held-out
+    ones (positive: better on the public instances). ``flagged``: the gap exceeds ``GAP_SIGMAS``
+    standard errors of the difference (sample standard deviations over replicates) plus
+    :data:`MIN_GAP`."""
+    pub = [float(v) for v in public if v is not None]
+    held = [float(v) for v in heldout if v is not None]
+    out: dict[str, Any] = {"public": [round(v, 6) for v in pub], "heldout": [round(v, 6) for v in held],
+                           "public_mean": None, "heldout_mean": None, "heldout_sd": None, "gap": None,
+                           "tolerance": None, "flagged": False}
+    if not pub or not held:
+        return out
+    mp, mh = statistics.fmean(pub), statistics.fmean(held)
+    se = math.sqrt(_sd(pub) ** 2 / len(pub) + _sd(held) ** 2 / len(held))
+    tol = GAP_SIGMAS * se + MIN_GAP
+    gap = (mp - mh) if higher_is_better else (mh - mp)
+    out.update(public_mean=round(mp, 6), heldout_mean=round(mh, 6), heldout_sd=round(_sd(held), 6),
+               gap=round(gap, 6), tolerance=round(tol, 6), flagged=bool(gap > tol))
+    return out
