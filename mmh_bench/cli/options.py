@@ -39,7 +39,7 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "cluster": (("--cluster",), dict(default=None, metavar="ADDRESS",
                                      help="run on the Dask scheduler at ADDRESS (e.g. tcp://host:8786; "
                                           "docs/ENGINE.md); exits 2 when it cannot be reached within 10 s")),
-    "workers": (("--workers",), dict(type=lambda text: _count(text, "--workers"), default=None, metavar="N",
+    "workers": (("--workers",), dict(type=lambda text: whole_number(text, "--workers"), default=None, metavar="N",
                                      help="without --cluster: a local cluster of N worker processes, one "
                                           "thread each; 0 or 1: serially in this process (default: "
                                           "$MMH_BENCH_WORKERS, else one worker per core with at least 2 "
@@ -72,7 +72,8 @@ def instances_option(value: str | None) -> str | None:
     return value
 
 
-def _count(text: str, flag: str) -> int:
+def whole_number(text: str, flag: str) -> int:
+    """A command-line count (>= 0), refused with a message naming ``flag`` otherwise."""
     if not text.strip().isdigit():
         raise argparse.ArgumentTypeError(f"{flag} takes a whole number >= 0, got {text!r}")
     return int(text)
