@@ -39,7 +39,7 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "cluster": (("--cluster",), dict(default=None, metavar="ADDRESS",
                                      help="run on the Dask scheduler at ADDRESS (e.g. tcp://host:8786; "
                                           "docs/ENGINE.md); exits 2 when it cannot be reached within 10 s")),
-    "workers": (("--workers",), dict(type=lambda text: _count(text, "--workers"), default=None, metavar="N",
+    "workers": (("--workers",), dict(type=lambda text: whole_number(text, "--workers"), default=None, metavar="N",
                                      help="without --cluster: a local cluster of N worker processes, one "
                                           "thread each; 0 or 1: serially in this process (default: "
                                           "$MMH_BENCH_WORKERS, else one worker per core with at least 2 "
@@ -52,14 +52,14 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "timeout": (("--timeout",), dict(type=_positive_seconds, default=None, metavar="SECONDS",
                                      help="sealed runs only: a (task, detector or mitigator setting) pair running "
                                           "longer fails (default: $MMH_BENCH_SANDBOX_TIMEOUT, else 3600)")),
-    "memory-limit": (("--memory-limit",), dict(type=lambda text: _count(text, "--memory-limit"), default=None,
+    "memory-limit": (("--memory-limit",), dict(type=lambda text: whole_number(text, "--memory-limit"), default=None,
                                                metavar="MB", help="sealed runs only: heap a worker may allocate "
                                                "(default: $MMH_BENCH_SANDBOX_MEMORY_MB, else half the machine's "
                                                "memory, at least 2048)")),
-    "process-limit": (("--process-limit",), dict(type=lambda text: _count(text, "--process-limit"), default=None,
+    "process-limit": (("--process-limit",), dict(type=lambda text: whole_number(text, "--process-limit"), default=None,
                                                  metavar="N", help="sealed runs only: processes and threads of the "
                                                  "sandbox's user (default: $MMH_BENCH_SANDBOX_PROCESSES, else 1024)")),
-    "disk-limit": (("--disk-limit",), dict(type=lambda text: _count(text, "--disk-limit"), default=None,
+    "disk-limit": (("--disk-limit",), dict(type=lambda text: whole_number(text, "--disk-limit"), default=None,
                                            metavar="MB", help="sealed runs only: what a worker may write to its "
                                            "output folder and /tmp together (default: $MMH_BENCH_SANDBOX_DISK_MB, "
                                            "else 4096)")),
@@ -92,7 +92,8 @@ def instances_option(value: str | None) -> str | None:
     return value
 
 
-def _count(text: str, flag: str) -> int:
+def whole_number(text: str, flag: str) -> int:
+    """A command-line count (>= 0), refused with a message naming ``flag`` otherwise."""
     if not text.strip().isdigit():
         raise argparse.ArgumentTypeError(f"{flag} takes a whole number >= 0, got {text!r}")
     return int(text)

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any
 
-from .options import DEFAULT_RESULTS, LIMITS, _count, add_options, instances_option
+from .options import DEFAULT_RESULTS, LIMITS, add_options, instances_option, whole_number
 
 
 def _sd_model(inst):  # type: ignore[no-untyped-def]
@@ -83,7 +83,7 @@ def register(sub: Any) -> None:
                    help="with --instances fresh: keep the held-out instances in DIR (outside any repository; "
                         "created 0700) and reuse those it holds, so a maintainer builds them once per release "
                         "and each verification only evaluates")
-    s.add_argument("--fresh-replicates", type=lambda t: _count(t, "--fresh-replicates"), default=None, metavar="N",
+    s.add_argument("--fresh-replicates", type=lambda t: whole_number(t, "--fresh-replicates"), default=None, metavar="N",
                    help="with --instances fresh: held-out replicates per task (default: the spec's "
                         "[instances] test_replicates)")
     add_options(s, "cluster", "workers", "model", "quiet")

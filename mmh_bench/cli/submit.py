@@ -40,7 +40,7 @@ from typing import Any
 from mmh_bench.files import sha256_file
 
 from .mitigate import DEFAULT_SAMPLES
-from .options import LIMITS, add_options
+from .options import LIMITS, add_options, whole_number
 
 DEFAULT_ATOL = 1e-3
 #: Cost counts are exact: network evaluations are counted by the evaluator, not claimed.
@@ -473,7 +473,7 @@ def register(sub: Any) -> None:
                    help="held-out instances from this kept pool (built there once when it lacks them; outside any "
                         "repository), so each verification only evaluates (default: built for this verification "
                         "in a private temporary folder, removed afterwards)")
-    v.add_argument("--fresh-replicates", type=int, default=None, metavar="N",
+    v.add_argument("--fresh-replicates", type=lambda t: whole_number(t, "--fresh-replicates"), default=None, metavar="N",
                    help="held-out replicates per task (default: the spec's [instances] test_replicates)")
     add_options(v, "quiet", *LIMITS[1:])
     v.set_defaults(func=cmd_verify)
