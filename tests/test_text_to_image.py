@@ -156,3 +156,32 @@ def test_tiny_t2i_model_serves_detectors(tiny_t2i):
     text = str(tiny_t2i.arrays["caption_text"][cond[0]])
     torch.testing.assert_close(model.eps(x[:1], 0.4, [text]), model.eps(x[:1], 0.4, [cond[0]]),
                                atol=1e-4, rtol=1e-4)
+
+
+def test_cross_attention_reads_one_layer_or_their_mean():
+    """``layer=k`` reads one block's attention; the per-layer maps average to ``layer=None``; a layer
+    the model lacks is a ValueError naming how many it has (never another layer silently)."""
+    model = _tiny_model()  # depth 2: two cross-attention layers
+    assert model.cross_attention_layers == 2
+    x = torch.randn(3, 1, 8, 8)
+    per = torch.stack([model.cross_attention(x, 0.5, [0, 2, None], layer=k) for k in range(2)])
+    torch.testing.assert_close(per.mean(0), model.cross_attention(x, 0.5, [0, 2, None]))
+    assert not torch.allclose(per[0], per[1])
+    with pytest.raises(ValueError, match="layer 2 does not exist; this model has 2"):
+        model.cross_attention(x, 0.5, [0, 2, None], layer=2)
+
+
+def test_ren_le_is_not_applicable_on_a_model_without_layer_3(tiny_t2i):
+    """t2i-digits' model has three cross-attention layers (0-2), tiny_t2i's two: Ren et al.'s LE
+    (layer 3, the default) is recorded as not applicable there, and the all-layer mean runs."""
+    from mmh_bench.evaluation.runner import applicable, compute_scores
+    from mmh_bench.registry import get_task, make_detector
+    assert get_task("t2i-digits").section("model").get("depth", 3) == 3
+    ok, why = applicable(make_detector("attention-entropy"), tiny_t2i)
+    assert not ok and why.startswith("reads cross-attention layer 3") and "has 2 (0-1)" in why
+    det = make_detector("attention-entropy(layer=null)")
+    assert applicable(det, tiny_t2i) == (True, "")
+    scores, _ = compute_scores(det, tiny_t2i, seed=0)
+    assert np.isfinite(scores).all()
+    with pytest.raises(Exception, match="layer must be"):
+        make_detector("attention-entropy(layer=-1)")

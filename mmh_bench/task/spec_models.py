@@ -211,6 +211,9 @@ class SDSampling(Closed):
                                 pattern=r"^[A-Za-z][A-Za-z0-9]*$")
     height: int | None = opt("image height in pixels (default: the model's)", ge=8, multiple_of=8)
     width: int | None = opt("image width in pixels (default: the model's)", ge=8, multiple_of=8)
+    initial_noise: Literal["per-generation", "shared"] | None = opt(
+        "x_T of each generation: 'per-generation' (default; its own draw) or 'shared' (generation j of "
+        "every prompt starts from the same x_T, as Jeon et al.'s set_seed(42) before every prompt)")
 
 
 # -- synthetic mixtures (mmh_bench/task/data/synthetic.py) ---------------------------------------------

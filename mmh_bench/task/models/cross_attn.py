@@ -91,9 +91,15 @@ class CrossAttnDenoiser(nn.Module):
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, self.dim))
 
     def forward(self, y: torch.Tensor, t: torch.Tensor, text: torch.Tensor, mask: torch.Tensor,
-                return_attention: bool = False,
-                logit_scale: float = 1.0) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """``y [n, *shape]``, ``t [n]``, ``text [n, L, text_dim]``, ``mask [n, L]`` (bool)."""
+                return_attention: bool = False, logit_scale: float = 1.0,
+                layer: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``y [n, *shape]``, ``t [n]``, ``text [n, L, text_dim]``, ``mask [n, L]`` (bool);
+        ``return_attention``: also the attention over caption tokens ``[n, L]`` (heads and queries
+        averaged), of every layer averaged (``layer=None``) or of layer ``layer`` (0-based, in
+        the order the blocks run)."""
+        if layer is not None and not 0 <= int(layer) < len(self.cross):
+            raise ValueError(f"cross-attention layer {layer} does not exist; this model has {len(self.cross)} "
+                             f"(0-{len(self.cross) - 1})")
         n = y.shape[0]
         h = self.inp(torch.cat([y.reshape(n, -1), time_features(t)], dim=1))
         ctx = self.text_in(text)
@@ -105,8 +111,9 @@ class CrossAttnDenoiser(nn.Module):
             probs.append(p)
         out = self.out(h).reshape(y.shape)
         if return_attention:
-            # mean over layers, heads and queries -> one distribution over caption tokens
-            return out, torch.stack([p.mean(dim=(1, 2)) for p in probs]).mean(0)
+            # mean over heads and queries (and layers, unless one is asked) -> one distribution over caption tokens
+            per_layer = [p.mean(dim=(1, 2)) for p in probs]
+            return out, (torch.stack(per_layer).mean(0) if layer is None else per_layer[int(layer)])
         return out
 
 
@@ -218,15 +225,22 @@ class CrossAttnScoreModel(ScoreModel):
                       cond: Sequence[Any]) -> torch.Tensor:
         return self.net(y, t, emb, self._text(cond, y.shape[0])[1], logit_scale=self.first_token_scale)
 
+    @property
+    def cross_attention_layers(self) -> int:
+        return len(self.net.cross)
+
     @torch.no_grad()
-    def cross_attention(self, x: Any, t: Any, cond: Sequence[Any]) -> torch.Tensor:
+    def cross_attention(self, x: Any, t: Any, cond: Sequence[Any], layer: int | None = None) -> torch.Tensor:
         y, tt = self._prepare(x, t)
         if cond is None:
             raise ValueError("cross_attention needs one condition per sample")
         cond = self._check_cond(cond, y.shape[0])
+        if layer is not None and not 0 <= int(layer) < self.cross_attention_layers:
+            raise ValueError(f"cross-attention layer {layer} does not exist; this model has "
+                             f"{self.cross_attention_layers} (0-{self.cross_attention_layers - 1})")
         self.nfe += y.shape[0]
         text, mask = self._text(cond, y.shape[0])
-        return self.net(y, tt, text, mask, return_attention=True)[1]
+        return self.net(y, tt, text, mask, return_attention=True, layer=layer)[1]
 
 
 # -- storage ------------------------------------------------------------------------------------
