@@ -132,18 +132,31 @@ class CaptionTable:
         return self.tokens[ids], self.mask[ids]
 
 
+#: the denoiser architectures of the text-to-image tasks (``[model] arch``)
+ARCHS = ("mlp", "unet")
+
+
 def train_cross_attn(x: np.ndarray, caption_ids: np.ndarray, table: CaptionTable, *,
                      hidden: int = 384, depth: int = 3, queries: int = 4, heads: int = 4,
                      text_width: int = 64, steps: int = 6000, batch_size: int = 64, lr: float = 2e-3,
                      p_uncond: float = 0.1, t_power: float = 1.0, seed: int = 0,
-                     progress: bool = True, desc: str = "training") -> CrossAttnDenoiser:
-    """A :class:`CrossAttnDenoiser` fitted by :func:`~mmh_bench.task.models.mlp.fit_eps`; caption
+                     progress: bool = True, desc: str = "training", arch: str = "mlp",
+                     unet: dict[str, Any] | None = None) -> nn.Module:
+    """A :class:`CrossAttnDenoiser` (``arch="mlp"``) or a
+    :class:`~mmh_bench.task.models.unet_cond.UNetCondDenoiser` (``arch="unet"``, built from the
+    keyword arguments in ``unet``) fitted by :func:`~mmh_bench.task.models.mlp.fit_eps`; caption
     dropout replaces a caption by the empty one (``table.null_id``) with probability ``p_uncond``."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown denoiser architecture {arch!r}; known: {ARCHS}")
     torch.manual_seed(seed)
     data = torch.as_tensor(x, dtype=torch.float32)
     ids = torch.as_tensor(caption_ids, dtype=torch.long)
-    net = CrossAttnDenoiser(data.shape[1:], hidden, depth, queries, heads, table.tokens.shape[-1],
-                            text_width)
+    if arch == "unet":
+        from .unet_cond import UNetCondDenoiser
+        net: nn.Module = UNetCondDenoiser(data.shape[1:], text_dim=table.tokens.shape[-1], **(unet or {}))
+    else:
+        net = CrossAttnDenoiser(data.shape[1:], hidden, depth, queries, heads, table.tokens.shape[-1],
+                                text_width)
     return fit_eps(net, data, ids, table.null_id, steps=steps, batch_size=batch_size, lr=lr,
                    p_uncond=p_uncond, t_power=t_power, seed=seed, progress=progress, desc=desc,
                    forward=lambda m, y, t, c: m(y, t, *table.lookup(c)))
@@ -158,7 +171,7 @@ class CrossAttnScoreModel(ScoreModel):
 
     capabilities = frozenset({"cross_attention", "condition_embedding", "attention_rescale"})
 
-    def __init__(self, net: CrossAttnDenoiser, table: CaptionTable,
+    def __init__(self, net: nn.Module, table: CaptionTable,
                  captions: Sequence[str] | None = None, encoder: Any = None) -> None:
         super().__init__()
         self.net = net.eval()
@@ -244,20 +257,33 @@ class CrossAttnScoreModel(ScoreModel):
 
 
 # -- storage ------------------------------------------------------------------------------------
-def save_cross_attn(net: CrossAttnDenoiser, table: CaptionTable, captions: Sequence[str], path: Path) -> None:
-    """Weights and caption table as safetensors, config and caption texts as JSON (no pickle)."""
+def save_cross_attn(net: nn.Module, table: CaptionTable, captions: Sequence[str], path: Path) -> None:
+    """Weights and caption table as safetensors, config (with the architecture) and caption texts
+    as JSON (no pickle)."""
+    from .unet_cond import UNetCondDenoiser
     path.mkdir(parents=True, exist_ok=True)
-    save_file(net.state_dict(), str(path / "weights.safetensors"))
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path / "weights.safetensors"))
     save_file({"tokens": table.tokens.contiguous(), "mask": table.mask.to(torch.uint8).contiguous()},
               str(path / "captions.safetensors"))
-    (path / "config.json").write_text(json.dumps({"net": net.config, "null_id": table.null_id}))
+    arch = "unet" if isinstance(net, UNetCondDenoiser) else "mlp"
+    cfg = {"net": net.config, "null_id": table.null_id}
+    if arch != "mlp":  # the MLP's config files stay as they were, so published instances keep their bytes
+        cfg["arch"] = arch
+    (path / "config.json").write_text(json.dumps(cfg))
     (path / "captions.json").write_text(json.dumps(list(captions), ensure_ascii=False))
 
 
 def load_cross_attn(path: Path) -> CrossAttnScoreModel:
     path = Path(path)
     cfg = json.loads((path / "config.json").read_text())
-    net = CrossAttnDenoiser(**cfg["net"])
+    arch = cfg.get("arch", "mlp")
+    if arch == "unet":
+        from .unet_cond import UNetCondDenoiser
+        net: nn.Module = UNetCondDenoiser(**cfg["net"])
+    elif arch == "mlp":
+        net = CrossAttnDenoiser(**cfg["net"])
+    else:
+        raise ValueError(f"{path}: unknown denoiser architecture {arch!r}; known: {ARCHS}")
     net.load_state_dict(load_file(str(path / "weights.safetensors")))
     tab = load_file(str(path / "captions.safetensors"))
     table = CaptionTable(tab["tokens"], tab["mask"].bool(), cfg["null_id"])
