@@ -54,7 +54,7 @@ from mmh_bench.task.spec import parse_spec
 
 TASK = "t2i-digits"
 DETECTORS = ["cfg-norm", "sharpness", "attention-entropy(layer=null)",
-             "cfg-norm(n_steps=50)"]  # the last: the guidance norm averaged over the whole generation
+             "cfg-norm(n_steps=50)"]  # the last: the guidance norm averaged over the first 50 of 100 steps
 #: (factor, level, overrides {section: {key: value}}); "base" is the shipped spec
 VARIANTS: list[tuple[str, str, dict[str, dict[str, Any]]]] = [
     ("base", "shipped (30 per class, 10 x 10 duplicates, guidance 3, 5,000 steps, hidden 256)", {}),
@@ -134,7 +134,7 @@ def _fmt(v: Any) -> str:
 
 def table(results: dict[str, Any]) -> str:
     heads = ["factor", "level", "train (dup %)", "samples", "DD / OD", "uncond. DD share",
-             "cfg-norm DD", "sharpness DD", "attn (mean) DD", "cfg-norm 50 steps DD", "cfg-norm all", "build s"]
+             "cfg-norm DD", "sharpness DD", "attn (mean) DD", "cfg-norm first 50 steps DD", "cfg-norm all", "build s"]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for factor, level, _ in VARIANTS:
         r = results.get(f"{factor}: {level}")
