@@ -69,6 +69,9 @@ VARIANTS: list[tuple[str, str, dict[str, dict[str, Any]]]] = [
     ("training length", "15,000 steps", {"model": {"steps": 15000}}),
     ("capacity", "hidden 128", {"model": {"hidden": 128}}),
     ("capacity", "hidden 512", {"model": {"hidden": 512}}),
+    ("architecture", "UNet2DConditionModel (32, 64)",
+     {"model": {"arch": "unet", "channels": [32, 64], **dict.fromkeys(["hidden", "depth", "queries", "heads",
+                                                                     "text_width"])}}),
     # not one factor: the DESIGN note's exploratory LAION-like draw (7% duplicated, 4 images x 25)
     ("combined", "150 per class, 4 x 25 copies", {"data": {"per_class": 150, "dup_n": 4, "dup_copies": 25}}),
 ]
@@ -80,10 +83,12 @@ def variant_spec(overrides: dict[str, dict[str, Any]]):
     """The shipped spec with ``overrides`` merged in (key "" = top level), balance relaxed, validated."""
     raw = copy.deepcopy(get_task(TASK).raw)
     for section, values in overrides.items():
-        if section == "":
-            raw.update(values)
-        else:
-            raw.setdefault(section, {}).update(values)
+        table = raw if section == "" else raw.setdefault(section, {})
+        for key, value in values.items():
+            if value is None:  # None removes the key (e.g. the MLP's keys when the architecture changes)
+                table.pop(key, None)
+            else:
+                table[key] = value
     raw["balance"] = dict(RELAXED_BALANCE)
     return parse_spec(raw, path=f"<{TASK} variant>")
 

@@ -228,6 +228,8 @@ def test_unet_keys_need_arch_unet():
     from mmh_bench.task.spec import SpecError, load_spec, parse_spec
     raw = tomllib.loads((HERE / "data" / "tiny_t2i_unet.toml").read_text())
     assert load_spec(HERE / "data" / "tiny_t2i_unet.toml").section("model")["arch"] == "unet"
+    with pytest.raises(SpecError, match="hidden"):  # an MLP key is never ignored silently
+        parse_spec({**raw, "model": {**raw["model"], "hidden": 64}})
     raw["model"]["arch"] = "mlp"
     with pytest.raises(SpecError, match="channels"):
         parse_spec(raw)

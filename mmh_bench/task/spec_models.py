@@ -173,6 +173,10 @@ class CrossAttnModel(PixelMLPModel):
         unet = [k for k in ("channels", "layers", "head_dim", "groups") if getattr(self, k) is not None]
         if unet and self.arch != "unet":
             raise rule('applies to arch = "unet" only', unet[0])
+        mlp = [k for k in ("hidden", "depth", "queries", "heads", "text_width") if getattr(self, k) is not None]
+        if mlp and self.arch == "unet":
+            raise rule('applies to the MLP only (arch = "mlp"); the UNet reads channels, layers, head_dim, groups',
+                       mlp[0])
         return self
 
 

@@ -53,6 +53,9 @@ def build_text_to_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutp
     unet = {k: m[k] for k in ("channels", "layers", "head_dim", "groups") if k in m}
     if unet and arch != "unet":
         raise BuildError(f"task {spec.name!r}: [model] {', '.join(sorted(unet))} only apply to arch = \"unet\"")
+    mlp = sorted({"hidden", "depth", "queries", "heads", "text_width"} & set(m))
+    if mlp and arch == "unet":
+        raise BuildError(f"task {spec.name!r}: [model] {', '.join(mlp)} only apply to arch = \"mlp\"")
     net = train_cross_attn(inj.x, cs.train_caption, table, queries=int(m.get("queries", 4)),
                            heads=int(m.get("heads", 4)), text_width=int(m.get("text_width", 64)),
                            arch=arch, unet=unet,
