@@ -20,16 +20,27 @@ Defaults are the published Table 1 protocol: k = 1, n = 1.
   and ``H_delta s_delta`` one Jacobian-vector product of that difference in its own direction
   (in score units ``(J_c - J_u) d_eps / sigma^2``), in fp32.
 - ``attention-entropy`` (Ren et al., ECCV 2024, "LE"): entropy of the cross-attention over the
-  condition's tokens at the first step, conditional branch; ``layer`` picks one layer (Ren: index
-  3 on Stable Diffusion), None averages all (the CPU model has three). Higher = memorized. Ren's
-  late-step "AE" score and Chen et al.'s bright-ending mask read spatial attention maps at the
-  last step, which the CPU cross-attention model (attention from hidden-state chunks, not image
-  positions) does not have; they are not shipped.
-- ``one-step-dcs`` (Webster 2023, "denoising confidence score" of the white-box attack): the mean
-  squared distance between the initial noise and the one-step denoised prediction, in the
-  variance-exploding scaling of the authors' k-diffusion sampler (``x / sqrt(alpha_bar)``): at
-  the first step that is ``(sigma^2 / alpha_bar) mean(eps_guided^2)``. A memorized prompt is
-  denoised in one confident step, far from its start. Higher = memorized.
+  condition's tokens at the first step, conditional branch, read at one layer: by default
+  ``layer=3``, Ren's (the fourth cross-attention layer in the order the UNet runs them; on SD 1
+  and 2 the second transformer of the second down block). ``layer=None`` (``layer=null`` on the
+  command line) averages every layer instead: a variant, not Ren's LE (Spearman 0.70 against it
+  on the tiny test pipeline, issue 24). A model with fewer layers than the one asked (the CPU
+  cross-attention MLP of ``t2i-digits`` has three) is not applicable, with that reason, rather than
+  read at another layer. Higher = memorized. Ren's late-step "AE" score and Chen et al.'s
+  bright-ending mask read spatial attention maps at the last step, which the CPU cross-attention
+  model (attention from hidden-state chunks, not image positions) does not have; they are not shipped.
+- ``one-step-dcs`` (Webster 2023, "denoising confidence score" of the white-box attack,
+  ryanwebster90/onestep-extraction): one sampler step from sigma_max and the mean squared distance
+  between its start and its denoised result. The authors' k-diffusion sampler starts from
+  ``sigma_max z`` (z the initial noise), sigma_max = ``sqrt((1 - alpha_bar) / alpha_bar)`` at the
+  last training timestep (SD: 999), feeds the UNet ``sqrt(1 - alpha_bar) z`` at that timestep and
+  steps to its guided denoised prediction, so the score is ``((1 - alpha_bar) / alpha_bar)
+  mean(eps_guided^2)`` at ``t = ScoreModel.terminal_time`` on input ``sqrt(1 - alpha_bar) x_T``
+  (``start="sigma_max"``, default; one step by definition). ``start="ddim"`` reads the same
+  quantity on the replayed DDIM trajectory instead (step 1 at timestep 981 on SD, input x_T
+  unscaled; ``n_steps`` steps averaged), the variant this detector computed before issue 24 (up
+  to 26% apart per row on the tiny pipeline). A memorized prompt is denoised in one confident
+  step, far from its start. Higher = memorized.
 """
 from __future__ import annotations
 
@@ -123,17 +134,33 @@ class HessianSharpness(GenerationTimeDetector):
         return sharpness_term(model, step.y, step.t, cond)
 
 
+#: Ren et al.'s LE layer: index 3 of the cross-attention layers in forward order
+REN_LE_LAYER = 3
+
+
 class CrossAttentionEntropy(GenerationTimeDetector):
-    """Ren et al. (LE): cross-attention entropy at the generation's first step, conditional branch."""
+    """Ren et al. (LE): cross-attention entropy at the generation's first step, conditional branch,
+    at Ren's layer by default (``layer=None``: the mean over layers, a variant)."""
 
     name = "attention-entropy"
-    version = "3"
+    version = "4"
     requires = ("cross_attention",)
     cost_note = "2 replay forwards + 1 attention-recording forward per step (default 1 step)"
 
-    def __init__(self, n_steps: int = 1, generations: int = 1, layer: int | None = None) -> None:
+    def __init__(self, n_steps: int = 1, generations: int = 1, layer: int | None = REN_LE_LAYER) -> None:
         super().__init__(n_steps=n_steps, generations=generations)
+        if layer is not None and (isinstance(layer, bool) or int(layer) != layer or layer < 0):
+            raise ValueError(f"layer must be a cross-attention layer index >= 0 or None (mean of all), got {layer!r}")
         self.layer = None if layer is None else int(layer)
+
+    def unsuited_model(self, model: Any) -> str | None:
+        if self.layer is None:
+            return None
+        n = model.cross_attention_layers
+        if self.layer >= n:
+            return (f"reads cross-attention layer {self.layer} (Ren et al.'s LE: 3); the model has {n} "
+                    f"(0-{n - 1}); layer=null averages them (a variant)")
+        return None
 
     def statistic(self, model: Any, step: Any, cond: list) -> torch.Tensor:
         from .attention import attention_entropy
@@ -142,16 +169,53 @@ class CrossAttentionEntropy(GenerationTimeDetector):
         return attention_entropy(p.reshape(len(step.y), -1))
 
 
+def dcs(model: Any, eps: torch.Tensor, t: float) -> torch.Tensor:
+    """Webster's score from a guided eps at time t: ``mean((sigma_VE eps)^2)`` with
+    ``sigma_VE^2 = (1 - alpha_bar) / alpha_bar`` (the k-diffusion scaling of the authors' sampler)."""
+    ab = model.alpha_bar(torch.tensor(float(t))).double()
+    return (1 - ab) / ab * (eps.reshape(len(eps), -1).double() ** 2).mean(1)
+
+
 class OneStepDCS(GenerationTimeDetector):
-    """Webster: distance between x_T and its one-step denoised prediction (higher = memorized)."""
+    """Webster: distance between the start of one sampler step from sigma_max and its denoised
+    result (higher = memorized); ``start="ddim"`` reads the replayed DDIM steps instead."""
 
     name = "one-step-dcs"
-    cost_note = "2 forwards per step (default 1 step), read from the replay"
+    version = "2"
+    cost_note = "2 forwards per generation (sigma_max; or per replayed step with start='ddim')"
+    STARTS = ("sigma_max", "ddim")
+
+    def __init__(self, n_steps: int = 1, generations: int = 1, start: str = "sigma_max") -> None:
+        super().__init__(n_steps=n_steps, generations=generations)
+        if start not in self.STARTS:
+            raise ValueError(f"start must be one of {self.STARTS}, got {start!r}")
+        if start == "sigma_max" and self.n_steps != 1:
+            raise ValueError("Webster's attack takes one step from sigma_max (n_steps=1); "
+                             "start='ddim' averages the first n_steps replayed DDIM steps")
+        self.start = start
 
     def statistic(self, model: Any, step: Any, cond: list) -> torch.Tensor:
-        ab = model.alpha_bar(torch.tensor(step.t))
-        scale = (1 - ab) / ab  # (sigma / sqrt(alpha_bar))^2: the k-diffusion scaling of the authors' code
-        return scale * (step.eps.reshape(len(step.y), -1).double() ** 2).mean(1)
+        return dcs(model, step.eps, step.t)
+
+    def score(self, batch: Batch, ctx: Context) -> np.ndarray:
+        if self.start == "ddim":
+            return super().score(batch, ctx)
+        cond = require_cond(batch, self.name)
+        if batch.noise is None:
+            raise ValueError(f"{self.name} needs each sample's initial noise (Access.GENERATION)")
+        model, g = ctx.model, float(ctx.generation.sampler.guidance)
+        t = float(model.terminal_time)
+        shape = tuple(batch.x.shape[1:])
+        extra = (row_noise(ctx, batch.index, (self.generations - 1, *shape), EXTRA_NOISE_STREAM)
+                 if self.generations > 1 else None)
+        total = torch.zeros(len(batch), dtype=torch.float64)
+        n = len(batch)
+        for k in range(self.generations):
+            z = torch.as_tensor(np.asarray(batch.noise), dtype=torch.float32) if k == 0 else extra[:, k - 1]
+            y = model.sigma(torch.tensor(t)) * z  # sigma_max z fed through k-diffusion's c_in
+            e = model.eps(torch.cat([y, y]), t, cond + [None] * n)
+            total += dcs(model, e[n:] + g * (e[:n] - e[n:]), t).cpu()
+        return (total / self.generations).numpy()
 
 
 #: the generation-time detectors, for the registry and the tests

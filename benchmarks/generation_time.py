@@ -25,7 +25,8 @@ DETECTORS = [
     ("generation-time", "cfg-norm"), ("generation-time", "cfg-norm(n_steps=5)"),
     ("generation-time", "cfg-norm(generations=4)"), ("generation-time", "sharpness"),
     ("generation-time", "sharpness(generations=4)"), ("generation-time", "one-step-dcs"),
-    ("generation-time", "attention-entropy"),
+    ("generation-time", 'one-step-dcs(start="ddim")'),
+    ("generation-time", "attention-entropy"), ("generation-time", "attention-entropy(layer=null)"),
     ("post-hoc", "cfg-norm-posthoc"), ("post-hoc", "sharpness-posthoc"),
     ("post-hoc", "one-step-error-posthoc"), ("post-hoc", "attention-entropy-posthoc"),
 ]

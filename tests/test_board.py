@@ -501,8 +501,8 @@ def _md_tables(text: str) -> list[list[list[str]]]:
     return tables
 
 
-def _task_part(readme: str, task: str = "tiny") -> str:
-    return readme.split(f"### {task} (v1)")[1].split("\n### ")[0]
+def _task_part(readme: str, task: str = "tiny", version: str = "1") -> str:
+    return readme.split(f"### {task} (v{version})")[1].split("\n### ")[0]
 
 
 def _add(store: Path, det: str, base: str = "norm", path: Path | None = None, **fields) -> Path:

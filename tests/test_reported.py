@@ -14,6 +14,7 @@ from mmh_bench.leaderboard.board import collect_board, render_html, render_markd
 from mmh_bench.leaderboard.reported import load_reported, reported_files
 from mmh_bench.leaderboard.store import known_tasks
 from mmh_bench.leaderboard.schema import SchemaError
+from mmh_bench.registry import make_detector, parse_ref
 from test_board import _md_tables, _render, _task_part, catalog, store  # noqa: F401 (fixtures)
 
 
@@ -26,7 +27,20 @@ def test_shipped_file_validates_against_the_registry():
         by_task[r.task] = by_task.get(r.task, 0) + 1
     assert by_task == {"sd-v1-4-jeon": 23, "sd-v2": 22, "sd-v1-4": 7, "sd-v1-5": 5}
     names = {ep.name for ep in metadata.entry_points(group="mmh_bench.detectors")}
-    assert {r.detector for r in rows if r.detector} <= names  # every mapping names a real detector
+    assert {parse_ref(r.detector)[0] for r in rows if r.detector} <= names  # every mapping names a real detector
+    for ref in {r.detector for r in rows if r.detector}:
+        make_detector(ref)  # ... with parameters its constructor takes
+
+
+def test_ren_le_rows_resolve_to_layer_3_which_is_the_default():
+    """Ren et al.'s LE reads cross-attention layer 3 at the first step: every LE row maps to
+    exactly that configuration, and the bare detector is the same one (issue 24)."""
+    le = [r for r in load_reported() if r.method.startswith("Ren et al. LE")]
+    assert len(le) == 6 and {r.detector for r in le} == {"attention-entropy(layer=3)"}
+    det = make_detector(le[0].detector)
+    assert det.get_params() == make_detector("attention-entropy").get_params() == {
+        "n_steps": 1, "generations": 1, "layer": 3}
+    assert make_detector("attention-entropy(layer=null)").layer is None  # the all-layer mean, by parameter
 
 
 def test_shipped_rows_keep_each_source_and_its_tpr_rule():
@@ -77,6 +91,8 @@ def _write(tmp_path: Path, text: str) -> Path:
     (('task = "sd-v2"', 'task = "sd-v9"'), "field 'task': unknown task 'sd-v9'"),
     (('url = "https://example.org/doe"', 'url = "javascript:alert(1)"'), "field 'url': must be an http"),
     (('rows = [', 'rowz = [1]\nrows = ['), "field 'rowz': Extra inputs are not permitted"),
+    (('method = "second"', 'method = "second", detector = "cfg-norm(n_steps)"'),
+     "field 'detector': detector reference 'cfg-norm(n_steps)': parameters are name=value"),
 ])
 def test_bad_entry_fails_with_a_clear_message(tmp_path, change, message):
     path = _write(tmp_path, GOOD_TABLE.replace(*change))
@@ -147,7 +163,7 @@ def test_a_broken_shipped_file_is_a_rejection_not_a_crash(store, catalog, tiny_r
 def test_shipped_rows_on_the_real_board(store, catalog):
     readme, page, rejected = _render(store, catalog)
     assert not rejected
-    sd = _task_part(readme, "sd-v1-4-jeon")
+    sd = _task_part(readme, "sd-v1-4-jeon", catalog["sd-v1-4-jeon"].version)
     assert sd.count("#### Reported, not re-measured") == 1 and "| #" not in sd  # no measured (ranked) table
     assert "FPR closest to x; labels flipped if AUROC &lt; 0.5" in sd and "last ROC point with FPR &lt; x" in sd
     assert 'id="t-sd-v2-v1-reported"' in page

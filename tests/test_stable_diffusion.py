@@ -23,7 +23,7 @@ from mmh_bench.cli.main import main  # noqa: E402
 from mmh_bench.task.instance import SUBTYPE_CODE  # noqa: E402
 from mmh_bench.task.models import stable_diffusion as sdm  # noqa: E402
 from mmh_bench.registry import all_detectors, all_tasks, get_task, make_detector  # noqa: E402
-from mmh_bench.evaluation.runner import evaluate  # noqa: E402
+from mmh_bench.evaluation.runner import compute_scores, evaluate  # noqa: E402
 from mmh_bench.task.spec import load_spec  # noqa: E402
 
 from sd_tiny import TOKENS, build_tiny_pipeline, write_task_spec  # noqa: E402
@@ -544,3 +544,80 @@ def test_flipd_grid_on_sd_reaches_the_same_signal_fraction_without_repeats(model
     ab = model.pipe.scheduler.alphas_cumprod
     assert ks[0] == 0 and float(ab[ks[-1]]) <= target < float(ab[ks[-1] - 1])  # timestep 624, not 439
     assert ks[-1] == 624
+
+
+# -- issue 24: the published protocols (Webster's sigma_max, Ren's LE layer, Jeon's shared x_T) ----------
+@pytest.fixture(scope="module")
+def shared_task(tmp_path_factory, pipe_dir):
+    """The tiny task built with Jeon et al.'s shared x_T, two generations per prompt."""
+    folder = tmp_path_factory.mktemp("shared")
+    path = _spec(folder / "task", pipe_dir, name="sd-tiny-shared", gens=2)
+    path.write_text(path.read_text().replace('scheduler = "DDIM"\n', 'scheduler = "DDIM"\ninitial_noise = "shared"\n'))
+    spec = load_spec(path)
+    return build_task(spec, folder / "cache", progress=False)
+
+
+def test_shared_seed_gives_every_prompt_the_same_x_T(shared_task, tmp_path, pipe_dir):
+    """Jeon et al. call set_seed(42) before every prompt: generation j of every prompt starts from
+    one x_T. The default draws one per generation; the mode is recorded in the instance."""
+    inst = shared_task
+    gen = inst.arrays["generation"]
+    assert inst.meta["sampling"]["initial_noise"] == "shared"
+    for j in (0, 1):
+        rows = np.flatnonzero(gen == j)
+        assert len(rows) == 6 and all(np.array_equal(inst.noise[r], inst.noise[rows[0]]) for r in rows)
+    assert not np.allclose(inst.noise[gen == 0][0], inst.noise[gen == 1][0])
+    # the same x_T, different prompts: different latents
+    assert len({inst.samples[r].tobytes() for r in np.flatnonzero(gen == 0)}) == 6
+    per_row = build_task(load_spec(_spec(tmp_path / "task", pipe_dir, gens=2)), tmp_path / "cache", progress=False)
+    assert per_row.meta["sampling"]["initial_noise"] == "per-generation"
+    first = per_row.noise[per_row.arrays["generation"] == 0]
+    assert len({x.tobytes() for x in first}) == 6  # one x_T per prompt
+    assert any(np.array_equal(x, inst.noise[gen == 0][0]) for x in first)  # the shared one is one of them
+    bad = _spec(tmp_path / "bad", pipe_dir, name="sd-tiny-bad")
+    bad.write_text(bad.read_text().replace('scheduler = "DDIM"\n', 'scheduler = "DDIM"\ninitial_noise = "jeon"\n'))
+    with pytest.raises(Exception, match="initial_noise"):
+        build_task(load_spec(bad), tmp_path / "cache", progress=False)
+    assert get_task("sd-v1-4-jeon").section("sampling")["initial_noise"] == "shared"
+
+
+def test_one_step_dcs_is_webster_one_step_from_sigma_max(shared_task):
+    """Known answer, computed as the authors' k-diffusion sampler does, straight on the diffusers
+    UNet: x = sigma_max z with sigma_max = sqrt((1 - a) / a) at timestep 999, the UNet fed
+    x / sqrt(sigma_max^2 + 1), one Euler step to the guided denoised D(x), score mean((x - D(x))^2)."""
+    inst = shared_task
+    scores, cost = compute_scores(make_detector("one-step-dcs"), inst, seed=0)
+    assert cost["nfe_per_sample"] == 2
+    pipe = sdm.load_pipeline(str(inst.meta["model"]["source"]), device="cpu")
+    a = torch.as_tensor(pipe.scheduler.alphas_cumprod, dtype=torch.float64)[999]
+    sigma = ((1 - a) / a).sqrt()
+    prompts = [str(inst.arrays["prompts"][c]) for c in inst.cond]
+    with torch.no_grad():
+        text, empty = pipe.encode_prompt(prompts, "cpu", 1, True, [""] * len(prompts))
+        x = sigma * torch.as_tensor(inst.noise, dtype=torch.float64)
+        unet_in = (x / (sigma ** 2 + 1).sqrt()).float()
+        e_c = pipe.unet(unet_in, 999, encoder_hidden_states=text).sample.double()
+        e_u = pipe.unet(unet_in, 999, encoder_hidden_states=empty).sample.double()
+        denoised = x - sigma * (e_u + 7.5 * (e_c - e_u))
+        expected = ((x - denoised) ** 2).flatten(1).mean(1).numpy()
+    np.testing.assert_allclose(scores, expected, rtol=1e-5)
+    ddim, _ = compute_scores(make_detector('one-step-dcs(start="ddim")'), inst, seed=0)
+    assert not np.allclose(ddim, scores, rtol=1e-3)  # the DDIM first step (981, x_T unscaled) is another number
+    with pytest.raises(Exception, match="one step from sigma_max"):
+        make_detector("one-step-dcs(n_steps=2)")
+    make_detector('one-step-dcs(start="ddim", n_steps=2)')
+
+
+def test_attention_entropy_default_is_ren_le_layer_3(shared_task):
+    """The bare detector is Ren et al.'s LE (layer 3, the tiny UNet's last of four); the all-layer
+    mean is a parameter away and a different number; a layer the model lacks is not applicable."""
+    from mmh_bench.evaluation.runner import applicable
+    inst = shared_task
+    default, _ = compute_scores(make_detector("attention-entropy"), inst, seed=0)
+    layer3, _ = compute_scores(make_detector("attention-entropy(layer=3)"), inst, seed=0)
+    mean, _ = compute_scores(make_detector("attention-entropy(layer=null)"), inst, seed=0)
+    np.testing.assert_array_equal(default, layer3)
+    assert not np.allclose(default, mean)
+    assert inst.score_model().cross_attention_layers == 4
+    ok, why = applicable(make_detector("attention-entropy(layer=4)"), inst)
+    assert not ok and "layer 4" in why and "has 4" in why

@@ -156,3 +156,80 @@ def test_tiny_t2i_model_serves_detectors(tiny_t2i):
     text = str(tiny_t2i.arrays["caption_text"][cond[0]])
     torch.testing.assert_close(model.eps(x[:1], 0.4, [text]), model.eps(x[:1], 0.4, [cond[0]]),
                                atol=1e-4, rtol=1e-4)
+
+
+def test_cross_attention_reads_one_layer_or_their_mean():
+    """``layer=k`` reads one block's attention; the per-layer maps average to ``layer=None``; a layer
+    the model lacks is a ValueError naming how many it has (never another layer silently)."""
+    model = _tiny_model()  # depth 2: two cross-attention layers
+    assert model.cross_attention_layers == 2
+    x = torch.randn(3, 1, 8, 8)
+    per = torch.stack([model.cross_attention(x, 0.5, [0, 2, None], layer=k) for k in range(2)])
+    torch.testing.assert_close(per.mean(0), model.cross_attention(x, 0.5, [0, 2, None]))
+    assert not torch.allclose(per[0], per[1])
+    with pytest.raises(ValueError, match="layer 2 does not exist; this model has 2"):
+        model.cross_attention(x, 0.5, [0, 2, None], layer=2)
+
+
+def test_ren_le_is_not_applicable_on_a_model_without_layer_3(tiny_t2i):
+    """t2i-digits' model has three cross-attention layers (0-2), tiny_t2i's two: Ren et al.'s LE
+    (layer 3, the default) is recorded as not applicable there, and the all-layer mean runs."""
+    from mmh_bench.evaluation.runner import applicable, compute_scores
+    from mmh_bench.registry import get_task, make_detector
+    assert get_task("t2i-digits").section("model").get("depth", 3) == 3
+    ok, why = applicable(make_detector("attention-entropy"), tiny_t2i)
+    assert not ok and why.startswith("reads cross-attention layer 3") and "has 2 (0-1)" in why
+    det = make_detector("attention-entropy(layer=null)")
+    assert applicable(det, tiny_t2i) == (True, "")
+    scores, _ = compute_scores(det, tiny_t2i, seed=0)
+    assert np.isfinite(scores).all()
+    with pytest.raises(Exception, match="layer must be"):
+        make_detector("attention-entropy(layer=-1)")
+
+
+# -- Stable Diffusion's architecture: the UNet2DConditionModel variant (issue 24, item 2) -----------
+@pytest.fixture(scope="module")
+def tiny_unet(encoder, tmp_path_factory):
+    from mmh_bench.task.build import build_task
+    from mmh_bench.task.spec import load_spec
+    return build_task(load_spec(HERE / "data" / "tiny_t2i_unet.toml"), tmp_path_factory.mktemp("unet-cache"),
+                      progress=False)
+
+
+def test_tiny_unet_task_builds_and_serves_the_generation_time_detectors(tiny_unet):
+    """The UNet variant stores and loads through the task's own loader, has SD's cross-attention
+    layout (4 layers: Ren's layer 3 exists), and the published generation-time detectors run on it
+    through the evaluator, each at its default protocol."""
+    from mmh_bench.evaluation.runner import applicable, compute_scores
+    from mmh_bench.registry import make_detector
+    from mmh_bench.task.models.unet_cond import UNetCondDenoiser
+    model = tiny_unet.score_model()  # loaded back from the build folder
+    assert isinstance(model.net, UNetCondDenoiser) and type(model.net.unet).__name__ == "UNet2DConditionModel"
+    assert model.cross_attention_layers == 4
+    x = torch.as_tensor(tiny_unet.noise[:3])
+    cond = [int(c) for c in tiny_unet.cond[:3]]
+    per = torch.stack([model.cross_attention(x, 0.7, cond, layer=k) for k in range(4)])
+    torch.testing.assert_close(per.mean(0), model.cross_attention(x, 0.7, cond))
+    torch.testing.assert_close(per.sum(-1), torch.ones(4, 3))
+    plain = model.eps(x, 0.7, cond)
+    with model.rescaled_attention(1.3):  # Ren's mitigation changes the prediction
+        assert not torch.allclose(model.eps(x, 0.7, cond), plain)
+    torch.testing.assert_close(model.eps(x, 0.7, cond), plain)
+    for name in ("cfg-norm", "sharpness", "attention-entropy", "one-step-dcs"):
+        det = make_detector(name)
+        assert applicable(det, tiny_unet) == (True, ""), name
+        scores, cost = compute_scores(det, tiny_unet, seed=0)
+        assert scores.shape == (len(tiny_unet.samples),) and np.isfinite(scores).all(), name
+        assert cost["nfe_per_sample"] > 0
+
+
+def test_unet_keys_need_arch_unet():
+    import tomllib
+    from mmh_bench.task.spec import SpecError, load_spec, parse_spec
+    raw = tomllib.loads((HERE / "data" / "tiny_t2i_unet.toml").read_text())
+    assert load_spec(HERE / "data" / "tiny_t2i_unet.toml").section("model")["arch"] == "unet"
+    with pytest.raises(SpecError, match="hidden"):  # an MLP key is never ignored silently
+        parse_spec({**raw, "model": {**raw["model"], "hidden": 64}})
+    raw["model"]["arch"] = "mlp"
+    with pytest.raises(SpecError, match="channels"):
+        parse_spec(raw)

@@ -104,6 +104,13 @@ class Detector(Configurable):
     #: task families the detector does not run on by default, with the reason (the runner reports it)
     unsuited_families: ClassVar[dict[str, str]] = {}
 
+    def unsuited_model(self, model: Any) -> str | None:
+        """Why this detector, with its parameters, cannot run on a built task's score model (e.g.
+        a layer the model does not have), else None. The evaluator asks before scoring and records
+        the pair as not applicable with this reason, so a protocol the model cannot serve is never
+        replaced by another one silently."""
+        return None
+
     def fit(self, ctx: "Context") -> None:
         """Optional one-off preparation per task (e.g. choosing a time from unlabelled samples)."""
 

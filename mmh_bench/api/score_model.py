@@ -15,6 +15,10 @@ import numpy as np
 import torch
 
 T_MIN = 1e-3  # smallest training and sampling time: the VP schedule is singular at 0
+#: the VP-linear time whose signal fraction is Stable Diffusion's at its last training timestep
+#: (alphas_cumprod[999] = 0.0047; vp_linear_alpha_bar(0.73) = 0.0046): where the CPU tasks' samplers
+#: start and what the CPU models take as SD's t = T - 1 (:attr:`ScoreModel.terminal_time`)
+SD_MATCHED_T_MAX = 0.73
 
 
 def as_tensor(x: Any, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -36,6 +40,11 @@ class ScoreModel(abc.ABC):
     #: optional extras a model offers beyond eps, e.g. "cross_attention"; detectors list theirs in
     #: ``Detector.requires`` and are skipped as not applicable on models without them
     capabilities: frozenset[str] = frozenset()
+    #: the time of the noisiest level the model is sampled from in Stable Diffusion's terms: SD's
+    #: last training timestep T - 1 (Webster's sigma_max). The CPU models, trained on (0, 1] with
+    #: the VP-linear schedule (at t = 1 a hundred times noisier than any SD step), take the time of
+    #: SD's signal fraction there, as their samplers do; the SD adapter overrides it with t = 1.
+    terminal_time: float = SD_MATCHED_T_MAX
 
     def __init__(self) -> None:
         self.nfe = 0  # forward passes, per sample
@@ -138,9 +147,17 @@ class ScoreModel(abc.ABC):
         self.nfe += y.shape[0]
         return self._eps_embedded(y, tt, emb, cond)
 
-    def cross_attention(self, x: Any, t: Any, cond: Sequence[Any]) -> torch.Tensor:
+    def cross_attention(self, x: Any, t: Any, cond: Sequence[Any], layer: int | None = None) -> torch.Tensor:
         """Cross-attention probabilities over condition tokens, ``[n, tokens]`` averaged over
-        layers, heads and queries (capability ``"cross_attention"``); counted as one evaluation."""
+        heads and queries, and over every layer (``layer=None``) or read at one (``layer`` counts
+        the cross-attention layers in the order a forward runs them; one that does not exist is a
+        ValueError), capability ``"cross_attention"``; counted as one evaluation."""
+        raise NotImplementedError(f"{type(self).__name__} has no cross-attention")
+
+    @property
+    def cross_attention_layers(self) -> int:
+        """How many cross-attention layers :meth:`cross_attention` can read one at a time, so a
+        detector that reads one layer (Ren et al.'s LE: layer 3) is judged applicable before it runs."""
         raise NotImplementedError(f"{type(self).__name__} has no cross-attention")
 
     def score(self, x: Any, t: Any, cond: Sequence[Any] | None = None) -> torch.Tensor:

@@ -75,6 +75,8 @@ class TaskOffer:
     replayable: bool | None = None
     #: the score model's capabilities, asked only when a detector requires some (it may load the model)
     capabilities: Callable[[], Iterable[str] | None] = lambda: None
+    #: the built score model, asked only when a detector checks it (``Detector.unsuited_model``)
+    model: Callable[[], Any] = lambda: None
 
 
 def why_not(det: Detector, offer: TaskOffer) -> str | None:
@@ -95,6 +97,11 @@ def why_not(det: Detector, offer: TaskOffer) -> str | None:
     caps = offer.capabilities() if det.requires else None
     if caps is not None and not set(det.requires) <= set(caps):
         return f"model lacks {', '.join(sorted(set(det.requires) - set(caps)))}"
+    check = getattr(type(det), "unsuited_model", Detector.unsuited_model)
+    if check is not Detector.unsuited_model:
+        model = offer.model()
+        if model is not None:
+            return det.unsuited_model(model)
     return None
 
 
@@ -114,7 +121,8 @@ def applicable(det: Detector, inst: TaskInstance) -> tuple[bool, str]:
         has_model=bool(inst.meta.get("model")) or inst.attached_model is not None,
         conditional=inst.info().conditional, has_train="train" in inst.arrays,
         replayable=inst.noise is not None and inst.sampler() is not None,
-        capabilities=lambda: getattr(inst.score_model(), "capabilities", ())))
+        capabilities=lambda: getattr(inst.score_model(), "capabilities", ()),
+        model=inst.score_model))
     return why is None, why or ""
 
 

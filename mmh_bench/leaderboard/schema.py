@@ -98,6 +98,21 @@ def _date(v: str) -> str:
 
 
 Name = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(check_name)]
+
+
+def _detector_ref(v: str) -> str:
+    """A detector as ``mmh-bench run --detectors`` takes it: a name, optionally with its parameters
+    (``attention-entropy(layer=3)``), so a published protocol maps to the exact configuration."""
+    from mmh_bench.registry import RegistryError, parse_ref
+    try:
+        name, _ = parse_ref(v)
+    except RegistryError as exc:
+        raise ValueError(str(exc)) from None
+    check_name(name)
+    return v
+
+
+DetectorRef = Annotated[str, Field(min_length=1, max_length=120), AfterValidator(_detector_ref)]
 Label = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_control)]
 Text = Annotated[str, Field(max_length=4000)]
 Prob = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -522,7 +537,7 @@ class ReportedRow(Strict):
 
     task: Name
     method: Label  # the method's name as the source prints it
-    detector: Name | None = None  # the mmh-bench detector that implements it, if one does
+    detector: DetectorRef | None = None  # the mmh-bench detector (with parameters) that implements it, if one does
     setting: Label | None = None  # generations per prompt, steps, seeds ... as the source gives them
     model: Label
     positives: Label

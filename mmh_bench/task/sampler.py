@@ -39,12 +39,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mmh_bench.api.score_model import T_MIN, ScoreModel
+from mmh_bench.api.score_model import SD_MATCHED_T_MAX, T_MIN, ScoreModel
 
 BLOCK = 256  # rows per network call (see the module docstring)
-#: first time of the CPU tasks' sampler: alpha_bar(0.73) = 0.0047 under the VP-linear schedule,
-#: Stable Diffusion's alphas_cumprod at its last training timestep (see the module docstring)
-SD_MATCHED_T_MAX = 0.73
+#: first time of the CPU tasks' sampler, SD_MATCHED_T_MAX = 0.73 (mmh_bench.api.score_model):
+#: alpha_bar(0.73) = 0.0047 under the VP-linear schedule, Stable Diffusion's alphas_cumprod at its
+#: last training timestep (see the module docstring)
 
 
 @dataclass(frozen=True)

@@ -156,9 +156,28 @@ class PixelMLPModel(MLPModel):
 class CrossAttnModel(PixelMLPModel):
     title = "[model] of text-to-image tasks: the cross-attention denoiser"
     conditional: Literal[True] = Field(description="required: captions condition every sample")
-    queries: int | None = opt("attention queries per block (default 4); hidden must divide by queries*heads", ge=1)
-    heads: int | None = opt("attention heads (default 4)", ge=1)
-    text_width: int | None = opt("width of the projected caption tokens (default 64)", ge=1)
+    arch: Literal["mlp", "unet"] | None = opt(
+        "'mlp' (default): an MLP whose hidden state cross-attends to the caption tokens after every block; "
+        "'unet': Stable Diffusion's UNet2DConditionModel (cross-attention in the first down, mid and last up block)")
+    queries: int | None = opt("mlp: attention queries per block (default 4); hidden must divide by queries*heads", ge=1)
+    heads: int | None = opt("mlp: attention heads (default 4)", ge=1)
+    text_width: int | None = opt("mlp: width of the projected caption tokens (default 64)", ge=1)
+    channels: list[Annotated[int, Field(ge=1)]] | None = opt(
+        "unet: block widths, one down and one up block each (default [32, 64]); multiples of groups", min_length=2)
+    layers: int | None = opt("unet: layers per block (default 1: 4 cross-attention layers with two blocks)", ge=1)
+    head_dim: int | None = opt("unet: width of one attention head (default 8)", ge=1)
+    groups: int | None = opt("unet: group-norm groups (default 8)", ge=1)
+
+    @model_validator(mode="after")
+    def _arch_keys(self) -> CrossAttnModel:
+        unet = [k for k in ("channels", "layers", "head_dim", "groups") if getattr(self, k) is not None]
+        if unet and self.arch != "unet":
+            raise rule('applies to arch = "unet" only', unet[0])
+        mlp = [k for k in ("hidden", "depth", "queries", "heads", "text_width") if getattr(self, k) is not None]
+        if mlp and self.arch == "unet":
+            raise rule('applies to the MLP only (arch = "mlp"); the UNet reads channels, layers, head_dim, groups',
+                       mlp[0])
+        return self
 
 
 class LIDModel(Training):
@@ -211,6 +230,9 @@ class SDSampling(Closed):
                                 pattern=r"^[A-Za-z][A-Za-z0-9]*$")
     height: int | None = opt("image height in pixels (default: the model's)", ge=8, multiple_of=8)
     width: int | None = opt("image width in pixels (default: the model's)", ge=8, multiple_of=8)
+    initial_noise: Literal["per-generation", "shared"] | None = opt(
+        "x_T of each generation: 'per-generation' (default; its own draw) or 'shared' (generation j of "
+        "every prompt starts from the same x_T, as Jeon et al.'s set_seed(42) before every prompt)")
 
 
 # -- synthetic mixtures (mmh_bench/task/data/synthetic.py) ---------------------------------------------

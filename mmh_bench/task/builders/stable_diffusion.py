@@ -14,7 +14,9 @@ Spec tables::
     [model]    id (hub id or folder; `--model` overrides), conditional = true, generation (optional:
                "sd1", "sd2" or "sd2-base"; weights of another generation are refused, so e.g. the
                SD 2 prompts are never scored on SD 1 weights)
-    [sampling] generations_per_prompt, steps, guidance_scale, scheduler ("DDIM", ...), height, width
+    [sampling] generations_per_prompt, steps, guidance_scale, scheduler ("DDIM", ...), height, width,
+               initial_noise ("per-generation", default, or "shared": Jeon et al.'s one x_T for every
+               prompt; recorded in the instance's meta)
 """
 from __future__ import annotations
 
@@ -78,6 +80,10 @@ def build_stable_diffusion(spec: TaskSpec, workdir: Path, progress: bool) -> Bui
     steps = int(scfg.get("steps", 50))
     if gens < 1 or steps < 1:
         raise BuildError(f"task {spec.name!r}: generations_per_prompt and steps must be >= 1")
+    noise_mode = str(scfg.get("initial_noise", "per-generation"))
+    if noise_mode not in ("per-generation", "shared"):
+        raise BuildError(f"task {spec.name!r}: [sampling] initial_noise must be 'per-generation' or 'shared', "
+                         f"got {noise_mode!r}")
     source = sdm.resolve_source(mcfg)
     pipe = sdm.load_pipeline(source)
     try:
@@ -87,7 +93,7 @@ def build_stable_diffusion(spec: TaskSpec, workdir: Path, progress: bool) -> Bui
     latents, noise = sdm.generate_latents(
         pipe, prompts, generations=gens, steps=steps, guidance_scale=float(scfg.get("guidance_scale", 7.5)),
         scheduler=str(scfg.get("scheduler", "DDIM")), seed=spec.seed, height=scfg.get("height"),
-        width=scfg.get("width"), progress=progress)
+        width=scfg.get("width"), progress=progress, shared_noise=noise_mode == "shared")
 
     sampler = sdm.ddim_sampler(pipe, str(scfg.get("scheduler", "DDIM")), steps,
                                float(scfg.get("guidance_scale", 7.5)))
@@ -117,4 +123,5 @@ def build_stable_diffusion(spec: TaskSpec, workdir: Path, progress: bool) -> Bui
                     "sampling": {"generations_per_prompt": gens, "steps": steps,
                                  "guidance_scale": float(scfg.get("guidance_scale", 7.5)),
                                  "scheduler": str(scfg.get("scheduler", "DDIM")),
+                                 "initial_noise": noise_mode,
                                  "latent_shape": list(latents.shape[1:])}})

@@ -7,8 +7,11 @@ Spec tables:
 - ``[data]``: image source and injection keys as for the image family
   (:func:`mmh_bench.task.data.images.inject`), plus ``unique_singles``, ``novel_prompts``
   (:func:`mmh_bench.task.data.captions.caption_set`) and ``max_tokens`` (caption length in word pieces).
-- ``[model]``: ``hidden``, ``depth``, ``queries``, ``heads``, ``text_width``, ``steps``,
-  ``batch_size``, ``lr``, ``p_uncond`` (caption dropout), ``t_power``.
+- ``[model]``: ``arch`` ("mlp", default: :class:`~mmh_bench.task.models.cross_attn.CrossAttnDenoiser`
+  with ``hidden``, ``depth``, ``queries``, ``heads``, ``text_width``; "unet": Stable Diffusion's
+  ``UNet2DConditionModel``, :class:`~mmh_bench.task.models.unet_cond.UNetCondDenoiser`, with
+  ``channels``, ``layers``, ``head_dim``, ``groups``), ``steps``, ``batch_size``, ``lr``,
+  ``p_uncond`` (caption dropout), ``t_power``.
 - ``[sampling]``: ``steps``, ``guidance`` (classifier-free), ``per_unique`` and ``per_generic``
   generations per prompt (:func:`mmh_bench.task.data.captions.prompt_plan`).
 
@@ -46,8 +49,16 @@ def build_text_to_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutp
     tokens, mask = encoder.encode(cs.captions)
     n_tokens = encoder.n_tokens(cs.captions)
     table = CaptionTable(torch.as_tensor(tokens), torch.as_tensor(mask), cs.null_id)
+    arch = str(m.get("arch", "mlp"))
+    unet = {k: m[k] for k in ("channels", "layers", "head_dim", "groups") if k in m}
+    if unet and arch != "unet":
+        raise BuildError(f"task {spec.name!r}: [model] {', '.join(sorted(unet))} only apply to arch = \"unet\"")
+    mlp = sorted({"hidden", "depth", "queries", "heads", "text_width"} & set(m))
+    if mlp and arch == "unet":
+        raise BuildError(f"task {spec.name!r}: [model] {', '.join(mlp)} only apply to arch = \"mlp\"")
     net = train_cross_attn(inj.x, cs.train_caption, table, queries=int(m.get("queries", 4)),
                            heads=int(m.get("heads", 4)), text_width=int(m.get("text_width", 64)),
+                           arch=arch, unet=unet,
                            **training_options(spec, progress, hidden=384, depth=3, steps=6000, batch_size=64,
                                               lr=2e-3, p_uncond=0.1, t_power=1.0))
     save_cross_attn(net, table, cs.captions, work / "model")

@@ -91,9 +91,15 @@ class CrossAttnDenoiser(nn.Module):
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, self.dim))
 
     def forward(self, y: torch.Tensor, t: torch.Tensor, text: torch.Tensor, mask: torch.Tensor,
-                return_attention: bool = False,
-                logit_scale: float = 1.0) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """``y [n, *shape]``, ``t [n]``, ``text [n, L, text_dim]``, ``mask [n, L]`` (bool)."""
+                return_attention: bool = False, logit_scale: float = 1.0,
+                layer: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``y [n, *shape]``, ``t [n]``, ``text [n, L, text_dim]``, ``mask [n, L]`` (bool);
+        ``return_attention``: also the attention over caption tokens ``[n, L]`` (heads and queries
+        averaged), of every layer averaged (``layer=None``) or of layer ``layer`` (0-based, in
+        the order the blocks run)."""
+        if layer is not None and not 0 <= int(layer) < len(self.cross):
+            raise ValueError(f"cross-attention layer {layer} does not exist; this model has {len(self.cross)} "
+                             f"(0-{len(self.cross) - 1})")
         n = y.shape[0]
         h = self.inp(torch.cat([y.reshape(n, -1), time_features(t)], dim=1))
         ctx = self.text_in(text)
@@ -105,8 +111,9 @@ class CrossAttnDenoiser(nn.Module):
             probs.append(p)
         out = self.out(h).reshape(y.shape)
         if return_attention:
-            # mean over layers, heads and queries -> one distribution over caption tokens
-            return out, torch.stack([p.mean(dim=(1, 2)) for p in probs]).mean(0)
+            # mean over heads and queries (and layers, unless one is asked) -> one distribution over caption tokens
+            per_layer = [p.mean(dim=(1, 2)) for p in probs]
+            return out, (torch.stack(per_layer).mean(0) if layer is None else per_layer[int(layer)])
         return out
 
 
@@ -125,18 +132,31 @@ class CaptionTable:
         return self.tokens[ids], self.mask[ids]
 
 
+#: the denoiser architectures of the text-to-image tasks (``[model] arch``)
+ARCHS = ("mlp", "unet")
+
+
 def train_cross_attn(x: np.ndarray, caption_ids: np.ndarray, table: CaptionTable, *,
                      hidden: int = 384, depth: int = 3, queries: int = 4, heads: int = 4,
                      text_width: int = 64, steps: int = 6000, batch_size: int = 64, lr: float = 2e-3,
                      p_uncond: float = 0.1, t_power: float = 1.0, seed: int = 0,
-                     progress: bool = True, desc: str = "training") -> CrossAttnDenoiser:
-    """A :class:`CrossAttnDenoiser` fitted by :func:`~mmh_bench.task.models.mlp.fit_eps`; caption
+                     progress: bool = True, desc: str = "training", arch: str = "mlp",
+                     unet: dict[str, Any] | None = None) -> nn.Module:
+    """A :class:`CrossAttnDenoiser` (``arch="mlp"``) or a
+    :class:`~mmh_bench.task.models.unet_cond.UNetCondDenoiser` (``arch="unet"``, built from the
+    keyword arguments in ``unet``) fitted by :func:`~mmh_bench.task.models.mlp.fit_eps`; caption
     dropout replaces a caption by the empty one (``table.null_id``) with probability ``p_uncond``."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown denoiser architecture {arch!r}; known: {ARCHS}")
     torch.manual_seed(seed)
     data = torch.as_tensor(x, dtype=torch.float32)
     ids = torch.as_tensor(caption_ids, dtype=torch.long)
-    net = CrossAttnDenoiser(data.shape[1:], hidden, depth, queries, heads, table.tokens.shape[-1],
-                            text_width)
+    if arch == "unet":
+        from .unet_cond import UNetCondDenoiser
+        net: nn.Module = UNetCondDenoiser(data.shape[1:], text_dim=table.tokens.shape[-1], **(unet or {}))
+    else:
+        net = CrossAttnDenoiser(data.shape[1:], hidden, depth, queries, heads, table.tokens.shape[-1],
+                                text_width)
     return fit_eps(net, data, ids, table.null_id, steps=steps, batch_size=batch_size, lr=lr,
                    p_uncond=p_uncond, t_power=t_power, seed=seed, progress=progress, desc=desc,
                    forward=lambda m, y, t, c: m(y, t, *table.lookup(c)))
@@ -151,7 +171,7 @@ class CrossAttnScoreModel(ScoreModel):
 
     capabilities = frozenset({"cross_attention", "condition_embedding", "attention_rescale"})
 
-    def __init__(self, net: CrossAttnDenoiser, table: CaptionTable,
+    def __init__(self, net: nn.Module, table: CaptionTable,
                  captions: Sequence[str] | None = None, encoder: Any = None) -> None:
         super().__init__()
         self.net = net.eval()
@@ -219,32 +239,52 @@ class CrossAttnScoreModel(ScoreModel):
                       cond: Sequence[Any]) -> torch.Tensor:
         return self.net(y, t, emb, self._text(cond, y.shape[0])[1], logit_scale=self.first_token_scale)
 
+    @property
+    def cross_attention_layers(self) -> int:
+        return len(self.net.cross)
+
     @torch.no_grad()
-    def cross_attention(self, x: Any, t: Any, cond: Sequence[Any]) -> torch.Tensor:
+    def cross_attention(self, x: Any, t: Any, cond: Sequence[Any], layer: int | None = None) -> torch.Tensor:
         y, tt = self._prepare(x, t)
         if cond is None:
             raise ValueError("cross_attention needs one condition per sample")
         cond = self._check_cond(cond, y.shape[0])
+        if layer is not None and not 0 <= int(layer) < self.cross_attention_layers:
+            raise ValueError(f"cross-attention layer {layer} does not exist; this model has "
+                             f"{self.cross_attention_layers} (0-{self.cross_attention_layers - 1})")
         self.nfe += y.shape[0]
         text, mask = self._text(cond, y.shape[0])
-        return self.net(y, tt, text, mask, return_attention=True)[1]
+        return self.net(y, tt, text, mask, return_attention=True, layer=layer)[1]
 
 
 # -- storage ------------------------------------------------------------------------------------
-def save_cross_attn(net: CrossAttnDenoiser, table: CaptionTable, captions: Sequence[str], path: Path) -> None:
-    """Weights and caption table as safetensors, config and caption texts as JSON (no pickle)."""
+def save_cross_attn(net: nn.Module, table: CaptionTable, captions: Sequence[str], path: Path) -> None:
+    """Weights and caption table as safetensors, config (with the architecture) and caption texts
+    as JSON (no pickle)."""
+    from .unet_cond import UNetCondDenoiser
     path.mkdir(parents=True, exist_ok=True)
-    save_file(net.state_dict(), str(path / "weights.safetensors"))
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path / "weights.safetensors"))
     save_file({"tokens": table.tokens.contiguous(), "mask": table.mask.to(torch.uint8).contiguous()},
               str(path / "captions.safetensors"))
-    (path / "config.json").write_text(json.dumps({"net": net.config, "null_id": table.null_id}))
+    arch = "unet" if isinstance(net, UNetCondDenoiser) else "mlp"
+    cfg = {"net": net.config, "null_id": table.null_id}
+    if arch != "mlp":  # the MLP's config files stay as they were, so published instances keep their bytes
+        cfg["arch"] = arch
+    (path / "config.json").write_text(json.dumps(cfg))
     (path / "captions.json").write_text(json.dumps(list(captions), ensure_ascii=False))
 
 
 def load_cross_attn(path: Path) -> CrossAttnScoreModel:
     path = Path(path)
     cfg = json.loads((path / "config.json").read_text())
-    net = CrossAttnDenoiser(**cfg["net"])
+    arch = cfg.get("arch", "mlp")
+    if arch == "unet":
+        from .unet_cond import UNetCondDenoiser
+        net: nn.Module = UNetCondDenoiser(**cfg["net"])
+    elif arch == "mlp":
+        net = CrossAttnDenoiser(**cfg["net"])
+    else:
+        raise ValueError(f"{path}: unknown denoiser architecture {arch!r}; known: {ARCHS}")
     net.load_state_dict(load_file(str(path / "weights.safetensors")))
     tab = load_file(str(path / "captions.safetensors"))
     table = CaptionTable(tab["tokens"], tab["mask"].bool(), cfg["null_id"])

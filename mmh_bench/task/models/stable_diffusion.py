@@ -275,6 +275,7 @@ class StableDiffusionScoreModel(ScoreModel):
     """
 
     replay_block = None  # batches are sliced to fit the device (mmh_bench.task.sampler: no padded blocks)
+    terminal_time = 1.0  # the last training timestep, T - 1 = 999 (:meth:`timesteps`): Webster's sigma_max
 
     conditional = True
     capabilities = frozenset({"cross_attention", "condition_embedding", "attention_rescale"})
@@ -544,6 +545,10 @@ class StableDiffusionScoreModel(ScoreModel):
         tt = torch.as_tensor(t, dtype=torch.float32).reshape(-1).cpu()
         return -e / self.sigma(tt).reshape(-1, *([1] * len(self.shape))).to(self.output_device)
 
+    @property
+    def cross_attention_layers(self) -> int:
+        return sum(name.endswith("attn2.processor") for name in self.unet.attn_processors)
+
     @torch.no_grad()
     def cross_attention(self, x: Any, t: Any, cond: Sequence[Any], layer: int | None = None) -> torch.Tensor:
         """Softmax cross-attention over the prompt's tokens ``[n, tokens]`` (each row sums to 1),
@@ -604,12 +609,14 @@ def initial_noise(shape: Sequence[int], seed: int) -> torch.Tensor:
 def generate_latents(pipe: Any, prompts: Sequence[str], *, generations: int = 1, steps: int = 50,
                      guidance_scale: float = 7.5, scheduler: str = "DDIM", seed: int = 0,
                      height: int | None = None, width: int | None = None, batch_size: int = GEN_BATCH,
-                     progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                     progress: bool = False, shared_noise: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``generations`` final latents per prompt (prompt-major order), float32 ``[n, 4, h, w]``, and
     the initial latent x_T of each.
 
     Generation ``j`` of prompt ``i`` starts from :func:`initial_noise` with seed
-    ``seed * 1_000_000 + i * generations + j``.
+    ``seed * 1_000_000 + i * generations + j``; with ``shared_noise`` from seed
+    ``seed * 1_000_000 + j`` for every prompt (Jeon et al.'s protocol, which seeds the generator
+    with 42 before every prompt, so all prompts share their x_T and differ only in the prompt).
     """
     from tqdm.auto import tqdm
 
@@ -623,7 +630,8 @@ def generate_latents(pipe: Any, prompts: Sequence[str], *, generations: int = 1,
         for start in tqdm(range(0, len(jobs), batch_size), desc="generating latents", disable=not progress,
                           unit="batch"):
             chunk = jobs[start:start + batch_size]
-            init = torch.stack([initial_noise(shape, seed * 1_000_000 + i * generations + j) for i, j in chunk])
+            init = torch.stack([initial_noise(shape, seed * 1_000_000 + (0 if shared_noise else i * generations) + j)
+                                for i, j in chunk])
             with torch.no_grad():
                 res = pipe(prompt=[prompts[i] for i, _ in chunk], num_inference_steps=int(steps),
                            guidance_scale=float(guidance_scale), height=shape[1] * f, width=shape[2] * f,
