@@ -40,7 +40,8 @@ class TaskInfo:
 #: what ``ctx.model`` offers every detector with Access.MODEL: the score-model interface (and a
 #: discrete-time model's timestep grid), never the network, its tables or its pipeline
 MODEL_ATTRS = frozenset({"shape", "dim", "conditional", "capabilities", "device", "output_device", "alpha_bar",
-                         "sigma", "timesteps", "num_train_timesteps", "full_precision"})
+                         "sigma", "timesteps", "num_train_timesteps", "terminal_time", "cross_attention_layers",
+                         "full_precision"})
 #: ... and with Access.MODEL_COND, what reads or perturbs the conditions
 COND_ATTRS = frozenset({"captions", "condition_embedding", "eps_embedded", "rescaled_attention"})
 
