@@ -112,3 +112,18 @@ def test_bad_parameters_fail_clearly():
     with pytest.raises(ValueError, match="kappa_control"):
         lid_paper.pieces({"dataset": "squiggly_mixture", "manifold_dims": [2], "ambient_dim": 3,
                           "kappa_control": 0.0}, 0)
+
+
+def test_a_dgm_task_builds_with_a_model_and_scores(tmp_path):
+    """A seconds-fast build of the lollipop: queries per piece with their LID*, a trained model,
+    and an estimator scored on it (the path the opt-in suite takes)."""
+    from mmh_bench.evaluation.runner import evaluate_pair
+    from mmh_bench.task.build import build_task
+    from mmh_bench_baselines.flipd import FLIPD
+    raw = {**_spec({"source": "dgm", "dataset": "lollipop", "n": 600}), "seed": 3,
+           "model": {"hidden": 16, "depth": 1, "steps": 30, "batch_size": 64}, "queries": {"n_per_component": 20}}
+    inst = build_task(parse_spec(raw, "t.toml"), tmp_path, progress=False)
+    assert inst.samples.shape == (41, 2) and sorted(np.unique(inst.lid_star).tolist()) == [0.0, 1.0, 2.0]
+    assert inst.score_model() is not None and len(inst.arrays["train"]) == 600
+    res = evaluate_pair(inst, FLIPD(t0=0.05), isolation="in-process")
+    assert res["status"] == "ok" and np.isfinite(res["metrics"]["mae"])
