@@ -76,16 +76,17 @@ def grid_mae(inst, det: FLIPD) -> dict:
             "mean_per_lid": [[float(c[inst.lid_star == v].mean()) for v in lids] for c in curves]}
 
 
-def ideal_curve(spec, inst, grid: list[float], scale: int, k: int = 256) -> dict:
+def ideal_curve(spec, inst, grid: list[float], scale: int, chunk: int = 32) -> dict:
     """FLIPD of a near-exact score: the closed-form FLIPD of a large fresh draw from the task's own
-    distribution (``scale`` times its training set), at every t of ``grid``. Where the draw is dense
-    at the bandwidth h = sigma(t) / sqrt(alpha_bar(t)) this is the FLIPD the true density has at t,
-    so it separates what FLIPD reads at a scale from what the trained network gets wrong."""
+    distribution (``scale`` times its training set, every point used, no neighbour truncation), at
+    every t of ``grid``. Where the draw is dense at the bandwidth h = sigma(t) / sqrt(alpha_bar(t))
+    (h well above ``ref_spacing``, the reference's median nearest-neighbour distance) this is the
+    FLIPD the true density has at t: it separates what FLIPD reads at a scale from what the trained
+    network gets wrong. Below that spacing it reads the draw's own points (falls towards 0)."""
     from mmh_bench.api.score_model import vp_linear_alpha_bar
     from mmh_bench.evaluation.data_lid import KNNIndex
     from mmh_bench.task.data import lid_paper
     from mmh_bench.task.data.synthetic import make_mixture
-    from mmh_bench_baselines.cfdm import empirical_flipd
     data = copy.deepcopy(spec.section("data"))
     seed = spec.seed + 7_000_001
     if data.get("source") == "dgm":
@@ -95,16 +96,26 @@ def ideal_curve(spec, inst, grid: list[float], scale: int, k: int = 256) -> dict
             if c.get("kind") != "point" and int(c.get("copies", 1)) <= 1:
                 c["n"] = scale * int(c.get("n", 1))
         ref = make_mixture(data, spec.seed, draw_seed=seed).x
-    ref, mult = np.unique(np.asarray(ref, dtype=np.float64), axis=0, return_counts=True)
-    dist, idx = KNNIndex(ref).search(inst.samples, k)
-    lids = np.unique(inst.lid_star)
-    out = {"n_ref": int(mult.sum()), "k": k, "t": list(grid), "mae": [], "mean_per_lid": [], "lid": lids.tolist()}
+    ref = torch.as_tensor(np.asarray(ref, dtype=np.float64))
+    sub = ref[torch.randperm(len(ref), generator=torch.Generator().manual_seed(0))[:5000]].numpy()
+    spacing = float(np.median(KNNIndex(ref.numpy()).search(sub, 2)[0][:, 1]))
+    h2 = []
     for t in grid:
         ab = float(vp_linear_alpha_bar(torch.tensor(t)))
-        est = empirical_flipd(dist, mult[idx].astype(float), float(np.sqrt((1 - ab) / ab)))
-        out["mae"].append(float(np.abs(est - inst.lid_star).mean()))
-        out["mean_per_lid"].append([float(est[inst.lid_star == v].mean()) for v in lids])
-    return out
+        h2.append((1 - ab) / ab)
+    x = torch.as_tensor(np.asarray(inst.samples, dtype=np.float64))
+    est = np.zeros((len(grid), len(x)))
+    for s0 in range(0, len(x), chunk):
+        d2 = torch.cdist(x[s0:s0 + chunk], ref) ** 2  # [c, n_ref]
+        for i, hh in enumerate(h2):
+            q = d2 / hh
+            est[i, s0:s0 + chunk] = (torch.softmax(-0.5 * q, dim=1) * q).sum(1).numpy()
+    h2 = torch.tensor(h2, dtype=torch.float64)
+    lids = np.unique(inst.lid_star)
+    return {"n_ref": int(len(ref)), "ref_spacing": spacing, "t": list(grid),
+            "h": np.sqrt(h2.flatten().numpy()).tolist(), "lid": lids.tolist(),
+            "mae": [float(np.abs(e - inst.lid_star).mean()) for e in est],
+            "mean_per_lid": [[float(e[inst.lid_star == v].mean()) for v in lids] for e in est]}
 
 
 def run(task: str, variant: str, t0s: list[float], probes: list[int], cache: Path, knn: bool,
@@ -137,6 +148,11 @@ def run(task: str, variant: str, t0s: list[float], probes: list[int], cache: Pat
     return res
 
 
+def _c(v: dict) -> str:
+    """Concordance, or a dash where it is undefined (every query has the same LID*)."""
+    return "–" if v.get("concordance") is None else f"{v['concordance']:.3f}"
+
+
 def summarize(out: Path) -> str:
     runs = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     lines = ["| task | variant | build s | " + "FLIPD plateau (t0) | FLIPD knee (t0) | FLIPD fixed t0 | "
@@ -156,7 +172,7 @@ def summarize(out: Path) -> str:
             if "mae" not in v:
                 return "–"
             t = f" ({v['t0']:.3g})" if with_t and "t0" in v else ""
-            return f"{v['mae']:.3f} / {v['concordance']:.3f}{t}"
+            return f"{v['mae']:.3f} / {_c(v)}{t}"
 
         fixed = "; ".join(f"{k.split('=')[1]}: {v['mae']:.3f}" for k, v in s.items()
                           if k.startswith("flipd t0=") and k.split("=")[1] not in ("plateau", "knee") and "mae" in v)
@@ -173,7 +189,7 @@ def summarize(out: Path) -> str:
             at = int(np.argmin(np.abs(np.log(np.array(ig["t"]) / s["flipd t0=plateau"]["t0"]))))
             j = int(np.argmin(ig["mae"]))
             ideal = f"{ig['mae'][at]:.3f} / {ig['mae'][j]:.3f} ({ig['t'][j]:.3g})"
-        kcells = [f"{kn[k]['mae']:.3f} / {kn[k]['concordance']:.3f}" if k in kn and "mae" in kn[k] else "–"
+        kcells = [f"{kn[k]['mae']:.3f} / {_c(kn[k])}" if k in kn and "mae" in kn[k] else "–"
                   for k in ("ess", "lpca", "mle", "twonn")]
         lines.append(f"| {r['task']} | {r['variant']} | {r.get('build_seconds') or '–'} | "
                      f"{cell('flipd t0=plateau', True)} | {cell('flipd t0=knee', True)} | {fixed or '–'} | "
