@@ -125,7 +125,9 @@ def _latent(kind: str) -> Callable[[np.random.Generator, int, int], np.ndarray]:
 
 
 def _modes(k: int, dim: int, distance: float) -> np.ndarray:
-    """Mode locations: vertices of a scaled simplex when k <= D, else a circle in the first plane."""
+    """Mode locations: vertices of a scaled simplex when k <= D (the authors' rule), else k points
+    ``distance`` apart on a circle in the first plane (the authors search the radius numerically;
+    no shipped task has more pieces than dimensions)."""
     if k <= dim:
         return (np.eye(dim)[:k] - 0.5) / np.sqrt(2.0) * distance
     theta = np.linspace(0, 2 * np.pi, k + 1)[:-1]
