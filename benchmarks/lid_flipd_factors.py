@@ -9,7 +9,9 @@ FLIPD with the t0 rules (``plateau``, the default; ``knee``) and fixed t0 values
 with Hutchinson probes instead of the exact trace (``--probes``, at the plateau rule's t0), the
 normal bundle, and the four k-NN estimators (they do not depend on the model: scored once per task).
 It also records FLIPD's MAE at every t of the rule's grid over all queries (``grid``): the best
-value there is a diagnostic that looks at LID*, never a chosen constant.
+value there is a diagnostic that looks at LID*, never a chosen constant. ``--ideal S`` (base variant
+only) adds the closed-form FLIPD of a fresh draw S times the training set (:func:`ideal_curve`):
+FLIPD with a near-exact score, to tell the network's error from what FLIPD reads at a scale.
 
 Writes ``OUT/<task>__<variant>.json`` and ``OUT/summary.md`` (``--summarize`` only re-reads OUT).
 """
@@ -25,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmh_bench.evaluation.metrics import lid_metrics
 from mmh_bench.evaluation.runner import evaluate_pair
 from mmh_bench.registry import get_task
 from mmh_bench.task.build import build_task
