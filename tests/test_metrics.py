@@ -66,6 +66,8 @@ def test_concordance_and_lid_metrics():
     assert concordance(true, np.zeros(6)) == 0.5
     m = lid_metrics(true, true + 1.0)
     assert m["mae"] == 1.0 and m["mse"] == 1.0 and m["concordance"] == 1.0
+    one_level = lid_metrics(np.full(4, 2.0), np.array([1.0, 2.0, 3.0, 2.5]))
+    assert one_level["concordance"] is None and one_level["mae"] == 0.625  # no pair to order
 
 
 def _resamples(n, n_boot=200, seed=0):

@@ -20,12 +20,12 @@ from test_board import _md_tables, _render, _task_part, catalog, store  # noqa: 
 
 # -- the shipped file ----------------------------------------------------------------------------
 def test_shipped_file_validates_against_the_registry():
-    assert [p.name for p in reported_files()] == ["stable_diffusion.toml"]
+    assert [p.name for p in reported_files()] == ["lid_benchmarks.toml", "stable_diffusion.toml"]
     rows = load_reported(tasks=known_tasks())
     by_task: dict[str, int] = {}
     for r in rows:
         by_task[r.task] = by_task.get(r.task, 0) + 1
-    assert by_task == {"sd-v1-4-jeon": 23, "sd-v2": 22, "sd-v1-4": 7, "sd-v1-5": 5}
+    assert by_task == {"sd-v1-4-jeon": 23, "sd-v2": 22, "sd-v1-4": 7, "sd-v1-5": 5, "lid-skdim": 4}
     names = {ep.name for ep in metadata.entry_points(group="mmh_bench.detectors")}
     assert {parse_ref(r.detector)[0] for r in rows if r.detector} <= names  # every mapping names a real detector
     for ref in {r.detector for r in rows if r.detector}:
@@ -53,6 +53,8 @@ def test_shipped_rows_keep_each_source_and_its_tpr_rule():
     notebook = next(r for r in rows if "det_mem_viz" in r.source)
     assert notebook.tpr_rule == "strict-lt" and notebook.metrics.auroc == 0.994
     assert {r.tpr_rule for r in rows if "icml-2026" in r.source} == {"strict-le"}
+    huang = {r.detector: r.metrics.mpe for r in rows if r.source.startswith("Huang, Chen & Chung")}
+    assert huang == {"twonn": 11.12, "mle": 18.84, "ess": 20.20, "lpca": 49.81}
     mixed = next(r for r in rows if r.negatives.startswith("Wen-style 2,000"))
     assert mixed.metrics.auroc_ci == [0.986, 0.993] and mixed.metrics.tpr_at_fpr_ci == {"0.01": [0.786, 0.882]}
 
@@ -86,7 +88,7 @@ def _write(tmp_path: Path, text: str) -> Path:
     (('"0.01" = 0.5', '"1%" = 0.5'), "field 'metrics.tpr_at_fpr.1%.[key]': String should match pattern"),
     (('tpr_rule = "closest"', 'tpr_rule = "nearest"'), "field 'tpr_rule': Input should be 'strict-le'"),
     (('method = "second"', 'method = "second", steps = 5'), "field 'steps': Extra inputs are not permitted"),
-    (('metrics = { auroc = 0.8 }', 'metrics = { }'), "a reported row needs an auroc or a tpr_at_fpr"),
+    (('metrics = { auroc = 0.8 }', 'metrics = { }'), "a reported row needs an auroc, a tpr_at_fpr or an mpe"),
     (('method = "second"', 'method = "first"'), "row 2 ('first'): repeats bad.toml, table 1"),
     (('task = "sd-v2"', 'task = "sd-v9"'), "field 'task': unknown task 'sd-v9'"),
     (('url = "https://example.org/doe"', 'url = "javascript:alert(1)"'), "field 'url': must be an http"),
@@ -167,3 +169,20 @@ def test_shipped_rows_on_the_real_board(store, catalog):
     assert sd.count("#### Reported, not re-measured") == 1 and "| #" not in sd  # no measured (ranked) table
     assert "FPR closest to x; labels flipped if AUROC &lt; 0.5" in sd and "last ROC point with FPR &lt; x" in sd
     assert 'id="t-sd-v2-v1-reported"' in page
+
+
+def test_lid_reported_rows_show_the_global_id_mpe_column():
+    from mmh_bench.leaderboard.board.model import Row
+    from mmh_bench.leaderboard.board.reported import reported_cells, reported_heads
+    rows = [Row(kind="reported", task="lid-skdim", version="1", family="lid", track="lid", detector="twonn",
+                access=None, metrics=r.metrics.model_dump(exclude_none=True), method=r.method, model=r.model,
+                tpr_rule=r.tpr_rule)
+            for r in load_reported() if r.task == "lid-skdim"]
+    heads = reported_heads(rows, "lid")
+    assert heads[:5] == ["method (as published)", "model", "MAE", "concordance", "MPE % (global ID)"]
+    cells = [reported_cells(r, 1, rows, "lid") for r in rows]
+    assert all(len(c) == len(heads) for c in cells)
+    assert [c[4][0] for c in cells] == ["11.120", "18.840", "20.200", "49.810"] and cells[0][2][0] == "–"
+    without = [Row(kind="reported", task="t", version="1", family="lid", track="lid", detector="x", access=None,
+                   metrics={"mae": 0.5})]
+    assert "MPE % (global ID)" not in reported_heads(without, "lid")

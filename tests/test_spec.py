@@ -126,7 +126,7 @@ def _spec(name: str) -> dict:
      "[balance] require_subtypes[0] must be 'VM' or 'TM'"),
     ("sd-v1-4", lambda r: r["sampling"].update(height=500), "[sampling] height must be a multiple of 8, got 500"),
     ("sd-v1-4", lambda r: r["model"].pop("conditional"), "[model] missing required key 'conditional'"),
-    ("tiny_lid", lambda r: r["data"].update(source="skdm"), "[data] source must be 'mixture' or 'skdim', got 'skdm'"),
+    ("tiny_lid", lambda r: r["data"].update(source="skdm"), "[data] source must be 'mixture', 'skdim' or 'dgm', got 'skdm'"),
     ("tiny_lid", lambda r: r.pop("track"), "missing required key 'track'"),
     ("tiny_lid", lambda r: r["model"].pop("steps"),
      "[model] hidden is only read when a model is trained (give steps, or train = true)"),

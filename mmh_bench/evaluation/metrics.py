@@ -268,5 +268,6 @@ def lid_metrics(true: np.ndarray, est: np.ndarray) -> dict[str, Any]:
     if not np.all(np.isfinite(est)):
         raise ValueError("estimates contain NaN or infinity")
     err = est - true
+    conc = concordance(true, est)  # undefined (None) when every point has the same LID*, e.g. a Swiss roll
     return {"mae": float(np.abs(err).mean()), "mse": float((err ** 2).mean()),
-            "concordance": concordance(true, est), "n": int(true.size)}
+            "concordance": conc if np.isfinite(conc) else None, "n": int(true.size)}

@@ -516,11 +516,13 @@ class PublishedMetrics(Strict):
     auroc_ci: Interval | None = None
     tpr_at_fpr: Annotated[dict[FprTarget, Prob], Field(max_length=8)] = Field(default_factory=dict)
     tpr_at_fpr_ci: Annotated[dict[FprTarget, Interval], Field(max_length=8)] = Field(default_factory=dict)
+    #: LID track: mean percentage error of a global intrinsic-dimension estimate, in percent
+    mpe: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "PublishedMetrics":
-        if self.auroc is None and not self.tpr_at_fpr:
-            raise ValueError("a reported row needs an auroc or a tpr_at_fpr")
+        if self.auroc is None and not self.tpr_at_fpr and self.mpe is None:
+            raise ValueError("a reported row needs an auroc, a tpr_at_fpr or an mpe")
         if self.auroc_ci is not None and self.auroc is None:
             raise ValueError("auroc_ci without auroc")
         _ci_ok(self.auroc_ci)

@@ -367,7 +367,7 @@ class MixtureData(Closed):
 
 class LIDMixtureData(MixtureData):
     title = "[data] of LID tasks with source = 'mixture'"
-    source: Literal["mixture"] | None = opt("'mixture' (default) or 'skdim'")
+    source: Literal["mixture"] | None = opt("'mixture' (default), 'skdim' or 'dgm'")
 
 
 class Manifold(Closed):
@@ -383,6 +383,57 @@ class SkdimData(Closed):
     source: Literal["skdim"] = Field(description="required: 'skdim'")
     gap: float | None = opt("space between neighbouring manifolds along the first axis (default 1)", ge=0)
     manifolds: list[Manifold] = Field(description="required: [[data.manifolds]] tables", min_length=1)
+
+
+class DGMData(Closed):
+    title = "[data] of LID tasks with source = 'dgm': the FLIPD paper's synthetic data sets"
+    source: Literal["dgm"] = Field(description="required: 'dgm'")
+    dataset: Literal["lollipop", "torus_circle", "swiss_roll", "affine_mixture", "squiggly_mixture"] = Field(
+        description="required: the data set (mmh_bench/task/data/lid_paper.py)")
+    n: int | None = opt("training points (default 20000)", ge=1)
+    standardize: bool | None = opt("standardise every coordinate (default: true for the mixtures)")
+    center_loc: list[float] | None = opt("lollipop: centre of the candy (default [3, 3])", min_length=2, max_length=2)
+    radius: float | None = opt("lollipop: radius of the candy (default 1)", gt=0)
+    stick_end_loc: list[float] | None = opt("lollipop: free end of the stick (default [1.5, 1.5])",
+                                            min_length=2, max_length=2)
+    dot_loc: list[float] | None = opt("lollipop: the point (default [0, 0])", min_length=2, max_length=2)
+    candy_ratio: float | None = opt("lollipop: weight of the candy (default 4)", ge=0)
+    stick_ratio: float | None = opt("lollipop: weight of the stick (default 2)", ge=0)
+    dot_ratio: float | None = opt("lollipop: weight of the dot (default 1)", ge=0)
+    major_r: float | None = opt("torus_circle: major radius (default 10)", gt=0)
+    minor_r: float | None = opt("torus_circle: minor radius (default 1)", gt=0)
+    mix_ratio: float | None = opt("torus_circle: fraction on the circle (default 0.5)", ge=0, le=1)
+    manifold_dims: list[Annotated[int, Field(ge=1)]] | None = opt("mixtures: intrinsic dimension of each piece",
+                                                                   min_length=1)
+    ambient_dim: int | None = opt("mixtures: ambient dimension D", ge=1)
+    mixture_probs: list[Annotated[float, Field(ge=0)]] | None = opt("mixtures: piece weights (default equal)")
+    sample_distr: Literal["uniform", "normal", "laplace"] | None = opt("mixtures: latent density (default 'uniform')")
+    distance_between_modes: float | None = opt("mixtures: scale of the mode simplex (default 10)", gt=0)
+    frequency: float | None = opt("squiggly_mixture: sine frequency (default 10)", gt=0)
+    kappa_control: float | None = opt("squiggly_mixture: 1 - sine amplitude factor (default 1e-4)", gt=0, le=1)
+    n_transforms: int | None = opt("squiggly_mixture: warp-flip-rotate repetitions (default 5)", ge=0)
+
+    @model_validator(mode="after")
+    def _keys_of_dataset(self) -> DGMData:
+        own = {"lollipop": {"center_loc", "radius", "stick_end_loc", "dot_loc", "candy_ratio", "stick_ratio",
+                            "dot_ratio"},
+               "torus_circle": {"major_r", "minor_r", "mix_ratio"}, "swiss_roll": set(),
+               "affine_mixture": {"manifold_dims", "ambient_dim", "mixture_probs", "sample_distr",
+                                  "distance_between_modes"}}
+        own["squiggly_mixture"] = own["affine_mixture"] | {"frequency", "kappa_control", "n_transforms"}
+        shared = {"source", "dataset", "n", "standardize"}
+        for key in type(self).model_fields:
+            if getattr(self, key) is not None and key not in shared | own[self.dataset]:
+                raise rule(f"is not read by dataset {self.dataset!r}", key)
+        if "mixture" in self.dataset:
+            for key in ("manifold_dims", "ambient_dim"):
+                if getattr(self, key) is None:
+                    raise rule(f"is required by dataset {self.dataset!r}", key)
+            if max(self.manifold_dims) > self.ambient_dim:
+                raise rule(f"must not exceed ambient_dim ({self.ambient_dim})", "manifold_dims")
+            if self.mixture_probs is not None and len(self.mixture_probs) != len(self.manifold_dims):
+                raise rule("must give one weight per entry of manifold_dims", "mixture_probs")
+        return self
 
 
 class Queries(Closed):
@@ -557,6 +608,11 @@ class LIDSkdimTask(LIDTask):
     data: SkdimData
 
 
+class LIDPaperTask(LIDTask):
+    data: DGMData
+    model: LIDModel | None = None
+
+
 class StableDiffusionTask(TaskModel):
     builder_name = "stable-diffusion"
     data: SDData
@@ -569,7 +625,7 @@ class StableDiffusionTask(TaskModel):
 TASK_MODELS: dict[str, type[TaskModel]] = {
     "synthetic": SyntheticTask, "lid": LIDMixtureTask, "image": ImageTask,
     "text-to-image": TextToImageTask, "stable-diffusion": StableDiffusionTask}
-LID_SOURCES: dict[str, type[TaskModel]] = {"mixture": LIDMixtureTask, "skdim": LIDSkdimTask}
+LID_SOURCES: dict[str, type[TaskModel]] = {"mixture": LIDMixtureTask, "skdim": LIDSkdimTask, "dgm": LIDPaperTask}
 
 
 def task_model(raw: dict[str, Any]) -> type[TaskModel] | str:
@@ -585,7 +641,7 @@ def task_model(raw: dict[str, Any]) -> type[TaskModel] | str:
     data = raw.get("data")
     source = data.get("source", "mixture") if isinstance(data, dict) else "mixture"
     if source not in LID_SOURCES:
-        return f"[data] source must be 'mixture' or 'skdim', got {show(source)}"
+        return f"[data] source must be 'mixture', 'skdim' or 'dgm', got {show(source)}"
     return LID_SOURCES[source]
 
 

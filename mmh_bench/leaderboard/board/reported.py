@@ -26,9 +26,15 @@ def _tpr_keys(rows: list[Row]) -> list[str]:
     return sorted(keys, key=float, reverse=True)
 
 
+def _has_mpe(rows: list[Row]) -> bool:
+    """Whether any row gives a global-ID mean percentage error (a column only then)."""
+    return any(r.metrics.get("mpe") is not None for r in rows)
+
+
 def reported_heads(rows: list[Row], track: str) -> list[str]:
     if track == "lid":
-        return ["method (as published)", "model", "MAE", "concordance", "TPR rule", "source"]
+        return (["method (as published)", "model", "MAE", "concordance"]
+                + (["MPE % (global ID)"] if _has_mpe(rows) else []) + ["TPR rule", "source"])
     return (["method (as published)", "setting", "mmh-bench detector", "model", "negatives", "AUROC [95% CI]"]
             + [f"TPR@{fmt_percent(float(k))}FPR [95% CI]" for k in _tpr_keys(rows)] + ["TPR rule", "source"])
 
@@ -72,9 +78,9 @@ def reported_cells(r: Row, ref: int, rows: list[Row], track: str, esc: Callable[
     rule = (esc(TPR_RULES.get(r.tpr_rule, TPR_RULES["unstated"])), None)
     source = (f"[{ref}]" if esc is str else esc(f"[{ref}]"), float(ref))
     if track == "lid":
-        return [(esc(r.method or r.detector), None), (esc(r.model or "–"), None),
-                _pub_cell(m.get("mae"), None), _pub_cell(m.get("concordance"), None),
-                rule, source]
+        return ([(esc(r.method or r.detector), None), (esc(r.model or "–"), None),
+                _pub_cell(m.get("mae"), None), _pub_cell(m.get("concordance"), None)]
+                + ([_pub_cell(m.get("mpe"), None)] if _has_mpe(rows) else []) + [rule, source])
     text = [r.method or r.detector, r.setting or "–", r.detector or "–", r.model or "–", r.negatives or "–"]
     tpr, tpr_ci = m.get("tpr_at_fpr") or {}, m.get("tpr_at_fpr_ci") or {}
     return ([(esc(t), None) for t in text] + [_pub_cell(m.get("auroc"), m.get("auroc_ci"))]

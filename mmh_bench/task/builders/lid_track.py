@@ -14,6 +14,11 @@ Two sources, chosen by ``[data] source``:
     zero-padded to the largest ambient dimension and shifted along the first axis so the pieces do
     not touch. The reference cloud is stored as the training set (for estimators that declare
     training-data access); the queries are an independent draw. No model.
+``"dgm"``
+    The FLIPD paper's synthetic data sets (:mod:`mmh_bench.task.data.lid_paper`: lollipop, string
+    within a doughnut, Swiss roll, affine and sinusoidal manifold mixtures), ``[data] dataset``
+    and its parameters, ``n`` training points. A model is trained as for ``"mixture"``; the queries
+    are ``n_per_component`` fresh draws per piece plus the point of every 0-dimensional piece.
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from mmh_bench.task.build import BuildError, BuildOutput
-from mmh_bench.task.data.synthetic import component_points, continuous_components, make_mixture
+from mmh_bench.task.data import lid_paper
+from mmh_bench.task.data.synthetic import Mixture, component_points, continuous_components, make_mixture
 from mmh_bench.task.spec import TaskSpec
 from .synthetic import train_mixture_model
 
@@ -117,6 +123,26 @@ def _build_skdim(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
                        extra_meta={"source": "skdim", "manifolds": names})
 
 
+def _build_dgm(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
+    data = spec.section("data")
+    try:
+        x, lid, comp = lid_paper.draw(data, spec.seed, int(data.get("n", 20000)))
+        q = spec.section("queries")
+        qx, qlid, qcomp = lid_paper.draw_per_piece(data, spec.seed, int(q.get("n_per_component", 200)),
+                                                   spec.seed + QUERY_SEED_OFFSET)
+    except ValueError as exc:
+        raise BuildError(f"LID task {spec.name!r}: {exc}") from None
+    mix = Mixture(x=x, lid=lid, component=comp)
+    model = None
+    m = spec.section("model")
+    if m.get("train", "steps" in m):
+        train_mixture_model(spec, mix, progress).save(work / "model")
+        model = {"kind": "mlp", "path": "model"}
+    return BuildOutput(samples=qx, lid_star=qlid, train=x, train_lid=lid, model=model,
+                       sample_arrays={"component": qcomp}, extra_arrays={"train_component": comp},
+                       extra_meta={"source": "dgm", "dataset": str(data.get("dataset"))})
+
+
 def build_lid(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
     if spec.track != "lid":
         raise BuildError(f"task {spec.name!r}: builder 'lid' needs track = 'lid'")
@@ -125,4 +151,6 @@ def build_lid(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
         return _build_mixture(spec, work, progress)
     if source == "skdim":
         return _build_skdim(spec, work, progress)
-    raise BuildError(f"task {spec.name!r}: [data] source must be 'mixture' or 'skdim', not {source!r}")
+    if source == "dgm":
+        return _build_dgm(spec, work, progress)
+    raise BuildError(f"task {spec.name!r}: [data] source must be 'mixture', 'skdim' or 'dgm', not {source!r}")
