@@ -11,7 +11,7 @@ Why each part:
 - **Unprivileged uid.** Run by root, the worker drops to :data:`SANDBOX_UID` (``nobody``) inside
   the sandbox before any submitted code is imported (bwrap keeps only CAP_SETUID/SETGID for
   that), so ``/proc/sys`` is not writable and no capability is left; run by another user, it
-  runs as that user in a user namespace of its own. Nested user namespaces are refused.
+  runs as that user in a user namespace of its own. Nested user namespaces are refused (seccomp).
 - **Seccomp.** The kernel keyrings are shared by every process of a uid (two workers would share
   one), so ``keyctl``/``add_key``/``request_key`` are refused, with the calls containers refuse
   (``ptrace``, ``mount``, module loading, ``bpf``, ``unshare``/``setns``, new namespaces, ...).
@@ -199,8 +199,8 @@ def bwrap_command(view: Path, out: Path, scratch: Path, argv: list[str], *, secc
     root = os.geteuid() == 0
     if root:  # the worker drops to SANDBOX_UID itself (DROP_ENV); nothing else is kept
         cmd += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-    else:
-        cmd += ["--unshare-user", "--disable-userns"]
+    else:  # nested user namespaces are refused by the seccomp filter (unshare, clone flags), as on
+        cmd += ["--unshare-user"]  # bwrap releases older than --disable-userns (0.8)
     for d in SYSTEM_DIRS:
         if os.path.islink(d):
             cmd += ["--symlink", os.readlink(d), d]
