@@ -155,19 +155,22 @@ def test_verify_and_the_board_flag_an_entry_that_memorized_the_public_answers(pu
     monkeypatch.chdir(work)
     assert main(["submit", ref, "--name", "answers", "--authors", "Mallory", "--url", "https://example.org/a",
                  "--tasks", "tiny", "-q"]) == 0
-    assert main(["verify", "answers", "-q"]) == 0  # the public result reproduces: that is not the question
+    # the public result reproduces: that is not the question; two held-out replicates give the
+    # spread the gap is judged by (one on each side is never judged)
+    assert main(["verify", "answers", "--fresh-replicates", "2", "-q"]) == 0
     out = capsys.readouterr().out
     assert "FLAGGED" in out
     record = json.loads((work / "leaderboard" / "submissions" / "answers" / "verification.json").read_text())
     [task] = record["heldout"]
-    assert task["public"][0] > 0.99 and 0.4 <= task["heldout"][0] <= 0.6 and task["flagged"] is True
+    assert task["public"][0] > 0.99 and all(0.4 <= v <= 0.6 for v in task["heldout"]) and len(task["heldout"]) == 2
+    assert task["flagged"] is True and task["judged"] is True
     assert main(["leaderboard"]) == 0
     readme = (work / "leaderboard" / "README.md").read_text()
     assert "Public and held-out" in readme
     row = next(line for line in readme.splitlines() if line.startswith("|") and "FLAGGED" in line)
-    assert "answer-table" in row and "1.000 (1)" in row
+    assert "answer-table" in row and "1.000 (1)" in row and "(2)" in row
     # official numbers first: the overview (and the first table) use the held-out instance
-    assert re.search(r"The overview uses fresh-[0-9a-f]{12}", readme)
+    assert "The overview uses the mean over the 2 fresh replicates." in readme
 
 
 POOL_LEAK = '''
@@ -214,3 +217,18 @@ def test_a_sealed_detector_cannot_read_the_fresh_pool(tmp_path):
         got[isolation] = (doc["isolation"], doc["metrics"]["auroc"])
     assert got["in-process"][1] > 0.99  # the probe works where nothing seals it
     assert got["sealed"] == ("sandbox", 0.5)
+
+
+def test_the_gap_rule_needs_a_spread_and_judges_one_public_replicate_against_the_held_out_spread():
+    """One replicate on each side has no spread: a second training run moved shipped detectors by
+    0.1-0.4 AUROC on the one-replicate tasks, so such a gap is never flagged. One public replicate
+    against three held-out ones is judged by their pooled spread."""
+    from mmh_bench.leaderboard.heldout import compare
+    single = compare([0.68], [0.29])
+    assert single["judged"] is False and single["flagged"] is False and single["gap"] == pytest.approx(0.39)
+    memorized = compare([1.0], [0.50, 0.51, 0.49])
+    assert memorized["judged"] and memorized["flagged"]
+    noisy = compare([0.70], [0.62, 0.78, 0.55])  # within what another training run does
+    assert noisy["judged"] and not noisy["flagged"]
+    lid = compare([0.20], [0.50, 0.52, 0.49], higher_is_better=False)  # MAE: lower is better
+    assert lid["gap"] == pytest.approx(0.3033, abs=1e-3) and lid["flagged"]

@@ -397,7 +397,8 @@ def _verify_heldout(specs: dict[str, Any], det: Any, folder: Path, args: argpars
         cmp = compare(pub, held, higher_is_better=HIGHER_IS_BETTER[metric])
         rows.append({"task": name, "metric": metric, **cmp})
         table.append([name, rows[-1]["metric"], _mean_sd(cmp["public"]), _mean_sd(cmp["heldout"]),
-                      "-" if cmp["gap"] is None else f"{cmp['gap']:+.3f}", "FLAGGED" if cmp["flagged"] else ""])
+                      "-" if cmp["gap"] is None else f"{cmp['gap']:+.3f}",
+                      "FLAGGED" if cmp["flagged"] else "" if cmp["judged"] else "not judged (one replicate each)"])
     if table:
         print(tabulate(table, headers=["task", "metric", "public", "held out", "gap", ""]))
     flagged = [r["task"] for r in rows if r["flagged"]]

@@ -17,8 +17,7 @@ HEADLINE = {"memorization": "auroc", "lid": "mae"}
 HIGHER_IS_BETTER = {"auroc": True, "mae": False}
 #: spreads (standard errors of the difference) the public score may exceed the held-out one by
 GAP_SIGMAS = 2.0
-#: a floor on the tolerated gap: one replicate per side has no spread to measure, and the board
-#: shows three decimals
+#: a floor on the tolerated gap: the board shows three decimals
 MIN_GAP = 0.02
 
 
@@ -37,19 +36,29 @@ def compare(public: Iterable[float | None], heldout: Iterable[float | None], *,
             higher_is_better: bool = True) -> dict[str, Any]:
     """Means, spreads and the gap by which the public values (one per replicate) beat the held-out
     ones (positive: better on the public instances). ``flagged``: the gap exceeds ``GAP_SIGMAS``
-    standard errors of the difference (sample standard deviations over replicates) plus
-    :data:`MIN_GAP`."""
+    standard errors of the difference plus :data:`MIN_GAP`.
+
+    A detector that memorised nothing scores public and held-out replicates alike (draws of one
+    training-and-placement distribution), so the standard error uses their pooled standard
+    deviation: a single public replicate is judged against the held-out replicates' spread. With
+    fewer than three replicates in all there is no spread to judge by (``judged`` False, never
+    flagged): a second training run moves some shipped detectors by 0.1-0.4 AUROC on one-replicate
+    tasks."""
     pub = [float(v) for v in public if v is not None]
     held = [float(v) for v in heldout if v is not None]
     out: dict[str, Any] = {"public": [round(v, 6) for v in pub], "heldout": [round(v, 6) for v in held],
                            "public_mean": None, "heldout_mean": None, "heldout_sd": None, "gap": None,
-                           "tolerance": None, "flagged": False}
+                           "tolerance": None, "flagged": False, "judged": False}
     if not pub or not held:
         return out
     mp, mh = statistics.fmean(pub), statistics.fmean(held)
-    se = math.sqrt(_sd(pub) ** 2 / len(pub) + _sd(held) ** 2 / len(held))
-    tol = GAP_SIGMAS * se + MIN_GAP
     gap = (mp - mh) if higher_is_better else (mh - mp)
     out.update(public_mean=round(mp, 6), heldout_mean=round(mh, 6), heldout_sd=round(_sd(held), 6),
-               gap=round(gap, 6), tolerance=round(tol, 6), flagged=bool(gap > tol))
+               gap=round(gap, 6))
+    dof = len(pub) + len(held) - 2
+    if dof < 1:
+        return out
+    pooled = math.sqrt(((len(pub) - 1) * _sd(pub) ** 2 + (len(held) - 1) * _sd(held) ** 2) / dof)
+    tol = GAP_SIGMAS * pooled * math.sqrt(1 / len(pub) + 1 / len(held)) + MIN_GAP
+    out.update(tolerance=round(tol, 6), flagged=bool(gap > tol), judged=True)
     return out

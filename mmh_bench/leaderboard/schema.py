@@ -427,6 +427,7 @@ class HeldOutTask(Strict):
     gap: float | None = None
     tolerance: NonNeg | None = None
     flagged: bool = False  # public exceeds held-out beyond what the replicates' spread explains
+    judged: bool = True  # False: too few replicates to judge the gap (never flagged then)
 
 
 class Verification(Strict):

@@ -67,7 +67,7 @@ def gap_cells(g: GapRow) -> list[str]:
     """Plain-text cells: public, held out, gap, flag."""
     c = g.cmp
     return [_mean_sd(c["public"]), _mean_sd(c["heldout"]), "–" if c["gap"] is None else f"{c['gap']:+.3f}",
-            "FLAGGED" if c["flagged"] else ""]
+            "FLAGGED" if c["flagged"] else "" if c.get("judged", True) else "not judged (one replicate each)"]
 
 
 def gap_heads(t: TaskFacts) -> list[str]:
