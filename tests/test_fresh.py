@@ -232,3 +232,28 @@ def test_the_gap_rule_needs_a_spread_and_judges_one_public_replicate_against_the
     assert noisy["judged"] and not noisy["flagged"]
     lid = compare([0.20], [0.50, 0.52, 0.49], higher_is_better=False)  # MAE: lower is better
     assert lid["gap"] == pytest.approx(0.3033, abs=1e-3) and lid["flagged"]
+
+
+def test_a_fresh_draw_that_misses_the_label_balance_is_redrawn(tmp_path, monkeypatch):
+    """One unlucky placement (a fresh syn10-od replicate with 18 OD copies where the spec asks 20)
+    must not end a held-out run: the pool draws another secret, as an unbalanced test instance
+    would never have been published; any other build error still stops it."""
+    from mmh_bench.task import fresh
+    from mmh_bench.task.build import BuildError
+    keys = []
+
+    def build(spec, root, *, instance, progress):
+        keys.append(instance)
+        if len(keys) == 1:
+            raise BuildError(f"task {spec.name!r} did not reach its declared label balance: ...")
+    monkeypatch.setattr(fresh, "build_task", build)
+    monkeypatch.setattr(fresh, "pool_instances", lambda spec, pool: [])
+    spec = load_spec(TINY)
+    pool = FreshPool(str(tmp_path / "pool"), replicates=2)
+    assert fill_pool([spec], pool, progress=False) == {spec.name: 2}
+    assert len(keys) == 3 and keys[0].secret != keys[1].secret == keys[2].secret
+    assert [k.replicate for k in keys] == [0, 0, 1]
+    keys.clear()
+    monkeypatch.setattr(fresh, "build_task", lambda *a, **k: (_ for _ in ()).throw(BuildError("no model")))
+    with pytest.raises(BuildError, match="no model"):
+        fill_pool([spec], pool, progress=False)

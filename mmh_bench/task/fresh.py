@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .build import build_task, load_instance
+from .build import BuildError, build_task, load_instance
 from .instance import TaskInstance
 from .instances import InstanceKey, test_replicates
 from .spec import TaskSpec
@@ -35,6 +35,8 @@ from .spec import TaskSpec
 log = logging.getLogger(__name__)
 
 FRESH = "fresh"
+#: secrets drawn for one replicate before a build that keeps missing the label balance is an error
+MAX_DRAWS = 3
 #: bytes of randomness in a fresh secret (32 hex characters, more than MIN_SECRET_CHARS)
 SECRET_BYTES = 16
 
@@ -115,11 +117,20 @@ def fill_pool(specs: Iterable[TaskSpec], pool: FreshPool, *, progress: bool = Tr
             continue
         key = None
         for r in range(have, want):  # numbered after those kept, so replicate numbers stay distinct
-            key = InstanceKey(FRESH, secret=secrets.token_hex(SECRET_BYTES) if key is None else key.secret,
-                              replicate=r)
-            if progress:
-                print(f"building fresh instance {r + 1} of {want} of {spec.name} (held out, never published)",
-                      file=sys.stderr, flush=True)
-            build_task(spec, pool.root, instance=key, progress=progress)
+            for draw in range(MAX_DRAWS):
+                key = InstanceKey(FRESH, secret=secrets.token_hex(SECRET_BYTES) if key is None else key.secret,
+                                  replicate=r)
+                if progress:
+                    print(f"building fresh instance {r + 1} of {want} of {spec.name} (held out, never published)",
+                          file=sys.stderr, flush=True)
+                try:
+                    build_task(spec, pool.root, instance=key, progress=progress)
+                    break
+                except BuildError as exc:  # a placement outside the spec's declared label balance:
+                    if "label balance" not in str(exc) or draw == MAX_DRAWS - 1:  # draw another,
+                        raise  # as a test instance that failed its balance would never be published
+                    print(f"fresh instance {r + 1} of {spec.name} missed the spec's label balance; drawing "
+                          "another secret", file=sys.stderr, flush=True)
+                    key = None
         del key  # the secret goes with it: these instances can be evaluated, never rebuilt
     return built
