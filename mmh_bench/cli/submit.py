@@ -370,7 +370,7 @@ def _verify_heldout(specs: dict[str, Any], det: Any, folder: Path, args: argpars
 
     from mmh_bench.evaluation.runner import evaluate
     from mmh_bench.files import staged_dir
-    from mmh_bench.leaderboard.heldout import HEADLINE, HIGHER_IS_BETTER, compare, headline
+    from mmh_bench.leaderboard.heldout import HEADLINE, HIGHER_IS_BETTER, compare, headline, mean_sd
     from mmh_bench.task.fresh import PoolError, fresh_pool
     print(f"held out: scoring {det.name!r} on fresh instances (built for this verification, never published) ...",
           flush=True)
@@ -396,7 +396,8 @@ def _verify_heldout(specs: dict[str, Any], det: Any, folder: Path, args: argpars
         metric = HEADLINE.get(spec.track, "auroc")
         cmp = compare(pub, held, higher_is_better=HIGHER_IS_BETTER[metric])
         rows.append({"task": name, "metric": metric, **cmp})
-        table.append([name, rows[-1]["metric"], _mean_sd(cmp["public"]), _mean_sd(cmp["heldout"]),
+        table.append([name, rows[-1]["metric"], mean_sd(cmp["public"], missing="-", count="n={}"),
+                      mean_sd(cmp["heldout"], missing="-", count="n={}"),
                       "-" if cmp["gap"] is None else f"{cmp['gap']:+.3f}",
                       "FLAGGED" if cmp["flagged"] else "" if cmp["judged"] else "not judged (one replicate each)"])
     if table:
@@ -406,16 +407,6 @@ def _verify_heldout(specs: dict[str, Any], det: Any, folder: Path, args: argpars
         print(f"FLAGGED: the public score exceeds the held-out one beyond the replicates' spread on "
               f"{', '.join(flagged)}: the entry may have memorized the published instances")
     return rows, files
-
-
-def _mean_sd(values: list[float]) -> str:
-    if not values:
-        return "-"
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{mean:.3f} (n=1)"
-    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{mean:.3f} ± {sd:.3f} (n={len(values)})"
 
 
 def _short(v: Any) -> str:

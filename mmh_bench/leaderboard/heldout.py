@@ -28,6 +28,19 @@ def headline(doc: dict[str, Any]) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+def mean_sd(values: list[float], *, missing: str = "–", count: str = "{}") -> str:
+    """``mean ± sd (n)`` of replicate values at the board's three decimals (``mean (1)`` for one);
+    ``count`` formats n, ``missing`` stands for none."""
+    if not values:
+        return missing
+    mean = sum(values) / len(values)
+    n = count.format(len(values))
+    if len(values) == 1:
+        return f"{mean:.3f} ({n})"
+    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.3f} ± {sd:.3f} ({n})"
+
+
 def _sd(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mmh_bench.leaderboard.heldout import compare
+from mmh_bench.leaderboard.heldout import compare, mean_sd
 
 from .columns import rank_column
 from .model import Board, Row, TaskFacts
@@ -53,20 +53,10 @@ def gap_rows(board: Board, t: TaskFacts) -> list[GapRow]:
                                       g.detector))
 
 
-def _mean_sd(values: list[float]) -> str:
-    if not values:
-        return "–"
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{mean:.3f} (1)"
-    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{mean:.3f} ± {sd:.3f} ({len(values)})"
-
-
 def gap_cells(g: GapRow) -> list[str]:
     """Plain-text cells: public, held out, gap, flag."""
     c = g.cmp
-    return [_mean_sd(c["public"]), _mean_sd(c["heldout"]), "–" if c["gap"] is None else f"{c['gap']:+.3f}",
+    return [mean_sd(c["public"]), mean_sd(c["heldout"]), "–" if c["gap"] is None else f"{c['gap']:+.3f}",
             "FLAGGED" if c["flagged"] else "" if c.get("judged", True) else "not judged (one replicate each)"]
 
 
