@@ -233,3 +233,124 @@ def test_unet_keys_need_arch_unet():
     raw["model"]["arch"] = "mlp"
     with pytest.raises(SpecError, match="channels"):
         parse_spec(raw)
+
+
+# -- the LAION-like design of t2i-fashion: attribute captions, composed prompts, templates (issue 24) --
+def _laion_like():
+    x, y = im.load_images("digits")
+    cfg = {"classes": [0, 1, 2], "per_class": 12, "dup_n": 2, "dup_copies": 6, "tm_n": 2, "tm_variants": 4,
+           "tm_patch": 2, "tm_delta": 0.2, "unique_singles": 2, "attribute_captions": True, "composed_prompts": 4}
+    return im.inject(x, y, cfg, seed=0), cfg
+
+
+def test_templates_are_near_identical_variants_sharing_one_caption():
+    inj, cfg = _laion_like()
+    assert (inj.group == im.GROUP_TEMPLATE).sum() == 8 and set(inj.template_id[inj.template_id >= 0]) == {0, 1}
+    assert np.all(inj.lid[inj.group == im.GROUP_TEMPLATE] == 0)
+    cs = caption_set(inj, NAMES, cfg, seed=0)
+    for k in (0, 1):
+        rows = np.flatnonzero(inj.template_id == k)
+        base = inj.x[inj.source_row == inj.source_row[rows[0]]]
+        flat = inj.x[rows].reshape(len(rows), -1)
+        # every variant alters at most one 2x2 patch by 0.2: within 2 * 0.2 of the others' shared image
+        assert np.linalg.norm(flat[:, None] - flat[None], axis=-1).max() <= 2 * 0.4 + 1e-6
+        assert len({tuple(r) for r in flat}) > 1 and len(base) == len(rows)  # not bit-identical
+        ids = set(cs.train_caption[rows].tolist())
+        assert len(ids) == 1 and cs.kind[ids.pop()] == KIND["template"]
+    # the template rows are never drawn as anything else, and without tm_n nothing changes
+    x, y = im.load_images("digits")
+    plain = im.inject(x, y, {k: v for k, v in cfg.items() if not k.startswith("tm_")}, seed=0)
+    np.testing.assert_array_equal(plain.source_row, im.inject(x, y, {**cfg, "tm_n": 0}, seed=0).source_row)
+    assert not set(inj.source_row[inj.group == im.GROUP_TEMPLATE]) & set(inj.source_row[inj.group != im.GROUP_TEMPLATE])
+
+
+def test_attribute_captions_name_brightness_and_composed_prompts_are_held_out():
+    from mmh_bench.task.data.captions import BRIGHTNESS, brightness_tercile
+    inj, cfg = _laion_like()
+    cs = caption_set(inj, NAMES, cfg, seed=0)
+    used = np.bincount(cs.train_caption, minlength=len(cs.captions))
+    generic = np.flatnonzero(cs.kind == KIND["generic"])
+    composed = np.flatnonzero(cs.kind == KIND["composed"])
+    assert len(generic) == 3 * 3 * 3 and len(composed) == 4  # 3 classes x 3 terciles x 3 trained phrasings
+    assert np.all(used[composed] == 0) and used[generic].max() > 1  # attribute captions are shared
+    trained = {cs.captions[i] for i in generic}
+    assert not trained & {cs.captions[i] for i in composed}
+    for i in composed:  # a held-out combination of trained words: its words all occur in trained captions
+        assert set(cs.captions[i].replace(",", "").split()) <= {w for t in trained for w in t.replace(",", "").split()}
+    tercile = brightness_tercile(inj)
+    common = np.flatnonzero(inj.group == im.GROUP_COMMON)
+    for r in common:  # each image's caption names its class and its brightness tercile within it
+        text = cs.captions[cs.train_caption[r]]
+        if cs.kind[cs.train_caption[r]] == KIND["generic"]:
+            assert NAMES[inj.label[r]] in text and BRIGHTNESS[tercile[r]] in text.split()
+    counts = np.bincount(tercile[common], minlength=3)
+    assert counts.min() >= len(common) // 3 - 3  # terciles split each class evenly
+    plan = prompt_plan(cs, per_unique=2, per_generic=1)
+    assert np.bincount(plan, minlength=len(cs.kind))[composed].tolist() == [1] * 4
+
+
+def test_composed_prompts_need_attribute_captions():
+    import tomllib
+    from mmh_bench.task.spec import SpecError, parse_spec
+    raw = tomllib.loads((HERE / "data" / "tiny_t2i_laion.toml").read_text())
+    raw["data"]["attribute_captions"] = False
+    with pytest.raises(SpecError, match="attribute_captions"):
+        parse_spec(raw)
+    raw["data"]["attribute_captions"] = True
+    raw["model"]["cross_blocks"] = [2]
+    with pytest.raises(SpecError, match="cross_blocks"):
+        parse_spec(raw)
+
+
+def test_copies_of_a_duplicate_are_vm_and_of_a_template_tm():
+    """Known answer: the copy rule treats a template's variants as one point (dedup_tol), so an exact
+    copy of a variant is memorized, and its subtype follows the training row it copies."""
+    from mmh_bench.task.build import split_dd
+    from mmh_bench.task.labels import label_samples
+    from mmh_bench.task.subtypes import SUBTYPE_CODE
+    rng = np.random.default_rng(0)
+    common = rng.normal(size=(40, 16)).astype(np.float32) * 3
+    vm = np.repeat(rng.normal(size=(1, 16)).astype(np.float32) * 3, 5, axis=0)
+    base = rng.normal(size=(16,)).astype(np.float32) * 3
+    tm = np.stack([base + (np.eye(16)[i] * 0.1 if i else 0) for i in range(4)]).astype(np.float32)
+    train = np.concatenate([common, vm, tm])
+    source = np.array([0] * 40 + [1] * 5 + [6] * 4)
+    lid = np.where(source > 0, 0.0, 1.0).astype(np.float32)
+    samples = np.stack([vm[0] + 0.01, tm[2] + 0.01, common[3] + 0.01, rng.normal(size=16) * 3]).astype(np.float32)
+    lab = label_samples(samples, train, lid, {"abs_tol": 1.0, "dedup_tol": 0.5}, train_source=source)
+    assert lab.arrays["labels"][:2].tolist() == [1, 1] and lab.arrays["labels"][3] == 0
+    sub = split_dd(lab.arrays["subtype"], lab.arrays["source"], {1: "VM", 6: "TM"})
+    assert sub[:3].tolist() == [SUBTYPE_CODE["VM"], SUBTYPE_CODE["TM"], SUBTYPE_CODE["OD"]]
+
+
+def test_unet_attends_only_in_the_blocks_it_names():
+    from mmh_bench.task.models.unet_cond import UNetCondDenoiser
+    coarse = UNetCondDenoiser((1, 8, 8), channels=(8, 16), cross_blocks=(1,))
+    fine = UNetCondDenoiser((1, 8, 8), channels=(8, 16))
+    kinds = [type(b).__name__ for b in coarse.unet.down_blocks]
+    assert kinds == ["DownBlock2D", "CrossAttnDownBlock2D"]
+    assert [type(b).__name__ for b in coarse.unet.up_blocks] == ["CrossAttnUpBlock2D", "UpBlock2D"]
+    assert len(coarse.cross) == 4 and len(fine.cross) == 4  # down 1, mid 1, up 2 either way
+    with pytest.raises(ValueError, match="cross_blocks"):
+        UNetCondDenoiser((1, 8, 8), channels=(8, 16), cross_blocks=(2,))
+
+
+def test_heldout_scale_caps_the_fresh_images():
+    inj, cfg = _laion_like()
+    x, y = im.load_images("digits")
+    capped = im.heldout_images(x, y, inj, {**cfg, "heldout_scale": 2}, seed=0)
+    assert len(capped) == 2 * 12 * 3 and len(im.heldout_images(x, y, inj, cfg, seed=0)) > len(capped)
+
+
+def test_tiny_laion_like_task_builds_with_vm_and_tm_names(encoder, tmp_path):
+    from mmh_bench.task.build import build_task
+    from mmh_bench.task.spec import load_spec
+    from mmh_bench.task.subtypes import SUBTYPE_CODE
+    inst = build_task(load_spec(HERE / "data" / "tiny_t2i_laion.toml"), tmp_path, progress=False)
+    a = inst.arrays
+    assert not (a["subtype"] == SUBTYPE_CODE["DD"]).any()  # every DD copy is named VM or TM here
+    kinds = a["caption_kind"][a["cond"]]
+    assert (kinds == KIND["composed"]).sum() == 4 and (kinds == KIND["template"]).sum() == 2 * 2
+    assert inst.meta["n_train_dedup"] == len(a["train"]) - 2 * 5 - 2 * 3  # a template is one point
+    assert "train_template_id" in a and inst.meta["memorized_prompt_ids"]
+    assert set(inst.meta["composition"][0]) >= {"source", "DD", "OD"}

@@ -60,6 +60,9 @@ class BuildOutput:
     #: designed role of each training row (an index into ``source_names``), for the composition audit
     train_source: np.ndarray | None = None
     source_names: list[str] | None = None
+    #: subtype name for a DD copy whose nearest training row has this ``train_source`` code (e.g.
+    #: verbatim "VM" and template "TM" copies, as the Stable Diffusion tasks name them)
+    dd_subtype_of_source: dict[int, str] = field(default_factory=dict)
     #: distances of the spec's [labels] are multiplied by this (a test instance placed at another scale)
     label_scale: float = 1.0
     #: arrays with one row per generated sample besides samples/cond (permuted with them)
@@ -102,6 +105,14 @@ def permute_rows(out: BuildOutput, seed: int) -> np.ndarray:
             setattr(out, key, np.asarray(getattr(out, key))[order])
     out.sample_arrays = {k: np.asarray(v)[order] for k, v in out.sample_arrays.items()}
     return order
+
+
+def split_dd(subtype: np.ndarray, source: np.ndarray, names: dict[int, str]) -> np.ndarray:
+    """DD codes renamed by the designed source of each copy's nearest training row."""
+    out = subtype.copy()
+    for code, name in names.items():
+        out[(subtype == SUBTYPE_CODE["DD"]) & (source == code)] = SUBTYPE_CODE[name]
+    return out
 
 
 def check_balance(spec: TaskSpec, arrays: dict[str, np.ndarray]) -> None:
@@ -217,6 +228,8 @@ def _build(spec: TaskSpec, work: Path, progress: bool) -> tuple[dict[str, Any], 
         except LabellingError as exc:
             raise BuildError(f"task {spec.name!r}: {exc}") from None
         arrays.update(lab.arrays)
+        if out.dd_subtype_of_source:
+            arrays["subtype"] = split_dd(arrays["subtype"], arrays["source"], out.dd_subtype_of_source)
         meta["dedup_tol"] = float(labels_cfg.get("dedup_tol", 0.0)) * out.label_scale
         meta["n_train_dedup"] = len(lab.index)
         meta["labelling"] = lab.stats

@@ -33,7 +33,7 @@ import numpy as np
 from scipy.stats import binom
 
 from mmh_bench.retrieval.train_index import COPY_RATIO, CopyLabels, TrainIndex, label_copies, nn_ratio
-from .subtypes import SUBTYPE_CODE
+from .subtypes import SUBTYPE_CODE, SUBTYPE_NAMES
 
 #: default per-point significance of the chance test
 CHANCE_ALPHA = 1e-3
@@ -199,12 +199,12 @@ def composition(arrays: dict[str, np.ndarray], source_names: list[str] | None) -
         return []
     src, sub = arrays["source"], arrays["subtype"]
     names = list(source_names or [])
+    shown = [n for n in SUBTYPE_NAMES if n in ("DD", "OD") or (sub == SUBTYPE_CODE[n]).any()]
     rows = []
     for code in sorted(set(src.tolist())):
         here = src == code
         name = names[code] if 0 <= code < len(names) else ("no neighbour" if code < 0 else f"source {code}")
         rows.append({"source": name, "samples_nearest": int(here.sum()),
-                     "DD": int((here & (sub == SUBTYPE_CODE["DD"])).sum()),
-                     "OD": int((here & (sub == SUBTYPE_CODE["OD"])).sum()),
+                     **{n: int((here & (sub == SUBTYPE_CODE[n])).sum()) for n in shown},
                      "chance_copies": int((here & (arrays.get("chance_copy", 0) == 1)).sum())})
     return rows

@@ -153,6 +153,10 @@ class PixelMLPModel(MLPModel):
     t_power: float | None = opt("training times T_MIN + u^t_power: > 1 favours low noise (default 1)", gt=0)
 
 
+#: the [model] keys only the UNet reads
+UNET_KEYS = ("channels", "layers", "head_dim", "groups", "cross_blocks")
+
+
 class CrossAttnModel(PixelMLPModel):
     title = "[model] of text-to-image tasks: the cross-attention denoiser"
     conditional: Literal[True] = Field(description="required: captions condition every sample")
@@ -167,16 +171,20 @@ class CrossAttnModel(PixelMLPModel):
     layers: int | None = opt("unet: layers per block (default 1: 4 cross-attention layers with two blocks)", ge=1)
     head_dim: int | None = opt("unet: width of one attention head (default 8)", ge=1)
     groups: int | None = opt("unet: group-norm groups (default 8)", ge=1)
+    cross_blocks: list[Annotated[int, Field(ge=0)]] | None = opt(
+        "unet: down blocks (0-based, finest first) with cross-attention, mirrored in the up blocks; the mid "
+        "block always has it (default [0])", min_length=1)
 
     @model_validator(mode="after")
     def _arch_keys(self) -> CrossAttnModel:
-        unet = [k for k in ("channels", "layers", "head_dim", "groups") if getattr(self, k) is not None]
+        unet = [k for k in UNET_KEYS if getattr(self, k) is not None]
         if unet and self.arch != "unet":
             raise rule('applies to arch = "unet" only', unet[0])
         mlp = [k for k in ("hidden", "depth", "queries", "heads", "text_width") if getattr(self, k) is not None]
         if mlp and self.arch == "unet":
-            raise rule('applies to the MLP only (arch = "mlp"); the UNet reads channels, layers, head_dim, groups',
-                       mlp[0])
+            raise rule('applies to the MLP only (arch = "mlp"); the UNet reads ' + ", ".join(UNET_KEYS), mlp[0])
+        if self.cross_blocks is not None and any(b >= len(self.channels or (0, 0)) for b in self.cross_blocks):
+            raise rule(f"must name blocks of channels (0-{len(self.channels or (0, 0)) - 1})", "cross_blocks")
         return self
 
 
@@ -217,8 +225,9 @@ class PromptSampling(Closed):
     sampler: Literal["ddim"] | None = opt("the sampler (mmh_bench.task.sampler); only 'ddim': deterministic, replayable")
     steps: int | None = opt("DDIM steps (default 100)", ge=2)
     guidance: float | None = opt("classifier-free guidance scale (default 3)", ge=0)
-    per_unique: int | None = opt("generations per duplicated, rare, single and novel caption (default 8)", ge=1)
-    per_generic: int | None = opt("generations per generic caption (default 10)", ge=1)
+    per_unique: int | None = opt("generations per duplicated, template, rare, single and novel caption (default 8)",
+                                 ge=1)
+    per_generic: int | None = opt("generations per generic and composed caption (default 10)", ge=1)
 
 
 class SDSampling(Closed):
@@ -452,6 +461,8 @@ class ImageData(Closed):
     rare_n: int | None = opt("images of the rare class (default 0)", ge=0)
     dup_n: int | None = opt("images duplicated dup_copies times (DD-Mem sources, default 0)", ge=0)
     dup_copies: int | None = opt("copies of each duplicated image (default 1)", ge=1)
+    heldout_scale: int | None = opt("held-out real images (C_T, chance test) per training image of each class, at "
+                                    "most (default: as many as the unused images allow)", ge=1)
 
     @model_validator(mode="after")
     def _classes(self) -> ImageData:
@@ -466,7 +477,17 @@ class ImageData(Closed):
 class CaptionedData(ImageData):
     title = "[data] of text-to-image tasks: image data as for image tasks, plus captions"
     unique_singles: int | None = opt("single images with a caption of their own (controls, default 0)", ge=0)
-    novel_prompts: int | None = opt("captions never trained on (held-out prompts, default 0)", ge=0)
+    novel_prompts: int | None = opt("captions in the unique captions' style never trained on (default 0)", ge=0)
+    attribute_captions: bool | None = opt(
+        "generic captions name the class and the image's brightness within its class ('a dark coat on a plain "
+        "background'); one template per (class, brightness) is held out of training (default false)")
+    composed_prompts: int | None = opt(
+        "attribute_captions only: held-out combinations of trained words to generate from (in-distribution "
+        "negatives, default 0)", ge=0)
+    tm_n: int | None = opt("templates sharing one caption each (template memorization, default 0)", ge=0)
+    tm_variants: int | None = opt("near-identical variants per template (default 10)", ge=2)
+    tm_patch: int | None = opt("side of the square patch each variant alters (default 6 pixels)", ge=1)
+    tm_delta: float | None = opt("brightness shift of that patch in [-1, 1] units (default 0.2)", gt=0)
     max_tokens: int | None = opt("caption length in word pieces with [CLS] and [SEP] (default 16)", ge=3)
 
 
@@ -584,11 +605,24 @@ class ImageTask(LabelledTask):
     model: PixelMLPModel | None = None
 
 
+class CaptionBalance(Balance):
+    title = "[balance] of text-to-image tasks"
+    require_subtypes: list[Literal[CONSTRUCTED_SUBTYPES + PROMPT_SUBTYPES]] | None = opt(  # type: ignore[valid-type]
+        "subtypes that must each have min_per_subtype samples (VM and TM where the task places templates)")
+
+
 class TextToImageTask(LabelledTask):
     builder_name = "text-to-image"
     data: CaptionedData | None = None
     model: CrossAttnModel
     sampling: PromptSampling | None = None
+    balance: CaptionBalance | None = None
+
+    @model_validator(mode="after")
+    def _attributes(self) -> TextToImageTask:
+        if self.data is not None and self.data.composed_prompts and not self.data.attribute_captions:
+            raise rule("needs attribute_captions = true (it holds out attribute captions)", "data", "composed_prompts")
+        return self
 
 
 class LIDTask(TaskModel):

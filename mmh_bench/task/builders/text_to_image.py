@@ -5,17 +5,20 @@ memorized, control and novel prompts labelled in pixel space by the shared copy 
 Spec tables:
 
 - ``[data]``: image source and injection keys as for the image family
-  (:func:`mmh_bench.task.data.images.inject`), plus ``unique_singles``, ``novel_prompts``
+  (:func:`mmh_bench.task.data.images.inject`, templates ``tm_*`` included), plus ``unique_singles``,
+  ``novel_prompts``, ``attribute_captions``, ``composed_prompts``
   (:func:`mmh_bench.task.data.captions.caption_set`) and ``max_tokens`` (caption length in word pieces).
 - ``[model]``: ``arch`` ("mlp", default: :class:`~mmh_bench.task.models.cross_attn.CrossAttnDenoiser`
   with ``hidden``, ``depth``, ``queries``, ``heads``, ``text_width``; "unet": Stable Diffusion's
   ``UNet2DConditionModel``, :class:`~mmh_bench.task.models.unet_cond.UNetCondDenoiser`, with
-  ``channels``, ``layers``, ``head_dim``, ``groups``), ``steps``, ``batch_size``, ``lr``,
+  ``channels``, ``layers``, ``head_dim``, ``groups``, ``cross_blocks``), ``steps``, ``batch_size``, ``lr``,
   ``p_uncond`` (caption dropout), ``t_power``.
 - ``[sampling]``: ``steps``, ``guidance`` (classifier-free), ``per_unique`` and ``per_generic``
   generations per prompt (:func:`mmh_bench.task.data.captions.prompt_plan`).
 
-Per sample, ``cond`` holds the caption id; the build keeps every caption's text
+Where the task places templates, a copy of a duplicated image is named VM (verbatim) and a copy
+of a template TM, as on the Stable Diffusion tasks; otherwise DD. Per sample, ``cond`` holds the
+caption id; the build keeps every caption's text
 (``caption_text``, fixed-width unicode), kind and class, and the model folder keeps the token
 embeddings, so no text encoder is needed to evaluate.
 """
@@ -33,6 +36,7 @@ from mmh_bench.task.data.text import ENCODER_PACKAGE, TextEncoder
 from mmh_bench.task.models.cross_attn import CaptionTable, CrossAttnScoreModel, save_cross_attn, train_cross_attn
 from mmh_bench.task.sampler import Sampler, sample_task
 from mmh_bench.task.spec import TaskSpec
+from mmh_bench.task.spec_models import UNET_KEYS
 from .image import null_halves, place_rare_class
 
 
@@ -50,7 +54,7 @@ def build_text_to_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutp
     n_tokens = encoder.n_tokens(cs.captions)
     table = CaptionTable(torch.as_tensor(tokens), torch.as_tensor(mask), cs.null_id)
     arch = str(m.get("arch", "mlp"))
-    unet = {k: m[k] for k in ("channels", "layers", "head_dim", "groups") if k in m}
+    unet = {k: m[k] for k in UNET_KEYS if k in m}
     if unet and arch != "unet":
         raise BuildError(f"task {spec.name!r}: [model] {', '.join(sorted(unet))} only apply to arch = \"unet\"")
     mlp = sorted({"hidden", "depth", "queries", "heads", "text_width"} & set(m))
@@ -68,18 +72,20 @@ def build_text_to_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutp
     samples, noise = sample_task(model, len(cond), spec.seed, sampler, np.asarray(cond).tolist(),
                                  progress=progress)
     width = max(len(c) for c in cs.captions)
-    memorized = [i for i, k in enumerate(cs.kind.tolist()) if k == KIND["duplicated"]]
+    memorized = [i for i, k in enumerate(cs.kind.tolist()) if k in (KIND["duplicated"], KIND["template"])]
     heldout = heldout_images(x, y, inj, d, spec.seed)
     return BuildOutput(
         heldout=heldout, **null_halves(heldout), train_source=cs.kind[cs.train_caption].astype(np.int64),
         source_names=[f"{k} caption" for k in KIND],
+        dd_subtype_of_source=({KIND["duplicated"]: "VM", KIND["template"]: "TM"} if int(d.get("tm_n", 0)) else {}),
         samples=samples, train=inj.x, train_lid=inj.lid, cond=cond, train_cond=cs.train_caption,
         model={"kind": "cross-attn", "path": "model"}, sample_arrays={"noise": noise},
         extra_arrays={"caption_text": np.asarray(cs.captions, dtype=f"<U{width}"),
                       "caption_kind": cs.kind, "caption_class": cs.caption_class,
                       "caption_n_tokens": n_tokens.astype(np.int64),
                       "train_class": inj.label, "train_group": inj.group, "train_dup_id": inj.dup_id,
-                      "train_source_row": inj.source_row},
+                      "train_source_row": inj.source_row,
+                      **({"train_template_id": inj.template_id} if int(d.get("tm_n", 0)) else {})},
         extra_meta={"image_source": source, "image_shape": list(inj.x.shape[1:]), "sampler": sampler.to_meta(),
                     "text_encoder": f"{ENCODER_PACKAGE} (all-MiniLM-L6-v2 token embeddings, "
                                     f"{tokens.shape[-1]}-dim, {tokens.shape[1]} tokens)",

@@ -135,7 +135,7 @@ def load_images(source: str, side: int | None = None) -> tuple[np.ndarray, np.nd
 
 # -- injected training sets -------------------------------------------------------------------
 #: training-row groups
-GROUP_COMMON, GROUP_DUPLICATED, GROUP_RARE = 0, 1, 2
+GROUP_COMMON, GROUP_DUPLICATED, GROUP_RARE, GROUP_TEMPLATE = 0, 1, 2, 3
 
 
 @dataclass
@@ -143,7 +143,8 @@ class InjectedSet:
     """A training set with memorization sources placed by construction.
 
     ``group`` says for every row whether it is a common image, one of ``dup_n`` duplicated images
-    (``dup_id`` >= 0 names which one) or one of the rare class's few images.
+    (``dup_id`` >= 0 names which one), one of the rare class's few images, or a variant of one of
+    ``tm_n`` templates (``template_id`` >= 0 names which one).
     """
 
     x: np.ndarray  # [n, 1, s, s] float32
@@ -151,7 +152,8 @@ class InjectedSet:
     group: np.ndarray  # [n] GROUP_*
     dup_id: np.ndarray  # [n] which duplicated image, -1 otherwise
     source_row: np.ndarray  # [n] row in the loaded source (audit trail)
-    lid: np.ndarray  # [n] LID*: 0 for duplicated rows, UNKNOWN_POSITIVE_LID otherwise
+    lid: np.ndarray  # [n] LID*: 0 for duplicated and template rows, UNKNOWN_POSITIVE_LID otherwise
+    template_id: np.ndarray  # [n] which template, -1 otherwise
 
 
 def inject(x: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int) -> InjectedSet:
@@ -160,7 +162,8 @@ def inject(x: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int) -> Inje
     Keys: ``classes`` (default all), ``per_class`` common images per class, ``rare_class`` and
     ``rare_n`` (that class keeps only ``rare_n`` single images: OD-Mem sources), ``dup_n`` images
     (from the common classes, never also present as singles) each repeated ``dup_copies`` times
-    (DD-Mem sources). Rows are shuffled with the task seed.
+    (DD-Mem sources), and ``tm_n`` templates (:func:`template_variants`). Rows are shuffled with the
+    task seed.
     """
     rng = np.random.default_rng(seed)
     classes = [int(c) for c in cfg.get("classes", sorted(set(y.tolist())))]
@@ -191,19 +194,57 @@ def inject(x: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int) -> Inje
         rows += pools[rare][:rare_n].tolist()
         groups += [GROUP_RARE] * rare_n
         dup_ids += [-1] * rare_n
+    tm_n = int(cfg.get("tm_n", 0))
+    variants = int(cfg.get("tm_variants", 10))
+    tm_ids = [-1] * len(rows)
+    for k in range(tm_n):  # template bases: round-robin over common classes, after every other pick
+        c = common[k % len(common)]
+        row = pools[c][taken[c] + per_class + k // len(common)]
+        rows += [row] * variants
+        groups += [GROUP_TEMPLATE] * variants
+        dup_ids += [-1] * variants
+        tm_ids += [k] * variants
     rows_a = np.asarray(rows, dtype=np.int64)
     order = rng.permutation(len(rows_a))
     rows_a, group, dup_id = rows_a[order], np.asarray(groups)[order], np.asarray(dup_ids)[order]
-    lid = np.where(group == GROUP_DUPLICATED, 0.0, UNKNOWN_POSITIVE_LID).astype(np.float32)
-    return InjectedSet(x=x[rows_a], label=y[rows_a], group=group.astype(np.int8),
-                       dup_id=dup_id.astype(np.int64), source_row=rows_a, lid=lid)
+    template_id = np.asarray(tm_ids, dtype=np.int64)[order]
+    lid = np.where((group == GROUP_DUPLICATED) | (group == GROUP_TEMPLATE), 0.0,
+                   UNKNOWN_POSITIVE_LID).astype(np.float32)
+    images = x[rows_a]
+    if tm_n:
+        images = template_variants(images, template_id, int(cfg.get("tm_patch", 6)),
+                                   float(cfg.get("tm_delta", 0.2)), seed)
+    return InjectedSet(x=images, label=y[rows_a], group=group.astype(np.int8),
+                       dup_id=dup_id.astype(np.int64), source_row=rows_a, lid=lid, template_id=template_id)
+
+
+def template_variants(images: np.ndarray, template_id: np.ndarray, patch: int, delta: float,
+                      seed: int) -> np.ndarray:
+    """Turn each template's identical rows into near-identical variants: every row but the first
+    has one ``patch`` x ``patch`` square, at a seeded place, brightened or darkened by ``delta``
+    (clipped to [-1, 1]). Like LAION's templated images (one layout, small differences), the
+    variants share one caption; they stay within ``patch * delta`` (L2) of the base image, so a
+    copy test with ``dedup_tol`` above about twice that treats a template as one point.
+    """
+    rng = np.random.default_rng([seed, 11])
+    out = images.copy()
+    side_h, side_w = images.shape[-2:]
+    for k in np.unique(template_id[template_id >= 0]):
+        rows = np.flatnonzero(template_id == k)
+        for r in rows[1:]:
+            i, j = rng.integers(0, side_h - patch + 1), rng.integers(0, side_w - patch + 1)
+            sign = 1.0 if rng.random() < 0.5 else -1.0
+            out[r, :, i:i + patch, j:j + patch] = np.clip(out[r, :, i:i + patch, j:j + patch] + sign * delta,
+                                                          -1.0, 1.0)
+    return out
 
 
 def heldout_images(x: np.ndarray, y: np.ndarray, inj: InjectedSet, cfg: dict[str, Any],
                    seed: int) -> np.ndarray:
     """Images of the task's classes that the training set never uses, in the training set's class
     proportions before duplication (``per_class`` per common class, ``rare_n`` of the rare class),
-    scaled up by the largest whole factor the unused pool allows: the held-out set of C_T."""
+    scaled up by the largest whole factor the unused pool allows (at most ``heldout_scale``): the
+    held-out set of C_T and the labels' fresh draws."""
     rng = np.random.default_rng([seed, 7])
     classes = [int(c) for c in cfg.get("classes", sorted(set(y.tolist())))]
     rare = cfg.get("rare_class")
@@ -213,5 +254,7 @@ def heldout_images(x: np.ndarray, y: np.ndarray, inj: InjectedSet, cfg: dict[str
     used[inj.source_row] = True
     pools = {c: rng.permutation(np.flatnonzero((y == c) & ~used)) for c in classes if want[c] > 0}
     scale = min(len(pools[c]) // want[c] for c in pools) if pools else 0
+    if cfg.get("heldout_scale") is not None:
+        scale = min(scale, int(cfg["heldout_scale"]))
     rows = np.concatenate([pools[c][:scale * want[c]] for c in pools]) if scale else np.zeros(0, np.int64)
     return x[np.sort(rows)]

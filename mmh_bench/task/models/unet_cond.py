@@ -34,16 +34,21 @@ def _explicit_processors(unet: Any) -> None:
 
 class UNetCondDenoiser(nn.Module):
     """eps(y, t, caption tokens) by a diffusers ``UNet2DConditionModel`` with cross-attention to the
-    caption's token embeddings in its first down block, its mid block and its last up block.
+    caption's token embeddings in the down blocks ``cross_blocks`` (0-based, finest first), their
+    mirrored up blocks and the mid block.
 
-    ``channels`` are the blocks' widths (one down and one up block each, the first and last with
-    cross-attention), ``layers`` the resnet/transformer layers per block; with ``layers`` = 1 and two
-    blocks the UNet has 4 cross-attention layers (down 1, mid 1, up 2), so Ren et al.'s layer 3
-    exists. The image side must be divisible by ``2 ** (len(channels) - 1)``.
+    ``channels`` are the blocks' widths (one down and one up block each), ``layers`` the
+    resnet/transformer layers per block; with ``layers`` = 1, two blocks and the default
+    ``cross_blocks`` = (0,) the UNet has 4 cross-attention layers (down 1, mid 1, up 2), so Ren et
+    al.'s layer 3 exists. Stable Diffusion attends at every resolution but the coarsest; on a CPU
+    the finest one dominates the cost (self-attention over every pixel: 28x28 images train ~7x
+    slower with it), so a task may attend only at the coarser ones. The image side must be
+    divisible by ``2 ** (len(channels) - 1)``.
     """
 
     def __init__(self, shape: Sequence[int], channels: Sequence[int] = (32, 64), layers: int = 1,
-                 head_dim: int = 8, text_dim: int = 384, groups: int = 8) -> None:
+                 head_dim: int = 8, text_dim: int = 384, groups: int = 8,
+                 cross_blocks: Sequence[int] = (0,)) -> None:
         super().__init__()
         from diffusers import UNet2DConditionModel
 
@@ -58,14 +63,17 @@ class UNetCondDenoiser(nn.Module):
             raise ValueError(f"image side {shape[1:]} must be divisible by {step} for {len(channels)} blocks")
         if any(c % groups for c in channels):
             raise ValueError(f"every block width {channels} must be a multiple of groups={groups}")
-        self.config = {"shape": shape, "channels": channels, "layers": int(layers), "head_dim": int(head_dim),
-                       "text_dim": int(text_dim), "groups": int(groups)}
         n = len(channels)
+        cross = sorted({int(b) for b in cross_blocks})
+        if not cross or not all(0 <= b < n for b in cross):
+            raise ValueError(f"cross_blocks {list(cross_blocks)} must name blocks 0-{n - 1} (at least one)")
+        self.config = {"shape": shape, "channels": channels, "layers": int(layers), "head_dim": int(head_dim),
+                       "text_dim": int(text_dim), "groups": int(groups), "cross_blocks": cross}
+        down = tuple("CrossAttnDownBlock2D" if b in cross else "DownBlock2D" for b in range(n))
         self.unet = UNet2DConditionModel(
             sample_size=shape[1], in_channels=shape[0], out_channels=shape[0], layers_per_block=int(layers),
             block_out_channels=tuple(channels),
-            down_block_types=("CrossAttnDownBlock2D",) + ("DownBlock2D",) * (n - 1),
-            up_block_types=("UpBlock2D",) * (n - 1) + ("CrossAttnUpBlock2D",),
+            down_block_types=down, up_block_types=tuple(b.replace("Down", "Up") for b in reversed(down)),
             cross_attention_dim=int(text_dim), attention_head_dim=int(head_dim), norm_num_groups=int(groups))
         _explicit_processors(self.unet)
 
