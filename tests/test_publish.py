@@ -225,3 +225,31 @@ def test_ct_recomputes_from_the_published_arrays(tiny_spec, tmp_path):
     stored = body["meta"]["copying"]
     assert np.isfinite(stored["ct"])
     assert instance_ct(arrays).as_dict() == {k: stored[k] for k in ("ct", "n_cells", "n_cells_used")}
+
+
+def test_restamped_ct_reaches_the_record_the_results_and_the_installed_copy(published, tmp_path):
+    """An instance published with a C_T nobody could recompute (cells seeded from a secret) gets the
+    one its published arrays give; its results follow, and an installed copy is installed again."""
+    import sys
+    from mmh_bench.evaluation.ct_statistic import instance_ct
+    from mmh_bench.task.publish import _seal, _unseal, restamp_copying
+    folder = Path(shutil.copytree(published, tmp_path / "pub"))
+    body = _unseal(folder / "instance.json")
+    right = body["meta"]["copying"]
+    body["meta"]["copying"] = {**right, "ct": right["ct"] + 0.25}  # as if seeded from a secret
+    (folder / "instance.json").write_text(_seal(body))
+    stale = pull_instance(folder, tmp_path / "cache")
+    assert stale.task_stats()["data_copying_ct"] == right["ct"] + 0.25
+    results = tmp_path / "results" / "tiny" / "v1" / f"test-{body['data_hash'][:12]}"
+    results.mkdir(parents=True)
+    doc = evaluate_pair(stale, make_detector("random"))
+    (results / "random.json").write_text(json.dumps(doc))
+    old, new = restamp_copying(folder)
+    _, _, arrays = verify_published(folder)  # still a valid, sealed record
+    assert old["ct"] == right["ct"] + 0.25 and new["ct"] == instance_ct(arrays).as_dict()["ct"] == right["ct"]
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from restamp_ct import restamp_results
+    assert restamp_results(tmp_path / "results", "tiny", body["data_hash"], new) == 1
+    assert json.loads((results / "random.json").read_text())["task_stats"]["data_copying_ct"] == right["ct"]
+    again = pull_instance(folder, tmp_path / "cache")
+    assert again.root == stale.root and again.task_stats()["data_copying_ct"] == right["ct"]

@@ -354,3 +354,7 @@ def test_tiny_laion_like_task_builds_with_vm_and_tm_names(encoder, tmp_path):
     assert inst.meta["n_train_dedup"] == len(a["train"]) - 2 * 5 - 2 * 3  # a template is one point
     assert "train_template_id" in a and inst.meta["memorized_prompt_ids"]
     assert set(inst.meta["composition"][0]) >= {"source", "DD", "OD"}
+    # the board's AUROC by negative source reads each sample's caption kind
+    src = inst.negative_source
+    assert src.shape == (len(a["samples"]),) and (src == "composed").sum() == 4
+    assert set(src.tolist()) == {"generic", "composed", "duplicated", "template", "single"}

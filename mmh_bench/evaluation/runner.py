@@ -304,7 +304,7 @@ def evaluate_pair(inst: TaskInstance, det: Detector, *, seed: int = 0, batch_siz
     else:
         y = labels.astype(bool)
         result["metrics"] = memorization_metrics(y, scores, inst.subtype, SUBTYPES,
-                                                 negative_source=inst.arrays.get("negative_source"))
+                                                 negative_source=inst.negative_source)
         result["roc"] = _roc_points(y, scores)
     return _checked(result)
 

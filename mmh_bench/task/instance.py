@@ -56,6 +56,19 @@ class TaskInstance:
         return self.arrays.get("subtype")
 
     @property
+    def negative_source(self) -> np.ndarray | None:
+        """Per sample, where a negative comes from, for AUROC by negative source: the task's own
+        ``negative_source`` (Stable Diffusion's prompt sets), else the kind of caption it was
+        generated from (text-to-image tasks: "generic", "composed", "single", ...); None otherwise."""
+        if "negative_source" in self.arrays:
+            return self.arrays["negative_source"]
+        if "caption_kind" in self.arrays and "cond" in self.arrays:
+            from .data.captions import KIND
+            names = np.array([k for k, _ in sorted(KIND.items(), key=lambda kv: kv[1])], dtype=object)
+            return names[self.arrays["caption_kind"][self.arrays["cond"]]]
+        return None
+
+    @property
     def lid_star(self) -> np.ndarray | None:
         return self.arrays.get("lid_star")
 

@@ -340,6 +340,25 @@ def verify_published(folder: str | Path) -> tuple[dict[str, Any], TaskSpec, dict
     return body, spec, arrays
 
 
+def restamp_copying(folder: str | Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Recompute a published instance's C_T from its published arrays alone
+    (:func:`~mmh_bench.evaluation.ct_statistic.instance_ct`) and reseal its record with it; return
+    (old, new) ``copying`` meta. For instances published before C_T's k-means cells were seeded
+    from the published rows (they were seeded from the secret, so nobody could recompute them)."""
+    from mmh_bench.evaluation.ct_statistic import instance_ct
+
+    folder = Path(folder)
+    body, _, arrays = verify_published(folder)
+    old = body["meta"].get("copying")
+    if old is None or "heldout" not in arrays or "labels" not in arrays:
+        return old, old
+    new = {**instance_ct(arrays).as_dict(), "n_heldout": int(len(arrays["heldout"]))}
+    if new != old:
+        body["meta"]["copying"] = new
+        atomic_write_text(folder / INSTANCE_FILE, _seal(body))
+    return old, new
+
+
 def instances_dir(task_name: str, cache_dir: str | Path | None = None) -> Path:
     """Where pulled instances of a task live: ``<cache>/<task>/instances/``."""
     return (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / task_name / "instances"
@@ -373,10 +392,13 @@ def pull_instance(source: str | Path, cache_dir: str | Path | None = None, *,
                            f"{body['meta'].get('build_format')}, this mmh-bench reads {BUILD_FORMAT}")
     parent = instances_dir(spec.name, cache_dir)
     root = parent / body["data_hash"][:16]
+    record = sha256_file(folder / INSTANCE_FILE)
     if (root / "meta.json").exists():
         inst = _load_installed(root)
-        if inst is not None and inst.data_hash == body["data_hash"]:
+        if inst is not None and inst.data_hash == body["data_hash"] and inst.meta.get("published_record") == record:
             return inst
+        if inst is not None and inst.data_hash == body["data_hash"]:  # same bytes, record restamped
+            log.info("published record of %s changed; installing it again", root)
         log.warning("installed instance %s is corrupt; installing it again from %s", root, source)
     if not install:
         return None
@@ -387,7 +409,8 @@ def pull_instance(source: str | Path, cache_dir: str | Path | None = None, *,
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(folder / rel, work / rel)
         shutil.copyfile(folder / SPEC_FILE, work / SPEC_FILE)
-        meta = {**body["meta"], "instance_kind": body["instance_kind"], "pulled_from": str(source)}
+        meta = {**body["meta"], "instance_kind": body["instance_kind"], "pulled_from": str(source),
+                "published_record": record}
         meta["files"] = _digests(work)
         for rel in copied:  # a file changed between the check above and the copy
             if meta["files"][rel] != body["files"][rel]:
