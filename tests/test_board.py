@@ -8,6 +8,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from board_store import (add_hostile_row, as_instance, copy_store, dump, load, on_task, renamed_task,
@@ -727,3 +728,32 @@ def test_detector_note_once_under_its_table(store, catalog):
     for table in part.split("#### Instance")[1:]:
         assert table.count(line) == 1 and table.index(line) > table.rindex("| eps-norm")
     assert page.count(html.escape(f"Note on eps-norm: {note}")) == 2 and "<plateau>" not in page
+
+
+def test_lid_section_shows_the_truth_and_an_estimate_against_truth_plot(store, tiny_spec, tmp_path):
+    """Issue 28, item 4: each LID task names its true LID* values and draws every estimator's
+    estimates against them (mean and 10th-90th percentile per true value)."""
+    from mmh_bench.evaluation.metrics import lid_metrics
+    from mmh_bench.leaderboard.board import render_board
+    lid = load_spec(Path(__file__).parent / "data" / "tiny_lid.toml")
+    true = np.repeat([2.0, 5.0], [30, 20])
+    for det, est in (("good", true + 0.1), ("flat", np.full(50, 3.0))):
+        doc = on_task(_good(store), lid)
+        doc.update(detector=det, track="lid", task_family="lid", n_memorized=None, roc=None, n_samples=50,
+                   metrics=lid_metrics(true, est))
+        dump(_at(store, det, lid.name), doc)
+    out = tmp_path / "board"
+    render_board(store / "results", out, tasks=known_tasks([tiny_spec, lid]))
+    readme, page = (out / "README.md").read_text(), (out / "index.html").read_text()
+    assert "True LID\\* of the query points (count): 2 (30), 5 (20)" in readme
+    assert "True LID* of the query points (count): 2 (30), 5 (20)" in page
+    png = out / "plots" / "lid-tiny_lid-v1.png"
+    assert png.read_bytes().startswith(b"\x89PNG") and "(plots/lid-tiny_lid-v1.png)" in readme
+    assert 'src="plots/lid-tiny_lid-v1.png"' in page
+    # without the summary (results from before it) there is no plot, and a stale one is removed
+    for det in ("good", "flat"):
+        doc = load(_at(store, det, lid.name))
+        del doc["metrics"]["by_true_lid"]
+        dump(_at(store, det, lid.name), doc)
+    render_board(store / "results", out, tasks=known_tasks([tiny_spec, lid]))
+    assert not png.exists() and "True LID" not in (out / "README.md").read_text()

@@ -269,5 +269,30 @@ def lid_metrics(true: np.ndarray, est: np.ndarray) -> dict[str, Any]:
         raise ValueError("estimates contain NaN or infinity")
     err = est - true
     conc = concordance(true, est)  # undefined (None) when every point has the same LID*, e.g. a Swiss roll
-    return {"mae": float(np.abs(err).mean()), "mse": float((err ** 2).mean()),
-            "concordance": conc if np.isfinite(conc) else None, "n": int(true.size)}
+    out = {"mae": float(np.abs(err).mean()), "mse": float((err ** 2).mean()),
+           "concordance": conc if np.isfinite(conc) else None, "n": int(true.size)}
+    levels = by_true_lid(true, est)
+    if levels:
+        out["by_true_lid"] = levels
+    return out
+
+
+#: most distinct true LID* values summarised one by one (more: rounded to integers; still more: none)
+MAX_LID_LEVELS = 64
+
+
+def by_true_lid(true: np.ndarray, est: np.ndarray) -> list[dict[str, float]]:
+    """Per distinct true LID*, the estimates' mean and 10th/90th percentiles: a whole task's
+    estimate-against-truth picture in a few numbers (LID* takes few values on every LID task)."""
+    true, est = np.asarray(true, dtype=float).ravel(), np.asarray(est, dtype=float).ravel()
+    key = np.round(true, 3)
+    if len(np.unique(key)) > MAX_LID_LEVELS:
+        key = np.round(true)
+    if len(np.unique(key)) > MAX_LID_LEVELS or not np.all(key >= 0):
+        return []
+    out = []
+    for v in np.unique(key):
+        e = est[key == v]
+        q10, q90 = np.quantile(e, [0.1, 0.9])
+        out.append({"lid": float(v), "n": int(e.size), "mean": float(e.mean()), "q10": float(q10), "q90": float(q90)})
+    return out

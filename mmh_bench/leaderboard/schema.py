@@ -204,11 +204,28 @@ class MemorizationMetrics(DetectionMetrics):
     auroc_by_source: Annotated[dict[Label, Prob | None], Field(min_length=1, max_length=64)] | None = None
 
 
+class TrueLIDLevel(Strict):
+    """The estimates at one true LID* value: what the board's estimate-against-truth plot draws."""
+    lid: NonNeg
+    n: Count
+    mean: float
+    q10: float
+    q90: float
+
+    @model_validator(mode="after")
+    def _order(self) -> "TrueLIDLevel":
+        if not self.q10 <= self.q90:
+            raise ValueError("q10 must not exceed q90")
+        return self
+
+
 class LIDMetrics(Strict):
     mae: NonNeg
     mse: NonNeg
     concordance: Prob | None
     n: Count
+    # added with the estimate-against-truth plot; older results lack it
+    by_true_lid: Annotated[list[TrueLIDLevel], Field(min_length=1, max_length=64)] | None = None
 
 
 class Cost(Strict):

@@ -12,6 +12,7 @@ from .gap import GAP_NOTE, gap_cells, gap_heads, gap_rows
 from .columns import Columns
 from .model import GROUP_NOTE, Board, InstanceFacts, Row, TaskFacts, board_from_results, kind_label, section_title
 from .overview import multi_instance_line, overviews
+from .plots import PLOT_KINDS, true_lid_text
 from .replicates import ReplicateRow, ReplicateSummary, summarize
 from .reported import REPORTED_NOTE, REPORTED_TITLE, note_text, reported_cells, reported_heads, source_notes
 
@@ -90,7 +91,8 @@ def _md_instance(board: Board, t: TaskFacts, inst: InstanceFacts, track: str) ->
         return []
     groups = ranked_groups(rows, track)
     cols = Columns.of(rows, track)
-    lines = []
+    truth = true_lid_text(rows) if track == "lid" else None
+    lines = [md(f"True LID* of the query points (count): {truth}"), ""] if truth else []
     main = [g for g in groups if g[0] != "shortcut"]
     if main:
         lines += [_md_measured(main, cols), ""]
@@ -101,8 +103,7 @@ def _md_instance(board: Board, t: TaskFacts, inst: InstanceFacts, track: str) ->
     if foot:
         lines += ["\\\n".join(md(f) for f in foot), ""]  # a trailing backslash breaks the line
     plots = board.plots.get((t.name, t.version, inst.data_hash), {})
-    imgs = [f"![{label} on {md(t.name)}]({plots[k]})" for k, label in
-            (("roc", "ROC curves"), ("pareto", "AUROC against cost")) if k in plots]
+    imgs = [f"![{label} on {md(t.name)}]({plots[k]})" for k, label in PLOT_KINDS if k in plots]
     if imgs:
         lines += [" ".join(imgs), ""]
     return lines

@@ -16,6 +16,7 @@ from .columns import Column, Columns, rank_column
 from .model import (ACCESS_FLAGS, GROUP_NOTE, KIND_LABEL, Board, InstanceFacts, Row, TaskFacts, kind_label,
                     section_title)
 from .overview import multi_instance_line, overviews
+from .plots import PLOT_KINDS, true_lid_text
 from .gap import GAP_NOTE, gap_cells, gap_heads, gap_rows
 from .replicates import ReplicateSummary, summarize
 from .reported import REPORTED_NOTE, REPORTED_TITLE, note_text, reported_cells, reported_heads, source_notes
@@ -157,12 +158,14 @@ def _html_instance(board: Board, t: TaskFacts, inst: InstanceFacts, track: str, 
                           lambda r, rank: _html_row(r, _measured_cells(r, cols, best), rank))
     foot = "".join(f'<p class="foot muted">{h(f)}</p>' for f in footnotes(rows, track))
     figs = ""
-    for k, label in (("roc", "ROC curves"), ("pareto", "AUROC against cost")):
+    for k, label in PLOT_KINDS:
         p = board.plots.get((t.name, t.version, inst.data_hash), {}).get(k)
         if p:
             figs += (f'<figure><img src="{h(p)}" alt="{h(label)} on {h(t.name)}" loading="lazy">'
                      f'<figcaption>{h(label)}: {h(t.name)} v{h(t.version)}, {h(inst.id)}</figcaption></figure>')
-    return (f'<p class="muted" id="{tid}-count"></p>'
+    truth = true_lid_text(rows) if track == "lid" else None
+    lead = f'<p>True LID* of the query points (count): {h(truth)}</p>' if truth else ""
+    return (f'{lead}<p class="muted" id="{tid}-count"></p>'
             f'<table class="board" id="{tid}" data-track="{h(track)}" data-instance="{h(inst.id)}">'
             f'<thead><tr>{_th(heads)}</tr></thead>{bodies}</table>{foot}{figs}')
 

@@ -1,4 +1,5 @@
-"""ROC and Pareto (AUROC against cost) PNGs, one pair per memorization task instance."""
+"""ROC and Pareto (AUROC against cost) PNGs, one pair per memorization task instance; one
+estimate-against-truth PNG per LID task instance."""
 from __future__ import annotations
 
 import hashlib
@@ -13,6 +14,17 @@ from .columns import fmt_number
 from .model import Board, Row, TaskFacts, finite_number
 
 PLOTS_DIR = "plots"
+#: the figures an instance may have, in display order, with their captions
+PLOT_KINDS = (("roc", "ROC curves"), ("pareto", "AUROC against cost"), ("lid", "LID estimates against LID*"))
+
+
+def true_lid_text(rows: list[Row]) -> str | None:
+    """The true LID* values of a LID task's query points with their counts ("2 (500), 5 (501)")."""
+    for r in rows:
+        levels = r.metrics.get("by_true_lid") if r.status == "ok" else None
+        if levels:
+            return ", ".join(f"{fmt_number(v['lid']).rstrip('0').rstrip('.') or '0'} ({v['n']})" for v in levels)
+    return None
 
 
 # -- plots --------------------------------------------------------------------------------------
@@ -106,6 +118,37 @@ def _pareto_png(task: TaskFacts, rows: list[Row]) -> bytes | None:
     return _png(fig)
 
 
+def _lid_png(task: TaskFacts, rows: list[Row]) -> bytes | None:
+    """Each estimator's estimates against the true LID*: mean and 10th-90th percentile per true
+    value, beside the diagonal; where an estimator's line leaves the diagonal is where its MAE
+    comes from."""
+    from matplotlib.figure import Figure
+    lines = [r for r in rows if r.status == "ok" and (r.metrics.get("by_true_lid") or [])]
+    if not lines:
+        return None
+    fig = Figure(figsize=(6.4, 4.6), dpi=100)
+    ax = fig.subplots()
+    top = 0.0
+    order = sorted(lines, key=lambda r: finite_number(r.metrics.get("mae")) or math.inf)
+    for i, r in enumerate(order):
+        lv = r.metrics["by_true_lid"]
+        x = [float(v["lid"]) + (i - (len(order) - 1) / 2) * 0.04 * max(1.0, float(lv[-1]["lid"])) / 10 for v in lv]
+        y = [float(v["mean"]) for v in lv]
+        err = [[max(0.0, m - float(v["q10"])) for m, v in zip(y, lv)], [max(0.0, float(v["q90"]) - m) for m, v in zip(y, lv)]]
+        label = _plot_label(r.detector) + f" (MAE {fmt_number(r.metrics.get('mae'))})"
+        ax.errorbar(x, y, yerr=err, fmt="o-" if len(lv) > 1 else "o", ms=4, lw=1.2, capsize=2,
+                    color=f"C{i % 10}", label=label)
+        top = max(top, max(float(v["q90"]) for v in lv), max(float(v["lid"]) for v in lv))
+    ax.plot([0, top], [0, top], ls=":", color="grey", lw=1, label="estimate = LID*")
+    ax.set_xlabel("true LID* of the query points")
+    ax.set_ylabel("estimate (mean; bars: 10th-90th percentile)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(_plot_label(f"LID estimates: {task.name} v{task.version}"))
+    fig.tight_layout()
+    return _png(fig)
+
+
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
@@ -113,18 +156,18 @@ def _png(fig: Any) -> bytes:
 
 
 def render_plots(board: Board, out_dir: str | Path) -> list[Path]:
-    """ROC and Pareto PNGs per memorization task instance; records their paths on the board."""
+    """ROC and Pareto PNGs per memorization task instance, an estimate-against-truth PNG per LID
+    task instance; records their paths on the board."""
     out = Path(out_dir)
     written: list[Path] = []
     for _, track, tasks in board.tables():
-        if track == "lid":
-            continue
+        makers = (("lid", _lid_png),) if track == "lid" else (("roc", _roc_png), ("pareto", _pareto_png))
         for t in tasks:
             insts = board.instances(t)
             for inst in insts:  # one figure per instance: curves of different instances never share axes
                 rows = board.rows_for(t, ("measured", "submission"), inst.data_hash)
                 slug = _slug(t.name, t.version) + (f"-{inst.id}" if len(insts) > 1 else "")
-                for kind, maker in (("roc", _roc_png), ("pareto", _pareto_png)):
+                for kind, maker in makers:
                     data = maker(t, rows)
                     if data is None:
                         continue
@@ -133,7 +176,7 @@ def render_plots(board: Board, out_dir: str | Path) -> list[Path]:
                     board.plots.setdefault((t.name, t.version, inst.data_hash), {})[kind] = rel
                     written.append(out / rel)
     stale = [p for p in (out / PLOTS_DIR).glob("*.png")
-             if p not in written and re.match(r"^(roc|pareto)-.*\.png$", p.name)] if (out / PLOTS_DIR).is_dir() else []
+             if p not in written and re.match(r"^(roc|pareto|lid)-.*\.png$", p.name)] if (out / PLOTS_DIR).is_dir() else []
     for p in stale:
         p.unlink()
     return written
