@@ -399,7 +399,8 @@ def pull_instance(source: str | Path, cache_dir: str | Path | None = None, *,
             return inst
         if inst is not None and inst.data_hash == body["data_hash"]:  # same bytes, record restamped
             log.info("published record of %s changed; installing it again", root)
-        log.warning("installed instance %s is corrupt; installing it again from %s", root, source)
+        else:
+            log.warning("installed instance %s is corrupt; installing it again from %s", root, source)
     if not install:
         return None
     with staged_dir(root) as work:
