@@ -18,6 +18,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import re
 import sys
@@ -277,6 +278,28 @@ def parse_ref(ref: str) -> tuple[str, dict[str, object]]:
             raise RegistryError(f"detector reference {ref!r}: parameter {key!r} given twice")
         params[key] = _literal(value, f"parameter {key!r} of {name!r}")
     return name, params
+
+
+_BARE = re.compile(r"[A-Za-z_][\w.-]*")
+
+
+def _format_literal(value: object) -> str:
+    """A parameter value as :func:`parse_ref` reads it back: ``null``, ``true``, a bare word, or JSON."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and _BARE.fullmatch(value) and value not in ("true", "false", "null", "inf", "nan"):
+        return value
+    return json.dumps(value)
+
+
+def format_ref(name: str, params: dict[str, object]) -> str:
+    """``("cfg-norm", {"n_steps": 5})`` -> ``"cfg-norm(n_steps=5)"``: the inverse of :func:`parse_ref`
+    (parameters sorted by name, no spaces, so one configuration has one spelling)."""
+    if not params:
+        return name
+    return f"{name}({','.join(f'{k}={_format_literal(v)}' for k, v in sorted(params.items()))})"
 
 
 def check_params(cls: type, params: dict[str, object], ref: str) -> None:

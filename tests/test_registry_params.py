@@ -6,7 +6,8 @@ import json
 import pytest
 
 from mmh_bench.cli.main import main
-from mmh_bench.registry import RegistryError, make_detector, parse_ref, resolve_detectors, split_refs
+from mmh_bench.evaluation.runner import result_name
+from mmh_bench.registry import RegistryError, format_ref, make_detector, parse_ref, resolve_detectors, split_refs
 
 
 def test_split_keeps_commas_inside_parameters():
@@ -38,12 +39,30 @@ def test_parameters_reach_the_constructor_and_unknown_ones_are_refused():
         make_detector("cfg-norm-posthoc(steps=5)")
 
 
+def test_a_result_is_named_by_its_non_default_parameters_in_reference_syntax():
+    assert result_name(make_detector("cfg-norm")) == result_name(make_detector("cfg-norm(n_steps=1)")) == "cfg-norm"
+    assert result_name(make_detector("attention-entropy(layer=3)")) == "attention-entropy"  # Ren's layer: the default
+    assert result_name(make_detector("cfg-norm(n_steps=50, generations=4)")) == "cfg-norm(generations=4,n_steps=50)"
+    assert result_name(make_detector("attention-entropy(layer=null)")) == "attention-entropy(layer=null)"
+    assert result_name(make_detector("one-step-dcs(start=ddim, n_steps=5)")) == "one-step-dcs(n_steps=5,start=ddim)"
+    for name, params in [("x", {}), ("x", {"a": 0.05, "b": "knee", "c": None, "d": True, "e": [1, 2], "f": "a b"}),
+                         ("x", {"s": "true"}), ("x", {"s": "1"})]:
+        assert parse_ref(format_ref(name, params)) == (name, params)
+
+
 def test_cli_records_the_parameters_and_exits_2_on_unknown_ones(tmp_path, capsys):
     spec = str(__import__("pathlib").Path(__file__).parent / "data" / "tiny_cond.toml")
     args = ["run", "--tasks", spec, "--results", str(tmp_path / "res"), "--cache", str(tmp_path / "cache"), "-q"]
     assert main(args + ["--detectors", "cfg-norm-posthoc(steps=5)"]) == 2
     err = capsys.readouterr().err
     assert "no parameter 'steps'" in err and len(err.strip().splitlines()) == 1
-    assert main(args + ["--detectors", "cfg-norm-posthoc(n_steps=1)"]) == 0
-    (path,) = (tmp_path / "res").rglob("cfg-norm-posthoc.json")
-    assert json.loads(path.read_text())["detector_params"]["n_steps"] == 1
+    assert main(args + ["--detectors", "cfg-norm-posthoc(n_steps=1),cfg-norm-posthoc"]) == 0
+    # two configurations of one detector: two results side by side, each named as it runs again
+    (path,) = (tmp_path / "res").rglob("cfg-norm-posthoc(n_steps=1).json")
+    doc = json.loads(path.read_text())
+    assert doc["detector"] == "cfg-norm-posthoc(n_steps=1)" and doc["detector_params"]["n_steps"] == 1
+    (plain,) = (tmp_path / "res").rglob("cfg-norm-posthoc.json")
+    assert json.loads(plain.read_text())["detector_params"]["n_steps"] == 3
+    capsys.readouterr()
+    assert main(args + ["--detectors", doc["detector"]]) == 0 and "1 already current" in capsys.readouterr().out
+    assert main(args + ["--detectors", "cfg-norm-posthoc(n_steps=1),cfg-norm-posthoc(n_steps=1.0)"]) == 2

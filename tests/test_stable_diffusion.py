@@ -22,7 +22,7 @@ from mmh_bench.task.build import BuildError, build_task  # noqa: E402
 from mmh_bench.cli.main import main  # noqa: E402
 from mmh_bench.task.instance import SUBTYPE_CODE  # noqa: E402
 from mmh_bench.task.models import stable_diffusion as sdm  # noqa: E402
-from mmh_bench.registry import all_detectors, all_tasks, get_task, make_detector  # noqa: E402
+from mmh_bench.registry import all_detectors, all_tasks, get_task, make_detector, parse_ref  # noqa: E402
 from mmh_bench.evaluation.runner import compute_scores, evaluate  # noqa: E402
 from mmh_bench.task.spec import load_spec  # noqa: E402
 
@@ -228,7 +228,8 @@ def test_build_and_evaluate_end_to_end(tmp_path, pipe_dir, few_boots):
                       batch_size=4)
     assert not report.failed, [json.loads(p.read_text())["error"] for p in report.failed]
     assert len(report.ran) + len(report.not_applicable) == len(dets)
-    by_det = {json.loads(p.read_text())["detector"]: json.loads(p.read_text()) for p in report.ran}
+    # keyed by detector name: results of non-default parameters are named flipd(probes=2,t0=0.05)
+    by_det = {parse_ref(json.loads(p.read_text())["detector"])[0]: json.loads(p.read_text()) for p in report.ran}
     assert {"random", "flipd"} <= set(by_det)
     for res in by_det.values():
         assert res["status"] == "ok" and 0.0 <= res["metrics"]["auroc"] <= 1.0

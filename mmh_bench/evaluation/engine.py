@@ -36,7 +36,7 @@ from mmh_bench.task.publish import DEFAULT_INSTANCES, resolve_instances
 from mmh_bench.task.spec import TaskSpec
 from mmh_bench.threads import WORKER_CORES_ENV, cores_given, limited_threads, task_cores
 from .runner import (DEFAULT_BATCH, GridPlan, GridReport, applicable, evaluate_pair, failed_result, fill_fresh,
-                     pairs_to_run, plan_grid, pool_roots, record, run_plan)
+                     pairs_to_run, plan_grid, pool_roots, record, result_name, run_plan)
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def _resolve_task(spec: TaskSpec, candidates: list[Detector], cache_dir: str | N
 
 def _refs(spec: TaskSpec, candidates: list[Detector], insts: list[TaskInstance]) -> list[InstanceRef]:
     return [InstanceRef(inst.spec, spec, inst.data_hash, inst.instance_info(),
-                        {d.name: applicable(d, inst) for d in candidates}) for inst in insts]
+                        {result_name(d): applicable(d, inst) for d in candidates}) for inst in insts]
 
 
 def _run_pair(ref: InstanceRef, proto: Detector, opts: dict[str, Any], cache_dir: str | None,
@@ -296,7 +296,7 @@ class _Grid:
 
     def _pairs(self, ref: InstanceRef, candidates: list[Detector]) -> list[tuple[Detector, Path]]:
         return pairs_to_run(ref, candidates, self.results_dir, self.report, force=self.force,
-                            applicable_to=lambda d: ref.applicable[d.name])
+                            applicable_to=lambda d: ref.applicable[result_name(d)])
 
     def finish(self) -> GridReport:
         for key in ("ran", "skipped_current", "failed"):

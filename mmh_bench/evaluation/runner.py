@@ -5,6 +5,7 @@ protocol that the serial loop and the parallel engine share; split, each half wo
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -22,8 +23,8 @@ from mmh_bench.api.detector import Batch, Detector, LIDEstimator, detector_group
 from mmh_bench.files import write_json
 from mmh_bench.leaderboard.schema import SCHEMA_VERSION, validate_result
 from mmh_bench.leaderboard.store import canonical_relpath
-from mmh_bench.registry import (BUILDER_CAPABILITIES, get_task, make_detector, parse_ref, registered_entry_points,
-                                resolve_tasks, split_refs)
+from mmh_bench.registry import (BUILDER_CAPABILITIES, format_ref, get_task, make_detector, parse_ref,
+                                registered_entry_points, resolve_tasks, split_refs)
 from mmh_bench.task.instance import SUBTYPES, TaskInstance
 from mmh_bench.task.fresh import FreshPool, fill_pool
 from mmh_bench.task.publish import DEFAULT_INSTANCES, resolve_instances
@@ -46,7 +47,7 @@ ISOLATION_CHOICES = ("auto", "sealed", "in-process")
 SHIPPED_PACKAGE = "mmh_bench_baselines"
 __all__ = ["DetectorFailure", "PeakMemory", "GridPlan", "GridReport", "applicable", "compute_scores", "evaluate",
            "evaluate_pair", "failed_result", "is_shipped_ref", "make_context", "plan_grid", "resolve_detector",
-           "resolve_isolation", "resolve_many", "result_path", "ruled_out", "run_plan"]
+           "resolve_isolation", "resolve_many", "result_name", "result_path", "ruled_out", "run_plan"]
 
 
 def result_path(results_dir: Path, inst: TaskInstance, detector: str) -> Path:
@@ -54,6 +55,20 @@ def result_path(results_dir: Path, inst: TaskInstance, detector: str) -> Path:
     results of different instances never overwrite or pass for one another."""
     return Path(results_dir) / canonical_relpath(inst.spec.name, inst.spec.version, detector,
                                                  inst.instance_info()["id"])
+
+
+def result_name(det: Any) -> str:
+    """The name a detector's results go by: its own, followed in ``--detectors`` syntax by every
+    parameter its constructor sets away from the default (``cfg-norm(n_steps=5)``), so two
+    configurations of one detector are two results of an instance, never one overwriting the other,
+    and the name runs again as written. A sealed stand-in (a submission: one configuration) keeps
+    its name."""
+    if isinstance(det, StandIn):
+        return det.name
+    sig = inspect.signature(type(det).__init__).parameters
+    changed = {k: v for k, v in det.params().items()
+               if k not in sig or sig[k].default is inspect.Parameter.empty or sig[k].default != v}
+    return format_ref(det.name, changed)
 
 
 def detector_source(det: Any) -> str:
@@ -189,9 +204,9 @@ def resolve_many(refs: str | Iterable[Any], isolation: str = "auto", *, hide: It
     hide = list(hide)
     # submitted code is described in a sandbox, never imported here (see resolve_detector)
     dets = [resolve_detector(d, isolation, hide=hide, kind=kind) for d in refs]
-    names = [d.name for d in dets]
+    names = [result_name(d) for d in dets]
     if len(set(names)) != len(names):
-        raise ValueError(f"{kind} names must be unique in one run: {names}")
+        raise ValueError(f"{kind} names (with their non-default parameters) must be unique in one run: {names}")
     modes = [resolve_isolation(isolation, d) for d in dets]  # a bad mode fails before anything is built
     warn_unsealed(d.name for d, mode in zip(dets, modes) if mode == "sealed" and not is_shipped(d))
     return dets
@@ -252,7 +267,7 @@ def _result_head(inst: TaskInstance, det: Detector, mode: str, seed: int) -> dic
     return {
         "schema_version": SCHEMA_VERSION, "task": spec.name, "task_version": spec.version,
         "task_hash": spec.hash, "task_family": spec.family, "track": spec.track,
-        "detector": det.name, "detector_version": det.version, "detector_params": det.params(),
+        "detector": result_name(det), "detector_version": det.version, "detector_params": det.params(),
         "detector_source": detector_source(det), "access": det.access.label,
         "reference": bool(det.reference), "group": detector_group(det), "detector_note": det.note or None,
         "instance": inst.instance_info(),
@@ -360,7 +375,7 @@ def plan_grid(tasks: str | Iterable[str | TaskSpec], detectors: str | Iterable[s
         for d in dets:
             why = ruled_out(d, spec)
             if why:
-                plan.report.not_applicable.append((spec.name, d.name, why))
+                plan.report.not_applicable.append((spec.name, result_name(d), why))
             else:
                 candidates.append(d)
         if candidates:  # else nothing can run here: the task is not even built
@@ -374,14 +389,15 @@ def pairs_to_run(inst: Any, candidates: list[Detector], results_dir: Path, repor
     the instance cannot serve (``applicable_to``) go to ``report`` instead."""
     out = []
     for proto in candidates:
-        path = result_path(results_dir, inst, proto.name)
+        name = result_name(proto)
+        path = result_path(results_dir, inst, name)
         if not force and _is_current(path, inst, proto):
             report.skipped_current.append(path)
             continue
         ok, why = applicable_to(proto)
         if not ok:
-            if (inst.spec.name, proto.name, why) not in report.not_applicable:  # once per task
-                report.not_applicable.append((inst.spec.name, proto.name, why))
+            if (inst.spec.name, name, why) not in report.not_applicable:  # once per task
+                report.not_applicable.append((inst.spec.name, name, why))
             continue
         out.append((proto, path))
     return out

@@ -26,7 +26,8 @@ renderers, the replicate summary and the overview read it, so a new column is on
 
 Modules: :mod:`.model` (rows and facts), :mod:`.collect` (reading the store), :mod:`.columns`
 (the column table and cell text), :mod:`.cells` (notes under a table and the ranking, shared by
-both renderers), :mod:`.overview`, :mod:`.replicates`, :mod:`.reported`, :mod:`.markdown`,
+both renderers), :mod:`.overview`, :mod:`.replicates`, :mod:`.reported`, :mod:`.fidelity` (the
+published Stable Diffusion numbers beside the text-to-image tasks'), :mod:`.markdown`,
 :mod:`.page` (HTML) and :mod:`.plots`; the names imported here are the public ones.
 """
 from __future__ import annotations

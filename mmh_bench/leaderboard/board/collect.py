@@ -14,7 +14,7 @@ from mmh_bench.leaderboard.schema import (ReportedFile, SchemaError, SubmissionM
                       validate_model)
 from mmh_bench.leaderboard.store import Rejected, TaskCatalog, instance_of, iter_json_files, known_tasks, scan_results
 from mmh_bench.task.spec import TaskSpec
-from .model import Board, Row, TaskFacts, add_result
+from .model import Board, Row, TaskFacts, add_result, sampler_steps
 
 
 def _sha_tree(paths: Iterable[tuple[Path, Path]]) -> dict[str, str]:
@@ -218,6 +218,6 @@ def collect_board(results_dir: str | Path, *, submissions_dir: str | Path | None
         if key not in board.tasks:
             spec = catalog[row.task]
             board.tasks[key] = TaskFacts(row.task, row.version, row.family, row.track, spec.hash,
-                                         description=spec.description)
+                                         description=spec.description, sampler_steps=sampler_steps(spec))
     return board
 

@@ -8,6 +8,7 @@ from typing import Any, Callable
 from tabulate import tabulate
 
 from .cells import INTRO, footnotes, ranked_groups
+from .fidelity import AGREEMENT_NOTE, CAUSE_DOC, CAUSE_HREF, CPU_FAMILY, FIDELITY_NOTE, FIDELITY_TITLE, fidelity
 from .gap import GAP_NOTE, gap_cells, gap_heads, gap_rows
 from .columns import Columns
 from .model import GROUP_NOTE, Board, InstanceFacts, Row, TaskFacts, board_from_results, kind_label, section_title
@@ -120,6 +121,23 @@ def _md_gap(board: Board, t: TaskFacts) -> list[str]:
                      tablefmt="github", disable_numparse=True), ""]
 
 
+def _md_fidelity(board: Board) -> list[str]:
+    """The published Stable Diffusion numbers beside each text-to-image task's (none: nothing)."""
+    fid = fidelity(board)
+    if fid is None:
+        return []
+    rows = [[md(text) for text, _ in fid.cells(fr)] for fr in fid.rows]
+    cause = f" [{md(CAUSE_DOC)}]({_md_url(CAUSE_HREF)})"
+    pairs = [[md(c) for c in fid.agreement_cells(a)[:-1]] + [md(a.verdict()) + (cause if a.disagrees else "")]
+             for a in fid.agreements]
+    notes = [md(fid.table_line(k)) for k in range(1, len(fid.tables) + 1)] + [md(line) for line in fid.task_lines()]
+    return [f"### {md(FIDELITY_TITLE)}", "", md(FIDELITY_NOTE), "",
+            tabulate(rows, headers=[md(h) for h in fid.heads()], tablefmt="github", disable_numparse=True), "",
+            "\\\n".join(notes), "", md(AGREEMENT_NOTE), "",
+            tabulate(pairs, headers=[md(h) for h in fid.agreement_heads()], tablefmt="github",
+                     disable_numparse=True), ""]
+
+
 def render_markdown(results: list[dict[str, Any]] | Board) -> str:
     """The Markdown board (``README.md``) from a :class:`Board` or validated result documents."""
     board = results if isinstance(results, Board) else board_from_results(results)
@@ -134,6 +152,8 @@ def render_markdown(results: list[dict[str, Any]] | Board) -> str:
     for family, track, tasks in board.tables():
         title = section_title(family, track)
         lines += [f"## {md(title)}", ""]
+        if family == CPU_FAMILY and track == "memorization":
+            lines += _md_fidelity(board)
         for t in tasks:
             lines += [f"### {md(t.name)} (v{md(t.version)})", ""]
             insts = board.instances(t)

@@ -64,6 +64,9 @@ class Row:
     status: str = "ok"
     error: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: the detector's parameters as the result records them (its defaults included), so a published
+    #: protocol is matched on what ran rather than on how the result is named
+    params: dict[str, Any] = field(default_factory=dict)
     cost: dict[str, Any] | None = None
     roc: dict[str, list[float]] | None = None
     hardware: str = ""
@@ -128,6 +131,9 @@ class TaskFacts:
     hash: str = ""
     description: str = ""
     instances: dict[str, InstanceFacts] = field(default_factory=dict)  # data hash -> facts
+    #: the spec's sampling steps ([sampling] steps), where it has a sampler: what "the first k
+    #: steps" of a published protocol covers on this task
+    sampler_steps: int | None = None
 
     def fact_parts(self) -> list[str]:
         """The task's one-line facts as plain text (callers escape for Markdown or HTML)."""
@@ -188,6 +194,12 @@ def section_title(family: str, track: str) -> str:
     return FAMILIES.get(family, family) + (" (LID track)" if track == "lid" and family != "lid" else "")
 
 
+def sampler_steps(spec: Any) -> int | None:
+    """A spec's ``[sampling] steps`` (None without a spec or a sampler)."""
+    steps = spec.section("sampling").get("steps") if spec is not None else None
+    return steps if isinstance(steps, int) and not isinstance(steps, bool) else None
+
+
 def finite_number(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
@@ -199,7 +211,8 @@ def _row_from_result(doc: dict[str, Any], kind: str) -> Row:
                detector=doc["detector"], access=doc.get("access", "samples"),
                reference=bool(doc.get("reference")), group=group_of(doc),
                instance=instance_of(doc)["data_hash"], status=doc["status"], error=doc.get("error"),
-               metrics=doc.get("metrics") or {}, cost=doc.get("cost"), roc=doc.get("roc"),
+               metrics=doc.get("metrics") or {}, params=dict(doc.get("detector_params") or {}),
+               cost=doc.get("cost"), roc=doc.get("roc"),
                hardware=hardware_label(hw) if hw else "", detector_note=doc.get("detector_note") or "")
 
 
@@ -218,7 +231,8 @@ def add_result(board: Board, doc: dict[str, Any], kind: str, tasks: TaskCatalog)
     if key not in board.tasks:
         spec = tasks.get(row.task)
         board.tasks[key] = TaskFacts(row.task, row.version, row.family, row.track, doc.get("task_hash", ""),
-                                     description=spec.description if spec is not None else "")
+                                     description=spec.description if spec is not None else "",
+                                     sampler_steps=sampler_steps(spec))
     known = board.tasks[key].instances
     if row.instance not in known or (known[row.instance].n_samples is None and doc.get("n_samples")):
         inst = instance_of(doc)

@@ -17,6 +17,7 @@ from .model import (ACCESS_FLAGS, GROUP_NOTE, KIND_LABEL, Board, InstanceFacts, 
                     section_title)
 from .overview import multi_instance_line, overviews
 from .plots import PLOT_KINDS, true_lid_text
+from .fidelity import AGREEMENT_NOTE, CAUSE_DOC, CAUSE_HREF, CPU_FAMILY, FIDELITY_NOTE, FIDELITY_TITLE, fidelity
 from .gap import GAP_NOTE, gap_cells, gap_heads, gap_rows
 from .replicates import ReplicateSummary, summarize
 from .reported import REPORTED_NOTE, REPORTED_TITLE, note_text, reported_cells, reported_heads, source_notes
@@ -208,6 +209,30 @@ def _html_gap(board: Board, t: TaskFacts) -> str:
             f'<table class="gap"><thead><tr>{heads}</tr></thead><tbody>{body}</tbody></table>')
 
 
+def _html_fidelity(board: Board) -> str:
+    """The published Stable Diffusion numbers beside each text-to-image task's (none: nothing);
+    AUROC cells shaded as in the measured tables."""
+    fid = fidelity(board)
+    if fid is None:
+        return ""
+    auroc = rank_column("memorization")
+    heads = "".join(f"<th>{h(x)}</th>" for x in fid.heads())
+    body = "".join("<tr>" + "".join(f'<td class="{shade(auroc, v)}">{h(text)}</td>' if v is not None
+                                    else f"<td>{h(text)}</td>" for text, v in fid.cells(fr)) + "</tr>"
+                   for fr in fid.rows)
+    notes = "".join(f'<p class="foot muted">{h(line)}</p>' for line in
+                    [fid.table_line(k) for k in range(1, len(fid.tables) + 1)] + fid.task_lines())
+    cause = f' <a href="{h(CAUSE_HREF)}">{h(CAUSE_DOC)}</a>'
+    pairs = "".join("<tr>" + "".join(f"<td>{h(c)}</td>" for c in fid.agreement_cells(a)[:-1])
+                    + (f'<td class="flag">{h(a.verdict())}{cause}</td>' if a.disagrees else f"<td>{h(a.verdict())}</td>")
+                    + "</tr>" for a in fid.agreements)
+    agree_heads = "".join(f"<th>{h(x)}</th>" for x in fid.agreement_heads())
+    return (f'<h3 id="fidelity">{h(FIDELITY_TITLE)}</h3><p class="muted">{h(FIDELITY_NOTE)}</p>'
+            f'<table class="fidelity"><thead><tr>{heads}</tr></thead><tbody>{body}</tbody></table>{notes}'
+            f'<p class="muted">{h(AGREEMENT_NOTE)}</p>'
+            f'<table class="fidelity"><thead><tr>{agree_heads}</tr></thead><tbody>{pairs}</tbody></table>')
+
+
 def _table_id(*parts: str) -> str:
     return "t-" + re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
 
@@ -237,7 +262,8 @@ def _html_task(board: Board, t: TaskFacts, track: str) -> str:
 
 def _html_section(board: Board, family: str, track: str, tasks: list[TaskFacts]) -> str:
     title = section_title(family, track)
-    return (f'<section id="{_table_id(family, track)}-section"><h2>{h(title)}</h2>'
+    lead = _html_fidelity(board) if family == CPU_FAMILY and track == "memorization" else ""
+    return (f'<section id="{_table_id(family, track)}-section"><h2>{h(title)}</h2>{lead}'
             + "".join(_html_task(board, t, track) for t in tasks) + "</section>")
 
 

@@ -53,7 +53,7 @@ def source_notes(rows: list[Row]) -> tuple[list[int], list[Row]]:
     return refs, firsts
 
 
-def _pub(v: object) -> str:
+def published_number(v: object) -> str:
     """A published number with every digit the source gave, and at least three (0.98 -> 0.980,
     0.9759 stays 0.9759: the measured tables' rounding would drop a published digit)."""
     n = finite_number(v)
@@ -66,7 +66,8 @@ def _pub(v: object) -> str:
 
 def _pub_cell(value: object, ci: object) -> tuple[str, float | None]:
     ok = isinstance(ci, list) and len(ci) == 2 and all(finite_number(v) is not None for v in ci)
-    text = _pub(value) + (f" [{_pub(ci[0])}, {_pub(ci[1])}]" if ok and finite_number(value) is not None else "")
+    ok = ok and finite_number(value) is not None
+    text = published_number(value) + (f" [{published_number(ci[0])}, {published_number(ci[1])}]" if ok else "")
     return text, finite_number(value)
 
 
