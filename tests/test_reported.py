@@ -168,7 +168,7 @@ def test_shipped_rows_on_the_real_board(store, catalog):
     sd = _task_part(readme, "sd-v1-4-jeon", catalog["sd-v1-4-jeon"].version)
     assert sd.count("#### Reported, not re-measured") == 1 and "| #" not in sd  # no measured (ranked) table
     assert "FPR closest to x; labels flipped if AUROC &lt; 0.5" in sd and "last ROC point with FPR &lt; x" in sd
-    assert 'id="t-sd-v2-v1-reported"' in page
+    assert f'id="t-sd-v2-v{catalog["sd-v2"].version}-reported"' in page
 
 
 def test_lid_reported_rows_show_the_global_id_mpe_column():
