@@ -128,7 +128,7 @@ def _lid_png(task: TaskFacts, rows: list[Row]) -> bytes | None:
         return None
     fig = Figure(figsize=(6.4, 4.6), dpi=100)
     ax = fig.subplots()
-    top = 0.0
+    top = high = 0.0
     order = sorted(lines, key=lambda r: finite_number(r.metrics.get("mae")) or math.inf)
     for i, r in enumerate(order):
         lv = r.metrics["by_true_lid"]
@@ -138,12 +138,18 @@ def _lid_png(task: TaskFacts, rows: list[Row]) -> bytes | None:
         label = _plot_label(r.detector) + f" (MAE {fmt_number(r.metrics.get('mae'))})"
         ax.errorbar(x, y, yerr=err, fmt="o-" if len(lv) > 1 else "o", ms=4, lw=1.2, capsize=2,
                     color=f"C{i % 10}", label=label)
-        top = max(top, max(float(v["q90"]) for v in lv), max(float(v["lid"]) for v in lv))
+        top = max(top, max(float(v["lid"]) for v in lv))
+        high = max(high, max(float(v["q90"]) for v in lv))
     ax.plot([0, top], [0, top], ls=":", color="grey", lw=1, label="estimate = LID*")
+    # the truth's range sets the scale; an estimator far above it is drawn off-scale, and said so
+    limit = 1.5 * top + 1.0
+    ax.set_ylim(min(0.0, ax.get_ylim()[0]), min(ax.get_ylim()[1], limit))
+    if high > limit:
+        ax.text(0.99, 0.99, f"off-scale above {limit:g}", transform=ax.transAxes, ha="right", va="top", fontsize=7)
     ax.set_xlabel("true LID* of the query points")
     ax.set_ylabel("estimate (mean; bars: 10th-90th percentile)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="best")
     fig.suptitle(_plot_label(f"LID estimates: {task.name} v{task.version}"))
     fig.tight_layout()
     return _png(fig)
