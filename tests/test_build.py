@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 
 from mmh_bench.task.build import BuildError, build_task, check_balance
@@ -39,6 +41,23 @@ def test_balance_is_enforced(tiny_spec):
     arrays = {"labels": np.zeros(10, dtype=np.int8), "subtype": np.zeros(10, dtype=np.int8)}
     with pytest.raises(BuildError, match="memorized fraction 0.000"):
         check_balance(spec, arrays)
+
+
+def test_a_build_that_fails_its_label_checks_keeps_its_samples_and_model(tiny_spec, tmp_path):
+    """A long training run that misses the spec's balance is not thrown away: its folder moves to
+    failed-<name> beside the builds, with the samples, the labels it got, the model and the reason."""
+    from mmh_bench.files import load_arrays
+    from mmh_bench.task.build import FAILED_PREFIX, LabelCheckError, build_task
+    spec = parse_spec(dict(tiny_spec.raw, balance={"min_memorized": 0.99, "max_memorized": 1.0}))
+    with pytest.raises(LabelCheckError, match="memorized fraction") as info:
+        build_task(spec, tmp_path, progress=False)
+    kept = info.value.kept
+    assert kept is not None and kept.name.startswith(FAILED_PREFIX) and kept.parent == tmp_path / "tiny"
+    arrays = load_arrays(kept / "instance.npz")
+    assert len(arrays["samples"]) == 300 and arrays["labels"].shape == (300,) and 0 < arrays["labels"].mean() < 0.99
+    assert "memorized fraction" in json.loads((kept / "failed.json").read_text())["error"]
+    assert any(kept.rglob("*.safetensors")) or (kept / "model").exists()
+    assert [p.name for p in (tmp_path / "tiny").iterdir() if not p.name.startswith(FAILED_PREFIX)] == []
 
 
 def test_labels_are_auditable(tiny):

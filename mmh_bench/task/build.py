@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,17 @@ BUILD_FORMAT = 3
 
 class BuildError(RuntimeError):
     """A task could not be built as its spec promises (e.g. the label balance was not reached)."""
+
+
+class LabelCheckError(BuildError):
+    """A finished build whose labels fail the spec's checks (balance, null copy rate): the model
+    and samples exist, so the build keeps them for diagnosis (``kept``: that folder)."""
+
+    kept: Path | None = None
+
+
+#: where a build that fails its label checks keeps its folder, beside the task's builds
+FAILED_PREFIX = "failed-"
 
 
 @dataclass
@@ -186,7 +198,11 @@ def build_task(spec: TaskSpec, cache_dir: str | Path | None = None, *, instance:
         raise BuildError(f"task {spec.name!r}: unknown builder {spec.builder!r}; known: {sorted(BUILDERS)}")
     with staged_dir(root) as work:
         t0 = time.perf_counter()
-        meta, arrays = _build(instance_spec(spec, instance), work, progress)
+        try:
+            meta, arrays = _build(instance_spec(spec, instance), work, progress)
+        except LabelCheckError as exc:
+            exc.kept = _keep_failed(work, root, exc, time.perf_counter() - t0)
+            raise
         meta["build_seconds"] = round(time.perf_counter() - t0, 2)
         if instance is not None and instance.kind in SECRET_KINDS:
             meta["instance_replicate"] = instance.replicate
@@ -199,6 +215,31 @@ def build_task(spec: TaskSpec, cache_dir: str | Path | None = None, *, instance:
     inst = load_instance(spec, root)
     assert inst is not None
     return inst
+
+
+def _keep_failed(work: Path, root: Path, exc: BuildError, seconds: float) -> Path:
+    """Move a build that failed its label checks to ``failed-<name>`` beside ``root`` (replacing an
+    older one), with the reason: a long training run is not thrown away, and its samples say why."""
+    target = root.parent / f"{FAILED_PREFIX}{root.name}"
+    atomic_write_text(work / "failed.json", dump_meta({"error": str(exc), "build_seconds": round(seconds, 2)}))
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(work, target)
+    log.warning("kept the failed build in %s for diagnosis (samples, labels, model)", target)
+    return target
+
+
+def _checked_labels(spec: TaskSpec, work: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],
+                    problem: str | None) -> None:
+    """Fail with the build's arrays and meta saved in ``work`` when the labels fail the spec's checks."""
+    try:
+        check_balance(spec, arrays)
+        if problem:
+            raise BuildError(problem)
+    except BuildError as exc:
+        save_arrays(work / "instance.npz", arrays)
+        atomic_write_text(work / "meta.json", dump_meta(meta))
+        raise LabelCheckError(str(exc)) from None
 
 
 def _build(spec: TaskSpec, work: Path, progress: bool) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -237,10 +278,8 @@ def _build(spec: TaskSpec, work: Path, progress: bool) -> tuple[dict[str, Any], 
         if out.source_names is not None:
             meta["source_names"] = list(out.source_names)
             meta["composition"] = composition(arrays, out.source_names)
-        check_balance(spec, arrays)
-        problem = check_null_rate(spec.name, lab.stats, float(arrays["labels"].mean()))
-        if problem:
-            raise BuildError(problem)
+        _checked_labels(spec, work, {**arrays, **out.sample_arrays, **out.extra_arrays}, meta,
+                        check_null_rate(spec.name, lab.stats, float(arrays["labels"].mean())))
     else:
         if out.lid_star is None:
             raise BuildError(f"LID task {spec.name!r}: builder gave no lid_star")
