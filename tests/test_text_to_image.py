@@ -291,7 +291,9 @@ def test_attribute_captions_name_brightness_and_composed_prompts_are_held_out():
 
 def test_composed_prompts_need_attribute_captions():
     import tomllib
-    from mmh_bench.task.spec import SpecError, parse_spec
+    from mmh_bench.task.spec import SpecError, load_spec, parse_spec
+    attempt = load_spec(HERE.parent / "benchmarks" / "specs" / "t2i-fashion.toml")  # the attempted design validates
+    assert attempt.section("data")["tm_n"] == 5 and attempt.section("model")["cross_blocks"] == [1, 2]
     raw = tomllib.loads((HERE / "data" / "tiny_t2i_laion.toml").read_text())
     raw["data"]["attribute_captions"] = False
     with pytest.raises(SpecError, match="attribute_captions"):
