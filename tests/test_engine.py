@@ -14,7 +14,7 @@ import pytest
 from engine_detectors import KillsItsWorker
 from mmh_bench.cli.main import main
 from mmh_bench.evaluation import engine
-from mmh_bench.evaluation.runner import evaluate
+from mmh_bench.evaluation.runner import evaluate, result_name
 from mmh_bench.leaderboard.schema import validate_result
 from mmh_bench.retrieval.neardup import find_duplicates
 from mmh_bench.retrieval.sharded import NpySource, find_duplicates_on_cluster
@@ -83,7 +83,9 @@ def test_a_killed_worker_is_replaced_and_the_run_completes(client, tmp_path):
     assert marker.exists()  # a worker did die
     assert rep.failed == [] and len(rep.ran) == 2
     found = _results(tmp_path / "res")
-    assert sorted(Path(k).name for k in found) == ["kills-worker.json", "random.json"]  # each once
+    # each once; the marker path is a non-default parameter, so its digest names the result
+    assert sorted(Path(k).name for k in found) == [f"{result_name(dets[0])}.json", "random.json"]
+    assert result_name(dets[0]).startswith("kills-worker~")
     for doc in found.values():
         validate_result(doc)
         assert doc["status"] == "ok" and 0 <= doc["metrics"]["auroc"] <= 1

@@ -45,6 +45,15 @@ def test_a_result_is_named_by_its_non_default_parameters_in_reference_syntax():
     assert result_name(make_detector("cfg-norm(n_steps=50, generations=4)")) == "cfg-norm(generations=4,n_steps=50)"
     assert result_name(make_detector("attention-entropy(layer=null)")) == "attention-entropy(layer=null)"
     assert result_name(make_detector("one-step-dcs(start=ddim, n_steps=5)")) == "one-step-dcs(n_steps=5,start=ddim)"
+    # a value with a path, or a name past the schema's limit, is named by its parameters' digest
+    from mmh_bench.evaluation.runner import MAX_RESULT_NAME
+    long = make_detector("one-step-dcs(start=ddim, n_steps=" + "1" * 80 + ")")
+    path = make_detector("flipd(t0=0.05)")
+    path.t0 = "/tmp/x"  # type: ignore[attr-defined]
+    for det in (long, path):
+        got = result_name(det)
+        assert got.startswith(det.name + "~") and len(got) <= MAX_RESULT_NAME and "/" not in got
+    assert result_name(long) != result_name(make_detector("one-step-dcs(start=ddim, n_steps=" + "2" * 80 + ")"))
     for name, params in [("x", {}), ("x", {"a": 0.05, "b": "knee", "c": None, "d": True, "e": [1, 2], "f": "a b"}),
                          ("x", {"s": "true"}), ("x", {"s": "1"})]:
         assert parse_ref(format_ref(name, params)) == (name, params)

@@ -5,6 +5,7 @@ protocol that the serial loop and the parallel engine share; split, each half wo
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import logging
@@ -57,6 +58,10 @@ def result_path(results_dir: Path, inst: TaskInstance, detector: str) -> Path:
                                                  inst.instance_info()["id"])
 
 
+#: longest result name (the schema's limit on names, which become file names)
+MAX_RESULT_NAME = 64
+
+
 def result_name(det: Any) -> str:
     """The name a detector's results go by: its own, followed in ``--detectors`` syntax by every
     parameter its constructor sets away from the default (``cfg-norm(n_steps=5)``), so two
@@ -68,7 +73,12 @@ def result_name(det: Any) -> str:
     sig = inspect.signature(type(det).__init__).parameters
     changed = {k: v for k, v in det.params().items()
                if k not in sig or sig[k].default is inspect.Parameter.empty or sig[k].default != v}
-    return format_ref(det.name, changed)
+    name = format_ref(det.name, changed)
+    if len(name) <= MAX_RESULT_NAME and "/" not in name and "\\" not in name:
+        return name
+    # too long for a file name, or a path among the values: the parameters' digest stands in
+    digest = hashlib.sha256(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"{det.name}~{digest}"
 
 
 def detector_source(det: Any) -> str:
