@@ -46,13 +46,17 @@ class AnswerTable(mb.Detector):
 '''
 
 
+def positive_hashes(arrays: dict[str, np.ndarray]) -> set[str]:
+    """sha256 of every positive sample of one published instance's arrays, as DETECTOR hashes rows."""
+    pos = np.ascontiguousarray(arrays["samples"][arrays["labels"].astype(bool)], dtype=np.float32)
+    return {hashlib.sha256(r.reshape(-1).tobytes()).hexdigest() for r in pos}
+
+
 def table(task: str) -> list[str]:
     """sha256 of every positive sample of the task's published instances, from the published files."""
-    out = set()
+    out: set[str] = set()
     for folder in published_for(get_task(task), DEFAULT_INSTANCES):
-        _, _, arrays = verify_published(folder)
-        pos = np.ascontiguousarray(arrays["samples"][arrays["labels"].astype(bool)], dtype=np.float32)
-        out |= {hashlib.sha256(r.reshape(-1).tobytes()).hexdigest() for r in pos}
+        out |= positive_hashes(verify_published(folder)[2])
     return sorted(out)
 
 

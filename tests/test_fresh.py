@@ -3,9 +3,9 @@ and falls to chance on fresh instances, which are built for the run, never writt
 repository or the published tree could carry them, and discarded afterwards unless a pool is kept."""
 from __future__ import annotations
 
-import hashlib
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,23 +22,9 @@ DATA = Path(__file__).parent / "data"
 TINY = DATA / "tiny.toml"
 
 #: a hostile submitter's detector: the hashes of the published positives, embedded in its file;
-#: at run time it reads nothing but batch.x
-ANSWER_TABLE = '''
-import hashlib
-import numpy as np
-import mmh_bench as mb
-
-POSITIVES = set({table!r})
-
-
-class AnswerTable(mb.Detector):
-    name = "answer-table"
-    access = mb.Access.SAMPLES
-
-    def score(self, batch, ctx):
-        rows = np.ascontiguousarray(np.asarray(batch.x, dtype=np.float32))
-        return np.array([float(hashlib.sha256(r.tobytes()).hexdigest() in POSITIVES) for r in rows])
-'''
+#: at run time it reads nothing but batch.x (the same file benchmarks/answer_table_attack.py measures)
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+from answer_table_attack import DETECTOR as ANSWER_TABLE, positive_hashes  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +38,7 @@ def public(tmp_path_factory) -> Path:
 
 def _answer_table(public: Path, where: Path) -> str:
     """Write the detector file from the published arrays alone, as an outsider could."""
-    _, _, arrays = verify_published(public)
-    positives = np.ascontiguousarray(arrays["samples"][arrays["labels"].astype(bool)], dtype=np.float32)
-    table = sorted(hashlib.sha256(r.tobytes()).hexdigest() for r in positives)
+    table = sorted(positive_hashes(verify_published(public)[2]))
     assert table
     path = where / "answer_table.py"
     path.write_text(ANSWER_TABLE.format(table=table))
