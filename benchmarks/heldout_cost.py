@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 import mmh_bench as mb
-from mmh_bench.evaluation.provenance import hardware, package_versions
+from mmh_bench.common.provenance import hardware, package_versions
 from mmh_bench.evaluation.runner import evaluate
 from mmh_bench.files import write_json
 from mmh_bench.registry import resolve_tasks

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mmh_bench.files import write_json
-    from mmh_bench.evaluation.provenance import hardware, package_versions
+    from mmh_bench.common.provenance import hardware, package_versions
     from mmh_bench.registry import resolve_tasks
 
     rows = [measure(spec, args.cache, args.repeat, args.cached_only) for spec in resolve_tasks(args.tasks)]

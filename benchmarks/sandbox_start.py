@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mmh_bench.evaluation.provenance import hardware
+from mmh_bench.common.provenance import hardware
 from mmh_bench.evaluation.sealed.bwrap import PRELUDE, Limits, _self_test
 from mmh_bench.evaluation.sealed.sandbox import hidden_paths, launch
 

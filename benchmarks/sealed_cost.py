@@ -25,7 +25,7 @@ from tabulate import tabulate
 
 from mmh_bench.evaluation import metrics
 from mmh_bench.task.build import build_task
-from mmh_bench.evaluation.provenance import hardware, package_versions
+from mmh_bench.common.provenance import hardware, package_versions
 from mmh_bench.registry import make_detector, resolve_tasks
 from mmh_bench.evaluation.runner import applicable, evaluate_pair
 from mmh_bench.evaluation.sealed import isolation_mode

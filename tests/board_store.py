@@ -89,7 +89,7 @@ def dump(path: Path, obj: Any) -> None:
 # -- variants of a stored result (the board's cases are built from real results, then edited) ----
 def with_negatives(doc: dict[str, Any], n_neg: int) -> dict[str, Any]:
     """The same result as if the task had ``n_neg`` negatives (counts and resolvability flags follow)."""
-    from mmh_bench.evaluation.metrics import tpr_resolvable
+    from mmh_bench.common.fpr import tpr_resolvable
     m = doc["metrics"]
     for part in [m] + list(m["per_subtype"].values()):
         part["n_neg"] = n_neg

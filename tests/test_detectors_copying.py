@@ -6,7 +6,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 import mmh_bench as mb
-from mmh_bench.evaluation.ct_statistic import data_copying_ct, mann_whitney_z
+from mmh_bench.common.ct_statistic import data_copying_ct, mann_whitney_z
 from mmh_bench.task.models.analytic import FlatGaussianMixture
 from mmh_bench.retrieval.train_index import TrainIndex
 from mmh_bench_baselines.cfdm import CFDM, empirical_flipd

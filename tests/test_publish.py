@@ -216,7 +216,7 @@ def test_hub_ids_go_to_snapshot_download(published, tmp_path, monkeypatch):
 def test_ct_recomputes_from_the_published_arrays(tiny_spec, tmp_path):
     """The board's C_T (a test instance's included) follows from the published arrays alone: its
     k-means cells are seeded from the published training and held-out rows, not the secret seed."""
-    from mmh_bench.evaluation.ct_statistic import instance_ct
+    from mmh_bench.common.ct_statistic import instance_ct
     from mmh_bench.task.instances import InstanceKey
     inst = build_task(tiny_spec, tmp_path / "cache", progress=False,
                       instance=InstanceKey("test", secret="ct-recompute-secret-0123"))
@@ -231,7 +231,7 @@ def test_restamped_ct_reaches_the_record_the_results_and_the_installed_copy(publ
     """An instance published with a C_T nobody could recompute (cells seeded from a secret) gets the
     one its published arrays give; its results follow, and an installed copy is installed again."""
     import sys
-    from mmh_bench.evaluation.ct_statistic import instance_ct
+    from mmh_bench.common.ct_statistic import instance_ct
     from mmh_bench.task.publish import _seal, _unseal, restamp_copying
     folder = Path(shutil.copytree(published, tmp_path / "pub"))
     body = _unseal(folder / "instance.json")
@@ -258,7 +258,7 @@ def test_restamped_ct_reaches_the_record_the_results_and_the_installed_copy(publ
 def test_every_board_instance_c_t_recomputes_from_its_published_arrays():
     """What the board prints as C_T is what anyone gets from the published instance (one replicate
     per task; benchmarks/restamp_ct.py keeps older instances so)."""
-    from mmh_bench.evaluation.ct_statistic import instance_ct
+    from mmh_bench.common.ct_statistic import instance_ct
     root = Path(__file__).parents[1] / "leaderboard" / "instances"
     checked = 0
     for task in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:

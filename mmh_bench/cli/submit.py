@@ -206,7 +206,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _version() -> str:
-    from mmh_bench.evaluation.provenance import package_versions
+    from mmh_bench.common.provenance import package_versions
     return package_versions().get("mmh-bench", "unknown")
 
 
@@ -258,7 +258,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from mmh_bench.files import write_json
-    from mmh_bench.evaluation.provenance import hardware, hardware_label
+    from mmh_bench.common.provenance import hardware, hardware_label
     from mmh_bench.registry import RegistryError, all_tasks
     from mmh_bench.evaluation.runner import resolve_detector
     from mmh_bench.leaderboard.schema import SchemaError, SubmissionMeta, read_json, validate_model

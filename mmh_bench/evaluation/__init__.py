@@ -1,2 +1,2 @@
-"""Scoring detectors on task instances: the runner, the metrics, set-level statistics (C_T), data-side
-LID, provenance, the sealed worker and the conformance checks a submission must pass."""
+"""Scoring entries on task instances, for every track: the track protocol and its runner and engine,
+the metrics, data-side LID, the sealed worker and the conformance checks a submission must pass."""

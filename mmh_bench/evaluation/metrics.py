@@ -25,13 +25,10 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-FPR_TARGETS = (0.001, 0.01, 0.05)
-#: the targets as the result files key them ("0.001", "0.01", "0.05")
-FPR_KEYS = tuple(str(a) for a in FPR_TARGETS)
+from mmh_bench.common.fpr import FPR_TARGETS, MIN_EXPECTED_FP, MIN_SOURCE_NEG, tpr_resolvable
+
 N_BOOT = 1000
 BOOT_SEED = 0
-#: expected false positives at the target FPR below which a TPR@FPR is not resolvable
-MIN_EXPECTED_FP = 5
 _CHUNK = 100  # resamples per vectorised step (bounds memory at about CHUNK x n counts)
 _EPS = 1e-12
 
@@ -44,11 +41,6 @@ def _check(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not np.all(np.isfinite(s)):
         raise ValueError("scores contain NaN or infinity")
     return y, s
-
-
-def tpr_resolvable(n_neg: int, alpha: float) -> bool:
-    """Whether ``n_neg`` negatives resolve FPR <= alpha (at least :data:`MIN_EXPECTED_FP` expected)."""
-    return n_neg * alpha >= MIN_EXPECTED_FP - 1e-9
 
 
 def _roc(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -193,8 +185,6 @@ def detection_metrics(y: np.ndarray, s: np.ndarray, *, with_ci: bool = True) -> 
     return out
 
 
-#: fewest negatives of a source for its AUROC (below: None)
-MIN_SOURCE_NEG = 2
 
 
 def auroc_by_source(y: np.ndarray, s: np.ndarray, negative_source: np.ndarray) -> dict[str, float | None]:

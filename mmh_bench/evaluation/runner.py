@@ -23,7 +23,7 @@ from mmh_bench.api.context import Context
 from mmh_bench.api.detector import Batch, Detector, LIDEstimator, detector_group
 from mmh_bench.files import write_json
 from mmh_bench.leaderboard.schema import SCHEMA_VERSION, validate_result
-from mmh_bench.leaderboard.store import canonical_relpath
+from mmh_bench.common.paths import canonical_relpath
 from mmh_bench.registry import (BUILDER_CAPABILITIES, format_ref, get_task, make_detector, parse_ref,
                                 registered_entry_points, resolve_tasks, split_refs)
 from mmh_bench.task.instance import SUBTYPES, TaskInstance
@@ -32,7 +32,7 @@ from mmh_bench.task.publish import DEFAULT_INSTANCES, resolve_instances
 from mmh_bench.task.spec import TaskSpec, canonical_json
 from mmh_bench.threads import limited_threads
 from .metrics import lid_metrics, memorization_metrics
-from .provenance import provenance
+from mmh_bench.common.provenance import provenance
 from .sealed.bwrap import warn_unsealed
 from .sealed import (WORKER_ENV, DetectorFailure, PeakMemory, SealError, StandIn, WorkerFailure, describe_detector,
                      granted, isolation_mode, run_job, run_sealed)

@@ -38,7 +38,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter,
 
 from mmh_bench.api.access import Access
 from mmh_bench.api.detector import GROUPS
-from mmh_bench.evaluation.metrics import FPR_KEYS, tpr_resolvable
+from mmh_bench.common.fpr import FPR_KEYS, tpr_resolvable
 from mmh_bench.task.spec import FAMILIES, TaskSpec
 from mmh_bench.task.subtypes import SUBTYPE_NAMES
 
@@ -170,7 +170,7 @@ class TprCi(_per_target("TprCiFields", Interval | None, "")):  # type: ignore[mi
 
 
 TprResolvable = _per_target("TprResolvable", bool, "Whether the negatives resolve each target "
-                            "(:func:`mmh_bench.evaluation.metrics.tpr_resolvable`).")
+                            "(:func:`mmh_bench.common.fpr.tpr_resolvable`).")
 
 
 class DetectionMetrics(Strict):
@@ -263,7 +263,7 @@ class Provenance(Strict):
 class TaskStats(Strict):
     """Task-level figures from the build, the same in every result of a task (not a detector's)."""
 
-    data_copying_ct: float | None = None  # C_T of the samples against a held-out set (evaluation/ct_statistic.py)
+    data_copying_ct: float | None = None  # C_T of the samples against a held-out set (common/ct_statistic.py)
     ct_cells_used: Count | None = None
     n_heldout: Count | None = None
     null_copy_rate: Prob | None = None  # share of fresh data draws the labelling calls copies

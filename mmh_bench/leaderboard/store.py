@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping
 
 from mmh_bench.api.access import Access
 from mmh_bench.api.detector import detector_group
+from mmh_bench.common.paths import canonical_relpath
 from mmh_bench.task.spec import TaskSpec, load_spec
 from .schema import SchemaError, check_task, read_json, validate_result
 
@@ -67,12 +68,6 @@ def known_tasks(extra: Iterable[TaskSpec | str | Path] = ()) -> dict[str, TaskSp
         spec = item if isinstance(item, TaskSpec) else load_spec(item)
         out[spec.name] = spec
     return out
-
-
-def canonical_relpath(task: str, version: str, detector: str, instance: str | None = None) -> Path:
-    """Where a pair's result sits under a results root (``instance``: an instance id subfolder)."""
-    folder = Path(task) / f"v{version}"
-    return (folder / instance if instance else folder) / f"{detector}.json"
 
 
 def instance_of(doc: Mapping[str, Any]) -> dict[str, str]:

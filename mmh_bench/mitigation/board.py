@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from mmh_bench.leaderboard.store import canonical_relpath
+from mmh_bench.common.paths import canonical_relpath
 from .result import MitigationResult, read_mitigation_result
 
 #: the papers' protocols (../shared/data/published/README.md, section G), as notes beside the tables

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 
 from mmh_bench.evaluation.metrics import BOOT_SEED, N_BOOT
-from mmh_bench.evaluation.provenance import provenance
+from mmh_bench.common.provenance import provenance
 from mmh_bench.evaluation.sealed.job import MitigationFailure, run_job
-from mmh_bench.leaderboard.store import canonical_relpath
+from mmh_bench.common.paths import canonical_relpath
 from mmh_bench.task.instance import SUBTYPE_CODE, TaskInstance
 from mmh_bench.task.spec import canonical_json
 from mmh_bench.task.subtypes import CONSTRUCTED_SUBTYPES

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mmh_bench.evaluation.ct_statistic import instance_ct
+from mmh_bench.common.ct_statistic import instance_ct
 from mmh_bench.files import atomic_write_text, load_arrays, save_arrays, sha256_arrays, sha256_file, staged_dir
 from mmh_bench.registry import BUILDERS, load_target
 from .instance import TaskInstance, dump_meta

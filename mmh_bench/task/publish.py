@@ -38,7 +38,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from mmh_bench.evaluation.provenance import package_versions
+from mmh_bench.common.provenance import package_versions
 from mmh_bench.files import atomic_write_text, save_arrays, sha256_arrays, sha256_file, staged_dir
 from .fresh import FreshPool, pool_instances
 from .build import BUILD_FORMAT, build_task, cached_task, default_cache_dir, load_instance
@@ -342,10 +342,10 @@ def verify_published(folder: str | Path) -> tuple[dict[str, Any], TaskSpec, dict
 
 def restamp_copying(folder: str | Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """Recompute a published instance's C_T from its published arrays alone
-    (:func:`~mmh_bench.evaluation.ct_statistic.instance_ct`) and reseal its record with it; return
+    (:func:`~mmh_bench.common.ct_statistic.instance_ct`) and reseal its record with it; return
     (old, new) ``copying`` meta. For instances published before C_T's k-means cells were seeded
     from the published rows (they were seeded from the secret, so nobody could recompute them)."""
-    from mmh_bench.evaluation.ct_statistic import instance_ct
+    from mmh_bench.common.ct_statistic import instance_ct
 
     folder = Path(folder)
     body, _, arrays = verify_published(folder)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from mmh_bench.evaluation.metrics import MIN_EXPECTED_FP
+from mmh_bench.common.fpr import MIN_EXPECTED_FP
 from .columns import Columns, rank_column, rank_key
 from .model import GROUP_ORDER, MIN_SUBTYPE_POS, Row
 

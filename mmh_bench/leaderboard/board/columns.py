@@ -17,7 +17,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from mmh_bench.evaluation.metrics import FPR_KEYS, MIN_EXPECTED_FP, MIN_SOURCE_NEG, tpr_resolvable
+from mmh_bench.common.fpr import FPR_KEYS, MIN_EXPECTED_FP, MIN_SOURCE_NEG, tpr_resolvable
 from .model import MIN_SUBTYPE_POS, SUBTYPES, Row, finite_number
 
 Esc = Callable[[str], str]

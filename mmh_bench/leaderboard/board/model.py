@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from mmh_bench.api.access import Access
-from mmh_bench.evaluation.provenance import hardware_label
+from mmh_bench.common.provenance import hardware_label
 from mmh_bench.leaderboard.store import Rejected, TaskCatalog, group_of, instance_of
 from mmh_bench.task.spec import FAMILIES as TASK_FAMILIES
 from mmh_bench.task.subtypes import SUBTYPE_NAMES
