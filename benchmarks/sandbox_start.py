@@ -20,8 +20,10 @@ import time
 from pathlib import Path
 
 from mmh_bench.common.provenance import hardware
-from mmh_bench.evaluation.sealed.bwrap import PRELUDE, Limits, _self_test
-from mmh_bench.evaluation.sealed.sandbox import hidden_paths, launch
+from mmh_bench.evaluation.sealed.bwrap import PRELUDE, Limits
+from mmh_bench.evaluation.sealed.process import launch
+from mmh_bench.evaluation.sealed.selftest import _self_test
+from mmh_bench.evaluation.sealed.sandbox import hidden_paths
 
 OUT = Path(__file__).parent / "results" / "sandbox_start.json"
 JOB = "import mmh_bench.api, numpy, torch"

@@ -31,7 +31,7 @@ from mmh_bench.api.detector import Detector
 from mmh_bench.task.spec import SpecError, TaskSpec, load_spec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .mitigation import Mitigator
+    from .api.mitigator import Mitigator
 
 ENTRY_POINT_GROUP = "mmh_bench.detectors"
 MITIGATOR_GROUP = "mmh_bench.mitigators"
@@ -142,7 +142,7 @@ def load_target(target: str) -> Any:
 # -- detectors ---------------------------------------------------------------------------------
 #: what can be registered: kind -> (entry-point group, base class path)
 KINDS = {"detector": (ENTRY_POINT_GROUP, "mmh_bench.api.detector:Detector"),
-         "mitigator": (MITIGATOR_GROUP, "mmh_bench.mitigation.contract:Mitigator")}
+         "mitigator": (MITIGATOR_GROUP, "mmh_bench.api.mitigator:Mitigator")}
 
 
 def _base(kind: str) -> type:

@@ -56,11 +56,11 @@ def test_help_everywhere(capsys):
 def test_without_a_sandbox_submit_and_verify_refuse_and_run_says_so(tiny_spec, tmp_path, capsys, monkeypatch):
     """No bwrap on the PATH: submitted code is never run at all by submit/verify (exit 2 with the
     fix), and `run` of a file detector says, once and loudly, that it runs unsealed."""
-    from mmh_bench.evaluation.sealed import bwrap
+    from mmh_bench.evaluation.sealed import selftest
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # no bwrap (the workers use sys.executable)
     monkeypatch.setenv("LOKY_MAX_CPU_COUNT", "1")  # joblib would look for `cat` on that PATH
-    monkeypatch.setattr(bwrap, "_warned", set())
-    bwrap.sandbox_status.cache_clear()
+    monkeypatch.setattr(selftest, "_warned", set())
+    selftest.sandbox_status.cache_clear()
     try:
         det = tmp_path / "det.py"
         det.write_text("import numpy as np\nimport mmh_bench as mb\n\nclass D(mb.Detector):\n"
@@ -84,4 +84,4 @@ def test_without_a_sandbox_submit_and_verify_refuse_and_run_says_so(tiny_spec, t
         docs = [json.loads(p.read_text()) for p in res.rglob("*.json")]
         assert docs and all(d["isolation"] == "process" for d in docs)
     finally:
-        bwrap.sandbox_status.cache_clear()
+        selftest.sandbox_status.cache_clear()

@@ -25,7 +25,8 @@ import pytest
 import mmh_bench as mb
 from mmh_bench.evaluation.runner import evaluate_pair, resolve_detector
 from mmh_bench.evaluation.sealed import sandbox_available
-from mmh_bench.evaluation.sealed.bwrap import OUT_MOUNT, Limits, readable_roots, sandbox_status
+from mmh_bench.evaluation.sealed.bwrap import OUT_MOUNT, Limits, readable_roots
+from mmh_bench.evaluation.sealed.selftest import sandbox_status
 from mmh_bench.api.detector import detector_group
 from mmh_bench.registry import RegistryError, make_detector
 from mmh_bench.task.build import build_task

@@ -23,7 +23,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise CLIError("--fresh-pool and --fresh-replicates go with --instances fresh")
     if args.instances != "fresh":
         return _evaluate(args, instances_option(args.instances))
-    from mmh_bench.evaluation.sealed.bwrap import SandboxUnavailable, require_sandbox
+    from mmh_bench.evaluation.sealed.selftest import SandboxUnavailable, require_sandbox
     try:  # a held-out score counts only where no detector could reach the fresh instances
         require_sandbox("mmh-bench run --instances fresh")
     except SandboxUnavailable as exc:

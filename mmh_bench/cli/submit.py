@@ -102,7 +102,7 @@ def submission_dir(board: str | Path, name: str) -> Path:
 
 
 def _require_sandbox(what: str) -> None:
-    from mmh_bench.evaluation.sealed.bwrap import SandboxUnavailable, require_sandbox
+    from mmh_bench.evaluation.sealed.selftest import SandboxUnavailable, require_sandbox
     try:
         require_sandbox(f"mmh-bench {what}")
     except SandboxUnavailable as exc:

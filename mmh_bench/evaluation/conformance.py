@@ -38,7 +38,7 @@ from __future__ import annotations
 import copy
 import json
 import traceback
-from dataclasses import asdict, dataclass, field
+
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from mmh_bench.api.access import Access
 from mmh_bench.api.context import AccessError
 from mmh_bench.api.detector import Detector
 from mmh_bench.task.spec import TaskSpec, load_spec
+from .check_report import Check, CheckReport
 
 CHECK_TASK_FILE = "mmh-check.toml"
 #: Scores from two runs under one seed must agree to this relative tolerance.
@@ -55,51 +56,6 @@ DETERMINISM_RTOL = 1e-6
 #: Tolerance of the batch-split comparison (float32 kernels may differ by batch size).
 BATCH_RTOL, BATCH_ATOL = 1e-4, 1e-5
 ODD_BATCH = 7
-
-
-@dataclass
-class Check:
-    name: str
-    passed: bool
-    message: str
-    level: str = "error"  # "error" fails the report; "warning" and "info" do not
-
-
-@dataclass
-class CheckReport:
-    """The outcome of :func:`check_detector`; ``ok`` when no error-level check failed."""
-
-    detector: str
-    task: str
-    checks: list[Check] = field(default_factory=list)
-    kind: str = "detector"  # or "mitigator" (check_mitigator)
-
-    @property
-    def ok(self) -> bool:
-        return all(c.passed for c in self.checks if c.level == "error")
-
-    @property
-    def failures(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed and c.level == "error"]
-
-    def add(self, name: str, passed: bool, message: str, level: str = "error") -> bool:
-        self.checks.append(Check(name, bool(passed), message, level))
-        return bool(passed)
-
-    def to_list(self) -> list[dict[str, Any]]:
-        return [asdict(c) for c in self.checks]
-
-    def raise_if_failed(self) -> None:
-        if not self.ok:
-            raise AssertionError(str(self))
-
-    def __str__(self) -> str:
-        head = f"check_{self.kind}({self.detector!r}) on task {self.task!r}: " + ("passed" if self.ok else "FAILED")
-        lines = [head]
-        for c in self.checks:
-            mark = "ok  " if c.passed else ("FAIL" if c.level == "error" else "warn")
-            lines.append(f"  [{mark}] {c.name}: {c.message}")
-        return "\n".join(lines)
 
 
 def check_task_spec() -> TaskSpec:
@@ -315,7 +271,7 @@ def check_mitigator(mit: Any, task: Any = None, *, seed: int = 0, batch_size: in
     evaluator's own loop (:func:`mmh_bench.mitigation.evaluate.run_mitigator`) from a fresh clone.
     As :func:`check_detector`, it runs in this process; ``mmh-bench submit --kind mitigator`` runs
     it inside the sandboxed describe worker."""
-    from mmh_bench.mitigation.contract import Mitigator
+    from mmh_bench.api.mitigator import Mitigator
     from mmh_bench.mitigation.evaluate import applicable, evaluate_mitigator, run_mitigator
     from mmh_bench.registry import make_mitigator
     try:

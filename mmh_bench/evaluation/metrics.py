@@ -5,7 +5,7 @@
   variant some papers use is stored beside it (``tpr_at_fpr_closest``) for comparison only.
 - A TPR@FPR<=alpha is *resolvable* only when the negatives can express alpha: with
   ``n_neg * alpha < 1`` a single false positive already exceeds it, and below
-  :data:`MIN_EXPECTED_FP` expected false positives the number rests on a handful of negatives.
+  :data:`~mmh_bench.common.fpr.MIN_EXPECTED_FP` expected false positives the number rests on a handful of negatives.
   The rule's outcome is stored per target (``tpr_at_fpr_resolvable``); the board hides the rest.
 - AUROC and average precision come from scikit-learn.
 - Bootstrap CIs: one set of resamples (with replacement, fixed seed) gives the AUROC and every
@@ -25,7 +25,7 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from mmh_bench.common.fpr import FPR_TARGETS, MIN_EXPECTED_FP, MIN_SOURCE_NEG, tpr_resolvable
+from mmh_bench.common.fpr import FPR_TARGETS, MIN_SOURCE_NEG, tpr_resolvable
 
 N_BOOT = 1000
 BOOT_SEED = 0

@@ -33,7 +33,7 @@ from mmh_bench.task.spec import TaskSpec, canonical_json
 from mmh_bench.threads import limited_threads
 from .metrics import lid_metrics, memorization_metrics
 from mmh_bench.common.provenance import provenance
-from .sealed.bwrap import warn_unsealed
+from .sealed.selftest import warn_unsealed
 from .sealed import (WORKER_ENV, DetectorFailure, PeakMemory, SealError, StandIn, WorkerFailure, describe_detector,
                      granted, isolation_mode, run_job, run_sealed)
 

@@ -1,6 +1,6 @@
 """The mitigation track: sampling-time interventions scored against ground-truth copy labels.
 
-``Mitigator`` is the contract (``contract.py``); ``evaluate.py`` regenerates a task's samples under
+``Mitigator`` is the contract (``mmh_bench.api.mitigator``, beside the detector's); ``evaluate.py`` regenerates a task's samples under
 a mitigator and labels them with the task's own copy rule; ``quality.py`` measures what the
 intervention costs in quality; ``board.py`` renders the memorization-vs-quality trade-off.
 Stable Diffusion tasks, which have no copy rule, are scored as MemBench does (``sd.py``: SSCD to
@@ -9,7 +9,7 @@ The evaluator's names load on first use, so a sealed worker importing the contra
 """
 from typing import Any
 
-from .contract import Mitigator
+from mmh_bench.api.mitigator import Mitigator
 
 __all__ = ["Mitigator", "evaluate_mitigator", "mitigate", "mitigation_metrics"]
 

@@ -35,7 +35,7 @@ from mmh_bench.task.instance import SUBTYPE_CODE, TaskInstance
 from mmh_bench.task.spec import canonical_json
 from mmh_bench.task.subtypes import CONSTRUCTED_SUBTYPES
 from mmh_bench.threads import limited_threads
-from .contract import Mitigator
+from mmh_bench.api.mitigator import Mitigator
 from .quality import condition_accuracy, precision_recall
 from .result import MitigationCost, MitigationResult, make_result, write_result
 

@@ -11,10 +11,12 @@ Mitigators take the same path: their view holds the initial noises (not the task
 the worker runs their ``generate`` in the same loop and writes the generated samples, which the
 evaluator labels; :class:`SealedMitigator` is their stand-in.
 """
-from .describe import DESCRIBE_TIMEOUT, SealedDetector, SealedMitigator, StandIn, describe_detector, standin
+from .describe import DESCRIBE_TIMEOUT, describe_detector
+from .standin import SealedDetector, SealedMitigator, StandIn, standin
 from .job import DetectorFailure, MitigationFailure, PeakMemory, run_job, validate_generated, validate_scores
-from .sandbox import (WORKER_ENV, SealedRun, WorkerFailure, hidden_paths, isolation_mode, run_sealed,
-                      sandbox_available)
+from .process import WORKER_ENV, WorkerFailure
+from .sandbox import SealedRun, hidden_paths, isolation_mode, run_sealed
+from .selftest import sandbox_available
 from .view import SealError, detector_ref, granted, kind_of, write_view
 
 __all__ = ["DESCRIBE_TIMEOUT", "SealedDetector", "SealedMitigator", "StandIn", "describe_detector", "standin",

@@ -1,7 +1,7 @@
 import sys
 
 if "--describe" in sys.argv[1:]:
-    from .describe import main
+    from .describe_worker import main
 else:
     from .worker import main
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from mmh_bench.api.context import TaskInfo
 from mmh_bench.files import atomic_write_bytes, write_json
+from .standin import StandIn
 
 VIEW_FORMAT = 2
 #: what the worker writes for each kind of job (beside ``result.json``)
@@ -50,7 +51,7 @@ class SealError(RuntimeError):
 
 def kind_of(obj: Any) -> str:
     """``"mitigator"`` for a :class:`~mmh_bench.mitigation.Mitigator` (or its stand-in), else ``"detector"``."""
-    from mmh_bench.mitigation.contract import Mitigator
+    from mmh_bench.api.mitigator import Mitigator
     return "mitigator" if isinstance(obj, Mitigator) else "detector"
 
 
@@ -69,7 +70,6 @@ def detector_ref(det: Any) -> tuple[str, Path | None]:
 
     Importable classes travel as ``module:Class``; classes loaded from a file (or defined in a
     script) travel with their file, so a file in a folder the sandbox hides still runs."""
-    from .describe import StandIn
     if isinstance(det, StandIn):  # a stand-in: the code was never imported here
         return det.sealed_ref, det.sealed_file
     cls, kind = type(det), kind_of(det)
