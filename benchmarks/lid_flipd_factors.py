@@ -51,12 +51,11 @@ def variant_spec(task: str, variant: str):
 
 def _score(inst, det) -> dict:
     res = evaluate_pair(inst, det, isolation="in-process")
-    if res["status"] != "ok":
-        return {"error": res.get("error")}
-    out = {k: res["metrics"][k] for k in ("mae", "concordance")}
-    cost = res.get("cost") or {}
-    out["seconds"] = cost.get("seconds")
-    out["nfe_per_sample"] = cost.get("nfe_per_sample")
+    if res.status != "ok":
+        return {"error": res.error}
+    out = {k: getattr(res.metrics, k) for k in ("mae", "concordance")}
+    out["seconds"] = res.cost.seconds
+    out["nfe_per_sample"] = res.cost.nfe_per_sample
     return out
 
 

@@ -27,7 +27,8 @@ from mmh_bench.evaluation import metrics
 from mmh_bench.task.build import build_task
 from mmh_bench.common.provenance import hardware, package_versions
 from mmh_bench.registry import make_detector, resolve_tasks
-from mmh_bench.evaluation.runner import applicable, evaluate_pair
+from mmh_bench.evaluation.detection import DetectionTrack
+from mmh_bench.evaluation.runner import evaluate_pair
 from mmh_bench.evaluation.sealed import isolation_mode
 
 OUT = Path(__file__).parent / "results" / "sealed_cost.json"
@@ -39,11 +40,11 @@ def time_pair(inst: Any, name: str, isolation: str, repeats: int) -> dict[str, A
         t0 = time.perf_counter()
         res = evaluate_pair(inst, make_detector(name), isolation=isolation)
         wall = time.perf_counter() - t0
-        if res["status"] != "ok":
-            return {"status": "failed", "error": res["error"], "isolation": res["isolation"]}
+        if res.status != "ok":
+            return {"status": "failed", "error": res.error, "isolation": res.isolation}
         if wall < best["wall_s"]:
-            best = {"wall_s": round(wall, 3), "scoring_s": res["cost"]["seconds"],
-                    "auroc": (res["metrics"] or {}).get("auroc"), "isolation": res["isolation"], "status": "ok"}
+            best = {"wall_s": round(wall, 3), "scoring_s": res.cost.seconds,
+                    "auroc": res.metrics.auroc if res.track == "memorization" else None, "isolation": res.isolation, "status": "ok"}
     return best
 
 
@@ -59,8 +60,8 @@ def main() -> None:
     for spec in resolve_tasks(args.tasks):
         inst = build_task(spec, progress=False)
         for name in [d.strip() for d in args.detectors.split(",") if d.strip()]:
-            ok, why = applicable(make_detector(name), inst)
-            if not ok:
+            why = DetectionTrack().why_not(make_detector(name), inst)
+            if why:
                 print(f"skip {name} on {spec.name}: {why}")
                 continue
             inside = time_pair(inst, name, "in-process", args.repeats)

@@ -13,9 +13,9 @@ import pytest
 from mmh_bench.evaluation import metrics
 from mmh_bench.task.build import build_task
 from mmh_bench.api.detector import LIDEstimator
-from mmh_bench.registry import all_detectors
+from mmh_bench.registry import all_detectors, all_mitigators
 from mmh_bench.task.spec import load_spec
-from mmh_bench.evaluation.conformance import check_detector
+from mmh_bench.evaluation.conformance import check_detector, check_mitigator
 
 DATA = Path(__file__).parent / "data"
 DETECTORS = all_detectors()
@@ -52,3 +52,13 @@ def test_registered_detector_conforms(name, task, instances, monkeypatch):
         pytest.skip(f"{name} on {task}: {applicable.message}")
     assert report.ok, str(report)
     assert any(c.name == "fitted_state" and c.passed for c in report.checks), str(report)
+
+
+@pytest.mark.parametrize("name", sorted(all_mitigators()))
+def test_registered_mitigator_conforms(name, instances):
+    """Every shipped mitigator passes the same checks through the mitigation track, on the tiny
+    text-to-image task (its cross-attention model offers every capability a mitigator requires)."""
+    report = check_mitigator(name, instances("tiny_t2i"), batch_size=128)
+    assert report.ok, str(report)
+    assert {c.name for c in report.checks if c.passed} >= {"contract", "sweep", "applicable", "output",
+                                                          "fitted_state", "deterministic", "result"}, str(report)

@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from mmh_bench.task.instance import TaskInstance
 from mmh_bench.task.models.mlp import MLPScoreModel, train_denoiser
 from mmh_bench.registry import make_detector
-from mmh_bench.evaluation.runner import applicable, compute_scores
+from mmh_bench.evaluation.detection import DetectionTrack, compute_scores
 from mmh_bench.api.score_model import ScoreModel, vp_linear_alpha_bar
 from mmh_bench_baselines.attention import AttentionEntropy, attention_entropy
 
@@ -52,7 +52,7 @@ def test_memorized_condition_scores_highest(cond_task, name):
     """Stated bar: AUROC >= 0.85 for the duplicated condition against the other three, and its
     mean score above every other condition's (measured 0.92-0.99 over three training seeds)."""
     det = make_detector(name)
-    assert applicable(det, cond_task)[0]
+    assert DetectionTrack().why_not(det, cond_task) is None
     scores, cost = compute_scores(det, cond_task, seed=0, batch_size=64)
     cs = cond_task.cond
     assert roc_auc_score(cs == 0, scores) >= 0.85
@@ -102,13 +102,13 @@ def test_attention_entropy_flags_the_trigger_condition(cond_task):
     inst = TaskInstance(spec=cond_task.spec, arrays=dict(cond_task.arrays), meta=dict(cond_task.meta))
     inst.set_model(FakeAttentionModel())
     det = AttentionEntropy()
-    assert applicable(det, inst)[0]
+    assert DetectionTrack().why_not(det, inst) is None
     scores, cost = compute_scores(det, inst, seed=0)
     assert roc_auc_score(inst.cond == 0, scores) == 1.0
     assert cost["nfe_per_sample"] == det.n_steps
     # a model without the capability: the evaluator marks the detector not applicable
-    ok, why = applicable(det, cond_task)
-    assert not ok and "cross_attention" in why
+    why = DetectionTrack().why_not(det, cond_task)
+    assert why and "cross_attention" in why
 
 
 def test_attention_entropy_values():

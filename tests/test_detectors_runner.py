@@ -11,7 +11,8 @@ import mmh_bench as mb
 from mmh_bench.evaluation import metrics
 from mmh_bench.registry import all_detectors
 from mmh_bench.task.build import build_task
-from mmh_bench.evaluation.runner import evaluate, result_path
+from mmh_bench.evaluation.detection import DetectionTrack
+from mmh_bench.evaluation.runner import evaluate
 
 NEEDS_COND = {name for name, cls in all_detectors().items() if cls.access.grants_cond()}
 DATA = __import__("pathlib").Path(__file__).parent / "data"
@@ -34,7 +35,7 @@ def test_every_detector_runs_on_tiny(tiny, tiny_spec, tmp_path, monkeypatch):
     for name in names:
         if name in na:
             continue
-        res = json.loads(result_path(tmp_path, build_task(tiny_spec, progress=False), name).read_text())
+        res = json.loads(DetectionTrack().result_path(tmp_path, build_task(tiny_spec, progress=False), name).read_text())
         assert res["status"] == "ok", (name, res["error"])
         assert 0 <= res["metrics"]["auroc"] <= 1
         cls = all_detectors()[name]
@@ -42,7 +43,7 @@ def test_every_detector_runs_on_tiny(tiny, tiny_spec, tmp_path, monkeypatch):
         if cls.access.grants_model():
             assert res["cost"]["nfe_per_sample"] > 0, name
     # the reference that restates the labelling rule is perfect on its own labels
-    rule = json.loads(result_path(tmp_path, build_task(tiny_spec, progress=False), "copy-rule").read_text())
+    rule = json.loads(DetectionTrack().result_path(tmp_path, build_task(tiny_spec, progress=False), "copy-rule").read_text())
     assert rule["metrics"]["auroc"] == 1.0 and rule["group"] == "reference"
 
 
@@ -81,5 +82,5 @@ def test_conditional_detectors_run_on_tiny_cond(tmp_path, monkeypatch):
     assert rep.failed == []
     assert [d for _, d, _ in rep.not_applicable] == ["attention-entropy", "attention-entropy-posthoc"]  # the MLP has no attention
     for name in names:
-        res = json.loads(result_path(tmp_path, build_task(spec, progress=False), name).read_text())
+        res = json.loads(DetectionTrack().result_path(tmp_path, build_task(spec, progress=False), name).read_text())
         assert res["status"] == "ok", (name, res["error"])

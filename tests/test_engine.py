@@ -164,7 +164,7 @@ def test_mitigation_settings_on_the_cluster_give_the_serial_results(client, tmp_
     par = mitigate([inst], mits, tmp_path / "par", cluster=client.scheduler.address, progress=False)
     ser = mitigate([inst], mits, tmp_path / "ser", progress=False)
     settings = sum(len(m.settings()) for m in mits)
-    assert par["failed"] == ser["failed"] == [] and len(par["ran"]) == len(ser["ran"]) == settings > 2
+    assert par.failed == ser.failed == [] and len(par.ran) == len(ser.ran) == settings > 2
     a, b = _results(tmp_path / "par"), _results(tmp_path / "ser")
     assert a.keys() == b.keys()
     for key in a:

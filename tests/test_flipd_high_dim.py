@@ -19,8 +19,8 @@ def syn100():
 
 def test_flipd_default_rule_separates_and_reads_copies_near_zero_in_d100(syn100):
     res = evaluate_pair(syn100, make_detector("flipd"))
-    assert res["status"] == "ok", res["error"]
-    assert res["metrics"]["auroc"] > 0.9
+    assert res.status == "ok", res.error
+    assert res.metrics.auroc > 0.9
     det = make_detector("flipd")
     ctx = Context(det.name, det.access, syn100.info(), seed=0, model=syn100.score_model(),
                   samples=Batch(syn100.samples, index=np.arange(len(syn100.samples))))

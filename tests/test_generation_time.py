@@ -20,7 +20,7 @@ from mmh_bench.api.context import AccessError
 from mmh_bench.task.instance import TaskInstance
 from mmh_bench.task.models.analytic import FlatGaussianMixture
 from mmh_bench.registry import make_detector
-from mmh_bench.evaluation.runner import applicable, compute_scores, make_context
+from mmh_bench.evaluation.detection import DetectionTrack, compute_scores, make_context
 from mmh_bench.task.sampler import BLOCK, Sampler, generate, initial_noise, noise_seed, trajectory
 
 GENERATION_TIME = ["cfg-norm", "sharpness", "one-step-dcs"]
@@ -60,7 +60,7 @@ def test_collapsed_condition_stands_out_at_x_T_for_every_seed(tiny_spec, name, s
     dim, norm, guidance = CASE[name]
     inst = generation_instance(tiny_spec, collapse_model(dim, norm), per=20, seed=seed, guidance=guidance)
     det = make_detector(name)
-    assert applicable(det, inst)[0]
+    assert DetectionTrack().why_not(det, inst) is None
     scores, cost = compute_scores(det, inst, seed=seed)
     assert roc_auc_score(inst.labels, scores) == 1.0
     assert cost["nfe_per_sample"] > 0  # the replay's network calls are counted
@@ -100,8 +100,8 @@ def test_a_task_without_stored_noise_is_not_applicable(collapse):
     arrays = {k: v for k, v in collapse.arrays.items() if k != "noise"}
     bare = TaskInstance(spec=collapse.spec, arrays=arrays, meta=collapse.meta)
     bare.set_model(collapse.score_model())
-    ok, why = applicable(make_detector("cfg-norm"), bare)
-    assert not ok and "replayable" in why
+    why = DetectionTrack().why_not(make_detector("cfg-norm"), bare)
+    assert why and "replayable" in why
 
 
 def test_replay_reproduces_a_built_task_bit_for_bit(tiny):

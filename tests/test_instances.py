@@ -32,8 +32,8 @@ def pair(tmp_path_factory):
 
 def _auroc(inst, name):
     res = evaluate_pair(inst, make_detector(name), isolation="in-process")
-    assert res["status"] == "ok", res["error"]
-    return res["metrics"]
+    assert res.status == "ok", res.error
+    return res.metrics
 
 
 def test_test_instance_is_placed_by_its_secret_and_keeps_no_seed(pair):
@@ -97,17 +97,17 @@ def test_rows_are_shuffled_so_order_carries_no_label(pair):
     first = np.flatnonzero(y)
     assert 0 < len(first) < len(y) and not np.all(np.diff(first) == 1)
     res = evaluate_pair(dev, make_detector("random"), isolation="in-process")
-    assert res["status"] == "ok"
+    assert res.status == "ok"
 
 
 def test_copy_rule_reference_is_exact_on_dev_test_and_images(pair, tmp_path):
     dev, test, _ = pair
     image = build_task(load_spec(DATA / "tiny_image.toml"), tmp_path, progress=False)
     for inst in (dev, test, image):
-        assert _auroc(inst, "copy-rule")["auroc"] == 1.0, inst.spec.name
+        assert _auroc(inst, "copy-rule").auroc == 1.0, inst.spec.name
     # the sealed worker receives the rule with the training set it grants
     res = evaluate_pair(test, make_detector("copy-rule"), isolation="sealed")
-    assert res["status"] == "ok" and res["metrics"]["auroc"] == 1.0, res["error"]
+    assert res.status == "ok" and res.metrics.auroc == 1.0, res.error
 
 
 def test_placement_ranks_the_designed_sources_at_chance_from_the_origin():
@@ -137,14 +137,14 @@ def test_shortcuts_win_on_dev_and_fall_to_chance_on_unseen_test_instances(pair, 
     mean and spread over its replicates): strong on dev, centred on chance over test instances."""
     dev, _, _ = pair
     for name in ("shortcut-sources", "shortcut-origin"):
-        assert _auroc(dev, name)["auroc"] > 0.8, name
+        assert _auroc(dev, name).auroc > 0.8, name
     spec = dev.spec
     got = {"shortcut-sources": [], "shortcut-origin": []}
     for k in range(5):
         test = build_task(spec, tmp_path, instance=InstanceKey("test", secret=f"an unseen secret, number {k}"),
                           progress=False)
         for name, vals in got.items():
-            vals.append(_auroc(test, name)["auroc"])
+            vals.append(_auroc(test, name).auroc)
     for name, vals in got.items():
         assert abs(np.mean(vals) - 0.5) < 0.12 and max(vals) < 0.75, (name, vals)
 
@@ -159,7 +159,7 @@ def test_condition_ids_are_remapped_and_the_condition_shortcut_needs_the_dev_ins
     assert sorted(sum(ids_by_component, [])) == list(range(dev.meta["n_classes"]))
     dev_ids, test_ids = (set(i.arrays["train_cond"][i.arrays["train_component"] == 1].tolist()) for i in (dev, test))
     assert dev_ids != test_ids or dev.data_hash != test.data_hash
-    assert _auroc(dev, "shortcut-condition")["auroc"] > 0.5
+    assert _auroc(dev, "shortcut-condition").auroc > 0.5
 
 
 def test_test_condition_ids_carry_nothing_of_the_dev_classes_over_many_secrets(tmp_path):
@@ -179,12 +179,12 @@ def test_test_condition_ids_carry_nothing_of_the_dev_classes_over_many_secrets(t
     k = dev.meta["n_classes"]
     source = dev.arrays["train_component"] != 0  # duplicated points and the handful: memorization sources
     dev_memorized = set(dev.arrays["train_cond"][source].tolist()) - set(dev.arrays["train_cond"][~source].tolist())
-    assert dev_memorized and _auroc(dev, "shortcut-condition")["auroc"] > 0.5
+    assert dev_memorized and _auroc(dev, "shortcut-condition").auroc > 0.5
     # the built test instance: every id new, the model maps them, the lookup scores a constant
     test_ids = set(test.arrays["train_cond"].tolist())
     assert len(test_ids) == k and test_ids.isdisjoint(range(k)) and set(test.cond.tolist()) <= test_ids
     assert sorted(test.score_model().net.config["class_ids"]) == sorted(test_ids)
-    assert _auroc(test, "shortcut-condition")["auroc"] == 0.5
+    assert _auroc(test, "shortcut-condition").auroc == 0.5
     # over many secrets: disjoint values, and a rank rule read off the dev ids averages chance
     dev_rank = {int(c): r for r, c in enumerate(sorted(set(dev.arrays["train_cond"].tolist())))}
     y = source.astype(int)

@@ -126,4 +126,4 @@ def test_a_dgm_task_builds_with_a_model_and_scores(tmp_path):
     assert inst.samples.shape == (41, 2) and sorted(np.unique(inst.lid_star).tolist()) == [0.0, 1.0, 2.0]
     assert inst.score_model() is not None and len(inst.arrays["train"]) == 600
     res = evaluate_pair(inst, FLIPD(t0=0.05), isolation="in-process")
-    assert res["status"] == "ok" and np.isfinite(res["metrics"]["mae"])
+    assert res.status == "ok" and np.isfinite(res.metrics.mae)

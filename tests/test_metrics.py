@@ -234,11 +234,11 @@ def test_stored_roc_curve_gives_back_the_low_fpr_metrics():
     """The stored curve keeps every vertex up to 5% FPR, so TPR@0.1%/1%/5% read off it (as the ROC
     plots draw it) equal the metrics; thinning by index alone lost that corner."""
     from mmh_bench.evaluation.metrics import memorization_metrics
-    from mmh_bench.evaluation.runner import ROC_POINTS, _roc_points
+    from mmh_bench.evaluation.detection import ROC_POINTS, roc_points
     rng = np.random.default_rng(0)
     y = np.r_[np.ones(300), np.zeros(20000)].astype(bool)
     s = np.r_[rng.normal(2.0, 1.0, 300), rng.normal(0.0, 1.0, 20000)]
-    roc = _roc_points(y, s)
+    roc = roc_points(y, s)
     fpr, tpr = np.asarray(roc["fpr"]), np.asarray(roc["tpr"])
     assert len(fpr) > ROC_POINTS and fpr[0] == 0 and fpr[-1] == 1 and np.all(np.diff(fpr) >= 0)
     m = memorization_metrics(y, s, None, ())

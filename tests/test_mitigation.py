@@ -18,7 +18,7 @@ from mmh_bench import Batch, Context
 from mmh_bench.cli.main import main
 from mmh_bench.mitigation import Mitigator, mitigate
 from mmh_bench.mitigation.board import collect, render_html, render_markdown
-from mmh_bench.mitigation.evaluate import applicable, label_generations, run_mitigator
+from mmh_bench.mitigation.evaluate import MitigationTrack, label_generations, run_mitigator
 from mmh_bench.mitigation.result import read_mitigation_result
 from mmh_bench.registry import all_mitigators, make_mitigator
 
@@ -75,11 +75,11 @@ class WrongShape(Mitigator):
 def test_a_broken_mitigator_fails_alone_and_results_resume(collapse, tmp_path, capsys):
     rep = mitigate([collapse], [Raises(), WrongShape(), make_mitigator("guidance")], tmp_path, sweep=True,
                    progress=False, isolation="in-process")  # sealed ones: test_mitigation_sealed.py
-    assert len(rep["failed"]) == 2 and len(rep["ran"]) == 4  # guidance at its four settings
-    errors = {read_mitigation_result(p).mitigator: read_mitigation_result(p).error for p in rep["failed"]}
+    assert len(rep.failed) == 2 and len(rep.ran) == 4  # guidance at its four settings
+    errors = {read_mitigation_result(p).mitigator: read_mitigation_result(p).error for p in rep.failed}
     assert "boom" in errors["raises"] and "shape [512, 3]" in errors["wrong-shape"]
     again = mitigate([collapse], [make_mitigator("guidance")], tmp_path, progress=False)
-    assert not again["ran"] and len(again["skipped"]) == 4
+    assert not again.ran and len(again.skipped_current) == 4
     groups, rejected = collect(tmp_path)
     assert not rejected and len(next(iter(groups.values()))) == 6
     text = render_markdown(tmp_path, plots_dir=tmp_path / "plots")
@@ -94,9 +94,9 @@ def test_registry_sweeps_and_applicability(collapse):
     for name, cls in all_mitigators().items():
         settings = cls().settings()
         assert len(settings) == (len(cls.sweep[1]) if cls.sweep[0] else 1), name
-    assert applicable(make_mitigator("attention-rescale"), collapse)[1] == "model lacks attention_rescale"
-    assert applicable(make_mitigator("random-tokens"), collapse)[1] == "model lacks cross_attention"
-    assert applicable(make_mitigator("flipd-embedding"), collapse)[0]
+    assert MitigationTrack().why_not(make_mitigator("attention-rescale"), collapse) == "model lacks attention_rescale"
+    assert MitigationTrack().why_not(make_mitigator("random-tokens"), collapse) == "model lacks cross_attention"
+    assert MitigationTrack().why_not(make_mitigator("flipd-embedding"), collapse) is None
 
 
 def test_third_party_mitigator_from_a_file_and_the_cli(collapse, tmp_path, capsys):

@@ -22,7 +22,7 @@ pytest.importorskip("transformers")
 
 from mmh_bench.cli.main import main  # noqa: E402
 from mmh_bench.files import sha256_file  # noqa: E402
-from mmh_bench.mitigation.evaluate import applicable, run_mitigator  # noqa: E402
+from mmh_bench.mitigation.evaluate import MitigationTrack, run_mitigator  # noqa: E402
 from mmh_bench.mitigation.ground_truth import GroundTruthError, load_ground_truth, read_image  # noqa: E402
 from mmh_bench.mitigation.membench import (clip_scores, copies, decode_latents, load_clip, load_sscd,  # noqa: E402
                                            max_sscd)
@@ -193,9 +193,9 @@ def test_sd_model_offers_what_the_shipped_mitigators_need(world):
     assert model.captions == world.inst.arrays["prompts"].tolist()
     judge = _judge(world)
     for name in all_mitigators():
-        assert applicable(make_mitigator(name), world.inst, judge) == (True, ""), name
-    ok, why = applicable(make_mitigator("none"), world.inst)
-    assert not ok and "--ground-truth" in why
+        assert MitigationTrack(judge=judge).why_not(make_mitigator(name), world.inst) is None, name
+    why = MitigationTrack().why_not(make_mitigator("none"), world.inst)
+    assert why and "--ground-truth" in why
 
 
 def test_none_regenerates_the_stored_latents(world):
@@ -267,4 +267,6 @@ def test_cli_mitigate_on_a_tiny_sd_task(world, tmp_path, capsys):
     bad = [str(tmp_path / "nowhere") if a == str(world.gt) else a for a in args]
     assert main(bad) == 2 and "does not exist" in capsys.readouterr().err
     assert main([*args[:args.index("--ground-truth")], "-q"]) == 0  # no judge: said, not built or run
-    assert "not applicable: sd-mit / *: Stable Diffusion generations are scored" in capsys.readouterr().out
+    said = capsys.readouterr().out  # each mitigator, as for detectors
+    assert all(f"not applicable: sd-mit / {name}: Stable Diffusion generations are scored" in said
+               for name in all_mitigators()), said

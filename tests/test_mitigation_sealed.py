@@ -158,8 +158,8 @@ def test_broken_sealed_mitigators_fail_alone(collapse, src, tmp_path):
     from mmh_bench.registry import make_mitigator
     broken = [_trusted(src, c) for c in ("Raises", "WrongShape")]  # "auto": not shipped, so sealed
     rep = mitigate([collapse], [*broken, make_mitigator("none")], tmp_path, progress=False, n=N)
-    assert len(rep["failed"]) == 2 and len(rep["ran"]) == 1
-    docs = {d.mitigator: d for d in map(read_mitigation_result, rep["failed"] + rep["ran"])}
+    assert len(rep.failed) == 2 and len(rep.ran) == 1
+    docs = {d.mitigator: d for d in map(read_mitigation_result, rep.failed + rep.ran)}
     assert "boom" in docs["raises"].error and f"shape [{N}, 3]" in docs["wrong-shape"].error
     assert docs["raises"].isolation in ("sandbox", "process") and docs["none"].isolation == "in-process"
     slow = evaluate_mitigator(_trusted(src, "Sleeps"), collapse, n=N, timeout=2)

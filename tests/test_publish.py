@@ -39,8 +39,8 @@ def _metrics(inst) -> list[str]:
     out = []
     for det in (make_detector("random"), make_detector("nn-ratio"), FLIPD(t0=0.05)):
         res = evaluate_pair(inst, det, seed=1)
-        assert res["status"] == "ok", res["error"]
-        out.append(json.dumps({"metrics": res["metrics"], "roc": res["roc"]}, sort_keys=True))
+        assert res.status == "ok", res.error
+        out.append(res.model_dump_json(include={"metrics", "roc"}, by_alias=True))
     return out
 
 
@@ -243,7 +243,7 @@ def test_restamped_ct_reaches_the_record_the_results_and_the_installed_copy(publ
     results = tmp_path / "results" / "tiny" / "v1" / f"test-{body['data_hash'][:12]}"
     results.mkdir(parents=True)
     doc = evaluate_pair(stale, make_detector("random"))
-    (results / "random.json").write_text(json.dumps(doc))
+    (results / "random.json").write_text(doc.model_dump_json(by_alias=True))
     old, new = restamp_copying(folder)
     _, _, arrays = verify_published(folder)  # still a valid, sealed record
     assert old["ct"] == right["ct"] + 0.25 and new["ct"] == instance_ct(arrays).as_dict()["ct"] == right["ct"]

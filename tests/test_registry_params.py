@@ -6,7 +6,7 @@ import json
 import pytest
 
 from mmh_bench.cli.main import main
-from mmh_bench.evaluation.runner import result_name
+from mmh_bench.evaluation.detection import result_name
 from mmh_bench.registry import RegistryError, format_ref, make_detector, parse_ref, resolve_detectors, split_refs
 
 
@@ -46,7 +46,7 @@ def test_a_result_is_named_by_its_non_default_parameters_in_reference_syntax():
     assert result_name(make_detector("attention-entropy(layer=null)")) == "attention-entropy(layer=null)"
     assert result_name(make_detector("one-step-dcs(start=ddim, n_steps=5)")) == "one-step-dcs(n_steps=5,start=ddim)"
     # a value with a path, or a name past the schema's limit, is named by its parameters' digest
-    from mmh_bench.evaluation.runner import MAX_RESULT_NAME
+    from mmh_bench.evaluation.detection import MAX_RESULT_NAME
     long = make_detector("one-step-dcs(start=ddim, n_steps=" + "1" * 80 + ")")
     path = make_detector("flipd(t0=0.05)")
     path.t0 = "/tmp/x"  # type: ignore[attr-defined]

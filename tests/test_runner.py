@@ -6,7 +6,8 @@ import pytest
 
 import mmh_bench as mb
 from mmh_bench.task.build import build_task
-from mmh_bench.evaluation.runner import evaluate, result_path
+from mmh_bench.evaluation.detection import DetectionTrack
+from mmh_bench.evaluation.runner import evaluate
 
 
 class Raises(mb.Detector):
@@ -62,7 +63,7 @@ def test_failing_detectors_are_isolated(tiny_spec, tmp_path):
     dets = [Raises(), ReturnsNaN(), WrongShape(), Sneaky(), Norm()]
     rep = evaluate([tiny_spec], dets, tmp_path, progress=False)  # auto: sealed (not shipped baselines)
     assert len(rep.failed) == 4 and len(rep.ran) == 1
-    errors = {d.name: _load(result_path(tmp_path, build_task(tiny_spec, progress=False), d.name)) for d in dets}
+    errors = {d.name: _load(DetectionTrack().result_path(tmp_path, build_task(tiny_spec, progress=False), d.name)) for d in dets}
     assert "boom" in errors["raises"]["error"]
     assert "NaN" in errors["nan"]["error"]
     assert "shape" in errors["shape"]["error"]
@@ -82,12 +83,12 @@ def test_failing_detectors_are_isolated(tiny_spec, tmp_path):
 def test_interrupted_grid_resumes(tiny_spec, tmp_path):
     with pytest.raises(KeyboardInterrupt):  # in-process: the interrupt reaches the evaluator itself
         evaluate([tiny_spec], [Norm(), Interrupts()], tmp_path, progress=False, isolation="in-process")
-    first = result_path(tmp_path, build_task(tiny_spec, progress=False), "norm")
-    assert first.exists() and not result_path(tmp_path, build_task(tiny_spec, progress=False), "interrupts").exists()
+    first = DetectionTrack().result_path(tmp_path, build_task(tiny_spec, progress=False), "norm")
+    assert first.exists() and not DetectionTrack().result_path(tmp_path, build_task(tiny_spec, progress=False), "interrupts").exists()
     stamp = first.stat().st_mtime_ns
     rep = evaluate([tiny_spec], [Norm(), "random"], tmp_path, progress=False, isolation="in-process")
     assert rep.skipped_current == [first] and first.stat().st_mtime_ns == stamp
-    assert result_path(tmp_path, build_task(tiny_spec, progress=False), "random").exists()
+    assert DetectionTrack().result_path(tmp_path, build_task(tiny_spec, progress=False), "random").exists()
     # no temporary files are left behind by atomic writes
     assert not list(tmp_path.rglob("*.tmp"))
 
@@ -174,13 +175,13 @@ def test_spec_rules_out_detectors_without_a_build(tiny_spec, tmp_path, monkeypat
     instance (its data hash decides what is current)."""
     from mmh_bench.evaluation import runner
     from mmh_bench.registry import get_task, make_detector
-    assert runner.ruled_out(make_detector("cfg-norm-posthoc"), tiny_spec) == "detector needs conditions; task is unconditional"
-    assert runner.ruled_out(make_detector("random"), get_task("lid-mix10")) == "LID-track tasks need an LID estimator"
-    assert runner.ruled_out(make_detector("flipd"), get_task("lid-skdim")) == "task has no score model"
-    assert runner.ruled_out(make_detector("attention-entropy-posthoc"), get_task("syn2-cond")) == "model lacks cross_attention"
-    assert runner.ruled_out(make_detector("attention-entropy-posthoc"), get_task("t2i-digits")) is None
-    assert "off Stable Diffusion" in runner.ruled_out(make_detector("normal-bundle"), get_task("sd-v1-4"))
-    assert runner.ruled_out(make_detector("flipd"), get_task("sd-v1-4")) is None
+    assert DetectionTrack().ruled_out(make_detector("cfg-norm-posthoc"), tiny_spec) == "detector needs conditions; task is unconditional"
+    assert DetectionTrack().ruled_out(make_detector("random"), get_task("lid-mix10")) == "LID-track tasks need an LID estimator"
+    assert DetectionTrack().ruled_out(make_detector("flipd"), get_task("lid-skdim")) == "task has no score model"
+    assert DetectionTrack().ruled_out(make_detector("attention-entropy-posthoc"), get_task("syn2-cond")) == "model lacks cross_attention"
+    assert DetectionTrack().ruled_out(make_detector("attention-entropy-posthoc"), get_task("t2i-digits")) is None
+    assert "off Stable Diffusion" in DetectionTrack().ruled_out(make_detector("normal-bundle"), get_task("sd-v1-4"))
+    assert DetectionTrack().ruled_out(make_detector("flipd"), get_task("sd-v1-4")) is None
     assert get_task("t2i-digits").conditional
     first = evaluate([tiny_spec], ["random", "cfg-norm-posthoc"], tmp_path, progress=False)
     assert len(first.ran) == 1 and first.not_applicable[0][1] == "cfg-norm-posthoc"

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from typing import Any
+
 import pytest
 
 import mmh_bench as mb
@@ -45,9 +47,9 @@ def report(**found: object) -> None:
     raise Found("PROBE " + json.dumps(found, sort_keys=True))
 
 
-def findings(res: dict) -> dict:
-    assert res["status"] == "failed" and "PROBE " in (res["error"] or ""), res["error"]
-    return json.loads(res["error"].split("PROBE ", 1)[1])
+def findings(res: Any) -> dict:
+    assert res.status == "failed" and "PROBE " in (res.error or ""), res.error
+    return json.loads(res.error.split("PROBE ", 1)[1])
 
 
 # -- probes (module level: the sealed worker imports them by name) ------------------------------
@@ -271,12 +273,12 @@ def tiny_cond():
 
 def sealed(inst, det, **kw):
     res = evaluate_pair(inst, det, isolation="sealed", **kw)
-    assert res["isolation"] == "sandbox", res
+    assert res.isolation == "sandbox", res
     return res
 
 
 def _auroc(res):
-    return (res.get("metrics") or {}).get("auroc")
+    return res.metrics.auroc if res.metrics is not None else None
 
 
 # -- the rows of the table -------------------------------------------------------------------------
@@ -365,10 +367,10 @@ def test_host_unix_sockets_are_unreachable(tiny):
 
 def test_the_labelling_rule_goes_to_the_reference_alone(tiny):
     inside = evaluate_pair(tiny, RuleProbe(), isolation="in-process")  # trusted code in the evaluator
-    assert inside["status"] == "ok" and inside["metrics"]["auroc"] > 0.99
+    assert inside.status == "ok" and inside.metrics.auroc > 0.99
     assert findings(sealed(tiny, RuleProbe())) == {"rule": False}
     ref = sealed(tiny, make_detector("copy-rule"))  # the shipped reference, sealed: still exact
-    assert ref["status"] == "ok" and ref["metrics"]["auroc"] == 1.0
+    assert ref.status == "ok" and ref.metrics.auroc == 1.0
 
 
 def test_groups_follow_access_and_untrusted_code_never_claims_more():
@@ -383,12 +385,12 @@ def test_groups_follow_access_and_untrusted_code_never_claims_more():
 
 def test_model_access_reaches_no_conditional_prediction_and_pays_for_every_call(tiny_cond):
     inside = evaluate_pair(tiny_cond, CondThroughModel(), isolation="in-process")
-    assert inside["status"] == "ok"
+    assert inside.status == "ok"
     res = sealed(tiny_cond, CondThroughModel())
-    assert res["status"] == "ok", res["error"]
+    assert res.status == "ok", res.error
     assert _auroc(res) == 0.5  # every class's prediction is the unconditional one: a constant score
     k = 2  # tiny_cond's classes; each sample costs the null and every class's prediction
-    assert res["cost"]["nfe_per_sample"] >= k + 1, res["cost"]
+    assert res.cost.nfe_per_sample >= k + 1, res.cost
 
 
 @pytest.mark.parametrize("how", ["fifo", "link"])
@@ -396,8 +398,8 @@ def test_output_swapped_for_a_fifo_or_link_fails_alone(tiny, how):
     t0 = time.monotonic()
     res = sealed(tiny, SwapsResult(how=how), timeout=60)
     assert time.monotonic() - t0 < 60
-    assert res["status"] == "failed"
-    assert "not a regular file" in res["error"] or "cannot be read back" in res["error"], res["error"]
+    assert res.status == "failed"
+    assert "not a regular file" in res.error or "cannot be read back" in res.error, res.error
 
 
 @pytest.mark.parametrize("what, limit, env, words", [
@@ -409,9 +411,9 @@ def test_output_swapped_for_a_fifo_or_link_fails_alone(tiny, how):
 def test_resources_beyond_the_limits_fail_that_pair_naming_the_limit(tiny, monkeypatch, what, limit, env, words):
     monkeypatch.setenv(env, limit.split(" of ")[1].split()[0])
     res = sealed(tiny, Hog(what=what), timeout=120)
-    assert res["status"] == "failed" and limit in res["error"] and words in res["error"], res["error"]
+    assert res.status == "failed" and limit in res.error and words in res.error, res.error
     ok = sealed(tiny, HumbleChance())  # the next pair runs as usual
-    assert ok["status"] == "ok"
+    assert ok.status == "ok"
 
 
 def test_time_limit_has_a_default_and_ends_a_sleeper(tiny, monkeypatch):
@@ -422,7 +424,7 @@ def test_time_limit_has_a_default_and_ends_a_sleeper(tiny, monkeypatch):
     t0 = time.monotonic()
     res = sealed(tiny, Sleeps())
     assert time.monotonic() - t0 < 60
-    assert res["status"] == "failed" and "time limit of 5 s" in res["error"], res["error"]
+    assert res.status == "failed" and "time limit of 5 s" in res.error, res.error
 
 
 def test_a_name_that_is_a_path_is_refused_at_describe():

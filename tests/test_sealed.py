@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from typing import Any
+
 import pytest
 
 import mmh_bench as mb
@@ -166,8 +168,8 @@ def tiny_cond():
     return mb.build_task(load_spec(TINY_COND), progress=False)
 
 
-def _auroc(res: dict) -> float | None:
-    return res["metrics"]["auroc"] if res["status"] == "ok" else None
+def _auroc(res: Any) -> float | None:
+    return res.metrics.auroc if res.status == "ok" else None
 
 
 # -- the view ------------------------------------------------------------------------------------
@@ -212,15 +214,15 @@ def test_leak_probes_are_at_chance_when_sealed(tiny, _isolated_cache):
               "f": RebuildLeak(spec=str(TINY), cache=str(_isolated_cache))}
     inside = {k: evaluate_pair(tiny, det, isolation="in-process") for k, det in probes.items()}
     for k in "cef":  # in the evaluator's process they do reach the labels: the seal is what matters
-        assert inside[k]["status"] == "ok" and inside[k]["metrics"]["auroc"] > 0.99, (k, inside[k]["error"])
+        assert inside[k].status == "ok" and inside[k].metrics.auroc > 0.99, (k, inside[k].error)
     for k, det in probes.items():
         res = evaluate_pair(tiny, det, isolation="sealed")
-        assert res["isolation"] == "sandbox"
+        assert res.isolation == "sandbox"
         auroc = _auroc(res)
         assert auroc is None or abs(auroc - 0.5) < CHANCE, (k, auroc)
-        assert (res["status"] == "failed") == (k == "f"), (k, res["error"])  # no cache to load
+        assert (res.status == "failed") == (k == "f"), (k, res.error)  # no cache to load
         if k == "f":
-            assert "'NoneType' object has no attribute 'labels'" in res["error"], res["error"]
+            assert "'NoneType' object has no attribute 'labels'" in res.error, res.error
 
 
 @pytest.mark.parametrize("probe", ["index", "cond"])
@@ -278,7 +280,7 @@ def test_worker_failures_become_clear_failed_results(tiny):
     with pytest.raises(WorkerFailure, match="killed by SIGKILL"):
         run_sealed(tiny, Crashes())
     res = evaluate_pair(tiny, Raises(), isolation="sealed")
-    assert res["status"] == "failed" and res["error"] == "RuntimeError: no luck today"
+    assert res.status == "failed" and res.error == "RuntimeError: no luck today"
 
 
 def test_unguarded_script_is_refused_inside_the_worker(tiny, tmp_path):
@@ -290,7 +292,7 @@ def test_unguarded_script_is_refused_inside_the_worker(tiny, tmp_path):
                    "mb.evaluate([], [Norm()], 'unused')\n")  # no task: importing it here costs nothing
     from mmh_bench.registry import load_detector_class
     res = evaluate_pair(tiny, load_detector_class(f"{src}:Norm")(), isolation="sealed")
-    assert res["status"] == "failed" and "__main__" in res["error"], res["error"]
+    assert res.status == "failed" and "__main__" in res.error, res.error
 
 
 # -- the evaluator never imports a submitted detector's code -----------------------------------------
@@ -355,7 +357,7 @@ def test_hostile_module_never_runs_in_the_evaluator(tiny, tmp_path):
     assert res["hostile"]["detector_source"].startswith("mmh_bench_user_hostile_det_")
     assert res["hostile"]["metrics"] == res["norm"]["metrics"]
     alone = evaluate_pair(tiny, Norm(), isolation="in-process")  # the neighbour's numbers are unchanged
-    assert alone["metrics"] == res["norm"]["metrics"]
+    assert alone.model_dump(mode="json", by_alias=True)["metrics"] == res["norm"]["metrics"]
 
 
 def test_broken_detector_file_is_refused_quickly_naming_it(tmp_path):
@@ -375,7 +377,8 @@ def test_describe_builds_a_stand_in_without_importing(tmp_path):
     import sys
 
     from mmh_bench.registry import RegistryError
-    from mmh_bench.evaluation.runner import detector_source, resolve_detector, resolve_isolation
+    from mmh_bench.evaluation.detection import detector_source
+    from mmh_bench.evaluation.runner import resolve_detector, resolve_isolation
     from mmh_bench.api.detector import detector_group
     from mmh_bench.evaluation.sealed import SealedDetector
     src = tmp_path / "lid_det.py"

@@ -612,7 +612,7 @@ def test_one_step_dcs_is_webster_one_step_from_sigma_max(shared_task):
 def test_attention_entropy_default_is_ren_le_layer_3(shared_task):
     """The bare detector is Ren et al.'s LE (layer 3, the tiny UNet's last of four); the all-layer
     mean is a parameter away and a different number; a layer the model lacks is not applicable."""
-    from mmh_bench.evaluation.runner import applicable
+    from mmh_bench.evaluation.detection import DetectionTrack
     inst = shared_task
     default, _ = compute_scores(make_detector("attention-entropy"), inst, seed=0)
     layer3, _ = compute_scores(make_detector("attention-entropy(layer=3)"), inst, seed=0)
@@ -620,5 +620,5 @@ def test_attention_entropy_default_is_ren_le_layer_3(shared_task):
     np.testing.assert_array_equal(default, layer3)
     assert not np.allclose(default, mean)
     assert inst.score_model().cross_attention_layers == 4
-    ok, why = applicable(make_detector("attention-entropy(layer=4)"), inst)
-    assert not ok and "layer 4" in why and "has 4" in why
+    why = DetectionTrack().why_not(make_detector("attention-entropy(layer=4)"), inst)
+    assert why and "layer 4" in why and "has 4" in why

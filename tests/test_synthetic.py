@@ -270,8 +270,8 @@ def test_lid_mixture_task_has_truth_and_a_model(tmp_path):
     from mmh_bench.evaluation.runner import evaluate_pair
     from mmh_bench_baselines.flipd import FLIPD
     res = evaluate_pair(inst, FLIPD())
-    assert res["status"] == "ok", res["error"]
-    assert {"mae", "mse", "concordance"} <= set(res["metrics"])
+    assert res.status == "ok", res.error
+    assert {"mae", "mse", "concordance"} <= set(res.metrics.model_dump())
 
 
 def test_skdim_task_is_deterministic_with_separated_manifolds(tmp_path):

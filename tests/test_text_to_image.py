@@ -174,13 +174,13 @@ def test_cross_attention_reads_one_layer_or_their_mean():
 def test_ren_le_is_not_applicable_on_a_model_without_layer_3(tiny_t2i):
     """t2i-digits' model has three cross-attention layers (0-2), tiny_t2i's two: Ren et al.'s LE
     (layer 3, the default) is recorded as not applicable there, and the all-layer mean runs."""
-    from mmh_bench.evaluation.runner import applicable, compute_scores
+    from mmh_bench.evaluation.detection import DetectionTrack, compute_scores
     from mmh_bench.registry import get_task, make_detector
     assert get_task("t2i-digits").section("model").get("depth", 3) == 3
-    ok, why = applicable(make_detector("attention-entropy"), tiny_t2i)
-    assert not ok and why.startswith("reads cross-attention layer 3") and "has 2 (0-1)" in why
+    why = DetectionTrack().why_not(make_detector("attention-entropy"), tiny_t2i)
+    assert why and why.startswith("reads cross-attention layer 3") and "has 2 (0-1)" in why
     det = make_detector("attention-entropy(layer=null)")
-    assert applicable(det, tiny_t2i) == (True, "")
+    assert DetectionTrack().why_not(det, tiny_t2i) is None
     scores, _ = compute_scores(det, tiny_t2i, seed=0)
     assert np.isfinite(scores).all()
     with pytest.raises(Exception, match="layer must be"):
@@ -200,7 +200,7 @@ def test_tiny_unet_task_builds_and_serves_the_generation_time_detectors(tiny_une
     """The UNet variant stores and loads through the task's own loader, has SD's cross-attention
     layout (4 layers: Ren's layer 3 exists), and the published generation-time detectors run on it
     through the evaluator, each at its default protocol."""
-    from mmh_bench.evaluation.runner import applicable, compute_scores
+    from mmh_bench.evaluation.detection import DetectionTrack, compute_scores
     from mmh_bench.registry import make_detector
     from mmh_bench.task.models.unet_cond import UNetCondDenoiser
     model = tiny_unet.score_model()  # loaded back from the build folder
@@ -217,7 +217,7 @@ def test_tiny_unet_task_builds_and_serves_the_generation_time_detectors(tiny_une
     torch.testing.assert_close(model.eps(x, 0.7, cond), plain)
     for name in ("cfg-norm", "sharpness", "attention-entropy", "one-step-dcs"):
         det = make_detector(name)
-        assert applicable(det, tiny_unet) == (True, ""), name
+        assert DetectionTrack().why_not(det, tiny_unet) is None, name
         scores, cost = compute_scores(det, tiny_unet, seed=0)
         assert scores.shape == (len(tiny_unet.samples),) and np.isfinite(scores).all(), name
         assert cost["nfe_per_sample"] > 0

@@ -25,10 +25,10 @@ def test_toy_meets_its_promises(toy):
 
 def test_flipd_separates_and_reads_near_zero_on_the_point_mass(toy):
     res = evaluate_pair(toy, make_detector("flipd"))
-    assert res["status"] == "ok", res["error"]
-    m = res["metrics"]
-    assert m["auroc"] > 0.75
-    assert m["per_subtype"]["DD"]["auroc"] > 0.95
+    assert res.status == "ok", res.error
+    m = res.metrics
+    assert m.auroc > 0.75
+    assert m.per_subtype["DD"].auroc > 0.95
     det = make_detector("flipd")
     ctx = Context(det.name, det.access, toy.info(), seed=0, model=toy.score_model(),
                   samples=Batch(toy.samples, index=np.arange(len(toy.samples))))
@@ -43,5 +43,5 @@ def test_flipd_separates_and_reads_near_zero_on_the_point_mass(toy):
 
 def test_random_sits_near_one_half(toy):
     res = evaluate_pair(toy, make_detector("random"))
-    lo, hi = res["metrics"]["auroc_ci"]
-    assert lo < 0.5 < hi or abs(res["metrics"]["auroc"] - 0.5) < 0.05
+    lo, hi = res.metrics.auroc_ci
+    assert lo < 0.5 < hi or abs(res.metrics.auroc - 0.5) < 0.05

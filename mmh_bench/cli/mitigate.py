@@ -60,9 +60,9 @@ def cmd_mitigate(args: argparse.Namespace) -> int:
                                    judge=judge, workers=args.workers, cluster=args.cluster)
     except ClusterError as exc:
         raise CLIError(str(exc)) from None
-    for task, name, why in total["not_applicable"]:
+    for task, name, why in total.not_applicable:
         print(f"not applicable: {task} / {name}: {why}")
-    print(f"{len(total['ran'])} ran, {len(total['skipped'])} current (skipped), {len(total['failed'])} failed")
+    print(f"{len(total.ran)} ran, {len(total.skipped_current)} current (skipped), {len(total.failed)} failed")
     if args.out is None:  # beside the results: a user's own run never overwrites the official board
         args.out = DEFAULT_OUT if Path(args.results).resolve() == Path(DEFAULT_RESULTS).resolve() else args.results
     if args.out:
@@ -71,7 +71,7 @@ def cmd_mitigate(args: argparse.Namespace) -> int:
         if text:
             (out / "MITIGATION.md").write_text(text)
             print(f"wrote {out / 'MITIGATION.md'}")
-    return 1 if total["failed"] else 0
+    return 1 if total.failed else 0
 
 
 def register(sub: Any) -> None:

@@ -68,16 +68,14 @@ def _evaluate(kind: str, specs: list[Any], det: Any, results: Path, *, cache: st
               batch_size: int, samples: int | None, quiet: bool) -> tuple[list[Path], list[Path], list[Any]]:
     """Evaluate ``det`` (a detector, or a mitigator at every setting of its sweep) sealed on
     ``specs``, every result written afresh under ``results``: (ran, failed, not applicable)."""
-    if kind == "detector":
-        from mmh_bench.evaluation.runner import evaluate
-        grid = evaluate(specs, [det], results, cache_dir=cache, seed=seed, batch_size=batch_size, force=True,
-                        progress=not quiet, isolation="sealed")
-        return grid.ran, grid.failed, grid.not_applicable
-    from mmh_bench.mitigation.evaluate import mitigate_specs
-    from mmh_bench.task.publish import DEFAULT_INSTANCES
-    rep = mitigate_specs(specs, [det], results, cache_dir=cache, instances=DEFAULT_INSTANCES, progress=not quiet,
-                         seed=seed, batch_size=batch_size, force=True, n=samples, isolation="sealed")
-    return rep["ran"], rep["failed"], rep["not_applicable"]
+    from mmh_bench.evaluation.detection import DetectionTrack
+    from mmh_bench.evaluation.runner import plan_grid, run_plan
+    from mmh_bench.mitigation.evaluate import MitigationTrack
+    track = DetectionTrack() if kind == "detector" else MitigationTrack(n=samples)
+    plan = plan_grid(specs, [det], track=track, isolation="sealed", hide=[cache, results])
+    grid = run_plan(plan, results, cache_dir=cache, seed=seed, batch_size=batch_size, force=True,
+                    progress=not quiet, isolation="sealed")
+    return grid.ran, grid.failed, grid.not_applicable
 
 
 def _scan(kind: str, results: Path, tasks: Any

@@ -1,8 +1,8 @@
-"""Conformance checks for detectors, in the spirit of scikit-learn's ``check_estimator``.
+"""Conformance checks for every track's entries, in the spirit of scikit-learn's ``check_estimator``.
 
 Run before submitting::
 
-    from .conformance import check_detector
+    from mmh_bench.evaluation.conformance import check_detector
     report = check_detector(MyDetector())
     print(report)          # one line per check
     assert report.ok
@@ -26,10 +26,11 @@ contract, not detection quality:
 - warnings (do not fail the report): ``batch_independent`` (scores do not depend on how the
   samples are split into batches) and ``informative`` (scores are not all equal).
 
-:func:`check_mitigator` holds a mitigator to the same contract on the same task: ``contract``
-(plus ``sweep``: every setting of its trade-off curve constructs, with plain JSON parameters),
-``applicable``, ``access``, ``output`` (one finished sample per row of the noise, shape
-``[n, *sample shape]``) and ``finite``, ``deterministic`` and ``result``; the warnings are
+:func:`check_mitigator` holds a mitigator to the same checks on the same task, through the same
+function (:func:`check_entry` with the mitigation track): ``contract`` (plus ``sweep``: every
+setting of its trade-off curve constructs, with plain JSON parameters), ``applicable``,
+``access``, ``output`` (one finished sample per row of the noise, shape ``[n, *sample shape]``),
+``finite``, ``fitted_state``, ``deterministic`` and ``result``; its warnings are
 ``batch_independent`` and ``uses_model`` (it generated through the task's network, so it is a
 sampling-time mitigation rather than a replacement of the samples).
 """
@@ -38,21 +39,28 @@ from __future__ import annotations
 import copy
 import json
 import traceback
-
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from mmh_bench.api.access import Access
 from mmh_bench.api.context import AccessError
 from mmh_bench.api.detector import Detector
+from mmh_bench.api.mitigator import Mitigator
 from mmh_bench.task.spec import TaskSpec, load_spec
 from .check_report import Check, CheckReport
+from .detection import DetectionTrack
+from .sealed import DetectorFailure
+from .sealed.standin import StandIn
+from .track import Track
 
 CHECK_TASK_FILE = "mmh-check.toml"
-#: Scores from two runs under one seed must agree to this relative tolerance.
+#: Outputs of two runs under one seed must agree to this relative tolerance...
 DETERMINISM_RTOL = 1e-6
+#: ... and absolute one, by what the output is (scores; samples in float32 pixel units)
+DETERMINISM_ATOL = {"detector": 1e-12, "mitigator": 1e-6}
 #: Tolerance of the batch-split comparison (float32 kernels may differ by batch size).
 BATCH_RTOL, BATCH_ATOL = 1e-4, 1e-5
 ODD_BATCH = 7
@@ -73,30 +81,30 @@ def _instance(task: Any, cache_dir: str | Path | None) -> Any:
     return build_task(spec, cache_dir, progress=False)
 
 
-def _resolve(det: Detector | type[Detector] | str) -> Detector:
+def _resolve(entry: Any, kind: str) -> Any:
     from mmh_bench.registry import make_detector
-    if isinstance(det, type):
-        return det()
-    return make_detector(det)  # instances are returned as they are
+    if isinstance(entry, type):
+        return entry()
+    return make_detector(entry, kind)  # instances are returned as they are
 
 
-def _contract(det: Any, report: CheckReport, base: type = Detector) -> bool:
+def _contract(entry: Any, report: CheckReport, base: type) -> bool:
     from mmh_bench.leaderboard.schema import check_name
-    if not isinstance(det, base):
-        return report.add("contract", False, f"{type(det).__name__} is not a subclass of mmh_bench.{base.__name__}")
+    if not isinstance(entry, base):
+        return report.add("contract", False, f"{type(entry).__name__} is not a subclass of mmh_bench.{base.__name__}")
     problems = []
     try:
-        if not isinstance(det.name, str) or not det.name or len(det.name) > 64:
+        if not isinstance(entry.name, str) or not entry.name or len(entry.name) > 64:
             raise ValueError("must be a non-empty string of at most 64 characters")
-        check_name(det.name)
+        check_name(entry.name)
     except ValueError as exc:
-        problems.append(f"name {det.name!r} {exc}")
-    if not isinstance(det.access, Access) or not det.access:
-        problems.append(f"access {det.access!r} is not an mmh_bench.Access level")
-    if not isinstance(det.version, str) or not det.version:
-        problems.append(f"version {det.version!r} must be a non-empty string")
+        problems.append(f"name {entry.name!r} {exc}")
+    if not isinstance(entry.access, Access) or not entry.access:
+        problems.append(f"access {entry.access!r} is not an mmh_bench.Access level")
+    if not isinstance(entry.version, str) or not entry.version:
+        problems.append(f"version {entry.version!r} must be a non-empty string")
     try:
-        params = det.params()
+        params = entry.params()
         json.dumps(params, allow_nan=False)
         if not isinstance(params, dict) or not all(
                 isinstance(k, str) and isinstance(v, (bool, int, float, str, type(None))) for k, v in params.items()):
@@ -107,147 +115,13 @@ def _contract(det: Any, report: CheckReport, base: type = Detector) -> bool:
         problems.append(str(exc))
     else:
         try:
-            det.clone()
+            entry.clone()
         except Exception as exc:  # sklearn.base.clone: the constructor must store its arguments as given
             problems.append(f"cannot clone from the constructor's parameters: {exc}")
     if problems:
         return report.add("contract", False, "; ".join(problems))
-    return report.add("contract", True, f"name {det.name!r}, access {det.access.label!r}, version {det.version!r}")
-
-
-def _fitted_state(base: Detector, inst: Any, seed: int, report: CheckReport) -> None:
-    from .runner import make_context
-    det = base.clone()
-    before, public = copy.deepcopy(det.params()), {k for k in vars(det) if not k.startswith("_")}
-    try:
-        det.fit(make_context(det, inst, seed=seed)[0])
-    except Exception as exc:  # the scoring runs report it; here only fit's side effects matter
-        report.add("fitted_state", False, f"fit failed: {type(exc).__name__}: {exc}")
-        return
-    after = det.params()
-    changed = sorted(k for k in before if after.get(k) != before[k])
-    added = sorted(k for k in vars(det) if not k.startswith("_") and not k.endswith("_") and k not in public)
-    problems = ([f"fit changed constructor parameter(s) {changed}"] if changed else []) + (
-        [f"fit added public attribute(s) {added}; name fitted state with a trailing underscore "
-         "(e.g. self.t0_) or a leading one"] if added else [])
-    report.add("fitted_state", not problems, "; ".join(problems) or
-               "fit keeps the constructor's parameters; fitted state is _private or trailing_")
-
-
-def _attempt(run: Any) -> tuple[np.ndarray | None, str, str, dict[str, Any]]:
-    """One run of ``run()`` (the evaluator's own loop, returning output and cost): ``(output, "",
-    "", cost)``, or ``(None, check, why, {})`` with the check that failed: ``access``, ``output``
-    (wrong shape), ``finite`` (NaN or infinity) or ``runs`` (anything else it raised)."""
-    from .runner import DetectorFailure  # a mitigator's MitigationFailure is one too
-    try:
-        out, cost = run()
-        return out, "", "", cost
-    except AccessError as exc:
-        return None, "access", str(exc), {}
-    except DetectorFailure as exc:
-        return None, "finite" if "NaN" in str(exc) else "output", str(exc), {}
-    except Exception as exc:
-        tb = traceback.extract_tb(exc.__traceback__)[-1]
-        return None, "runs", f"{type(exc).__name__}: {exc} (at {Path(tb.filename).name}:{tb.lineno})", {}
-
-
-def _batch_check(report: CheckReport, whole: np.ndarray, split: np.ndarray | None, error: str, what: str) -> None:
-    """The ``batch_independent`` warning: outputs in batches of :data:`ODD_BATCH` against one batch."""
-    if split is None:
-        report.add("batch_independent", False, f"batches of {ODD_BATCH} failed: {error}", "warning")
-        return
-    same = np.allclose(whole, split, rtol=BATCH_RTOL, atol=BATCH_ATOL)
-    report.add("batch_independent", same, f"{what} do not depend on the batch split" if same else
-               f"batches of {ODD_BATCH} change {what} by up to {float(np.max(np.abs(whole - split))):.3g}; "
-               "seed per sample (e.g. ctx.rng(int(i)) for i in batch.index)", "warning")
-
-
-def check_detector(det: Detector | type[Detector] | str, task: Any = None, *, seed: int = 0,
-                   batch_size: int = 512, cache_dir: str | Path | None = None) -> CheckReport:
-    """Run the conformance checks on ``det`` (an instance, a class, or a registry reference).
-
-    ``task``: a task name, :class:`~mmh_bench.task.spec.TaskSpec` or built
-    :class:`~mmh_bench.TaskInstance`; default the shipped ``mmh-check`` task. The detector you
-    pass is not modified: every run uses a fresh clone (``Detector.clone``), as the evaluator does.
-    The checks run in this process, importing the detector: they are the developer's own check.
-    ``mmh-bench submit`` runs them inside its sandboxed describe worker instead
-    (:func:`mmh_bench.evaluation.sealed.describe_detector` with ``check_seed``), never in the evaluator.
-    """
-    from .runner import applicable, compute_scores, evaluate_pair
-    from mmh_bench.leaderboard.schema import SchemaError, validate_result
-
-    try:
-        base = _resolve(det)
-    except Exception as exc:  # a broken class or reference is a failed check, not a crash
-        report = CheckReport(str(det), "-")
-        report.add("contract", False, f"cannot construct the detector: {type(exc).__name__}: {exc}")
-        return report
-    from .sealed import SealedDetector
-    if isinstance(base, SealedDetector):  # metadata only: its code runs in sandboxed workers alone
-        report = CheckReport(base.name, "-")
-        report.add("contract", False, f"{base!r} is a sealed stand-in with no code to check here; check the "
-                   "reference in its sandbox: mmh_bench.evaluation.sealed.describe_detector(ref, check_seed=0).check_report")
-        return report
-    inst = _instance(task, cache_dir)
-    report = CheckReport(getattr(base, "name", type(base).__name__), inst.spec.name)
-    if not _contract(base, report):
-        return report
-    ok, why = applicable(base, inst)
-    if not report.add("applicable", ok, "the task offers what the detector needs" if ok else why):
-        return report
-    n = len(inst.samples)
-
-    def attempt(bs: int) -> tuple[np.ndarray | None, str, str, dict[str, Any]]:
-        # the evaluator's own loop: the context it builds is exactly what a real run grants
-        return _attempt(lambda: compute_scores(base.clone(), inst, seed=seed, batch_size=bs))
-
-    first, where, msg, cost = attempt(batch_size)
-    if first is None:
-        if where == "access":
-            report.add("access", False, f"{msg} (declared {base.access.label!r}; declare what the detector uses)")
-        elif where == "runs":
-            report.add("runs", False, msg)
-        else:
-            report.add("access", True, f"fit and score ran with exactly {base.access.label!r}")
-            if where == "finite":
-                report.add("output", True, f"shape [{n}]")
-            report.add(where, False, msg)
-        return report
-    report.add("access", True, f"fit and score ran with exactly {base.access.label!r}, no AccessError")
-    report.add("output", True, f"shape [{n}] on {n} samples")
-    report.add("finite", True, "no NaN or infinity")
-    _fitted_state(base, inst, seed, report)
-
-    second, _, msg2, _ = attempt(batch_size)
-    if second is None:
-        report.add("deterministic", False, f"second run failed: {msg2}")
-    elif np.array_equal(first, second):
-        report.add("deterministic", True, "two runs under one seed gave identical scores")
-    else:
-        close = np.allclose(first, second, rtol=DETERMINISM_RTOL, atol=1e-12, equal_nan=False)
-        diff = float(np.max(np.abs(first - second)))
-        report.add("deterministic", close, f"two runs under one seed differ by at most {diff:.3g}" +
-                   ("" if close else "; seed randomness from ctx.rng() / ctx.seed"))
-
-    split, _, msg3, _ = attempt(ODD_BATCH)
-    _batch_check(report, first, split, msg3, "scores")
-    spread = float(np.ptp(first)) if n else 0.0
-    report.add("informative", spread > 0, "scores vary" if spread > 0 else
-               "all scores are equal: every AUROC will be 0.5", "warning")
-
-    if not report.ok:  # the evaluator's result is only worth checking for a conforming detector
-        return report
-    report.add("cost", True, f"{cost.get('nfe_per_sample', 0)} network evaluations per sample, "
-               f"{cost.get('seconds', 0):.2f} s on {n} samples (counted by the evaluator)", "info")
-    result = evaluate_pair(inst, base.clone(), seed=seed, batch_size=batch_size, isolation="in-process")
-    try:
-        validate_result(json.loads(json.dumps(result, allow_nan=False)))
-        if result["status"] != "ok":
-            raise SchemaError(f"the evaluator recorded a failure: {result['error']}")
-        report.add("result", True, "the evaluator's result passes the leaderboard schema")
-    except (SchemaError, ValueError) as exc:
-        report.add("result", False, str(exc))
-    return report
+    return report.add("contract", True, f"name {entry.name!r}, access {entry.access.label!r}, "
+                      f"version {entry.version!r}")
 
 
 def _sweep(mit: Any, report: CheckReport) -> bool:
@@ -264,63 +138,150 @@ def _sweep(mit: Any, report: CheckReport) -> bool:
     return report.add("sweep", True, f"{len(settings)} setting(s) of {key}" if key else "a single setting")
 
 
-def check_mitigator(mit: Any, task: Any = None, *, seed: int = 0, batch_size: int = 512,
-                    cache_dir: str | Path | None = None) -> CheckReport:
-    """Run the conformance checks on a mitigator (an instance, a class, or a registry reference),
-    on the ``mmh-check`` task by default; every run regenerates the task's samples through the
-    evaluator's own loop (:func:`mmh_bench.mitigation.evaluate.run_mitigator`) from a fresh clone.
-    As :func:`check_detector`, it runs in this process; ``mmh-bench submit --kind mitigator`` runs
-    it inside the sandboxed describe worker."""
-    from mmh_bench.api.mitigator import Mitigator
-    from mmh_bench.mitigation.evaluate import applicable, evaluate_mitigator, run_mitigator
-    from mmh_bench.registry import make_mitigator
+def _fitted_state(base: Any, inst: Any, seed: int, report: CheckReport) -> None:
+    from .detection import make_context
+    entry = base.clone()
+    before, public = copy.deepcopy(entry.params()), {k for k in vars(entry) if not k.startswith("_")}
     try:
-        base = mit() if isinstance(mit, type) else make_mitigator(mit) if isinstance(mit, str) else mit
+        entry.fit(make_context(entry, inst, seed=seed, generating=isinstance(entry, Mitigator))[0])
+    except Exception as exc:  # the scoring runs report it; here only fit's side effects matter
+        report.add("fitted_state", False, f"fit failed: {type(exc).__name__}: {exc}")
+        return
+    after = entry.params()
+    changed = sorted(k for k in before if after.get(k) != before[k])
+    added = sorted(k for k in vars(entry) if not k.startswith("_") and not k.endswith("_") and k not in public)
+    problems = ([f"fit changed constructor parameter(s) {changed}"] if changed else []) + (
+        [f"fit added public attribute(s) {added}; name fitted state with a trailing underscore "
+         "(e.g. self.t0_) or a leading one"] if added else [])
+    report.add("fitted_state", not problems, "; ".join(problems) or
+               "fit keeps the constructor's parameters; fitted state is _private or trailing_")
+
+
+def _attempt(run: Any) -> tuple[np.ndarray | None, str, str, dict[str, Any]]:
+    """One run of ``run()`` (the evaluator's own loop, returning output and cost): ``(output, "",
+    "", cost)``, or ``(None, check, why, {})`` with the check that failed: ``access``, ``output``
+    (wrong shape), ``finite`` (NaN or infinity) or ``runs`` (anything else it raised)."""
+    try:
+        out, cost = run()
+        return out, "", "", cost
+    except AccessError as exc:
+        return None, "access", str(exc), {}
+    except DetectorFailure as exc:  # a mitigator's MitigationFailure is one too
+        return None, "finite" if "NaN" in str(exc) or "finite" in str(exc) else "output", str(exc), {}
     except Exception as exc:
-        report = CheckReport(str(mit), "-", kind="mitigator")
-        report.add("contract", False, f"cannot construct the mitigator: {type(exc).__name__}: {exc}")
+        tb = traceback.extract_tb(exc.__traceback__)[-1]
+        return None, "runs", f"{type(exc).__name__}: {exc} (at {Path(tb.filename).name}:{tb.lineno})", {}
+
+
+def _batch_check(report: CheckReport, whole: np.ndarray, split: np.ndarray | None, error: str, what: str) -> None:
+    """The ``batch_independent`` warning: outputs in batches of :data:`ODD_BATCH` against one batch."""
+    if split is None:
+        report.add("batch_independent", False, f"batches of {ODD_BATCH} failed: {error}", "warning")
+        return
+    same = np.allclose(whole, split, rtol=BATCH_RTOL, atol=BATCH_ATOL)
+    report.add("batch_independent", same, f"{what} do not depend on the batch split" if same else
+               f"batches of {ODD_BATCH} change {what} by up to {float(np.max(np.abs(whole - split))):.3g}; "
+               "seed per sample (e.g. ctx.rng(int(i)) for i in batch.index)", "warning")
+
+
+def check_entry(entry: Any, track: Track, task: Any = None, *, seed: int = 0, batch_size: int = 512,
+                cache_dir: str | Path | None = None) -> CheckReport:
+    """The conformance checks of any track's entry (an instance, a class, or a registry reference)
+    on ``task`` (a name, spec or built instance; default the shipped ``mmh-check`` task), through
+    the track's own loop and result model. The entry you pass is not modified: every run uses a
+    fresh clone, as the evaluator does."""
+    kind, mitigator = track.kind, track.kind == "mitigator"
+    try:
+        base = _resolve(entry, kind)
+    except Exception as exc:  # a broken class or reference is a failed check, not a crash
+        report = CheckReport(str(entry), "-", kind=kind)
+        report.add("contract", False, f"cannot construct the {kind}: {type(exc).__name__}: {exc}")
+        return report
+    if isinstance(base, StandIn):  # metadata only: its code runs in sandboxed workers alone
+        report = CheckReport(base.name, "-", kind=kind)
+        report.add("contract", False, f"{base!r} is a sealed stand-in with no code to check here; check the "
+                   "reference in its sandbox: mmh_bench.evaluation.sealed.describe_detector(ref, check_seed=0).check_report")
         return report
     inst = _instance(task, cache_dir)
-    report = CheckReport(getattr(base, "name", type(base).__name__), inst.spec.name, kind="mitigator")
-    if not _contract(base, report, Mitigator) or not _sweep(base, report):
+    report = CheckReport(getattr(base, "name", type(base).__name__), inst.spec.name, kind=kind)
+    if not _contract(base, report, Mitigator if mitigator else Detector) or (mitigator and not _sweep(base, report)):
         return report
-    ok, why = applicable(base, inst)
-    if not report.add("applicable", ok, "the task offers what the mitigator needs" if ok else why):
+    why = track.why_not(base, inst)
+    if not report.add("applicable", why is None, f"the task offers what the {kind} needs" if why is None else why):
         return report
-    shape = tuple(inst.samples.shape)
+    verb, what = ("generate", "samples") if mitigator else ("fit and score", "scores")
 
     def attempt(bs: int) -> tuple[np.ndarray | None, str, str, dict[str, Any]]:
-        return _attempt(lambda: run_mitigator(base.clone(), inst, seed=seed, batch_size=bs))
+        # the evaluator's own loop: the context it builds is exactly what a real run grants
+        return _attempt(lambda: track.run_here(base.clone(), inst, seed=seed, batch_size=bs))
 
     first, where, msg, cost = attempt(batch_size)
     if first is None:
-        if where in ("output", "finite"):
-            report.add("access", True, f"generate ran with exactly {base.access.label!r}")
-        report.add(where, False, msg + (f" (declared {base.access.label!r})" if where == "access" else ""))
+        if where == "access":
+            report.add("access", False, f"{msg} (declared {base.access.label!r}; declare what the {kind} uses)")
+        elif where == "runs":
+            report.add("runs", False, msg)
+        else:
+            report.add("access", True, f"{verb} ran with exactly {base.access.label!r}")
+            if where == "finite":
+                report.add("output", True, "one output per sample")
+            report.add(where, False, msg)
         return report
-    report.add("access", True, f"generate ran with exactly {base.access.label!r}, no AccessError")
-    report.add("output", True, f"shape {list(shape)}: one finished sample per initial noise")
+    report.add("access", True, f"{verb} ran with exactly {base.access.label!r}, no AccessError")
+    report.add("output", True, f"shape {list(first.shape)}: " + (
+        "one finished sample per initial noise" if mitigator else f"one score per sample of {len(first)}"))
     report.add("finite", True, "no NaN or infinity")
+    _fitted_state(base, inst, seed, report)
+
     second, _, msg2, _ = attempt(batch_size)
     if second is None:
         report.add("deterministic", False, f"second run failed: {msg2}")
+    elif np.array_equal(first, second):
+        report.add("deterministic", True, f"two runs under one seed gave identical {what}")
     else:
-        close = np.allclose(first, second, rtol=DETERMINISM_RTOL, atol=1e-6)
-        report.add("deterministic", close, "two runs under one seed gave the same samples" if close else
-                   f"two runs under one seed differ by up to {float(np.max(np.abs(first - second))):.3g}; "
-                   "draw randomness from ctx.rng() / ctx.seed")
+        close = np.allclose(first, second, rtol=DETERMINISM_RTOL, atol=DETERMINISM_ATOL[kind], equal_nan=False)
+        diff = float(np.max(np.abs(first - second)))
+        report.add("deterministic", close, f"two runs under one seed differ by at most {diff:.3g}" +
+                   ("" if close else "; draw randomness from ctx.rng() / ctx.seed"))
+
     split, _, msg3, _ = attempt(ODD_BATCH)
-    _batch_check(report, first, split, msg3, "samples")
-    nfe = float(cost.get("nfe_per_sample", 0.0))
-    report.add("uses_model", nfe > 0, f"{nfe:g} network evaluations per sample (counted by the evaluator)"
-               if nfe > 0 else "no network evaluation: the samples were not generated by the task's model",
-               "warning")
-    if not report.ok:
+    _batch_check(report, first, split, msg3, what)
+    if mitigator:
+        nfe = float(cost.get("nfe_per_sample", 0.0))
+        report.add("uses_model", nfe > 0, f"{nfe:g} network evaluations per sample (counted by the evaluator)"
+                   if nfe > 0 else "no network evaluation: the samples were not generated by the task's model",
+                   "warning")
+    else:
+        spread = float(np.ptp(first)) if len(first) else 0.0
+        report.add("informative", spread > 0, "scores vary" if spread > 0 else
+                   "all scores are equal: every AUROC will be 0.5", "warning")
+
+    if not report.ok:  # the evaluator's result is only worth checking for a conforming entry
         return report
-    res = evaluate_mitigator(base.clone(), inst, seed=seed, batch_size=batch_size, isolation="in-process")
-    report.add("result", res.status == "ok", "the evaluator's result passes the mitigation schema"
+    report.add("cost", True, f"{cost.get('nfe_per_sample', 0)} network evaluations per sample, "
+               f"{cost.get('seconds', 0):.2f} s (counted by the evaluator)", "info")
+    res = track.evaluate(inst, base.clone(), seed=seed, batch_size=batch_size, isolation="in-process")
+    report.add("result", res.status == "ok", "the evaluator's result passes the result schema"
                if res.status == "ok" else f"the evaluator recorded a failure: {res.error}")
     return report
 
 
-__all__ = ["Check", "CheckReport", "check_detector", "check_mitigator", "check_task_spec"]
+def check_detector(det: Detector | type[Detector] | str, task: Any = None, *, seed: int = 0,
+                   batch_size: int = 512, cache_dir: str | Path | None = None) -> CheckReport:
+    """The conformance checks of a detector (:func:`check_entry` on the detection track).
+    They run in this process, importing the detector: they are the developer's own check.
+    ``mmh-bench submit`` runs them inside its sandboxed describe worker instead
+    (:func:`mmh_bench.evaluation.sealed.describe_detector` with ``check_seed``), never in the evaluator."""
+    return check_entry(det, DetectionTrack(), task, seed=seed, batch_size=batch_size, cache_dir=cache_dir)
+
+
+def check_mitigator(mit: Any, task: Any = None, *, seed: int = 0, batch_size: int = 512,
+                    cache_dir: str | Path | None = None) -> CheckReport:
+    """The conformance checks of a mitigator (:func:`check_entry` on the mitigation track): every
+    run regenerates the task's samples through the evaluator's own loop. ``mmh-bench submit --kind
+    mitigator`` runs it inside the sandboxed describe worker."""
+    from mmh_bench.mitigation.evaluate import MitigationTrack
+    return check_entry(mit, MitigationTrack(), task, seed=seed, batch_size=batch_size, cache_dir=cache_dir)
+
+
+__all__ = ["Check", "CheckReport", "check_detector", "check_entry", "check_mitigator", "check_task_spec"]

@@ -5,12 +5,13 @@ on a laptop or in CI, the same code reaches a real cluster through a scheduler a
 *resources* (``dask worker ADDR --resources GPU=1``) keep GPU work on GPU machines. Its scheduler
 reschedules the tasks of a worker that dies; nothing here schedules by hand. See docs/ENGINE.md.
 
-The mitigation track's settings run the same way (:func:`mitigate_on_cluster`).
+Every track runs the same way (:class:`~mmh_bench.evaluation.track.Track`): detection, LID
+estimation and mitigation plan, judge, score and record their pairs through one grid.
 
 Phase 1 resolves each task's instances on the workers (pulled and verified, or built into the
 cache; instances this machine's cache holds already are judged here, so a run with every result
 current starts no cluster); phase 2 runs every pair's
-:func:`~mmh_bench.evaluation.runner.evaluate_pair` on a worker, which returns the result document. Only this process (the driver) writes results, each once and
+:meth:`Track.evaluate <mmh_bench.evaluation.track.Track.evaluate>` on a worker, which returns the typed result. Only this process (the driver) writes results, each once and
 atomically, so a worker that dies mid-pair leaves no file behind, and pairs whose result is current
 are skipped before anything is submitted, as in the serial run. The instance a pair needs is read
 from the cache on its worker: the cache folder must be one that every worker can reach (a local
@@ -28,15 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterable, Iterator
 
-from mmh_bench.api.detector import Detector
 from mmh_bench.registry import needs_gpu
 from mmh_bench.task.instance import TaskInstance
 from mmh_bench.task.fresh import FreshPool
-from mmh_bench.task.publish import DEFAULT_INSTANCES, resolve_instances
+from mmh_bench.task.publish import DEFAULT_INSTANCES
 from mmh_bench.task.spec import TaskSpec
 from mmh_bench.threads import WORKER_CORES_ENV, cores_given, limited_threads, task_cores
-from .runner import (DEFAULT_BATCH, GridPlan, GridReport, applicable, evaluate_pair, failed_result, fill_fresh,
-                     pairs_to_run, plan_grid, pool_roots, record, result_name, run_plan)
+from .detection import DEFAULT_BATCH
+from .runner import GridPlan, fill_fresh, plan_grid, pool_roots, run_instances, run_plan, task_instances
+from .track import GridReport, Track
 
 log = logging.getLogger(__name__)
 
@@ -155,34 +156,33 @@ def _gpu_workers(client: Any) -> int:
 # -- worker side ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class InstanceRef:
-    """What the driver needs of an instance resolved on a worker (the arrays stay there)."""
+    """What the driver needs of an instance resolved on a worker (the arrays stay there).
+    ``source``: the spec that was resolved (None: the instance was given, and a worker loads it
+    from ``root``)."""
     spec: TaskSpec  # the instance's own spec (a pulled test instance names its kind)
-    source: TaskSpec  # the spec that was resolved
+    source: TaskSpec | None
+    root: str | None
     data_hash: str
     info: dict[str, Any]
-    applicable: dict[str, tuple[bool, str]]
+    why_not: dict[str, str | None]
 
     def instance_info(self) -> dict[str, Any]:
         return self.info
 
 
 _LOADED: OrderedDict[tuple[str, ...], list[TaskInstance]] = OrderedDict()
+_BY_HASH: OrderedDict[str, TaskInstance] = OrderedDict()
 
 
-def _instances(spec: TaskSpec, cache_dir: str | None, published: str | None, model_override: Any, *,
+def _instances(track: Track, spec: TaskSpec, cache_dir: str | None, published: Any, model_override: Any, *,
                build: bool = True) -> list[TaskInstance]:
-    """The task's instances in this process, resolved once and kept for the pairs that follow,
-    with ``model_override``'s model attached as the serial run attaches it (``build=False``: only
-    what the cache holds already, else an empty list)."""
-    key = (spec.hash, str(spec.path), str(cache_dir), str(published))
+    """The task's instances in this process (:func:`~.runner.task_instances`), resolved once and
+    kept for the pairs that follow (``build=False``: only what the cache holds already, else [])."""
+    key = (type(track).__name__, spec.hash, str(spec.path), str(cache_dir), str(published))
     if key not in _LOADED:
-        insts = resolve_instances(spec, cache_dir, published=published, progress=False, build=build)
+        insts = task_instances(track, spec, cache_dir, published, model_override=model_override, build=build)
         if not insts:
             return []
-        for inst in insts:
-            attached = model_override(inst) if callable(model_override) else model_override
-            if attached is not None:
-                inst.set_model(attached)
         _keep(_LOADED, key, insts)
     return _recall(_LOADED, key)
 
@@ -199,32 +199,47 @@ def _recall(store: OrderedDict, key: Any) -> Any:
     return store[key]
 
 
-def _instance(ref: InstanceRef, cache_dir: str | None, published: str | None, model_override: Any) -> TaskInstance:
-    for inst in _instances(ref.source, cache_dir, published, model_override):
+def _loaded(spec: TaskSpec, root: str, data_hash: str) -> TaskInstance:
+    """The instance installed at ``root`` in this process, verified against its data hash once."""
+    if data_hash not in _BY_HASH:
+        from mmh_bench.task.build import load_instance
+        inst = load_instance(spec, Path(root))
+        if inst is None or inst.data_hash != data_hash:
+            raise RuntimeError(f"{spec.name}: instance {data_hash[:16]} is not intact at {root}")
+        _keep(_BY_HASH, data_hash, inst)
+    return _recall(_BY_HASH, data_hash)
+
+
+def _instance(track: Track, ref: InstanceRef, cache_dir: str | None, published: Any,
+              model_override: Any) -> TaskInstance:
+    if ref.source is None:
+        return _loaded(ref.spec, str(ref.root), ref.data_hash)
+    for inst in _instances(track, ref.source, cache_dir, published, model_override):
         if inst.data_hash == ref.data_hash:
             return inst
     raise RuntimeError(f"{ref.spec.name}: instance {ref.data_hash[:16]} is not in the cache {cache_dir} "
                        "any more, nor could it be rebuilt identically")
 
 
-def _resolve_task(spec: TaskSpec, candidates: list[Detector], cache_dir: str | None, published: str | None,
+def _refs(track: Track, spec: TaskSpec | None, candidates: list[Any], insts: list[TaskInstance]) -> list[InstanceRef]:
+    return [InstanceRef(inst.spec, spec, None if inst.root is None else str(inst.root), inst.data_hash,
+                        inst.instance_info(), {track.result_name(d): track.why_not(d, inst) for d in candidates})
+            for inst in insts]
+
+
+def _resolve_task(track: Track, spec: TaskSpec, candidates: list[Any], cache_dir: str | None, published: Any,
                   model_override: Any, context: Callable[[], ContextManager[Any]]) -> list[InstanceRef]:
     """Phase 1, on a worker: build or pull the task's instances and judge each candidate on them."""
     with context(), limited_threads(task_cores()):
-        return _refs(spec, candidates, _instances(spec, cache_dir, published, model_override))
+        return _refs(track, spec, candidates, _instances(track, spec, cache_dir, published, model_override))
 
 
-def _refs(spec: TaskSpec, candidates: list[Detector], insts: list[TaskInstance]) -> list[InstanceRef]:
-    return [InstanceRef(inst.spec, spec, inst.data_hash, inst.instance_info(),
-                        {result_name(d): applicable(d, inst) for d in candidates}) for inst in insts]
-
-
-def _run_pair(ref: InstanceRef, proto: Detector, opts: dict[str, Any], cache_dir: str | None,
-              published: str | None, model_override: Any, context: Callable[[], ContextManager[Any]]) -> dict[str, Any]:
-    """Phase 2, on a worker: one pair's result document (written by the driver)."""
+def _run_pair(track: Track, ref: InstanceRef, proto: Any, opts: dict[str, Any], cache_dir: str | None,
+              published: Any, model_override: Any, context: Callable[[], ContextManager[Any]]) -> Any:
+    """Phase 2, on a worker: one pair's typed result (written by the driver)."""
     with context(), limited_threads(task_cores()):
-        inst = _instance(ref, cache_dir, published, model_override)
-        return evaluate_pair(inst, proto.clone(), model_override=inst.attached_model is not None, **opts)
+        inst = _instance(track, ref, cache_dir, published, model_override)
+        return track.evaluate(inst, proto.clone(), **opts)
 
 
 # -- driver side ---------------------------------------------------------------------------------
@@ -232,7 +247,7 @@ def _absolute(path: str | Path | None) -> str | None:
     return None if path is None else str(Path(path).resolve())
 
 
-def evaluate_parallel(tasks: str | Iterable[str | TaskSpec], detectors: str | Iterable[str | Detector],
+def evaluate_parallel(tasks: str | Iterable[str | TaskSpec], detectors: str | Iterable[Any],
                       results_dir: str | Path, *, cluster: str | None = None, workers: int | None = None,
                       context: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
                       cache_dir: str | Path | None = None, seed: int = 0, batch_size: int = DEFAULT_BATCH,
@@ -244,66 +259,103 @@ def evaluate_parallel(tasks: str | Iterable[str | TaskSpec], detectors: str | It
     ``cluster``: the serial run in this process). ``context``: a picklable callable whose context
     wraps all work on a worker (the CLI's ``--model``). Same results, metrics included, as serial."""
     plan = plan_grid(tasks, detectors, isolation=isolation, hide=[cache_dir, results_dir])
+    return run_grid(plan, results_dir, cluster=cluster, workers=workers, context=context, cache_dir=cache_dir,
+                    seed=seed, batch_size=batch_size, force=force, progress=progress,
+                    model_override=model_override, isolation=isolation, timeout=timeout, threads=threads,
+                    instances=instances)
+
+
+def run_grid(plan: GridPlan, results_dir: str | Path, *, cluster: str | None = None, workers: int | None = None,
+             context: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+             cache_dir: str | Path | None = None, seed: int = 0, batch_size: int = DEFAULT_BATCH,
+             force: bool = False, progress: bool = True, model_override: Any = None, isolation: str = "auto",
+             timeout: float | None = None, threads: int = 1,
+             instances: str | Path | FreshPool | None = DEFAULT_INSTANCES,
+             hide: Iterable[str | Path | None] = ()) -> GridReport:
+    """A planned grid of any track, serially here or on a cluster (see :func:`evaluate_parallel`)."""
     n = default_workers(plan.n_pairs) if workers is None else workers
-    common = dict(cache_dir=cache_dir, seed=seed, batch_size=batch_size, force=force, progress=progress,
-                  model_override=model_override, isolation=isolation, timeout=timeout, threads=threads,
-                  instances=instances)
+    if cluster is None and n <= 1 or not plan.tasks:  # serial: everything here, in plan order
+        with context():
+            return run_plan(plan, results_dir, cache_dir=cache_dir, seed=seed, batch_size=batch_size, force=force,
+                            progress=progress, model_override=model_override, isolation=isolation,
+                            timeout=timeout, threads=threads, instances=instances, hide=hide)
+    hide = [_absolute(cache_dir), _absolute(results_dir), *pool_roots(instances), *map(_absolute, hide)]
+    opts = dict(seed=seed, batch_size=batch_size, isolation=isolation, timeout=timeout, threads=threads, hide=hide)
+    published = instances if isinstance(instances, FreshPool) else _absolute(instances)
+    shared = (_absolute(cache_dir), published, model_override, context)
     with context():  # the driver too may load a model (a failed pair's record) or run serially
-        if cluster is None and n <= 1 or not plan.tasks:
-            return run_plan(plan, results_dir, **common)  # type: ignore[arg-type]
         fill_fresh(plan, instances, progress=progress)  # held-out builds stay in this process
-        grid = _Grid(plan, Path(results_dir), context, **common)
-        if not grid.plan_cached():  # all current: no cluster to start
-            return grid.finish()
-        gpu = any(needs_gpu(spec) for spec, _ in plan.tasks)
-        with cluster_client(cluster, n, gpu=gpu) as client:
-            if progress:
-                print(f"engine: {len(client.scheduler_info()['workers'])} workers at "
-                      f"{client.scheduler.address}", file=sys.stderr)
-            return grid.run(client)
+        grid = _Grid(plan.track, plan.report, Path(results_dir), shared, opts, force=force, progress=progress)
+        for spec, candidates in plan.tasks:
+            grid.plan_task(spec, candidates)
+        return grid.run(cluster, n, gpu=any(needs_gpu(spec) for spec, _ in plan.tasks))
+
+
+def run_instances_parallel(track: Track, work: list[tuple[TaskInstance, list[Any]]], results_dir: str | Path,
+                           report: GridReport, *, force: bool, progress: bool, opts: dict[str, Any],
+                           workers: int | None = 1, cluster: str | None = None) -> GridReport:
+    """Given instances' pairs (each with its candidates), on a cluster where its workers can load
+    the instance from its folder, else here (:func:`~.runner.run_instances`)."""
+    n = default_workers(sum(len(c) for _, c in work)) if workers is None else workers
+    if cluster is None and n <= 1:
+        return run_instances(track, work, results_dir, report, force=force, progress=progress, opts=opts)
+    opts = {**opts, "hide": [_absolute(h) for h in opts.get("hide", ())]}
+    grid = _Grid(track, report, Path(results_dir), (None, None, None, contextlib.nullcontext), opts,
+                 force=force, progress=progress)
+    for inst, candidates in work:
+        grid.here([inst], candidates) if track.runs_here(inst) else grid.queue([inst], None, candidates)
+    return grid.run(cluster, n)
 
 
 class _Grid:
-    """One parallel run: submits phase 1, then each instance's pairs as its phase-1 task finishes."""
+    """One run's pairs: those that must run here, those queued for the cluster with their instance
+    known, and the tasks whose instances phase 1 resolves on a worker first; results are written
+    here as they arrive."""
 
-    def __init__(self, plan: GridPlan, results_dir: Path, context: Callable[[], ContextManager[Any]],
-                 *, cache_dir: str | Path | None, seed: int, batch_size: int, force: bool, progress: bool,
-                 model_override: Any, isolation: str, timeout: float | None, threads: int,
-                 instances: str | Path | FreshPool | None) -> None:
-        self.plan, self.report, self.results_dir = plan, plan.report, results_dir
-        self.force, self.progress, self.seed, self.isolation = force, progress, seed, isolation
-        self.cache = _absolute(cache_dir)
-        self.published = instances if isinstance(instances, FreshPool) else _absolute(instances)
-        self.shared = (self.cache, self.published, model_override, context)
-        self.opts = dict(seed=seed, batch_size=batch_size, isolation=isolation, timeout=timeout, threads=threads,
-                         hide=[self.cache, _absolute(results_dir), *pool_roots(instances)], progress=False)
+    def __init__(self, track: Track, report: GridReport, results_dir: Path, shared: tuple[Any, ...],
+                 opts: dict[str, Any], *, force: bool, progress: bool) -> None:
+        self.track, self.report, self.results_dir = track, report, results_dir
+        self.shared, self.opts, self.force, self.progress = shared, opts, force, progress
         self.pending: dict[Any, tuple[Any, ...]] = {}
         self.errors: list[BaseException] = []
-        self.to_resolve: list[tuple[TaskSpec, list[Detector]]] = []
-        self.to_run: list[tuple[TaskSpec, InstanceRef, Detector, Path]] = []
+        self.to_resolve: list[tuple[TaskSpec, list[Any]]] = []
+        self.to_run: list[tuple[TaskSpec, InstanceRef, Any, Path]] = []
+        self.local: list[tuple[TaskInstance, list[Any]]] = []
 
-    def plan_cached(self) -> int:
-        """Judge here the tasks whose instances this machine's cache holds already (not the GPU
-        ones: their model would load here), as the serial run would; the rest go to phase 1.
-        Returns the number of tasks left for the cluster (phase 1 and pairs)."""
-        for spec, candidates in self.plan.tasks:
-            insts = [] if needs_gpu(spec) else _instances(spec, *self.shared[:3], build=False)
-            if not insts:
-                self.to_resolve.append((spec, candidates))
-            for ref in _refs(spec, candidates, insts):
-                self.to_run += [(spec, ref, *pair) for pair in self._pairs(ref, candidates)]
-        return len(self.to_resolve) + len(self.to_run)
+    def here(self, insts: list[TaskInstance], candidates: list[Any]) -> None:
+        """Run these instances' pairs in this process."""
+        self.local += [(inst, candidates) for inst in insts]
 
-    def _pairs(self, ref: InstanceRef, candidates: list[Detector]) -> list[tuple[Detector, Path]]:
-        return pairs_to_run(ref, candidates, self.results_dir, self.report, force=self.force,
-                            applicable_to=lambda d: ref.applicable[result_name(d)])
+    def queue(self, insts: list[TaskInstance], spec: TaskSpec | None, candidates: list[Any]) -> None:
+        """Judge these instances' pairs here and queue them for the cluster."""
+        for ref in _refs(self.track, spec, candidates, insts):
+            self.to_run += [(ref.spec, ref, *pair) for pair in self._pairs(ref, candidates)]
 
-    def finish(self) -> GridReport:
-        for key in ("ran", "skipped_current", "failed"):
-            getattr(self.report, key).sort()
+    def plan_task(self, spec: TaskSpec, candidates: list[Any]) -> None:
+        """Judge here a task whose instances this machine's cache holds already (not a GPU one:
+        its model would load here), as the serial run would; else leave it to phase 1."""
+        insts = [] if needs_gpu(spec) else _instances(self.track, spec, *self.shared[:3], build=False)
+        here = [inst for inst in insts if self.track.runs_here(inst)]
+        self.here(here, candidates)
+        if not insts:
+            self.to_resolve.append((spec, candidates))
+        self.queue([inst for inst in insts if inst not in here], spec, candidates)
+
+    def _pairs(self, ref: InstanceRef, candidates: list[Any]) -> list[tuple[Any, Path]]:
+        return self.track.pairs(ref, candidates, self.results_dir, self.report, force=self.force, why_not=ref.why_not)
+
+    def run(self, cluster: str | None, workers: int, *, gpu: bool = False) -> GridReport:
+        run_instances(self.track, self.local, self.results_dir, self.report, force=self.force,
+                      progress=self.progress, opts=self.opts)
+        if self.to_resolve or self.to_run:  # all current or all here: no cluster to start
+            with cluster_client(cluster, workers, gpu=gpu) as client:
+                if self.progress:
+                    print(f"engine: {len(client.scheduler_info()['workers'])} workers at "
+                          f"{client.scheduler.address}", file=sys.stderr)
+                self._run(client)
         if self.errors:
             raise self.errors[0]
-        return self.report
+        return self.report.sort()
 
     def _resources(self, spec: TaskSpec) -> dict[str, int] | None:
         if not needs_gpu(spec):
@@ -315,19 +367,18 @@ class _Grid:
                                f"start one with `dask worker ADDRESS --resources {GPU}=1`")
         return None  # a local cluster on a machine without CUDA runs it on the CPU, as serially
 
-    def run(self, client: Any) -> GridReport:
+    def _run(self, client: Any) -> None:
         self.client, self.gpu = client, _gpu_workers(client) > 0
         for spec, candidates in self.to_resolve:
-            fut = client.submit(_resolve_task, spec, candidates, *self.shared, pure=False,
+            fut = client.submit(_resolve_task, self.track, spec, candidates, *self.shared, pure=False,
                                 resources=self._resources(spec))
             self.pending[fut] = ("resolve", spec, candidates)
         for spec, ref, proto, path in self.to_run:
             self._submit(spec, ref, proto, path)
         self._drain()
-        return self.finish()
 
-    def _submit(self, spec: TaskSpec, ref: InstanceRef, proto: Detector, path: Path) -> None:
-        pair = self.client.submit(_run_pair, ref, proto, self.opts, *self.shared, pure=False,
+    def _submit(self, spec: TaskSpec, ref: InstanceRef, proto: Any, path: Path) -> None:
+        pair = self.client.submit(_run_pair, self.track, ref, proto, self.opts, *self.shared, pure=False,
                                   resources=self._resources(spec))
         self.pending[pair] = ("pair", ref, proto, path)
 
@@ -367,56 +418,10 @@ class _Grid:
         except Exception as exc:  # the worker died ALLOWED_FAILURES + 1 times, or the task broke
             log.debug("pair %s / %s failed on the cluster", ref.spec.name, proto.name, exc_info=True)
             try:
-                res = failed_result(_instance(ref, *self.shared[:3]), proto.clone(),
-                                    f"worker failure: {type(exc).__name__}: {exc}", seed=self.seed,
-                                    isolation=self.isolation)
+                res = self.track.failed(_instance(self.track, ref, *self.shared[:3]), proto.clone(),
+                                        f"worker failure: {type(exc).__name__}: {exc}", seed=self.opts["seed"],
+                                        isolation=self.opts["isolation"])
             except Exception as again:  # not even the record can be made: said at the end
                 self.errors.append(again)
                 return
-        record(self.report, path, res, progress=self.progress)
-
-
-# -- the mitigation track ------------------------------------------------------------------------
-_BY_HASH: OrderedDict[str, TaskInstance] = OrderedDict()
-
-
-def _loaded(spec: TaskSpec, root: str, data_hash: str) -> TaskInstance:
-    """The instance installed at ``root`` in this process, verified against its data hash once."""
-    if data_hash not in _BY_HASH:
-        from mmh_bench.task.build import load_instance
-        inst = load_instance(spec, Path(root))
-        if inst is None or inst.data_hash != data_hash:
-            raise RuntimeError(f"{spec.name}: instance {data_hash[:16]} is not intact at {root}")
-        _keep(_BY_HASH, data_hash, inst)
-    return _recall(_BY_HASH, data_hash)
-
-
-def _run_mitigation(spec: TaskSpec, root: str, data_hash: str, mit: Any, opts: dict[str, Any]) -> Any:
-    """On a worker: one mitigator setting's result on one instance (written by the driver)."""
-    from mmh_bench.mitigation.evaluate import evaluate_mitigator
-    with limited_threads(task_cores()):
-        return evaluate_mitigator(mit, _loaded(spec, root, data_hash), **opts)
-
-
-def mitigate_on_cluster(jobs: list[tuple[TaskInstance, Any, Path]], opts: dict[str, Any],
-                        record: Callable[[Path, Any], None], *, cluster: str | None = None,
-                        workers: int | None = None) -> None:
-    """Each (instance, mitigator setting, path) job as a task of a Dask cluster (the scheduler at
-    ``cluster``, else a local one of ``workers`` processes); ``record(path, result)`` runs here,
-    once per job, as results arrive. Workers load each instance from the folder it is installed in
-    (the cache must be one they reach); a job whose worker dies every time it is retried is
-    recorded as failed, naming the error."""
-    from distributed import as_completed
-    from mmh_bench.mitigation.evaluate import failed_mitigation
-    with cluster_client(cluster, workers) as client:
-        futures = {client.submit(_run_mitigation, inst.spec, str(inst.root), inst.data_hash, mit, opts,
-                                 pure=False): (inst, mit, path) for inst, mit, path in jobs}
-        for fut in as_completed(futures):
-            inst, mit, path = futures[fut]
-            try:
-                res = fut.result()
-            except Exception as exc:
-                res = failed_mitigation(mit, inst, f"worker failure: {type(exc).__name__}: {exc}",
-                                        seed=opts.get("seed", 0), n=opts.get("n"),
-                                        isolation=opts.get("isolation", "auto"))
-            record(path, res)
+        self.track.record(self.report, path, res, progress=self.progress)

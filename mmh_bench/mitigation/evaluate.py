@@ -19,63 +19,46 @@ comes back.
 """
 from __future__ import annotations
 
-import json
 import logging
-import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
 import numpy as np
 
+from mmh_bench.api.mitigator import Mitigator
+from mmh_bench.evaluation.detection import make_context
 from mmh_bench.evaluation.metrics import BOOT_SEED, N_BOOT
-from mmh_bench.common.provenance import provenance
-from mmh_bench.evaluation.sealed.job import MitigationFailure, run_job
-from mmh_bench.common.paths import canonical_relpath
+from mmh_bench.evaluation.runner import plan_grid
+from mmh_bench.evaluation.sealed import run_job, run_sealed
+from mmh_bench.evaluation.sealed.job import MitigationFailure
+from mmh_bench.evaluation.track import GridReport, Track, resolve_isolation
 from mmh_bench.task.instance import SUBTYPE_CODE, TaskInstance
-from mmh_bench.task.spec import canonical_json
+from mmh_bench.task.spec import TaskSpec
 from mmh_bench.task.subtypes import CONSTRUCTED_SUBTYPES
 from mmh_bench.threads import limited_threads
-from mmh_bench.api.mitigator import Mitigator
 from .quality import condition_accuracy, precision_recall
-from .result import MitigationCost, MitigationResult, make_result, write_result
+from .result import MitigationCost, make_result, read_mitigation_result
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sd import MemBenchJudge
 
 log = logging.getLogger(__name__)
-__all__ = ["MitigationFailure", "evaluate_mitigator", "failed_mitigation", "mitigate", "mitigate_specs",
-           "mitigation_metrics", "plan_mitigation", "record_mitigation", "run_mitigator"]
+__all__ = ["MitigationFailure", "MitigationTrack", "evaluate_mitigator", "mitigate", "mitigate_specs",
+           "mitigation_metrics", "run_mitigator"]
 MITIGATION_SCHEMA_VERSION = 1
 DEFAULT_BATCH = 512
+#: the mitigation track's own store (the detection store's scanner never reads it)
+DEFAULT_RESULTS = "leaderboard/mitigation-results"
 #: why a Stable Diffusion task is not applicable without a judge
 NEEDS_GROUND_TRUTH = ("Stable Diffusion generations are scored against their prompts' ground-truth training "
                       "images: give --ground-truth DIR, --sscd FILE --sscd-sha256 HEX and --clip")
+#: why a task that is not a conditional memorization task is not applicable
+NOT_CONDITIONAL = "mitigation tasks are conditional memorization tasks"
 
 
 def _judged(inst: TaskInstance, judge: "MemBenchJudge | None") -> "MemBenchJudge | None":
     """The judge when it scores ``inst`` (a Stable Diffusion task), else None: the copy rule does."""
     return judge if judge is not None and judge.applies(inst) else None
-
-
-def applicable(mit: Mitigator, inst: TaskInstance, judge: "MemBenchJudge | None" = None) -> tuple[bool, str]:
-    """Whether the task offers what the mitigator needs; the reason when it does not."""
-    if inst.spec.track != "memorization" or inst.labels is None:
-        return False, "mitigation is scored on memorization tasks"
-    if inst.noise is None or inst.sampler() is None:
-        return False, "task keeps no replayable generation (initial noise and sampler)"
-    if inst.cond is None:
-        return False, "mitigation tasks are conditional"
-    if not mit.access.grants_generation():
-        return False, f"a mitigator generates: it needs Access.GENERATION, not {mit.access.label!r}"
-    if inst.spec.family == "stable-diffusion":
-        if _judged(inst, judge) is None:
-            return False, NEEDS_GROUND_TRUTH
-    elif "train" not in inst.arrays or inst.train_index.rule is None:
-        return False, "task is labelled without the copy rule"
-    missing = set(mit.requires) - set(getattr(inst.score_model(), "capabilities", ()))
-    if missing:
-        return False, f"model lacks {', '.join(sorted(missing))}"
-    return True, ""
 
 
 def intended_class(inst: TaskInstance, n: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -114,7 +97,6 @@ def run_mitigator(mit: Mitigator, inst: TaskInstance, *, seed: int = 0, batch_si
     """The mitigated generations of the first ``n`` samples of ``inst`` (all by default; rows are
     in a seeded random order, so any prefix is a uniform subset) and their cost, in this process; a
     sealed worker runs the very same loop (:func:`mmh_bench.evaluation.sealed.run_job`)."""
-    from mmh_bench.evaluation.runner import make_context
     ctx, model = make_context(mit, inst, seed=seed, n=n, generating=True)
     return run_job(mit, ctx, generate=True, model=model, batch_size=batch_size)
 
@@ -140,142 +122,142 @@ def mitigation_metrics(inst: TaskInstance, samples: np.ndarray) -> dict[str, Any
     return out
 
 
-#: the mitigation track's own store (the detection store's scanner never reads it)
-DEFAULT_RESULTS = "leaderboard/mitigation-results"
-
-
-def mitigation_path(results_dir: str | Path, inst: TaskInstance, mit: Mitigator) -> Path:
-    """``<results>/<task>/v<version>/<instance id>/<name>[<params>].json``."""
+def result_name(mit: Mitigator) -> str:
+    """``<name>[<every parameter>]``, file-safe: one result per setting of a sweep."""
     params = ",".join(f"{k}={v}" for k, v in sorted(mit.params().items()))
     stem = mit.name + (f"[{params}]" if params else "")
-    safe = "".join(c if c.isalnum() or c in "-_.,=[]" else "_" for c in stem)
-    return Path(results_dir) / canonical_relpath(inst.spec.name, inst.spec.version, safe, inst.instance_info()["id"])
+    return "".join(c if c.isalnum() or c in "-_.,=[]" else "_" for c in stem)
 
 
-def generations(mit: Mitigator, inst: TaskInstance, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,
-                threads: int = 1, n: int | None = None, isolation: str = "auto", timeout: float | None = None,
-                hide: Iterable[str | Path | None] = ()) -> tuple[np.ndarray, dict[str, Any], str]:
-    """``mit``'s generations of the first ``n`` samples, their cost, and where they ran
-    (``in-process``, ``sandbox`` or ``process``): in this process, or in a sealed worker
-    (:func:`mmh_bench.evaluation.sealed.run_sealed`) under ``isolation`` as for detectors."""
-    from mmh_bench.evaluation.runner import resolve_isolation
-    from mmh_bench.evaluation.sealed import run_sealed
-    if resolve_isolation(isolation, mit) == "in-process":
-        with limited_threads(threads):  # as a sealed worker runs: the same threads either way
-            return (*run_mitigator(mit, inst, seed=seed, batch_size=batch_size, n=n), "in-process")
-    run = run_sealed(inst, mit, seed=seed, batch_size=batch_size, timeout=timeout, threads=threads, hide=hide, n=n)
-    return run.output, run.cost, run.isolation
+class MitigationTrack(Track):
+    """Mitigators on conditional memorization tasks: every generation made again under the
+    mitigator and labelled by the task's copy rule (or, on Stable Diffusion tasks, scored by
+    ``judge`` as MemBench does). Options of a run: ``n`` (the first ``n`` generations of each
+    instance; all by default), ``sweep`` (each mitigator at every setting of its sweep, else at its
+    own), ``all_replicates`` (else replicate 0 alone stands for the task)."""
 
+    kind: ClassVar[str] = "mitigator"
 
-def _document(mit: Mitigator, inst: TaskInstance, *, seed: int, n: int | None, isolation: str) -> dict[str, Any]:
-    """A result document of ``mit`` on ``inst`` without its outcome (status ok, no metrics yet)."""
-    from mmh_bench.evaluation.runner import resolve_isolation
-    from mmh_bench.evaluation.sealed import isolation_mode
-    spec = inst.spec
-    key, _ = mit.sweep
-    return {
-        "schema_version": MITIGATION_SCHEMA_VERSION, "track": "mitigation", "task": spec.name,
-        "task_version": spec.version, "task_hash": spec.hash, "task_family": spec.family,
-        "instance": inst.instance_info(), "mitigator": mit.name, "mitigator_version": mit.version,
-        "mitigator_params": mit.params(), "swept": key or None,
-        "setting": mit.params().get(key) if key else None, "access": mit.access.label,
-        "status": "ok", "error": None, "n_samples": int(len(inst.samples[:n])),
-        "metrics": None, "cost": None, "unmitigated": None,
-        "isolation": isolation_mode() if resolve_isolation(isolation, mit) == "sealed" else "in-process",
-        "provenance": provenance(seed=seed, spec_hash=spec.hash, data_hash=inst.data_hash)}
+    def __init__(self, *, n: int | None = None, judge: "MemBenchJudge | None" = None, sweep: bool = True,
+                 all_replicates: bool = False) -> None:
+        self.n, self.judge, self.sweep, self.all_replicates = n, judge, sweep, all_replicates
 
+    def ruled_out(self, mit: Any, spec: TaskSpec) -> str | None:
+        if spec.track != "memorization" or not spec.conditional:
+            return NOT_CONDITIONAL
+        if spec.family == "stable-diffusion" and self.judge is None:  # not built for nothing
+            return NEEDS_GROUND_TRUTH
+        return None
 
-def failed_mitigation(mit: Mitigator, inst: TaskInstance, error: str, *, seed: int = 0, n: int | None = None,
-                      isolation: str = "auto") -> MitigationResult:
-    """The result of a setting that never returned (e.g. its cluster worker died every time)."""
-    return make_result({**_document(mit, inst, seed=seed, n=n, isolation=isolation),
-                        "status": "failed", "error": error[:2000]})
+    def why_not(self, mit: Any, inst: TaskInstance) -> str | None:
+        if inst.spec.track != "memorization" or inst.labels is None:
+            return "mitigation is scored on memorization tasks"
+        if inst.noise is None or inst.sampler() is None:
+            return "task keeps no replayable generation (initial noise and sampler)"
+        if inst.cond is None:
+            return "mitigation tasks are conditional"
+        if not mit.access.grants_generation():
+            return f"a mitigator generates: it needs Access.GENERATION, not {mit.access.label!r}"
+        if inst.spec.family == "stable-diffusion":
+            if _judged(inst, self.judge) is None:
+                return NEEDS_GROUND_TRUTH
+        elif "train" not in inst.arrays or inst.train_index.rule is None:
+            return "task is labelled without the copy rule"
+        missing = set(mit.requires) - set(getattr(inst.score_model(), "capabilities", ()))
+        if missing:
+            return f"model lacks {', '.join(sorted(missing))}"
+        return None
+
+    def settings(self, mit: Any) -> list[Any]:
+        return mit.settings() if self.sweep else [mit.clone()]
+
+    def select(self, insts: list[TaskInstance]) -> list[TaskInstance]:
+        if not self.all_replicates:  # replicate 0 (the first published instance) stands for the task
+            insts = sorted(insts, key=lambda i: i.instance_info().get("replicate", 0))[:1]
+        for inst in insts:
+            judge = _judged(inst, self.judge)
+            if judge is not None:
+                judge.scored(inst, self.n)  # a bad ground-truth folder stops the run here
+        return insts
+
+    def runs_here(self, inst: TaskInstance) -> bool:
+        """A Stable Diffusion instance is scored by the judge's models, loaded in this process."""
+        return _judged(inst, self.judge) is not None or inst.root is None
+
+    def result_name(self, mit: Any) -> str:
+        return result_name(mit)
+
+    def _scored(self, inst: TaskInstance) -> tuple[TaskInstance, int | None]:
+        """The instance whose generations are regenerated, and how many: a judged Stable Diffusion
+        task's memorized prompts' generations, as an instance of their own."""
+        judge = _judged(inst, self.judge)
+        return (judge.scored(inst, self.n), None) if judge is not None else (inst, self.n)
+
+    def header(self, inst: TaskInstance, mit: Any) -> dict[str, Any]:
+        key, _ = mit.sweep
+        return {"schema_version": MITIGATION_SCHEMA_VERSION, "track": "mitigation", "mitigator": mit.name,
+                "mitigator_version": mit.version, "mitigator_params": mit.params(), "swept": key or None,
+                "setting": mit.params().get(key) if key else None,
+                "n_samples": int(len(inst.samples[:self._scored(inst)[1]])), "unmitigated": None}
+
+    def document(self, inst: TaskInstance, mit: Any, *, seed: int, isolation: str) -> dict[str, Any]:
+        return super().document(self._scored(inst)[0], mit, seed=seed, isolation=isolation)
+
+    def score(self, inst: TaskInstance, mit: Any, doc: dict[str, Any], *, seed: int, batch_size: int,
+              isolation: str, timeout: float | None, threads: int, hide: Iterable[str | Path | None],
+              progress: bool) -> None:
+        judge = _judged(inst, self.judge)
+        inst, n = self._scored(inst)
+        if resolve_isolation(isolation, mit) == "in-process":
+            with limited_threads(threads):  # as a sealed worker runs: the same threads either way
+                samples, cost = run_mitigator(mit, inst, seed=seed, batch_size=batch_size, n=n)
+        else:
+            run = run_sealed(inst, mit, seed=seed, batch_size=batch_size, timeout=timeout, threads=threads,
+                             hide=hide, n=n)
+            samples, cost, doc["isolation"] = run.output, run.cost, run.isolation
+        with limited_threads(threads):
+            if judge is not None:
+                doc["metrics"], doc["unmitigated"] = judge.metrics(inst, samples), judge.unmitigated(inst)
+            else:
+                doc["metrics"] = mitigation_metrics(inst, samples)
+                doc["unmitigated"] = {"memorization": rate_with_ci(
+                    label_generations(inst, inst.samples[:n])["memorized"])}
+        doc["cost"] = {k: v for k, v in cost.items() if k in MitigationCost.model_fields}
+
+    def run_here(self, mit: Any, inst: TaskInstance, *, seed: int, batch_size: int,
+                 progress: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+        inst, n = self._scored(inst)
+        return run_mitigator(mit, inst, seed=seed, batch_size=batch_size, n=n)
+
+    def validate(self, doc: dict[str, Any]) -> Any:
+        return make_result(doc)
+
+    def read(self, path: Path) -> Any:
+        return read_mitigation_result(path)
+
+    def still_current(self, old: Any, inst: TaskInstance, mit: Any) -> bool:
+        """The same number of generations (and, scored by a judge, the same SSCD and CLIP weights
+        and ground truth)."""
+        scored, n = self._scored(inst)
+        judge = _judged(inst, self.judge)
+        scored_by = old.metrics.membench if old.metrics is not None else None
+        return (old.n_samples == len(scored.samples[:n])
+                and (judge is None or (scored_by is not None and all(
+                    getattr(scored_by, k) == v for k, v in judge.identity().items()))))
+
+    def headline(self, res: Any) -> str:
+        return f"memorized {res.metrics.memorization.rate:.3f}"
 
 
 def evaluate_mitigator(mit: Mitigator, inst: TaskInstance, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,
                        threads: int = 1, n: int | None = None, isolation: str = "auto",
                        timeout: float | None = None, hide: Iterable[str | Path | None] = (),
-                       judge: "MemBenchJudge | None" = None) -> MitigationResult:
-    """The result document of ``mit`` on the first ``n`` generations of ``inst`` (all by default;
-    status ``failed`` with the error when it breaks), built as the schema's own model. The
-    unmitigated rate is the copy rule on the same generations as the task made them.
-    ``isolation``, ``timeout`` and ``hide``: as for detectors
-    (:func:`mmh_bench.evaluation.runner.evaluate_pair`); "auto" seals all but the shipped baselines.
-    ``judge`` scores Stable Diffusion tasks (the first ``n`` generations of memorized prompts)."""
-    from mmh_bench.evaluation.sealed import WorkerFailure
-    judge = _judged(inst, judge)
-    if judge is not None:  # the generations scored, as an instance of their own
-        inst, n = judge.scored(inst, n), None
-    doc = _document(mit, inst, seed=seed, n=n, isolation=isolation)
-    try:
-        samples, cost, doc["isolation"] = generations(mit, inst, seed=seed, batch_size=batch_size, threads=threads,
-                                                      n=n, isolation=isolation, timeout=timeout, hide=hide)
-    except Exception as exc:  # a broken mitigator must not stop the grid
-        log.debug("mitigator %s failed on %s:\n%s", mit.name, inst.spec.name, traceback.format_exc())
-        name = "" if isinstance(exc, WorkerFailure) else f"{type(exc).__name__}: "
-        doc.update(status="failed", error=f"{name}{exc}"[:2000])
-        return make_result(doc)
-    with limited_threads(threads):
-        if judge is not None:
-            doc["metrics"], doc["unmitigated"] = judge.metrics(inst, samples), judge.unmitigated(inst)
-        else:
-            doc["metrics"] = mitigation_metrics(inst, samples)
-            doc["unmitigated"] = {"memorization": rate_with_ci(label_generations(inst, inst.samples[:n])["memorized"])}
-    doc["cost"] = {k: v for k, v in cost.items() if k in MitigationCost.model_fields}
-    return make_result(doc)
-
-
-def is_current(path: Path, inst: TaskInstance, mit: Mitigator, n: int | None = None,
-               judge: "MemBenchJudge | None" = None) -> bool:
-    """An ok result of this very instance, number of generations, mitigator version and parameters
-    (and, scored by ``judge``, the same SSCD and CLIP weights and ground truth)."""
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    judge = _judged(inst, judge)
-    rows = len(judge.scored(inst, n).samples) if judge is not None else len(inst.samples[:n])
-    scored_by = (old.get("metrics") or {}).get("membench") or {}
-    return (old.get("status") == "ok" and old.get("instance", {}).get("data_hash") == inst.data_hash
-            and old.get("n_samples") == rows
-            and old.get("mitigator_version") == mit.version
-            and canonical_json(old.get("mitigator_params")) == canonical_json(mit.params())
-            and (judge is None or all(scored_by.get(k) == v for k, v in judge.identity().items())))
-
-
-def plan_mitigation(instances: Iterable[TaskInstance], mitigators: Iterable[Mitigator], results_dir: str | Path,
-                    report: dict[str, list], *, force: bool = False, sweep: bool = True, n: int | None = None,
-                    judge: "MemBenchJudge | None" = None) -> list[tuple[TaskInstance, Mitigator, Path]]:
-    """The (instance, mitigator setting, result path) jobs to run; current results are added to
-    ``report["skipped"]``, refused pairs to ``report["not_applicable"]``. A Stable Diffusion
-    instance's ground truth is checked here, before anything runs."""
-    jobs = []
-    mitigators = list(mitigators)
-    for inst in instances:
-        sd = _judged(inst, judge)
-        if sd is not None:
-            sd.scored(inst, n)  # a bad ground-truth folder stops the run here
-        for proto in mitigators:
-            ok, why = applicable(proto, inst, judge)
-            if not ok:
-                report["not_applicable"].append((inst.spec.name, proto.name, why))
-                continue
-            for mit in proto.settings() if sweep else [proto.clone()]:
-                path = mitigation_path(results_dir, inst, mit)
-                if not force and is_current(path, inst, mit, n, judge):
-                    report["skipped"].append(path)
-                else:
-                    jobs.append((inst, mit, path))
-    return jobs
-
-
-def record_mitigation(report: dict[str, list], path: Path, res: MitigationResult, progress: bool = True) -> None:
-    """Write one result (atomically) and count it."""
-    write_result(path, res)
-    report["failed" if res.status == "failed" else "ran"].append(path)
-    if progress:
-        head = f"memorized {res.metrics.memorization.rate:.3f}" if res.metrics else res.error
-        print(f"  {res.task:<20} {path.stem:<40} {res.status:<7} {head}", flush=True)
+                       judge: "MemBenchJudge | None" = None) -> Any:
+    """The typed result of ``mit`` on the first ``n`` generations of ``inst`` (all by default;
+    status ``failed`` with the error when it breaks). The unmitigated rate is the copy rule on the
+    same generations as the task made them. ``judge`` scores Stable Diffusion tasks."""
+    return MitigationTrack(n=n, judge=judge).evaluate(inst, mit, seed=seed, batch_size=batch_size, threads=threads,
+                                                      isolation=isolation, timeout=timeout, hide=hide)
 
 
 def mitigate(instances: Iterable[TaskInstance], mitigators: Iterable[Mitigator], results_dir: str | Path, *,
@@ -283,58 +265,42 @@ def mitigate(instances: Iterable[TaskInstance], mitigators: Iterable[Mitigator],
              n: int | None = None, isolation: str = "auto", timeout: float | None = None,
              hide: Iterable[str | Path | None] = (), batch_size: int = DEFAULT_BATCH,
              judge: "MemBenchJudge | None" = None, workers: int | None = 1, cluster: str | None = None
-             ) -> dict[str, list]:
+             ) -> GridReport:
     """Every applicable (instance, mitigator setting) pair on the first ``n`` generations of each
-    instance (all by default); returns ``{"ran", "skipped", "failed", "not_applicable"}``. With
-    ``sweep``, each mitigator runs at every setting of its sweep. ``isolation``, ``timeout``,
-    ``hide``, ``judge``: see :func:`evaluate_mitigator` (the results folder is hidden from sealed
-    workers). ``workers`` / ``cluster``: the settings run as tasks of a Dask cluster
-    (:func:`mmh_bench.evaluation.engine.mitigate_on_cluster`; ``workers=None``: sized to the
-    machine); this process alone writes the results. Stable Diffusion tasks scored by a ``judge``
-    run here, where its models are loaded."""
-    report: dict[str, list] = {"ran": [], "skipped": [], "failed": [], "not_applicable": []}
-    jobs = plan_mitigation(instances, mitigators, results_dir, report, force=force, sweep=sweep, n=n, judge=judge)
-    opts = dict(seed=seed, n=n, isolation=isolation, timeout=timeout, hide=[*hide, results_dir], batch_size=batch_size)
-    from mmh_bench.evaluation.engine import default_workers, mitigate_on_cluster
-    # a worker loads an instance from its folder; one scored by a judge needs the judge's models
-    movable = [_judged(inst, judge) is None and inst.root is not None for inst, _, _ in jobs]
-    spread = [j for j, m in zip(jobs, movable) if m]
-    n_workers = default_workers(len(spread)) if workers is None else workers
-    if spread and (cluster is not None or n_workers > 1):
-        mitigate_on_cluster(spread, opts, lambda path, res: record_mitigation(report, path, res, progress),
-                            cluster=cluster, workers=n_workers)
-        jobs = [j for j, m in zip(jobs, movable) if not m]
-    for inst, mit, path in jobs:
-        record_mitigation(report, path, evaluate_mitigator(mit, inst, judge=judge, **opts), progress)  # type: ignore[arg-type]
-    for key in ("ran", "failed"):
-        report[key].sort()
-    return report
+    given instance (all by default), through the runner's protocol. With ``sweep``, each mitigator
+    runs at every setting of its sweep. ``isolation``, ``timeout``, ``hide``: as for detectors (the
+    results folder is hidden from sealed workers). ``workers`` / ``cluster``: the pairs run as tasks
+    of a Dask cluster (:func:`mmh_bench.evaluation.engine.run_on_cluster`; ``workers=None``: sized
+    to the machine); this process alone writes the results."""
+    from mmh_bench.evaluation.engine import run_instances_parallel
+    track = MitigationTrack(n=n, judge=judge, sweep=sweep)
+    candidates = [s for mit in mitigators for s in track.settings(mit)]
+    opts = dict(seed=seed, batch_size=batch_size, isolation=isolation, timeout=timeout,
+                hide=[*hide, results_dir])
+    for inst in instances:
+        judged = _judged(inst, judge)
+        if judged is not None:
+            judged.scored(inst, n)  # a bad ground-truth folder stops the run here
+    work = [(inst, candidates) for inst in instances]
+    return run_instances_parallel(track, work, results_dir, GridReport(), force=force, progress=progress,
+                                  opts=opts, workers=workers, cluster=cluster)
 
 
-def mitigate_specs(specs: Iterable[Any], mitigators: Iterable[Mitigator], results_dir: str | Path, *,
+def mitigate_specs(specs: Iterable[TaskSpec], mitigators: Iterable[Mitigator], results_dir: str | Path, *,
                    cache_dir: str | Path | None = None, instances: str | Path | None = None,
-                   all_replicates: bool = False, progress: bool = True, **kwargs: Any) -> dict[str, list]:
+                   all_replicates: bool = False, progress: bool = True, seed: int = 0, force: bool = False,
+                   sweep: bool = True, n: int | None = None, isolation: str = "auto",
+                   timeout: float | None = None, hide: Iterable[str | Path | None] = (),
+                   batch_size: int = DEFAULT_BATCH, judge: "MemBenchJudge | None" = None,
+                   workers: int | None = 1, cluster: str | None = None) -> GridReport:
     """:func:`mitigate` over task specs: each conditional memorization task's instances (the
     published ones in ``instances`` where the spec has them, else this machine's build), replicate
-    0 alone unless ``all_replicates``; other tasks are reported not applicable. ``kwargs`` go to
-    :func:`mitigate`; the cache folder is hidden from sealed workers."""
-    from mmh_bench.task.publish import resolve_instances
-    mitigators = list(mitigators)
-    kwargs["hide"] = [*kwargs.get("hide", ()), cache_dir]
-    total: dict[str, list[Any]] = {"ran": [], "skipped": [], "failed": [], "not_applicable": []}
-    chosen: list[TaskInstance] = []
-    for spec in specs:
-        if spec.track != "memorization" or not spec.conditional:
-            total["not_applicable"].append((spec.name, "*", "mitigation tasks are conditional memorization tasks"))
-            continue
-        if spec.family == "stable-diffusion" and kwargs.get("judge") is None:  # not built for nothing
-            total["not_applicable"].append((spec.name, "*", NEEDS_GROUND_TRUTH))
-            continue
-        insts = resolve_instances(spec, cache_dir, published=instances, progress=progress)
-        if not all_replicates:  # replicate 0 (the first published instance) stands for the task
-            insts = sorted(insts, key=lambda i: i.instance_info().get("replicate", 0))[:1]
-        chosen += insts
-    rep = mitigate(chosen, mitigators, results_dir, progress=progress, **kwargs)  # one cluster for all tasks
-    for k in total:
-        total[k] += rep[k]
-    return total
+    0 alone unless ``all_replicates``; other tasks are reported not applicable. The cache and
+    results folders are hidden from sealed workers."""
+    from mmh_bench.evaluation.engine import run_grid
+    track = MitigationTrack(n=n, judge=judge, sweep=sweep, all_replicates=all_replicates)
+    plan = plan_grid(list(specs), list(mitigators), track=track, isolation=isolation,
+                     hide=[*hide, cache_dir, results_dir])
+    return run_grid(plan, results_dir, cluster=cluster, workers=workers, cache_dir=cache_dir, seed=seed,
+                    batch_size=batch_size, force=force, progress=progress, isolation=isolation, timeout=timeout,
+                    instances=instances, hide=list(hide))

@@ -137,6 +137,7 @@ class TaskInstance:
     def set_model(self, model: ScoreModel) -> None:
         """Attach a model built elsewhere (e.g. a Stable Diffusion pipeline given on the CLI)."""
         self._model = model
+        self.model_attached = True  # only in this process's memory: a sealed worker cannot load it
 
     def task_stats(self) -> dict[str, Any] | None:
         """Task-level figures of the build (C_T, null copy rate) that results and the board carry."""
