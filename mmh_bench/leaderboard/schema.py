@@ -308,33 +308,43 @@ def check_outcome(doc: Any) -> None:
         raise ValueError("instance.data_hash differs from provenance.data_hash")
 
 
-class _ResultBase(Strict):
+class ResultHeader(Strict):
+    """The fields every track's result carries, checked one way: which task and instance, how the
+    entry ran, whether it succeeded (:func:`check_outcome`) and the provenance."""
+
     schema_version: Literal[1]
     task: Name
     task_version: Annotated[str, Field(min_length=1, max_length=32), AfterValidator(check_name)]
     task_hash: Hex16
+    access: AccessLabel
+    status: Literal["ok", "failed"]
+    error: Text | None
+    n_samples: Annotated[int, Field(ge=1)]
+    provenance: Provenance
+    isolation: Isolation | None = None
+
+    @model_validator(mode="after")
+    def _outcome(self) -> "ResultHeader":
+        check_outcome(self)
+        return self
+
+
+class _ResultBase(ResultHeader):
     task_family: Literal[FAMILIES]  # type: ignore[valid-type]
     detector: Name
     detector_version: Label
     detector_params: Annotated[dict[Label, Plain], Field(max_length=100)]
     detector_source: Label
-    access: AccessLabel
     reference: bool
-    status: Literal["ok", "failed"]
-    error: Text | None
-    n_samples: Annotated[int, Field(ge=1)]
     n_memorized: Count | None
     cost: Cost | None
-    provenance: Provenance
     task_stats: TaskStats | None = None
     # added with instances and groups; older results lack them (the board derives them)
     group: Literal[GROUPS] | None = None  # type: ignore[valid-type]
     instance: Instance | None = None
     detector_note: Note | None = None
-    isolation: Isolation | None = None
 
     def _common(self) -> None:
-        check_outcome(self)
         if self.n_memorized is not None and self.n_memorized > self.n_samples:
             raise ValueError("n_memorized exceeds n_samples")
         if self.group is not None and (self.group == "reference") != self.reference:

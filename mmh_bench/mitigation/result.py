@@ -14,8 +14,8 @@ from pydantic import Field, model_validator
 from mmh_bench.files import write_json
 from mmh_bench.task.spec import FAMILIES
 from mmh_bench.task.subtypes import SUBTYPE_NAMES
-from mmh_bench.leaderboard.schema import (AccessLabel, Count, Hex16, Instance, Isolation, Label, Name, Plain, Prob,
-                                          Provenance, Strict, Text, check_outcome, read_json, validate_model)
+from mmh_bench.leaderboard.schema import (Count, Instance, Label, Name, Plain, Prob, ResultHeader, Strict,
+                                          read_json, validate_model)
 
 SCHEMA_VERSION = 1
 #: mitigation regenerates conditional samples: every task family but LID estimation
@@ -81,14 +81,10 @@ class Unmitigated(Strict):
     membench: MemBenchMetrics | None = None
 
 
-class MitigationResult(Strict):
+class MitigationResult(ResultHeader):
     """One (task instance, mitigator setting) on the mitigation track."""
 
-    schema_version: Literal[1]
     track: Literal["mitigation"]
-    task: Name
-    task_version: Annotated[str, Field(min_length=1, max_length=32)]
-    task_hash: Hex16
     task_family: Literal[MITIGATION_FAMILIES]  # type: ignore[valid-type]
     instance: Instance
     mitigator: Name
@@ -96,19 +92,12 @@ class MitigationResult(Strict):
     mitigator_params: Annotated[dict[Label, Plain], Field(max_length=100)]
     swept: Label | None
     setting: Plain
-    access: AccessLabel
-    status: Literal["ok", "failed"]
-    error: Text | None
-    n_samples: Annotated[int, Field(ge=1)]
     metrics: MitigationMetrics | None
     cost: MitigationCost | None
     unmitigated: Unmitigated | None
-    isolation: Isolation | None = None
-    provenance: Provenance
 
     @model_validator(mode="after")
     def _check(self) -> "MitigationResult":
-        check_outcome(self)
         if self.swept is not None and self.mitigator_params.get(self.swept) != self.setting:
             raise ValueError("setting must be the swept parameter's value")
         return self
