@@ -19,12 +19,12 @@ $(STAMP): pyproject.toml
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap libseccomp2 >/dev/null; \
 	  else echo "WARNING: bubblewrap (bwrap) is missing: submitted detectors cannot run sealed; install it (apt-get install bubblewrap)"; fi; \
 	fi
-	# Fashion-MNIST (the t2i-fashion task's images) comes from Debian's dataset-fashion-mnist package
+	# Fashion-MNIST (the image source of benchmarks/specs/t2i-fashion.toml and of its test) comes from Debian's dataset-fashion-mnist package
 	@if [ ! -d /usr/share/datasets/fashion-mnist ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null || \
-	      echo "WARNING: dataset-fashion-mnist not installed: t2i-fashion runs from its published instance only"; \
-	  else echo "NOTE: apt-get install dataset-fashion-mnist to build t2i-fashion instances (its published one needs nothing)"; fi; \
+	      echo "WARNING: dataset-fashion-mnist not installed: the fashion image source and its test are unavailable"; \
+	  else echo "NOTE: apt-get install dataset-fashion-mnist for the fashion image source (benchmarks/specs/t2i-fashion.toml)"; fi; \
 	fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
