@@ -270,7 +270,7 @@ def mitigate(instances: Iterable[TaskInstance], mitigators: Iterable[Mitigator],
     given instance (all by default), through the runner's protocol. With ``sweep``, each mitigator
     runs at every setting of its sweep. ``isolation``, ``timeout``, ``hide``: as for detectors (the
     results folder is hidden from sealed workers). ``workers`` / ``cluster``: the pairs run as tasks
-    of a Dask cluster (:func:`mmh_bench.evaluation.engine.run_on_cluster`; ``workers=None``: sized
+    of a Dask cluster (:func:`mmh_bench.evaluation.engine.run_instances_parallel`; ``workers=None``: sized
     to the machine); this process alone writes the results."""
     from mmh_bench.evaluation.engine import run_instances_parallel
     track = MitigationTrack(n=n, judge=judge, sweep=sweep)
