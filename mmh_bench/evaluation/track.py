@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import traceback
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
@@ -69,58 +70,60 @@ def resolve_isolation(isolation: str, entry: Any) -> str:
     return isolation
 
 
-class Track:
-    """A track's declarations; subclasses set the class attributes and implement the four methods
-    above the line in the source. Instances carry a run's options of the track (e.g. how many
-    generations a mitigation run regenerates), so a track object is what a run passes around."""
+class Track(ABC):
+    """A track's declarations: a subclass sets ``kind`` and implements the abstract methods (what
+    applies, how a pair is named, scored and typed); the defaults below them may be overridden; the
+    shared part (paths, currency, failure isolation, writing) is the same for every track.
+    Instances carry a run's options of the track (e.g. how many generations a mitigation run
+    regenerates), so a track object is what a run passes around."""
 
     #: what its entries are, as the registry and the result's fields name them ("detector", "mitigator")
     kind: ClassVar[str] = ""
 
     # -- declared by each track --------------------------------------------------------------
+    @abstractmethod
     def why_not(self, entry: Any, inst: Any) -> str | None:
         """Why the built instance cannot serve ``entry``, else None."""
-        raise NotImplementedError
 
+    @abstractmethod
     def ruled_out(self, entry: Any, spec: TaskSpec) -> str | None:
         """Why the spec alone rules ``entry`` out (no build needed to know), else None."""
-        raise NotImplementedError
 
+    @abstractmethod
     def result_name(self, entry: Any) -> str:
         """The file name (without ``.json``) of ``entry``'s result on an instance."""
-        raise NotImplementedError
 
+    @abstractmethod
     def header(self, inst: Any, entry: Any) -> dict[str, Any]:
         """The track's own fields of a result document, before scoring."""
-        raise NotImplementedError
 
+    @abstractmethod
     def score(self, inst: Any, entry: Any, doc: dict[str, Any], *, seed: int, batch_size: int, isolation: str,
               timeout: float | None, threads: int, hide: Iterable[str | Path | None], progress: bool) -> None:
         """Run ``entry`` on ``inst`` and fill ``doc``'s outcome (metrics, cost, ...). Anything the
         entry breaks raises; :meth:`evaluate` records it as the pair's failure."""
-        raise NotImplementedError
 
+    @abstractmethod
     def run_here(self, entry: Any, inst: Any, *, seed: int, batch_size: int,
                  progress: bool = False) -> tuple[Any, dict[str, Any]]:
         """The entry's raw output on ``inst`` (scores, or generated samples) and its cost, computed
         in this process by the loop a sealed worker runs too."""
-        raise NotImplementedError
 
+    @abstractmethod
     def validate(self, doc: dict[str, Any]) -> Any:
         """The document as the track's typed result model (raises naming the bad field)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def read(self, path: Path) -> Any:
         """A stored result of this track, typed (raises on anything unreadable or invalid)."""
-        raise NotImplementedError
 
     def still_current(self, old: Any, inst: Any, entry: Any) -> bool:
         """Track-specific conditions on a stored ok result beyond :meth:`is_current`'s."""
         return True
 
+    @abstractmethod
     def headline(self, res: Any) -> str:
         """One progress line's outcome."""
-        raise NotImplementedError
 
     def settings(self, entry: Any) -> list[Any]:
         """The entries a given one stands for in a run (a mitigator: each setting of its sweep)."""
