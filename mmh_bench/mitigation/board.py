@@ -12,8 +12,8 @@ protocol" notes.
 """
 from __future__ import annotations
 
-import html
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -176,18 +176,21 @@ MEMBENCH_NOTE = ("On Stable Diffusion tasks (MemBench's protocol) the memorized 
                  "prompt (100 x cosine, clipped at 0).")
 
 
+#: what the section says first, in MITIGATION.md and on the board's page
+INTRO = ("Each task's generations regenerated under each mitigator from the same conditions and "
+         "initial noises, labelled by the task's own copy rule. Quality: precision and recall "
+         "against held-out draws (k-NN manifolds), and the share a k-NN classifier on the training "
+         "set assigns to the class the condition asks for. Lower memorized and higher quality is "
+         "better; curves run over each mitigator's settings.")
+
+
 def render_markdown(results: str | Path, plots_dir: Path | None = None) -> str:
     """The mitigation section as Markdown (with a Pareto plot per task when ``plots_dir`` is given)."""
     from tabulate import tabulate
     groups, rejected = collect(results)
     if not groups:
         return ""
-    lines = ["## Mitigation", "",
-             "Each task's generations regenerated under each mitigator from the same conditions and "
-             "initial noises, labelled by the task's own copy rule. Quality: precision and recall "
-             "against held-out draws (k-NN manifolds), and the share a k-NN classifier on the training "
-             "set assigns to the class the condition asks for. Lower memorized and higher quality is "
-             "better; curves run over each mitigator's settings.", ""]
+    lines = ["## Mitigation", "", INTRO, ""]
     if any(_membench(rows) for rows in groups.values()):
         lines += [MEMBENCH_NOTE, ""]
     written: set[Path] = set()
@@ -213,16 +216,37 @@ def render_markdown(results: str | Path, plots_dir: Path | None = None) -> str:
 
 
 def render_html(results: str | Path) -> str:
-    """The same tables as HTML fragments (every value escaped)."""
+    """The same tables as HTML, sortable on the board's page (a body per mitigator: sorting by a
+    column orders a mitigator's settings; every value escaped)."""
+    from mmh_bench.leaderboard.board.page import h, sort_heads, td
     groups, _ = collect(results)
     parts = []
     for (task, version, inst), rows in sorted(groups.items()):
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in headers(rows))
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
-                       for row in table_rows(rows))
-        parts.append(f"<h3>{html.escape(task)} v{html.escape(version)} ({html.escape(inst)})</h3>"
-                     f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        cols = columns(kind_of(rows))
+        heads = sort_heads([(LEAD[0], "text", "ascending"), (LEAD[1], "num", "ascending")]
+                           + [(c.head, "num", "descending" if c.higher_is_better else "ascending") for c in cols])
+        bodies: dict[str, str] = {}
+        for r, cells in table_cells(rows):
+            tds = "".join(td(text, v, "t" if i == 0 else "") for i, (text, v) in enumerate(cells))
+            bodies[r.mitigator] = bodies.get(r.mitigator, "") + (
+                f'<tr class="entry" data-access="{h(r.access.replace("+", " "))}">{tds}</tr>')
+        body = "".join(f'<tbody class="measured" data-group="{h(name)}">{b}</tbody>' for name, b in bodies.items())
+        anchor = "m-" + re.sub(r"[^a-z0-9-]+", "-", f"{task}-v{version}-{inst}".lower()).strip("-")
+        parts.append(f'<h3 id="{h(anchor)}">{h(task)} v{h(version)} ({h(inst)})</h3>'
+                     f'<table class="board mitigation" id="{h(anchor)}-table" data-track="mitigation">'
+                     f"<thead><tr>{heads}</tr></thead>{body}</table>")
     return "\n".join(parts)
+
+
+def page_section(results: str | Path) -> tuple[str, str, str] | None:
+    """The mitigation track as a section of the board's page (anchor, title, HTML); None without
+    results. The plots are the ones ``mmh-bench mitigate`` wrote beside MITIGATION.md."""
+    from mmh_bench.leaderboard.board.page import h
+    tables = render_html(results)
+    if not tables:
+        return None
+    return ("mitigation", "Mitigation track", f'<p class="muted">{h(INTRO)} Plots and the published '
+            f'protocols: <a href="MITIGATION.md">MITIGATION.md</a>.</p>{tables}')
 
 
 def pareto_plot(rows: list[MitigationResult], out: Path, title: str = "") -> Path | None:

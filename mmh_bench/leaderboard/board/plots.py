@@ -29,7 +29,8 @@ def true_lid_text(rows: list[Row]) -> str | None:
 
 
 # -- plots --------------------------------------------------------------------------------------
-def _slug(task: str, version: str) -> str:
+def plot_slug(task: str, version: str) -> str:
+    """A file-name stem for a task version (a digest where the name is not a plain file name)."""
     base = f"{task}-v{version}"
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "task"
     if safe != base:
@@ -202,7 +203,7 @@ def render_plots(board: Board, out_dir: str | Path) -> list[Path]:
             insts = board.instances(t)
             for inst in insts:  # one figure per instance: curves of different instances never share axes
                 rows = board.rows_for(t, ("measured", "submission"), inst.data_hash)
-                slug = _slug(t.name, t.version) + (f"-{inst.id}" if len(insts) > 1 else "")
+                slug = plot_slug(t.name, t.version) + (f"-{inst.id}" if len(insts) > 1 else "")
                 for kind, maker in makers:
                     data = maker(t, rows)
                     if data is None:
