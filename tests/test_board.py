@@ -47,7 +47,7 @@ def _at(root: Path, det: str, task: str = "tiny", version: str = "1") -> Path:
 def test_evaluator_output_validates(store, catalog):
     scan = scan_results(store / "results", tasks=catalog)
     assert not scan.rejected and len(scan.accepted) == 4
-    assert {d["access"] for d in scan.results} == {"samples", "model", "train_data"}
+    assert {res.access for res in scan.results} == {"samples", "model", "train_data"}
 
 
 def test_unknown_task_without_catalog_entry(store):
@@ -551,9 +551,10 @@ def test_groups_rank_apart_in_order_and_shortcuts_render_apart(store, catalog):
     (True, "train_data", "reference"), (False, "train_data", "training-set oracle"),
     (False, "model+train_data", "training-set oracle"), (False, "model_cond", "model-side"),
     (False, "model", "model-side"), (False, "samples", "sample-side")])
-def test_group_of_results_without_the_field(reference, access, group):
-    assert group_of({"reference": reference, "access": access}) == group
-    assert group_of({"reference": False, "access": access, "group": "chance"}) == "chance"
+def test_group_of_results_without_the_field(store, catalog, reference, access, group):
+    res = scan_results(store / "results", tasks=catalog).results[0]
+    assert group_of(res.model_copy(update={"reference": reference, "access": access, "group": None})) == group
+    assert group_of(res.model_copy(update={"reference": False, "access": access, "group": "chance"})) == "chance"
 
 
 def test_results_without_the_new_fields_render_the_same(store, catalog, baseline):
