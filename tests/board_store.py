@@ -117,3 +117,8 @@ def on_task(doc: dict[str, Any], spec: Any) -> dict[str, Any]:
     doc["task"], doc["task_hash"] = spec.name, spec.hash
     doc["provenance"]["spec_hash"] = spec.hash
     return doc
+
+
+def board_markdown(out: Path) -> str:
+    """The Markdown board as one text: README.md (the overviews) and every task's page under tasks/."""
+    return "\n".join(p.read_text() for p in [out / "README.md", *sorted((out / "tasks").glob("*.md"))])

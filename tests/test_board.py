@@ -47,7 +47,7 @@ def _at(root: Path, det: str, task: str = "tiny", version: str = "1") -> Path:
 def test_evaluator_output_validates(store, catalog):
     scan = scan_results(store / "results", tasks=catalog)
     assert not scan.rejected and len(scan.accepted) == 4
-    assert {d["access"] for d in scan.results} == {"samples", "model", "train_data"}
+    assert {res.access for res in scan.results} == {"samples", "model", "train_data"}
 
 
 def test_unknown_task_without_catalog_entry(store):
@@ -232,7 +232,10 @@ def test_rejected_files_keep_render_byte_identical_with_plots(store, catalog, tm
         HOSTILE[case][0](store, _good(store))
     written = render_board(store / "results", out2, tasks=catalog)
     names = sorted(p.relative_to(out2).as_posix() for p in written)
-    assert names == ["README.md", "index.html", "plots/pareto-tiny-v1.png", "plots/roc-tiny-v1.png"]
+    # the shipped published numbers bring their tasks' pages (tasks/sd-*.md, tasks/lid-*.md)
+    assert [n for n in names if not n.startswith("tasks/")] == [
+        "README.md", "index.html", "plots/pareto-tiny-v1.png", "plots/roc-tiny-v1.png"]
+    assert "tasks/tiny.md" in names
     for rel in names:
         assert (out1 / rel).read_bytes() == (out2 / rel).read_bytes(), rel
 
@@ -355,7 +358,7 @@ def test_overview_matrix_and_task_ct(store, catalog):
     assert rows[-2][2] == f"{ct:+.2f}" and rows[-1][2] == good["instance"]["id"]
     readme, page, _ = _render(store, catalog)
     assert "## Overview: memorization" in readme and f"C_T {ct:+.2f}" in readme
-    assert '<table class="overview">' in page and f"C_T {ct:+.2f}" in page
+    assert '<table class="overview sortable">' in page and f"C_T {ct:+.2f}" in page
     assert "mean rank" in readme.split("## Overview: memorization")[1].split("|")[0]
     assert overview(board, "lid") == (["group", "estimator", "mean rank in group", "tasks ranked"], [])
 
@@ -548,9 +551,10 @@ def test_groups_rank_apart_in_order_and_shortcuts_render_apart(store, catalog):
     (True, "train_data", "reference"), (False, "train_data", "training-set oracle"),
     (False, "model+train_data", "training-set oracle"), (False, "model_cond", "model-side"),
     (False, "model", "model-side"), (False, "samples", "sample-side")])
-def test_group_of_results_without_the_field(reference, access, group):
-    assert group_of({"reference": reference, "access": access}) == group
-    assert group_of({"reference": False, "access": access, "group": "chance"}) == "chance"
+def test_group_of_results_without_the_field(store, catalog, reference, access, group):
+    res = scan_results(store / "results", tasks=catalog).results[0]
+    assert group_of(res.model_copy(update={"reference": reference, "access": access, "group": None})) == group
+    assert group_of(res.model_copy(update={"reference": False, "access": access, "group": "chance"})) == "chance"
 
 
 def test_results_without_the_new_fields_render_the_same(store, catalog, baseline):
@@ -744,11 +748,11 @@ def test_lid_section_shows_the_truth_and_an_estimate_against_truth_plot(store, t
         dump(_at(store, det, lid.name), doc)
     out = tmp_path / "board"
     render_board(store / "results", out, tasks=known_tasks([tiny_spec, lid]))
-    readme, page = (out / "README.md").read_text(), (out / "index.html").read_text()
+    readme, page = (out / "tasks" / "tiny_lid.md").read_text(), (out / "index.html").read_text()
     assert "True LID\\* of the query points (count): 2 (30), 5 (20)" in readme
     assert "True LID* of the query points (count): 2 (30), 5 (20)" in page
     png = out / "plots" / "lid-tiny_lid-v1.png"
-    assert png.read_bytes().startswith(b"\x89PNG") and "(plots/lid-tiny_lid-v1.png)" in readme
+    assert png.read_bytes().startswith(b"\x89PNG") and "(../plots/lid-tiny_lid-v1.png)" in readme
     assert 'src="plots/lid-tiny_lid-v1.png"' in page
     # without the summary (results from before it) there is no plot, and a stale one is removed
     for det in ("good", "flat"):
@@ -756,4 +760,4 @@ def test_lid_section_shows_the_truth_and_an_estimate_against_truth_plot(store, t
         del doc["metrics"]["by_true_lid"]
         dump(_at(store, det, lid.name), doc)
     render_board(store / "results", out, tasks=known_tasks([tiny_spec, lid]))
-    assert not png.exists() and "True LID" not in (out / "README.md").read_text()
+    assert not png.exists() and "True LID" not in (out / "tasks" / "tiny_lid.md").read_text()

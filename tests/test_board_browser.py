@@ -186,3 +186,54 @@ def test_page_navigates_folds_definitions_and_marks_the_best(driver, tiny_spec, 
         else:
             assert best and all(float(c.get_attribute("data-v")) == max(vals) for c in best)
             assert best[0].text.startswith("\u2605")
+
+
+def test_overview_sorts_and_every_track_is_in_the_navigation(driver, tiny_spec, tmp_path):
+    """The overview sorts by a task's column inside each group; the navigation reaches the
+    detection tasks, the LID tasks and the mitigation track (whose tables sort too)."""
+    from pathlib import Path
+    from mmh_bench.mitigation.board import page_section
+    root = copy_store(tiny_spec, tmp_path)
+    norm = result_file(root, "norm")
+    low = load(norm)
+    low["detector"], low["metrics"]["auroc"] = "norm-low", 0.3
+    dump(norm.parent / "norm-low.json", low)
+    out = tmp_path / "site"
+    section = page_section(Path(__file__).parent.parent / "leaderboard" / "mitigation-results")
+    render_board(root / "results", out, tasks=known_tasks([tiny_spec]), sections=[section])
+    driver.get((out / "index.html").as_uri())
+
+    nav = {a.text: a.get_attribute("href").split("#")[1] for a in driver.find_elements("css selector", "nav#toc a")}
+    assert nav["Mitigation track"] == "mitigation" and nav["tiny"] == "t-tiny-v1-task"
+    assert any(k.startswith("LID") for k in nav)  # the shipped published LID numbers bring the LID track
+    for target in nav.values():
+        assert driver.find_elements("css selector", f"#{target}"), target
+    driver.find_element("css selector", 'nav#toc a[href="#mitigation"]').click()
+    assert driver.execute_script("return location.hash") == "#mitigation"
+
+    over = driver.find_element("css selector", "table.overview.sortable")
+    heads = over.find_elements("css selector", "thead th")
+    col = next(i for i, th in enumerate(heads) if th.text.strip() == "tiny")
+    sample = over.find_element("css selector", 'tbody[data-group="sample-side"]')
+
+    def column():
+        return [float(r.find_elements("css selector", "td")[col].get_attribute("data-v"))
+                for r in sample.find_elements("css selector", "tr.entry")]
+    heads[col].find_element("css selector", "a")  # the head links to the task ...
+    driver.execute_script("arguments[0].click()", heads[col])  # ... and a click on the cell sorts
+    assert heads[col].get_attribute("aria-sort") == "descending"
+    assert column() == sorted(column(), reverse=True) and len(column()) >= 2
+    driver.execute_script("arguments[0].click()", heads[col])
+    assert column() == sorted(column())
+    best = [c for c in sample.find_elements("css selector", "td.best")]
+    assert len(best) == 1 and best[0].text.startswith("\u2605")
+
+    mit = driver.find_element("css selector", "table.mitigation")
+    mheads = mit.find_elements("css selector", "thead th")
+    mcol = next(i for i, th in enumerate(mheads) if th.text.startswith("memorized"))
+    mheads[mcol].click()
+    assert mheads[mcol].get_attribute("aria-sort") == "ascending"  # lower memorized is better
+    for body in mit.find_elements("css selector", "tbody"):
+        vals = [float(r.find_elements("css selector", "td")[mcol].get_attribute("data-v"))
+                for r in body.find_elements("css selector", "tr.entry")]
+        assert vals == sorted(vals)

@@ -41,8 +41,9 @@ def test_run_and_leaderboard_end_to_end(tiny_spec, tmp_path, capsys, monkeypatch
     assert main(["run", "--tasks", tiny_spec.path, "--detectors", "random,nn-ratio,flipd",
                  "--results", str(res), "-q"]) == 0
     assert main(["leaderboard", "--results", str(res), "--out", str(board)]) == 0
-    text = (board / "README.md").read_text()
-    for name in ("random", "nn-ratio", "flipd", "## tiny"):
+    assert "](tasks/tiny.md)" in (board / "README.md").read_text()  # the overview links the task's page
+    text = (board / "tasks" / "tiny.md").read_text()
+    for name in ("random", "nn-ratio", "flipd", "# tiny"):
         assert name in text
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from board_store import board_markdown
 from mmh_bench.cli.main import main
 from mmh_bench.task.build import build_task
 from mmh_bench.task.fresh import FreshPool, PoolError, check_pool_location, fill_pool, pool_instances
@@ -149,7 +150,7 @@ def test_verify_and_the_board_flag_an_entry_that_memorized_the_public_answers(pu
     assert task["public"][0] > 0.99 and all(0.4 <= v <= 0.6 for v in task["heldout"]) and len(task["heldout"]) == 2
     assert task["flagged"] is True and task["judged"] is True
     assert main(["leaderboard"]) == 0
-    readme = (work / "leaderboard" / "README.md").read_text()
+    readme = board_markdown(work / "leaderboard")
     assert "Public and held-out" in readme
     row = next(line for line in readme.splitlines() if line.startswith("|") and "FLAGGED" in line)
     assert "answer-table" in row and "1.000 (1)" in row and "(2)" in row

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import mmh_bench as mb
+from board_store import board_markdown
 from mmh_bench.cli.main import main
 from mmh_bench.evaluation.conformance import check_detector
 
@@ -170,7 +171,7 @@ def test_detector_outside_repo_becomes_verified_entry(tmp_path, tiny_spec, monke
     import sys  # submit and verify described, checked and scored it in sandboxed workers only
     assert not [m for m in sys.modules if m.startswith("mmh_bench_user_detector_")]
     assert main(shlex.split(board)[1:]) == 0
-    readme = (work / "leaderboard" / "README.md").read_text()
+    readme = board_markdown(work / "leaderboard")
     row = next(line for line in readme.splitlines() if "| crowding" in line)
     assert "(verified)" in row and "submission" in row
     assert "crowding" in (work / "leaderboard" / "index.html").read_text()
@@ -182,7 +183,7 @@ def test_detector_outside_repo_becomes_verified_entry(tmp_path, tiny_spec, monke
     doc["metrics"]["auroc"] = min(1.0, doc["metrics"]["auroc"] + 0.2)
     res.write_text(json.dumps(doc))
     assert main(["leaderboard"]) == 0
-    row = next(line for line in (work / "leaderboard" / "README.md").read_text().splitlines() if "| crowding" in line)
+    row = next(line for line in board_markdown(work / "leaderboard").splitlines() if "| crowding" in line)
     assert "(unverified)" in row
     assert main(["verify", "crowding", "--no-record", "-q"]) == 1
     out = capsys.readouterr().out

@@ -80,15 +80,17 @@ def _evaluate(kind: str, specs: list[Any], det: Any, results: Path, *, cache: st
 
 def _scan(kind: str, results: Path, tasks: Any
           ) -> tuple[list[tuple[Path, dict[str, Any]]], list[tuple[Path, str | None, str]]]:
-    """The result files under ``results``: (path, document) of the valid, (path, field, reason) of the rest."""
+    """The result files under ``results``: (path, document) of the valid, each read as its typed
+    model and compared as that model's plain dump, (path, field, reason) of the rest."""
     if kind == "detector":
         from mmh_bench.leaderboard.store import scan_results
         scan = scan_results(results, tasks=tasks)
-        return scan.accepted, [(bad.path, bad.field, bad.reason) for bad in scan.rejected]
-    from mmh_bench.mitigation.board import scan
-    accepted, rejected = scan(results)
-    return ([(path, json.loads(res.model_dump_json())) for path, res in accepted],
-            [(path, None, why) for path, why in rejected])
+        accepted, rejected = scan.accepted, [(bad.path, bad.field, bad.reason) for bad in scan.rejected]
+    else:
+        from mmh_bench.mitigation.board import scan
+        accepted, bad = scan(results)
+        rejected = [(path, None, why) for path, why in bad]
+    return [(path, json.loads(res.model_dump_json(by_alias=True))) for path, res in accepted], rejected
 
 
 def submission_dir(board: str | Path, name: str) -> Path:

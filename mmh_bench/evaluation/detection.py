@@ -14,7 +14,8 @@ from sklearn.metrics import roc_curve
 
 from mmh_bench.api.context import Context
 from mmh_bench.api.detector import Batch, Detector, LIDEstimator, detector_group
-from mmh_bench.leaderboard.schema import SCHEMA_VERSION, read_json, validate_result
+from mmh_bench.leaderboard.schema import SCHEMA_VERSION, validate_result
+from mmh_bench.leaderboard.store import read_result
 from mmh_bench.registry import BUILDER_CAPABILITIES, format_ref
 from mmh_bench.task.instance import SUBTYPES
 from mmh_bench.task.spec import TaskSpec
@@ -201,7 +202,7 @@ class DetectionTrack(Track):
         return validate_result(doc)
 
     def read(self, path: Path) -> Any:
-        return validate_result(read_json(path))
+        return read_result(path)  # the board's reader: one way to read a result file
 
     def headline(self, res: Any) -> str:
         return f"MAE {res.metrics.mae:.3f}" if res.track == "lid" else f"AUROC {res.metrics.auroc:.3f}"

@@ -14,17 +14,19 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping, Union
 
 from mmh_bench.api.access import Access
 from mmh_bench.api.detector import detector_group
 from mmh_bench.common.paths import canonical_relpath
 from mmh_bench.task.spec import TaskSpec, load_spec
-from .schema import SchemaError, check_task, read_json, validate_result
+from .schema import Instance, LIDResult, MemorizationResult, SchemaError, check_task, read_json, validate_result
 
 log = logging.getLogger(__name__)
 
 TaskCatalog = Mapping[str, TaskSpec]
+#: a detection-board result as read: the typed model of its track
+Result = Union[MemorizationResult, LIDResult]
 
 
 class ResultError(ValueError):
@@ -50,14 +52,14 @@ class Rejected:
 
 @dataclass
 class ScanReport:
-    """Accepted results (path, document) in path order, and the rejected files."""
+    """Accepted results (path, typed result) in path order, and the rejected files."""
 
-    accepted: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+    accepted: list[tuple[Path, Result]] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
 
     @property
-    def results(self) -> list[dict[str, Any]]:
-        return [doc for _, doc in self.accepted]
+    def results(self) -> list[Result]:
+        return [res for _, res in self.accepted]
 
 
 def known_tasks(extra: Iterable[TaskSpec | str | Path] = ()) -> dict[str, TaskSpec]:
@@ -70,36 +72,36 @@ def known_tasks(extra: Iterable[TaskSpec | str | Path] = ()) -> dict[str, TaskSp
     return out
 
 
-def instance_of(doc: Mapping[str, Any]) -> dict[str, str]:
+def instance_of(res: Result) -> Instance:
     """A result's instance identity; results older than the ``instance`` field count as the dev
     instance named by ``provenance.data_hash``."""
-    if doc.get("instance"):
-        return dict(doc["instance"])
-    data_hash = str(doc["provenance"]["data_hash"])
-    return {"kind": "dev", "data_hash": data_hash, "id": f"dev-{data_hash[:12]}"}
+    if res.instance is not None:
+        return res.instance
+    data_hash = res.provenance.data_hash
+    # built unvalidated: an old provenance hash may be shorter than an instance's
+    return Instance.model_construct(kind="dev", data_hash=data_hash, id=f"dev-{data_hash[:12]}", replicate=None)
 
 
-def group_of(doc: Mapping[str, Any]) -> str:
+def group_of(res: Result) -> str:
     """A result's board group; for results older than the ``group`` field, derived from
     ``reference`` and ``access`` by :func:`mmh_bench.api.detector.detector_group` itself."""
-    if doc.get("group"):
-        return str(doc["group"])
-    stub = SimpleNamespace(reference=bool(doc.get("reference")), group="",
-                           access=Access.parse(doc.get("access") or "samples"))
+    if res.group:
+        return res.group
+    stub = SimpleNamespace(reference=res.reference, group="", access=Access.parse(res.access))
     return detector_group(stub)  # type: ignore[arg-type]
 
 
 def read_result(path: str | Path, *, tasks: TaskCatalog | None = None,
-                root: str | Path | None = None) -> dict[str, Any]:
-    """Read and validate one result file.
+                root: str | Path | None = None) -> Result:
+    """Read and validate one result file: the one way a detection or LID result is read (the
+    evaluator's currency check reads through it too), returned as its typed model.
 
     ``tasks``: when given, the task must be in it with the current spec's version and hash.
     ``root``: when given, the file must sit at its canonical place under ``root``.
     """
     path = Path(path)
     try:
-        obj = read_json(path)
-        res = validate_result(obj)
+        res = validate_result(read_json(path))
         if tasks is not None:
             check_task(res.task, res.task_version, res.task_hash, tasks, family=res.task_family,
                        track=res.track)
@@ -107,7 +109,7 @@ def read_result(path: str | Path, *, tasks: TaskCatalog | None = None,
         raise ResultError(f"{path}: {exc}", path, exc.field) from None
     if root is not None:
         want = canonical_relpath(res.task, res.task_version, res.detector)
-        inst = canonical_relpath(res.task, res.task_version, res.detector, instance_of(obj)["id"])
+        inst = canonical_relpath(res.task, res.task_version, res.detector, instance_of(res).id)
         try:
             rel = path.relative_to(root)
         except ValueError:
@@ -117,7 +119,7 @@ def read_result(path: str | Path, *, tasks: TaskCatalog | None = None,
                               f"detector {res.detector!r} belongs at {str(want)!r} (or {str(inst)!r}) "
                               f"under the store, "
                               f"not {str(rel)!r} (a copy, a duplicate or a misnamed file)", path, "detector")
-    return obj
+    return res
 
 
 def iter_json_files(root: Path) -> Iterable[Path]:

@@ -12,13 +12,14 @@ protocol" notes.
 """
 from __future__ import annotations
 
-import html
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from mmh_bench.common.paths import canonical_relpath
+from .columns import LEAD, MEMBENCH, MitigationRow, columns, kind_of
 from .result import MitigationResult, read_mitigation_result
 
 #: the papers' protocols (../shared/data/published/README.md, section G), as notes beside the tables
@@ -102,11 +103,7 @@ def _quality(res: MitigationResult) -> float | None:
 
 def _membench(rows: list[MitigationResult]) -> bool:
     """Whether the rows are a Stable Diffusion task's, scored by MemBench's protocol."""
-    return any(r.metrics is not None and r.metrics.membench is not None for r in rows)
-
-
-def _fmt(v: float | None, nd: int = 3) -> str:
-    return "n/a" if v is None else f"{v:.{nd}f}"
+    return kind_of(rows) == MEMBENCH
 
 
 def _setting_key(r: MitigationResult) -> tuple:
@@ -141,36 +138,37 @@ def setting_labels(rows: list[MitigationResult]) -> dict[int, str]:
     return {id(r): "" if r.setting is None else f"{r.swept}={text(r)}" for r in rows}
 
 
-def table_rows(rows: list[MitigationResult]) -> list[list[str]]:
-    """One row per (mitigator, setting): rate with interval, rates per subtype, quality, cost
-    (the columns of :func:`headers`)."""
-    base = {r.mitigator: r for r in rows if r.mitigator == "none" and r.metrics is not None}.get("none")
+Cell = tuple[str, "float | None"]
+
+
+def table_cells(rows: list[MitigationResult]) -> list[tuple[MitigationResult, list[Cell]]]:
+    """One row per (mitigator, setting), in board order: each result with its (text, sort value)
+    cells under :func:`headers` (rate with interval, rates per subtype, quality, cost; a failed
+    row says so and its error)."""
+    base = next((r for r in rows if r.mitigator == "none" and r.metrics is not None), None)
     base_nfe = base.cost.nfe_per_sample if base and base.cost else None
-    membench, width = _membench(rows), len(headers(rows))
-    out = []
+    cols = columns(kind_of(rows))
     labels = setting_labels(rows)
+    out = []
     for r in sorted(rows, key=_row_order):
-        setting = labels[id(r)]
+        lead: list[Cell] = [(r.mitigator, None), (labels[id(r)], _setting_key(r)[1])]
         if r.status != "ok" or r.metrics is None or r.cost is None:
-            out.append([r.mitigator, setting, "failed", *[""] * (width - 4), (r.error or "")[:80]])
+            out.append((r, lead + [("failed", None), *[("", None)] * (len(cols) - 2), ((r.error or "")[:80], None)]))
             continue
-        m = r.metrics
-        extra = None if base_nfe is None else r.cost.nfe_per_sample - base_nfe
-        subtypes = " / ".join(_fmt(m.per_subtype[k].rate if k in m.per_subtype else None)
-                              for k in (("VM", "TM") if membench else ("DD", "OD")))
-        quality = ([_fmt(m.membench.sscd_max_mean), _fmt(m.membench.clip_score, 2)] if m.membench is not None
-                   else [_fmt(m.precision), _fmt(m.recall), _fmt(m.condition_accuracy)])
-        out.append([r.mitigator, setting,
-                    f"{m.memorization.rate:.3f} [{m.memorization.ci[0]:.3f}, {m.memorization.ci[1]:.3f}]",
-                    subtypes, *quality, _fmt(extra, 1), f"{r.cost.seconds:.2f}"])
+        row = MitigationRow(r, base_nfe)
+        out.append((r, lead + [c.cell(row) for c in cols]))
     return out
 
 
-HEADERS = ["mitigator", "setting", "memorized [95% CI]", "DD / OD", "precision", "recall",
-           "cond. accuracy", "extra NFE/sample", "seconds"]
-#: the columns of a Stable Diffusion task's table (MemBench's scores)
-MEMBENCH_HEADERS = ["mitigator", "setting", "copied: max SSCD > 0.5 [95% CI]", "VM / TM", "mean max SSCD",
-                    "CLIP score", "extra NFE/sample", "seconds"]
+def table_rows(rows: list[MitigationResult]) -> list[list[str]]:
+    """The cells' text of :func:`table_cells`."""
+    return [[text for text, _ in cells] for _, cells in table_cells(rows)]
+
+
+def headers(rows: list[MitigationResult]) -> list[str]:
+    return [*LEAD, *(c.head for c in columns(kind_of(rows)))]
+
+
 #: what the section says of Stable Diffusion tasks, when it has any
 MEMBENCH_NOTE = ("On Stable Diffusion tasks (MemBench's protocol) the memorized prompts' generations are "
                  "decoded and compared by SSCD with the prompts' ground-truth training images: \"copied\" is "
@@ -178,8 +176,12 @@ MEMBENCH_NOTE = ("On Stable Diffusion tasks (MemBench's protocol) the memorized 
                  "prompt (100 x cosine, clipped at 0).")
 
 
-def headers(rows: list[MitigationResult]) -> list[str]:
-    return MEMBENCH_HEADERS if _membench(rows) else HEADERS
+#: what the section says first, in MITIGATION.md and on the board's page
+INTRO = ("Each task's generations regenerated under each mitigator from the same conditions and "
+         "initial noises, labelled by the task's own copy rule. Quality: precision and recall "
+         "against held-out draws (k-NN manifolds), and the share a k-NN classifier on the training "
+         "set assigns to the class the condition asks for. Lower memorized and higher quality is "
+         "better; curves run over each mitigator's settings.")
 
 
 def render_markdown(results: str | Path, plots_dir: Path | None = None) -> str:
@@ -188,12 +190,7 @@ def render_markdown(results: str | Path, plots_dir: Path | None = None) -> str:
     groups, rejected = collect(results)
     if not groups:
         return ""
-    lines = ["## Mitigation", "",
-             "Each task's generations regenerated under each mitigator from the same conditions and "
-             "initial noises, labelled by the task's own copy rule. Quality: precision and recall "
-             "against held-out draws (k-NN manifolds), and the share a k-NN classifier on the training "
-             "set assigns to the class the condition asks for. Lower memorized and higher quality is "
-             "better; curves run over each mitigator's settings.", ""]
+    lines = ["## Mitigation", "", INTRO, ""]
     if any(_membench(rows) for rows in groups.values()):
         lines += [MEMBENCH_NOTE, ""]
     written: set[Path] = set()
@@ -219,16 +216,37 @@ def render_markdown(results: str | Path, plots_dir: Path | None = None) -> str:
 
 
 def render_html(results: str | Path) -> str:
-    """The same tables as HTML fragments (every value escaped)."""
+    """The same tables as HTML, sortable on the board's page (a body per mitigator: sorting by a
+    column orders a mitigator's settings; every value escaped)."""
+    from mmh_bench.leaderboard.board.page import h, sort_heads, td
     groups, _ = collect(results)
     parts = []
     for (task, version, inst), rows in sorted(groups.items()):
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in headers(rows))
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
-                       for row in table_rows(rows))
-        parts.append(f"<h3>{html.escape(task)} v{html.escape(version)} ({html.escape(inst)})</h3>"
-                     f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        cols = columns(kind_of(rows))
+        heads = sort_heads([(LEAD[0], "text", "ascending"), (LEAD[1], "num", "ascending")]
+                           + [(c.head, "num", "descending" if c.higher_is_better else "ascending") for c in cols])
+        bodies: dict[str, str] = {}
+        for r, cells in table_cells(rows):
+            tds = "".join(td(text, v, "t" if i == 0 else "") for i, (text, v) in enumerate(cells))
+            bodies[r.mitigator] = bodies.get(r.mitigator, "") + (
+                f'<tr class="entry" data-access="{h(r.access.replace("+", " "))}">{tds}</tr>')
+        body = "".join(f'<tbody class="measured" data-group="{h(name)}">{b}</tbody>' for name, b in bodies.items())
+        anchor = "m-" + re.sub(r"[^a-z0-9-]+", "-", f"{task}-v{version}-{inst}".lower()).strip("-")
+        parts.append(f'<h3 id="{h(anchor)}">{h(task)} v{h(version)} ({h(inst)})</h3>'
+                     f'<table class="board mitigation" id="{h(anchor)}-table" data-track="mitigation">'
+                     f"<thead><tr>{heads}</tr></thead>{body}</table>")
     return "\n".join(parts)
+
+
+def page_section(results: str | Path) -> tuple[str, str, str] | None:
+    """The mitigation track as a section of the board's page (anchor, title, HTML); None without
+    results. The plots are the ones ``mmh-bench mitigate`` wrote beside MITIGATION.md."""
+    from mmh_bench.leaderboard.board.page import h
+    tables = render_html(results)
+    if not tables:
+        return None
+    return ("mitigation", "Mitigation track", f'<p class="muted">{h(INTRO)} Plots and the published '
+            f'protocols: <a href="MITIGATION.md">MITIGATION.md</a>.</p>{tables}')
 
 
 def pareto_plot(rows: list[MitigationResult], out: Path, title: str = "") -> Path | None:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from mmh_bench.files import atomic_write_text
 from mmh_bench.leaderboard.store import TaskCatalog
@@ -42,11 +42,11 @@ from mmh_bench.task.spec import TaskSpec
 from .cells import INTRO
 from .columns import COLUMNS, LID_METRICS, MEM_METRICS, TPR_SHOWN, Column, Columns
 from .collect import collect_board
-from .markdown import md, render_markdown
+from .markdown import FIDELITY_PAGE, TASKS_DIR, markdown_pages, md, render_markdown, task_page
 from .model import (ACCESS_FLAGS, FAMILIES, GROUP_NOTE, GROUP_ORDER, KIND_LABEL, MIN_SUBTYPE_POS, SUBTYPES,
                     Board, InstanceFacts, Row, TaskFacts, board_from_results)
 from .overview import OVERVIEW_NOTE, OVERVIEW_TITLE, overview, overviews
-from .page import CSS, JS, h, render_html
+from .page import CSS, JS, PageSection, h, render_html
 from .plots import PLOTS_DIR, pareto_front, render_plots
 
 log = logging.getLogger(__name__)
@@ -55,11 +55,15 @@ log = logging.getLogger(__name__)
 def render_board(results_dir: str | Path, out_dir: str | Path, *,
                  submissions_dir: str | Path | None = None, reported_dir: str | Path | None = None,
                  tasks: TaskCatalog | Iterable[TaskSpec | str | Path] | None = None,
-                 plots: bool = True, shipped_reported: bool = True) -> list[Path]:
-    """Validate the store and write ``README.md``, ``index.html`` and ``plots/*.png`` into ``out_dir``.
+                 plots: bool = True, shipped_reported: bool = True,
+                 sections: Sequence[PageSection] = ()) -> list[Path]:
+    """Validate the store and write ``README.md`` (the overviews), ``tasks/<task>.md`` (each task's
+    tables), ``fidelity.md``, ``index.html`` and ``plots/*.png`` into ``out_dir``; pages and plots
+    of tasks no longer on the board are removed.
 
     Rejected files are logged as warnings (``mmh-bench validate`` lists them) and left out.
     ``shipped_reported``: also show the published numbers of :mod:`mmh_bench.leaderboard.reported`.
+    ``sections``: other tracks' parts of the page (the mitigation track's), rendered by their caller.
     Returns the files written.
     """
     board = collect_board(results_dir, submissions_dir=submissions_dir, reported_dir=reported_dir,
@@ -68,14 +72,20 @@ def render_board(results_dir: str | Path, out_dir: str | Path, *,
         log.warning("left out %s", bad)
     out = Path(out_dir)
     written = render_plots(board, out) if plots else []
-    readme, page = out / "README.md", out / "index.html"
-    atomic_write_text(readme, render_markdown(board))
-    atomic_write_text(page, render_html(board))
-    return [readme, page] + written
+    pages = {out / rel: text for rel, text in markdown_pages(board).items()}
+    pages[out / "index.html"] = render_html(board, sections)
+    for path, text in pages.items():
+        atomic_write_text(path, text)
+    for stale in (out / TASKS_DIR).glob("*.md") if (out / TASKS_DIR).is_dir() else ():
+        if stale not in pages:
+            stale.unlink()
+    if (out / FIDELITY_PAGE) not in pages and (out / FIDELITY_PAGE).is_file():
+        (out / FIDELITY_PAGE).unlink()
+    return list(pages) + written
 
 
 __all__ = ["ACCESS_FLAGS", "Board", "COLUMNS", "CSS", "Column", "Columns", "FAMILIES", "GROUP_NOTE", "GROUP_ORDER", "INTRO", "InstanceFacts",
-           "JS", "KIND_LABEL", "LID_METRICS", "MEM_METRICS", "MIN_SUBTYPE_POS", "OVERVIEW_NOTE", "OVERVIEW_TITLE",
+           "JS", "KIND_LABEL", "LID_METRICS", "MEM_METRICS", "MIN_SUBTYPE_POS", "OVERVIEW_NOTE", "OVERVIEW_TITLE", "PageSection",
            "PLOTS_DIR", "Row", "SUBTYPES", "TPR_SHOWN", "TaskFacts", "board_from_results", "collect_board", "h",
-           "md", "overview", "overviews", "pareto_front", "render_board", "render_html", "render_markdown",
-           "render_plots"]
+           "markdown_pages", "md", "overview", "overviews", "pareto_front", "render_board", "render_html", "render_markdown",
+           "render_plots", "task_page"]

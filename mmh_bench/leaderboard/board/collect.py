@@ -6,13 +6,13 @@ the accepted ones render.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
 from mmh_bench.files import sha256_file
 from mmh_bench.leaderboard.reported import REPORTED_DIR, load_reported
 from mmh_bench.leaderboard.schema import (ReportedFile, SchemaError, SubmissionMeta, Verification, read_json,
                       validate_model)
-from mmh_bench.leaderboard.store import Rejected, TaskCatalog, instance_of, iter_json_files, known_tasks, scan_results
+from mmh_bench.leaderboard.store import Rejected, Result, TaskCatalog, instance_of, iter_json_files, known_tasks, scan_results
 from mmh_bench.task.spec import TaskSpec
 from .model import Board, Row, TaskFacts, add_result, sampler_steps
 
@@ -22,7 +22,7 @@ def _sha_tree(paths: Iterable[tuple[Path, Path]]) -> dict[str, str]:
 
 
 def _load_submission(folder: Path, tasks: TaskCatalog, rejected: list[Rejected]
-                     ) -> tuple[SubmissionMeta, list[dict[str, Any]], bool] | None:
+                     ) -> tuple[SubmissionMeta, list[Result], bool] | None:
     meta_path = folder / "metadata.json"
     try:
         meta = validate_model(SubmissionMeta, read_json(meta_path))
@@ -41,12 +41,12 @@ def _load_submission(folder: Path, tasks: TaskCatalog, rejected: list[Rejected]
     rejected += scan.rejected
     docs, files = [], []
     for path, doc in scan.accepted:
-        if doc["detector"] != meta.detector:
-            rejected.append(Rejected(path, f"field 'detector': {doc['detector']!r} is not the submission's "
+        if doc.detector != meta.detector:
+            rejected.append(Rejected(path, f"field 'detector': {doc.detector!r} is not the submission's "
                                            f"detector {meta.detector!r}", "detector"))
             continue
-        if doc.get("isolation") != "sandbox":  # submitted code counts only where it ran sealed
-            rejected.append(Rejected(path, f"field 'isolation': {doc.get('isolation')!r}; a submission's results "
+        if doc.isolation != "sandbox":  # submitted code counts only where it ran sealed
+            rejected.append(Rejected(path, f"field 'isolation': {doc.isolation!r}; a submission's results "
                                            "count only when its code ran in the sandbox", "isolation"))
             continue
         docs.append(doc)
@@ -55,7 +55,7 @@ def _load_submission(folder: Path, tasks: TaskCatalog, rejected: list[Rejected]
 
 
 def _heldout_docs(folder: Path, meta: SubmissionMeta, tasks: TaskCatalog, rejected: list[Rejected]
-                  ) -> list[dict[str, Any]]:
+                  ) -> list[Result]:
     """The entry's held-out results (``heldout/``, written by ``verify`` on fresh instances), each
     shown only while verification.json vouches for its bytes: the submitter cannot write their own."""
     held = folder / "heldout"
@@ -70,7 +70,7 @@ def _heldout_docs(folder: Path, meta: SubmissionMeta, tasks: TaskCatalog, reject
     rejected += scan.rejected
     for path, doc in scan.accepted:
         rel = str(path.relative_to(folder))
-        if doc["detector"] != meta.detector or instance_of(doc)["kind"] != "fresh":
+        if doc.detector != meta.detector or instance_of(doc).kind != "fresh":
             rejected.append(Rejected(path, "not a held-out (fresh) result of the entry's detector", "instance"))
         elif vouched.get(rel) != sha256_file(path):
             rejected.append(Rejected(path, "held-out result not recorded by `mmh-bench verify` "
@@ -150,8 +150,8 @@ def _shipped_reported(tasks: TaskCatalog, rejected: list[Rejected]) -> list[Row]
     return rows
 
 
-def _claim(doc: dict[str, Any]) -> tuple[str, str, str, str]:
-    return doc["task"], str(doc["task_version"]), instance_of(doc)["data_hash"], doc["detector"]
+def _claim(res: Result) -> tuple[str, str, str, str]:
+    return res.task, res.task_version, instance_of(res).data_hash, res.detector
 
 
 def collect_board(results_dir: str | Path, *, submissions_dir: str | Path | None = None,
@@ -178,12 +178,12 @@ def collect_board(results_dir: str | Path, *, submissions_dir: str | Path | None
     scan = scan_results(results_dir, tasks=catalog)
     board.rejected += scan.rejected
     claimed: dict[tuple[str, str, str, str], str] = {}
-    for path, doc in sorted(scan.accepted, key=lambda pd: (pd[0].parent.name != instance_of(pd[1])["id"],
+    for path, doc in sorted(scan.accepted, key=lambda pd: (pd[0].parent.name != instance_of(pd[1]).id,
                                                            str(pd[0]))):
         key = _claim(doc)
         if key in claimed:
-            board.rejected.append(Rejected(path, f"field 'detector': {doc['detector']!r} on {doc['task']!r} "
-                                                 f"instance {instance_of(doc)['id']} is already on the board "
+            board.rejected.append(Rejected(path, f"field 'detector': {doc.detector!r} on {doc.task!r} "
+                                                 f"instance {instance_of(doc).id} is already on the board "
                                                  f"from {claimed[key]} (kept there)", "detector"))
             continue
         add_result(board, doc, "measured", catalog)
@@ -202,7 +202,7 @@ def collect_board(results_dir: str | Path, *, submissions_dir: str | Path | None
                 key = _claim(doc)
                 if key in claimed:
                     board.rejected.append(Rejected(
-                        subs / meta.name, f"field 'detector': {doc['detector']!r} on {doc['task']!r} is "
+                        subs / meta.name, f"field 'detector': {doc.detector!r} on {doc.task!r} is "
                                           f"already on the board from {claimed[key]} (kept there)", "detector"))
                     continue
                 claimed[key] = str(subs / meta.name)

@@ -13,7 +13,7 @@ from .gap import GAP_NOTE, gap_cells, gap_heads, gap_rows
 from .columns import Columns
 from .model import GROUP_NOTE, Board, InstanceFacts, Row, TaskFacts, board_from_results, kind_label, section_title
 from .overview import multi_instance_line, overviews
-from .plots import PLOT_KINDS, true_lid_text
+from .plots import PLOT_KINDS, plot_slug, true_lid_text
 from .replicates import ReplicateRow, ReplicateSummary, summarize
 from .reported import REPORTED_NOTE, REPORTED_TITLE, note_text, reported_cells, reported_heads, source_notes
 
@@ -138,9 +138,8 @@ def _md_fidelity(board: Board) -> list[str]:
                      disable_numparse=True), ""]
 
 
-def render_markdown(results: list[dict[str, Any]] | Board) -> str:
-    """The Markdown board (``README.md``) from a :class:`Board` or validated result documents."""
-    board = results if isinstance(results, Board) else board_from_results(results)
+def _md_head(board: Board) -> list[str]:
+    """Title, introduction, hardware and the overviews."""
     lines = ["# mmh-bench leaderboard", "", INTRO, ""]
     hw = board.hardware()
     if hw:
@@ -149,30 +148,91 @@ def render_markdown(results: list[dict[str, Any]] | Board) -> str:
         lines += [f"## {title}", "", md(note), "",
                   tabulate([[md(c) for c in r] for r in rows], headers=[md(c) for c in heads],
                            tablefmt="github", disable_numparse=True), ""]
+    return lines
+
+
+def _md_task(board: Board, t: TaskFacts, track: str) -> list[str]:
+    """A task's part: facts, the public/held-out gap, replicate summaries, a table per instance,
+    published numbers."""
+    lines = [f"### {md(t.name)} (v{md(t.version)})", ""]
+    insts = board.instances(t)
+    if len(insts) == 1:
+        lines += [", ".join(md(p) for p in t.fact_parts() + insts[0].fact_parts()), ""]
+        lines += _md_instance(board, t, insts[0], track)
+    else:
+        lines += [", ".join(md(p) for p in t.fact_parts()), ""]
+        if insts:
+            lines += [f"**{md(multi_instance_line(board, t))}**", ""]
+        lines += _md_gap(board, t)
+        for reps in board.replicates(t).values():
+            lines += _md_replicates(summarize(board, t, reps))
+        for inst in insts:
+            lines += [f"#### Instance {md(inst.id)} ({md(kind_label(inst.kind))})", "",
+                      ", ".join(md(p) for p in inst.fact_parts(with_id=False)), ""]
+            lines += _md_instance(board, t, inst, track)
+    reported = board.rows_for(t, ("reported",))
+    if reported:
+        lines += [f"#### {REPORTED_TITLE}", "", md(REPORTED_NOTE), ""] + _md_reported(reported, track)
+    return lines
+
+
+def _with_fidelity(family: str, track: str) -> bool:
+    return family == CPU_FAMILY and track == "memorization"
+
+
+def render_markdown(results: list[dict[str, Any]] | Board) -> str:
+    """The whole board as one Markdown document (every task's tables in it), from a
+    :class:`Board` or validated result documents; :func:`markdown_pages` splits it for the store."""
+    board = results if isinstance(results, Board) else board_from_results(results)
+    lines = _md_head(board)
     for family, track, tasks in board.tables():
-        title = section_title(family, track)
-        lines += [f"## {md(title)}", ""]
-        if family == CPU_FAMILY and track == "memorization":
+        lines += [f"## {md(section_title(family, track))}", ""]
+        if _with_fidelity(family, track):
             lines += _md_fidelity(board)
         for t in tasks:
-            lines += [f"### {md(t.name)} (v{md(t.version)})", ""]
-            insts = board.instances(t)
-            if len(insts) == 1:
-                lines += [", ".join(md(p) for p in t.fact_parts() + insts[0].fact_parts()), ""]
-                lines += _md_instance(board, t, insts[0], track)
-            else:
-                lines += [", ".join(md(p) for p in t.fact_parts()), ""]
-                if insts:
-                    lines += [f"**{md(multi_instance_line(board, t))}**", ""]
-                lines += _md_gap(board, t)
-                for reps in board.replicates(t).values():
-                    lines += _md_replicates(summarize(board, t, reps))
-                for inst in insts:
-                    lines += [f"#### Instance {md(inst.id)} ({md(kind_label(inst.kind))})", "",
-                              ", ".join(md(p) for p in inst.fact_parts(with_id=False)), ""]
-                    lines += _md_instance(board, t, inst, track)
-            reported = board.rows_for(t, ("reported",))
-            if reported:
-                lines += [f"#### {REPORTED_TITLE}", "", md(REPORTED_NOTE), ""] + _md_reported(reported, track)
+            lines += _md_task(board, t, track)
     return "\n".join(lines)
 
+
+#: the folder of the per-task pages, and the fidelity page, beside README.md
+TASKS_DIR = "tasks"
+FIDELITY_PAGE = "fidelity.md"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def task_page(board: Board, t: TaskFacts) -> str:
+    """The task's page, relative to README.md: ``tasks/<task>.md`` (with the version where the
+    board holds several, and a digest where the name is not a plain file name)."""
+    versions = sum(1 for name, _ in board.tasks if name == t.name)
+    stem = t.name if versions == 1 and _SAFE_NAME.fullmatch(t.name) else plot_slug(t.name, t.version)
+    return f"{TASKS_DIR}/{stem}.md"
+
+
+def _up(lines: list[str]) -> list[str]:
+    """A page below README.md: its plots' paths climb one folder."""
+    return [re.sub(r"\]\((plots/)", r"](../\1", x) if x.startswith("![") else x for x in lines]
+
+
+def markdown_pages(board: Board) -> dict[str, str]:
+    """The Markdown board as the store keeps it: ``README.md`` (introduction, overviews and a link to
+    each task's page), ``tasks/<task>.md`` per task, ``fidelity.md`` where the text-to-image
+    fidelity table is shown. The same parts as :func:`render_markdown`, none repeated."""
+    head = _md_head(board)  # the introduction folded away: the overviews come first
+    lines = head[:2] + ["<details><summary>How to read this board</summary>", "", INTRO, "", "</details>", ""] + head[4:]
+    pages: dict[str, str] = {}
+    lines += ["## Tasks", "", "Each task's page holds its tables (a table per instance, the replicate summaries, "
+              "public beside held-out), notes and plots. The interactive page is [index.html](index.html); "
+              "the mitigation track is in [MITIGATION.md](MITIGATION.md).", ""]
+    for family, track, tasks in board.tables():
+        title = md(section_title(family, track))
+        links = [f"[{md(t.name)}]({task_page(board, t)})" for t in tasks]
+        if _with_fidelity(family, track) and fidelity(board) is not None:
+            links.append(f"[{md(FIDELITY_TITLE)}]({FIDELITY_PAGE})")
+            pages[FIDELITY_PAGE] = "\n".join([f"# {md(FIDELITY_TITLE)}", "", "[leaderboard](README.md)", ""]
+                                             + _md_fidelity(board)[2:])
+        lines += [f"- **{title}**: " + " · ".join(links)]
+        for t in tasks:
+            body = _up(_md_task(board, t, track))
+            pages[task_page(board, t)] = "\n".join(
+                [f"# {md(t.name)} (v{md(t.version)})", "", f"[leaderboard](../README.md) · {title}", ""] + body[2:])
+    return {"README.md": "\n".join(lines + [""]), **pages}

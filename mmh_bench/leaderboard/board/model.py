@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from mmh_bench.api.access import Access
 from mmh_bench.common.provenance import hardware_label
-from mmh_bench.leaderboard.store import Rejected, TaskCatalog, group_of, instance_of
+from mmh_bench.leaderboard.store import Rejected, Result, TaskCatalog, group_of, instance_of
 from mmh_bench.task.spec import FAMILIES as TASK_FAMILIES
 from mmh_bench.task.subtypes import SUBTYPE_NAMES
 
@@ -204,40 +204,41 @@ def finite_number(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
-def _row_from_result(doc: dict[str, Any], kind: str) -> Row:
-    hw = (doc.get("provenance") or {}).get("hardware")
-    return Row(kind=kind, task=doc["task"], version=str(doc["task_version"]),
-               family=doc.get("task_family", "synthetic"), track=doc.get("track", "memorization"),
-               detector=doc["detector"], access=doc.get("access", "samples"),
-               reference=bool(doc.get("reference")), group=group_of(doc),
-               instance=instance_of(doc)["data_hash"], status=doc["status"], error=doc.get("error"),
-               metrics=doc.get("metrics") or {}, params=dict(doc.get("detector_params") or {}),
-               cost=doc.get("cost"), roc=doc.get("roc"),
-               hardware=hardware_label(hw) if hw else "", detector_note=doc.get("detector_note") or "")
+def _dump(model: Any) -> dict[str, Any] | None:
+    """A typed part of a result as the plain record a row keeps (what the file said: absent fields
+    stay absent), shared with the reported rows' metrics."""
+    return None if model is None else model.model_dump(by_alias=True, exclude_none=True)
 
 
-def board_from_results(results: list[dict[str, Any]], tasks: TaskCatalog | None = None) -> Board:
-    """A board of measured rows only, from result documents that were already validated."""
+def _row_from_result(res: Result, kind: str) -> Row:
+    hw = res.provenance.hardware
+    return Row(kind=kind, task=res.task, version=res.task_version, family=res.task_family, track=res.track,
+               detector=res.detector, access=res.access, reference=res.reference, group=group_of(res),
+               instance=instance_of(res).data_hash, status=res.status, error=res.error,
+               metrics=_dump(res.metrics) or {}, params=dict(res.detector_params), cost=_dump(res.cost),
+               roc=_dump(res.roc), hardware=hardware_label(hw) if hw else "", detector_note=res.detector_note or "")
+
+
+def board_from_results(results: list[Result], tasks: TaskCatalog | None = None) -> Board:
+    """A board of measured rows only, from typed results (:func:`mmh_bench.leaderboard.store.read_result`)."""
     board = Board()
-    for doc in results:
-        add_result(board, doc, "measured", tasks or {})
+    for res in results:
+        add_result(board, res, "measured", tasks or {})
     return board
 
 
-def add_result(board: Board, doc: dict[str, Any], kind: str, tasks: TaskCatalog) -> Row:
-    row = _row_from_result(doc, kind)
+def add_result(board: Board, res: Result, kind: str, tasks: TaskCatalog) -> Row:
+    row = _row_from_result(res, kind)
     board.rows.append(row)
     key = (row.task, row.version)
     if key not in board.tasks:
         spec = tasks.get(row.task)
-        board.tasks[key] = TaskFacts(row.task, row.version, row.family, row.track, doc.get("task_hash", ""),
+        board.tasks[key] = TaskFacts(row.task, row.version, row.family, row.track, res.task_hash,
                                      description=spec.description if spec is not None else "",
                                      sampler_steps=sampler_steps(spec))
     known = board.tasks[key].instances
-    if row.instance not in known or (known[row.instance].n_samples is None and doc.get("n_samples")):
-        inst = instance_of(doc)
-        known[row.instance] = InstanceFacts(inst["id"], inst["kind"], inst["data_hash"], doc.get("n_samples"),
-                                            doc.get("n_memorized"), dict(doc.get("task_stats") or {}),
-                                            inst.get("replicate"))
+    if row.instance not in known or (known[row.instance].n_samples is None and res.n_samples):
+        inst = instance_of(res)
+        known[row.instance] = InstanceFacts(inst.id, inst.kind, inst.data_hash, res.n_samples, res.n_memorized,
+                                            _dump(res.task_stats) or {}, inst.replicate)
     return row
-

@@ -9,12 +9,12 @@ import hashlib
 import html
 import re
 from importlib import resources
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .cells import INTRO, footnotes, ranked_groups
 from .columns import Column, Columns, rank_column
-from .model import (ACCESS_FLAGS, GROUP_NOTE, KIND_LABEL, Board, InstanceFacts, Row, TaskFacts, kind_label,
-                    section_title)
+from .model import (ACCESS_FLAGS, GROUP_NOTE, KIND_LABEL, Board, InstanceFacts, Row, TaskFacts, finite_number,
+                    kind_label, section_title)
 from .overview import multi_instance_line, overviews
 from .plots import PLOT_KINDS, true_lid_text
 from .fidelity import AGREEMENT_NOTE, CAUSE_DOC, CAUSE_HREF, CPU_FAMILY, FIDELITY_NOTE, FIDELITY_TITLE, fidelity
@@ -41,7 +41,7 @@ def _csp_hash(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
-def _td(text: str, v: Any = None, cls: str = "", raw: bool = False) -> str:
+def td(text: str, v: Any = None, cls: str = "", raw: bool = False) -> str:
     """A cell; ``v`` is its sort key (numbers sort numerically, missing values last)."""
     key = "" if v is None else (repr(float(v)) if isinstance(v, (int, float)) else str(v))
     body = text if raw else h(text)
@@ -66,9 +66,9 @@ def _source_html(r: Row) -> str:
 
 def _html_row(r: Row, middle: list[str], rank: int | None) -> str:
     """A ranked row: rank, detector, access, the ``middle`` cells, source."""
-    cells = ([_td(str(rank) if rank else "–", rank), _td(r.detector, r.detector.lower(), "t"),
-              _td(r.access or "?", r.access or "", "t")] + middle
-             + [_td(_source_html(r), KIND_LABEL[r.kind], "t", raw=True)])
+    cells = ([td(str(rank) if rank else "–", rank), td(r.detector, r.detector.lower(), "t"),
+              td(r.access or "?", r.access or "", "t")] + middle
+             + [td(_source_html(r), KIND_LABEL[r.kind], "t", raw=True)])
     return (f'<tr class="entry kind-{r.kind}" data-task="{h(r.task)}" data-group="{h(r.group)}" '
             f'data-access="{h(" ".join(r.flags))}" data-kind="{r.kind}">' + "".join(cells) + "</tr>")
 
@@ -104,8 +104,8 @@ def _measured_cells(r: Row, cols: Columns, best: dict[str, float] | None = None)
     for col, (text, v) in zip(cols.cols, cols.cells(r)):
         top = best is not None and col.key == rank.key and v is not None and best.get(r.group) == v
         cls = " ".join(c for c in (shade(col, v), "best" if top else "") if c)
-        out.append(_td(text, v, cls, raw=False) if not top else
-                   _td(f'<span title="best in the {h(r.group)} group">&#9733;</span> {h(text)}', v, cls, raw=True))
+        out.append(td(text, v, cls, raw=False) if not top else
+                   td(f'<span title="best in the {h(r.group)} group">&#9733;</span> {h(text)}', v, cls, raw=True))
     return out
 
 
@@ -135,14 +135,14 @@ def _html_replicates(s: ReplicateSummary, tid: str) -> str:
     """The replicate summary of one kind: a ranked table of mean ± sd per detector."""
     heads = _html_heads(s.track, s.directions)
     bodies = _html_bodies(s.groups, len(heads), lambda rep, rank: _html_row(
-        rep.first, [_td(text, v) for text, v in rep.cells()], rank))
+        rep.first, [td(text, v) for text, v in rep.cells()], rank))
     return (f'<h4>Across the {len(s.instances)} {h(s.kind)} replicates</h4><p class="facts">{h(s.note())}</p>'
             f'<p class="muted" id="{tid}-count"></p>'
             f'<table class="board" id="{tid}" data-track="{h(s.track)}" data-instance="{h(s.kind)}-replicates">'
-            f'<thead><tr>{_th(heads)}</tr></thead>{bodies}</table>')
+            f'<thead><tr>{sort_heads(heads)}</tr></thead>{bodies}</table>')
 
 
-def _th(heads: list[tuple[str, str, str]]) -> str:
+def sort_heads(heads: list[tuple[str, str, str]]) -> str:
     """Sortable header cells: (label, "num" | "text", first sort direction)."""
     return "".join(f'<th class="{"t" if typ == "text" else ""}" data-type="{typ}" data-first="{first}" '
                    f'title="sort by {h(label)}">{h(label)}</th>' for label, typ, first in heads)
@@ -168,7 +168,7 @@ def _html_instance(board: Board, t: TaskFacts, inst: InstanceFacts, track: str, 
     lead = f'<p>True LID* of the query points (count): {h(truth)}</p>' if truth else ""
     return (f'{lead}<p class="muted" id="{tid}-count"></p>'
             f'<table class="board" id="{tid}" data-track="{h(track)}" data-instance="{h(inst.id)}">'
-            f'<thead><tr>{_th(heads)}</tr></thead>{bodies}</table>{foot}{figs}')
+            f'<thead><tr>{sort_heads(heads)}</tr></thead>{bodies}</table>{foot}{figs}')
 
 
 def _html_reported(rows: list[Row], track: str, tid: str) -> str:
@@ -183,9 +183,9 @@ def _html_reported(rows: list[Row], track: str, tid: str) -> str:
              for i, label in enumerate(labels)]
     body = ""
     for r, k in zip(rows, refs):
-        cells = [_td(text, v) if i in numeric else _td(text, text.lower(), "t")
+        cells = [td(text, v) if i in numeric else td(text, text.lower(), "t")
                  for i, (text, v) in enumerate(reported_cells(r, k, rows, track))]
-        cells[-1] = _td(f'<a href="#{tid}-s{k}">[{k}]</a>', k, raw=True)
+        cells[-1] = td(f'<a href="#{tid}-s{k}">[{k}]</a>', k, raw=True)
         body += (f'<tr class="entry kind-reported" data-task="{h(r.task)}" data-group="" '
                  f'data-access="{h(" ".join(r.flags))}" data-kind="reported">' + "".join(cells) + "</tr>")
     notes = "".join(f'<p class="foot" id="{tid}-s{k}">[{k}] {_source_html(r)}'
@@ -193,7 +193,7 @@ def _html_reported(rows: list[Row], track: str, tid: str) -> str:
     return (f'<h4 class="reported">{h(REPORTED_TITLE)}</h4><p class="muted">{h(REPORTED_NOTE)}</p>'
             f'<p class="muted" id="{tid}-count"></p>'
             f'<table class="board reported" id="{tid}" data-track="{h(track)}" data-instance="">'
-            f'<thead><tr>{_th(heads)}</tr></thead><tbody class="reported">{body}</tbody></table>{notes}')
+            f'<thead><tr>{sort_heads(heads)}</tr></thead><tbody class="reported">{body}</tbody></table>{notes}')
 
 
 def _html_gap(board: Board, t: TaskFacts) -> str:
@@ -267,51 +267,93 @@ def _html_section(board: Board, family: str, track: str, tasks: list[TaskFacts])
             + "".join(_html_task(board, t, track) for t in tasks) + "</section>")
 
 
-def _nav(board: Board) -> str:
-    """The page's navigation: the overviews, each track and family, each task (one click to its tables)."""
+def _nav(board: Board, sections: Sequence[PageSection] = ()) -> str:
+    """The page's navigation: the overviews, each track and family, each task (one click to its
+    tables), then the other tracks' sections."""
     items = ['<li><a href="#overview">overview</a></li>', '<li><a href="#definitions">definitions</a></li>']
     for fam, tr, ts in board.tables():
         tasks = "".join(f'<a href="#{_table_id(t.name, "v" + t.version)}-task">{h(t.name)}</a>' for t in ts)
         items.append(f'<li><a href="#{_table_id(fam, tr)}-section">{h(section_title(fam, tr))}</a>'
                      f'<span class="tasks">{tasks}</span></li>')
+    items += [f'<li><a href="#{h(anchor)}">{h(title)}</a></li>' for anchor, title, _ in sections]
     return f'<nav id="toc"><ul>{"".join(items)}</ul></nav>'
 
 
-def _overview_cell(c: str, i: int, head: str, links: dict[str, str]) -> str:
-    if i < 2:
-        return f'<td class="t">{h(c)}</td>'
+def _overview_best(rows: list[list[str]], heads: list[str], links: dict[str, str], higher: bool) -> set[tuple[int, int]]:
+    """(row, column) of each group's best value in each task column (not the chance group's)."""
+    best: dict[tuple[str, int], float] = {}
+    for r in rows:
+        for i, c in enumerate(r):
+            v = finite_number(_number(c)) if heads[i] in links and r[0] not in ("task", "chance") else None
+            if v is not None:
+                cur = best.get((r[0], i))
+                best[(r[0], i)] = v if cur is None else (max(cur, v) if higher else min(cur, v))
+    return {(k, i) for k, r in enumerate(rows) for i, c in enumerate(r)
+            if heads[i] in links and (r[0], i) in best and _number(c) == best[(r[0], i)]}
+
+
+def _number(text: str) -> float | None:
     try:
-        v = float(c)
+        return float(text)
     except ValueError:
-        return f"<td>{h(c)}</td>"
-    cls = shade(rank_column("memorization"), v) if head in links and 0.0 <= v <= 1.0 else ""
-    return f'<td class="{cls}">{h(c)}</td>' if cls else f"<td>{h(c)}</td>"
+        return None
+
+
+def _overview_cell(c: str, i: int, head: str, links: dict[str, str], shaded: bool, top: bool) -> str:
+    if i < 2:
+        return td(c, c.lower(), "t")
+    v = _number(c)  # a task's value, the mean rank; "n/a" and "3 of 10" sort last
+    cls = shade(rank_column("memorization"), v) if shaded and head in links and v is not None and 0.0 <= v <= 1.0 else ""
+    if top:
+        return td(f'<span title="best in its group on {h(head)}">&#9733;</span> {h(c)}', v, f"{cls} best".strip(),
+                  raw=True)
+    return td(c, v, cls)
 
 
 def _overview_html(board: Board) -> str:
-    """The overview matrices, each task's column head a link to its tables, AUROC cells shaded."""
+    """The overview matrices, sortable (a body per group: sorting stays inside it), each task's
+    column head a link to its tables, AUROC cells shaded, each group's best per task starred."""
     out = ""
     for title, note, heads, rows in overviews(board):
         track = "lid" if "estimator" in heads[:2] else "memorization"
         links = {t.name: f"#{_table_id(t.name, 'v' + t.version)}-task" for _, tr, ts in board.tables()
                  if tr == track for t in ts}
-        head = "".join(f'<th><a href="{links[c]}">{h(c)}</a></th>' if c in links else f"<th>{h(c)}</th>"
-                       for c in heads)
-        shaded = links if track != "lid" else {}
-        body = "".join("<tr>" + "".join(_overview_cell(c, i, heads[i], shaded) for i, c in enumerate(r)) + "</tr>"
-                       for r in rows)
+        higher = rank_column(track).higher_is_better
+        head = "".join(
+            f'<th data-type="{"text" if i < 2 else "num"}" data-first="{"descending" if c in links and higher else "ascending"}"'
+            f' class="{"t" if i < 2 else ""}" title="sort by {h(c)}">'
+            + (f'<a href="{links[c]}">{h(c)}</a>' if c in links else h(c)) + "</th>" for i, c in enumerate(heads))
+        best = _overview_best(rows, heads, links, higher)
+        bodies: list[tuple[str, str]] = []
+        for k, r in enumerate(rows):
+            cells = "".join(_overview_cell(c, i, heads[i], links, track != "lid", (k, i) in best)
+                            for i, c in enumerate(r))
+            tr = f'<tr class="{"entry" if r[0] != "task" else "task"}">{cells}</tr>'
+            if bodies and bodies[-1][0] == r[0]:
+                bodies[-1] = (r[0], bodies[-1][1] + tr)
+            else:
+                bodies.append((r[0], tr))
+        body = "".join(f'<tbody data-group="{h(g)}">{b}</tbody>' for g, b in bodies)
         out += (f'<section class="overview"><h2>{h(title)}</h2><p class="muted">{h(note)}</p>'
-                f'<table class="overview"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>')
+                f'<table class="overview sortable"><thead><tr>{head}</tr></thead>{body}</table></section>')
     return out
 
 
-def render_html(board: Board) -> str:
+#: a section of the page beside the detection board's (anchor, navigation title, HTML), e.g. the
+#: mitigation track's, which the caller renders (:func:`mmh_bench.mitigation.board.page_section`)
+PageSection = tuple[str, str, str]
+
+
+def render_html(board: Board, sections: Sequence[PageSection] = ()) -> str:
     """The self-contained page (``index.html``): navigation, overviews linked to each task's
-    tables, definitions folded away, sortable and filterable tables, plots."""
+    tables, definitions folded away, sortable and filterable tables, plots; then ``sections``
+    (other tracks), each in the navigation."""
     boxes = "".join(f'<label><input type="checkbox" class="access-filter" value="{f}" checked> '
                     f'{f}</label>' for f in ACCESS_FLAGS)
     hw = board.hardware()
     tables = "".join(_html_section(board, fam, tr, ts) for fam, tr, ts in board.tables())
+    tables += "".join(f'<section id="{h(anchor)}"><h2>{h(title)}</h2>{body}</section>'
+                      for anchor, title, body in sections)
     over = _overview_html(board)
     csp = (f"default-src 'none'; img-src 'self' file: data:; style-src {_csp_hash(CSS)}; "
            f"script-src {_csp_hash(JS)}; base-uri 'none'; form-action 'none'")
@@ -320,7 +362,7 @@ def render_html(board: Board) -> str:
             f'<meta http-equiv="Content-Security-Policy" content="{h(csp)}">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>mmh-bench leaderboard</title><style>{CSS}</style></head><body>"
-            f'<h1 id="top">mmh-bench leaderboard</h1>' + _nav(board)
+            f'<h1 id="top">mmh-bench leaderboard</h1>' + _nav(board, sections)
             + f'<details id="definitions"><summary>How to read this board (groups, metrics, sources)</summary>'
               f"<p>{intro}</p></details>"
             + (f'<p class="muted">Hardware: {h("; ".join(hw))}</p>' if hw else "")

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from mmh_bench.files import atomic_write_bytes
-from .columns import fmt_number
+from mmh_bench.common.fpr import FPR_KEYS
+from .columns import fmt_number, fmt_percent
 from .model import Board, Row, TaskFacts, finite_number
 
 PLOTS_DIR = "plots"
@@ -28,12 +29,35 @@ def true_lid_text(rows: list[Row]) -> str | None:
 
 
 # -- plots --------------------------------------------------------------------------------------
-def _slug(task: str, version: str) -> str:
+def plot_slug(task: str, version: str) -> str:
+    """A file-name stem for a task version (a digest where the name is not a plain file name)."""
     base = f"{task}-v{version}"
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "task"
     if safe != base:
         safe += "-" + hashlib.sha256(base.encode()).hexdigest()[:8]
     return safe[:100]
+
+
+#: how far a stored curve's TPR at a target FPR may sit from the stored metric before the plot
+#: marks the metric's point (results written before the curve kept its low-FPR vertices)
+ROC_TOLERANCE = 1e-3
+
+
+def roc_gaps(r: Row) -> list[tuple[float, float, float]]:
+    """(FPR target, TPR read off the stored curve, the stored TPR@FPR metric) where they differ by
+    more than :data:`ROC_TOLERANCE`: a curve thinned by index before its low-FPR corner was kept.
+    Such a result cannot be recomputed without re-running; its plot draws the metric's point."""
+    if not r.roc:
+        return []
+    out = []
+    for key in FPR_KEYS:
+        want = finite_number((r.metrics.get("tpr_at_fpr") or {}).get(key))
+        if want is None:
+            continue
+        got = max((t for f, t in zip(r.roc["fpr"], r.roc["tpr"]) if f <= float(key) + 1e-12), default=0.0)
+        if abs(got - want) > ROC_TOLERANCE:
+            out.append((float(key), got, want))
+    return out
 
 
 def _plot_label(text: str) -> str:
@@ -54,6 +78,11 @@ def _roc_png(task: TaskFacts, rows: list[Row]) -> bytes | None:
         style = {"color": f"C{i % 10}", "ls": ("-", "--", "-.", ":")[(i // 10) % 4]}
         for ax in axes:
             ax.plot(r.roc["fpr"], r.roc["tpr"], lw=1.4, label=label, drawstyle="steps-post", **style)
+        gaps = roc_gaps(r)
+        if gaps:  # the stored curve lost its low-FPR corner: draw what the metric says, and say so
+            axes[1].scatter([a for a, _, _ in gaps], [w for _, _, w in gaps], marker="x", s=40, zorder=5,
+                            color=style["color"], label=_plot_label(r.detector) + " TPR@"
+                            + "/".join(fmt_percent(a) for a, _, _ in gaps) + " (stored metric; curve thinned)")
     for ax, log in zip(axes, (False, True)):
         grid = [1e-3, 1] if log else [0, 1]
         ax.plot(grid, grid, ls=":", color="grey", lw=1)
@@ -65,6 +94,8 @@ def _roc_png(task: TaskFacts, rows: list[Row]) -> bytes | None:
         ax.set_ylim(0, 1.01)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="lower right")
+    if any(roc_gaps(r) for r in curves):
+        axes[1].legend(handles=list(axes[1].collections), fontsize=7, loc="upper left")
     fig.suptitle(_plot_label(f"ROC curves: {task.name} v{task.version}"))
     fig.tight_layout()
     return _png(fig)
@@ -172,7 +203,7 @@ def render_plots(board: Board, out_dir: str | Path) -> list[Path]:
             insts = board.instances(t)
             for inst in insts:  # one figure per instance: curves of different instances never share axes
                 rows = board.rows_for(t, ("measured", "submission"), inst.data_hash)
-                slug = _slug(t.name, t.version) + (f"-{inst.id}" if len(insts) > 1 else "")
+                slug = plot_slug(t.name, t.version) + (f"-{inst.id}" if len(insts) > 1 else "")
                 for kind, maker in makers:
                     data = maker(t, rows)
                     if data is None:

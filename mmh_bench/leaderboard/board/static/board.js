@@ -42,7 +42,7 @@
       if (count) count.textContent = shown + (shown === 1 ? " row" : " rows") + " shown";
     });
   }
-  document.querySelectorAll("table.board").forEach(function (table) {
+  document.querySelectorAll("table.board, table.sortable").forEach(function (table) {
     Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, col) {
       th.tabIndex = 0;
       th.addEventListener("click", function () { sortBy(table, col); });

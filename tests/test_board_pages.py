@@ -1,0 +1,52 @@
+"""The Markdown board as the store keeps it: README.md is the overviews and a link to each task's
+page (tasks/<task>.md), every page links back, a task that leaves the board takes its page with it,
+and the pages hold what the single document holds."""
+from __future__ import annotations
+
+import re
+
+from board_store import copy_store, dump, load, on_task, renamed_task, result_file
+from mmh_bench.leaderboard.board import (Board, TaskFacts, collect_board, markdown_pages, render_board,
+                                         render_markdown, task_page)
+from mmh_bench.leaderboard.store import known_tasks
+
+
+def test_readme_links_each_task_page_and_each_page_links_back(tiny_spec, tmp_path):
+    root = copy_store(tiny_spec, tmp_path)
+    other = renamed_task(tiny_spec, "tiny-two", tmp_path)
+    doc = on_task(load(result_file(root, "norm")), other)
+    dump(root / "results" / "tiny-two" / "v1" / "norm.json", doc)
+    out = tmp_path / "site"
+    catalog = known_tasks([tiny_spec, other])
+    render_board(root / "results", out, tasks=catalog, plots=False)
+    readme = (out / "README.md").read_text()
+    links = re.findall(r"\]\((tasks/[^)]+\.md)\)", readme)
+    assert "tasks/tiny.md" in links and "tasks/tiny-two.md" in links
+    assert sorted(links) == sorted(p.relative_to(out).as_posix() for p in (out / "tasks").glob("*.md"))
+    assert "## Overview: memorization" in readme and "| norm" not in readme.split("## Tasks")[1]
+    page = (out / "tasks" / "tiny.md").read_text()
+    assert page.startswith("# tiny (v1)") and "[leaderboard](../README.md)" in page and "| norm" in page
+    assert "<details><summary>How to read this board</summary>" in readme  # definitions folded away
+    # the task leaves the store: its page goes at the next render
+    (root / "results" / "tiny-two" / "v1" / "norm.json").unlink()
+    render_board(root / "results", out, tasks=catalog, plots=False)
+    assert not (out / "tasks" / "tiny-two.md").exists() and (out / "tasks" / "tiny.md").exists()
+    assert "tiny-two" not in (out / "README.md").read_text()
+
+
+def test_pages_hold_what_the_single_document_holds(tiny_spec, tmp_path):
+    root = copy_store(tiny_spec, tmp_path)
+    board = collect_board(root / "results", tasks=known_tasks([tiny_spec]))
+    whole = [x for x in render_markdown(board).splitlines() if x.strip() and not x.startswith("#")]
+    pages = "\n".join(markdown_pages(board).values()).splitlines()
+    assert set(whole) <= set(pages)
+
+
+def test_a_page_name_is_a_plain_file_name():
+    board = Board()
+    odd = TaskFacts("../x y", "1", "synthetic", "memorization")
+    twice = [TaskFacts("t", v, "synthetic", "memorization") for v in ("1", "2")]
+    for t in [odd, *twice]:
+        board.tasks[(t.name, t.version)] = t
+    assert re.fullmatch(r"tasks/x_y-v1-[0-9a-f]{8}\.md", task_page(board, odd))
+    assert [task_page(board, t) for t in twice] == ["tasks/t-v1.md", "tasks/t-v2.md"]
