@@ -20,7 +20,7 @@ def _dev_training_set(task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | N
     instance, rebuilt from the public spec without training anything."""
     from mmh_bench.registry import get_task
     spec = get_task(task)
-    data = spec.section("data")
+    data = spec.model.data
     if spec.builder == "synthetic":
         from mmh_bench.task.builders.synthetic import remap_conditions
         from mmh_bench.task.data.synthetic import designed_sources, make_mixture
@@ -31,13 +31,13 @@ def _dev_training_set(task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | N
         return mix.x, source, mix.cond if spec.conditional else None
     if spec.builder in ("image", "text-to-image"):
         from mmh_bench.task.data.images import GROUP_COMMON, inject, load_images
-        x, y = load_images(str(data.get("source", "digits")), data.get("side"))
+        x, y = load_images(data.source, data.side)
         inj = inject(x, y, data, spec.seed)
         cond = inj.label
         if spec.builder == "text-to-image":
             from mmh_bench.task.data.captions import caption_set
             from mmh_bench.task.data.images import CLASS_NAMES
-            cs = caption_set(inj, CLASS_NAMES[str(data.get("source", "digits"))], data, spec.seed)
+            cs = caption_set(inj, CLASS_NAMES[data.source], data, spec.seed)
             cond = cs.train_caption
         source = inj.group != GROUP_COMMON
         return inj.x.reshape(len(inj.x), -1), source, cond if spec.conditional else None

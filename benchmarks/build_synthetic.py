@@ -40,7 +40,7 @@ def _one(task: str, cache: str, flipd: bool, flipd_t0: str | None = None) -> dic
     spec = get_task(task)
     t0 = time.perf_counter()
     row: dict[str, Any] = {"task": spec.name, "family": spec.family, "track": spec.track,
-                           "dim": spec.section("data").get("dim"), "conditional": spec.conditional,
+                           "dim": getattr(spec.model.data, "dim", None), "conditional": spec.conditional,
                            "suites": list(spec.suites), "threads": torch.get_num_threads()}
     try:
         inst = build_task(spec, cache, progress=False)

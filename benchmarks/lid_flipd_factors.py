@@ -87,14 +87,14 @@ def ideal_curve(spec, inst, grid: list[float], scale: int, chunk: int = 32) -> d
     from mmh_bench.evaluation.data_lid import KNNIndex
     from mmh_bench.task.data import lid_paper
     from mmh_bench.task.data.synthetic import make_mixture
-    data = copy.deepcopy(spec.section("data"))
+    data = spec.model.data
     seed = spec.seed + 7_000_001
-    if data.get("source") == "dgm":
-        ref, _, _ = lid_paper.draw(data, spec.seed, scale * int(data.get("n", 20000)), draw_seed=seed)
+    if data.source == "dgm":
+        ref, _, _ = lid_paper.draw(data, spec.seed, scale * data.n, draw_seed=seed)
     else:
-        for c in data["components"]:
-            if c.get("kind") != "point" and int(c.get("copies", 1)) <= 1:
-                c["n"] = scale * int(c.get("n", 1))
+        data = data.model_copy(update={"components": [
+            c.model_copy(update={"n": scale * c.n}) if c.kind != "point" and c.copies <= 1 else c
+            for c in data.components]})
         ref = make_mixture(data, spec.seed, draw_seed=seed).x
     ref = torch.as_tensor(np.asarray(ref, dtype=np.float64))
     sub = ref[torch.randperm(len(ref), generator=torch.Generator().manual_seed(0))[:5000]].numpy()
@@ -124,7 +124,7 @@ def run(task: str, variant: str, t0s: list[float], probes: list[int], cache: Pat
     t = time.perf_counter()
     inst = build_task(spec, cache, progress=False)
     build_s = time.perf_counter() - t
-    res: dict = {"task": task, "variant": variant, "model": spec.section("model"), "dim": int(inst.samples.shape[1]),
+    res: dict = {"task": task, "variant": variant, "model": spec.model.model.model_dump(include=spec.model.written("model")), "dim": int(inst.samples.shape[1]),
                  "n_queries": int(len(inst.samples)), "build_seconds_this_run": round(build_s, 1),
                  "build_seconds": inst.meta.get("build_seconds"), "scores": {}}
     rules: list[tuple[str, FLIPD]] = [("flipd t0=plateau", FLIPD()), ("flipd t0=knee", FLIPD(t0="knee"))]

@@ -27,8 +27,9 @@ from sklearn.metrics import roc_auc_score
 from mmh_bench.registry import get_task, resolve_tasks
 from mmh_bench.task.builders.synthetic import draw_placement, jitter_points
 from mmh_bench.task.data.synthetic import designed_sources, make_mixture
+from mmh_bench.task.spec_models import MixtureData
 
-def sources(data: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def sources(data: MixtureData, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(training rows, is-a-memorization-source) of one placement-free draw."""
     mix = make_mixture(data, seed)
     return mix.x.astype(np.float64), designed_sources(data, mix.component)
@@ -37,13 +38,14 @@ def sources(data: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def simulate(task: str, placements: int, override: dict | None = None) -> dict:
     spec = get_task(task)
     if override:  # try a placement design before writing it into the spec
-        spec = dataclasses.replace(spec, raw={**spec.raw, "placement": {**spec.section("placement"), **override}})
-    dev_x, dev_src = sources(spec.section("data"), spec.seed)
+        placement = {**spec.raw["placement"], **override} if "placement" in spec.raw else override
+        spec = dataclasses.replace(spec, raw={**spec.raw, "placement": placement})
+    dev_x, dev_src = sources(spec.model.data, spec.seed)
     ref = np.unique(dev_x[dev_src], axis=0)
     out = {"sources": [], "origin": []}
     for k in range(placements):
         test = dataclasses.replace(spec, seed=10_000_019 * (k + 1) % (2 ** 62), instance="test")
-        data = jitter_points(test, test.section("data"))
+        data = jitter_points(test, test.model.data)
         x, src = sources(data, test.seed)
         place = draw_placement(test, data, x.astype(np.float32), src)
         x = place(x).astype(np.float64) if place is not None else x

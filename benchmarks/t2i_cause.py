@@ -115,7 +115,7 @@ def measure(inst: Any) -> dict[str, Any]:
     model, sampler = inst.score_model(), inst.sampler()
     noise = initial_noise(UNCOND_N, model.shape, inst.spec.seed + 991)
     unc = generate(model, noise, sampler, None, progress=False)
-    lab = label_samples(unc, a["train"], a["train_lid"], inst.spec.section("labels"))
+    lab = label_samples(unc, a["train"], a["train_lid"], inst.spec.model.labels)
     out["uncond_dd_share"] = float((lab.arrays["subtype"] == SUBTYPE_CODE["DD"]).mean())
     out["detectors"] = {}
     for ref in DETECTORS:

@@ -12,6 +12,7 @@ from mmh_bench.task.build import build_task
 from mmh_bench.task.data import images as im
 from mmh_bench.task.instance import SUBTYPE_CODE
 from mmh_bench.task.spec import load_spec
+from mmh_bench.task.spec_models import ImageData
 
 HERE = Path(__file__).parent
 
@@ -69,8 +70,7 @@ def test_missing_fashion_package_is_a_clear_error(tmp_path):
 
 def test_injection_places_duplicates_and_a_rare_class():
     x, y = im.load_images("digits")
-    cfg = {"classes": [0, 1, 2, 7], "per_class": 10, "rare_class": 7, "rare_n": 3, "dup_n": 3,
-           "dup_copies": 5}
+    cfg = ImageData(classes=[0, 1, 2, 7], per_class=10, rare_class=7, rare_n=3, dup_n=3, dup_copies=5)
     s = im.inject(x, y, cfg, seed=0)
     assert len(s.x) == 3 * 10 + 3 * 5 + 3
     assert (s.group == im.GROUP_RARE).sum() == 3 and set(s.label[s.group == im.GROUP_RARE]) == {7}
@@ -146,10 +146,10 @@ def test_shipped_image_and_t2i_specs_are_well_formed():
     assert {"image-digits", "image-digits-cond", "t2i-digits"} <= set(shipped)
     for name, spec in shipped.items():
         assert spec.builder in BUILDERS, name
-        assert spec.section("data")["source"] in im.SOURCES, name
-        bal = spec.section("balance")
-        assert set(bal["require_subtypes"]) == {"DD", "OD"} and bal["min_memorized"] > 0, name
-        assert "abs_tol" in spec.section("labels"), name
+        assert "source" in spec.model.written("data") and spec.model.data.source in im.SOURCES, name
+        bal = spec.model.balance
+        assert set(bal.require_subtypes) == {"DD", "OD"} and bal.min_memorized > 0, name
+        assert "min_memorized" in bal.model_fields_set, name
     default = {n for n, s in shipped.items() if "default" in s.suites}
     assert any(shipped[n].conditional for n in default if shipped[n].family == "image")
     assert any(not shipped[n].conditional for n in default if shipped[n].family == "image")

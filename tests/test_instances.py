@@ -118,7 +118,7 @@ def test_placement_ranks_the_designed_sources_at_chance_from_the_origin():
     from mmh_bench.task.builders.synthetic import draw_placement
     from mmh_bench.task.data.synthetic import designed_sources, make_mixture
     spec = load_spec(DATA / "tiny.toml")
-    data = spec.section("data")
+    data = spec.model.data
     mix = make_mixture(data, spec.seed)
     src = designed_sources(data, mix.component)
     assert src.sum() == 50 and roc_auc_score(src, -np.linalg.norm(mix.x, axis=1)) == 1.0  # dev: the origin wins

@@ -182,13 +182,14 @@ def test_download_errors_are_clear(server, tmp_path):
 
 
 def test_custom_prompt_file_is_pinned_by_sha256(tmp_path):
+    from mmh_bench.task.spec_models import PromptFileRef
     f = tmp_path / "mine.txt"
     f.write_text("one\ntwo\n")
     sha = hashlib.sha256(f.read_bytes()).hexdigest()
-    ps = P.resolve_prompt_set({"file": "mine.txt", "sha256": sha, "format": "txt"}, base=tmp_path)
+    ps = P.resolve_prompt_set(PromptFileRef(file="mine.txt", sha256=sha, format="txt"), base=tmp_path)
     assert ps.texts == ("one", "two") and ps.sha256 == sha
     with pytest.raises(P.PromptSetError, match="expected"):
-        P.resolve_prompt_set({"file": str(f), "sha256": "0" * 64, "format": "txt"})
+        P.resolve_prompt_set(PromptFileRef(file=str(f), sha256="0" * 64, format="txt"))
     with pytest.raises(P.PromptSetError, match="registered name"):
         P.resolve_prompt_set({"file": str(f)})
     assert P.sha256_texts(["a", "b"]) != P.sha256_texts(["ab"])

@@ -89,13 +89,13 @@ def test_loader_reads_a_saved_pipeline_folder(pipe_dir):
 
 
 def test_source_override_and_default():
-    assert sdm.resolve_source({"id": "CompVis/stable-diffusion-v1-4"}) == "CompVis/stable-diffusion-v1-4"
+    assert sdm.resolve_source("CompVis/stable-diffusion-v1-4") == "CompVis/stable-diffusion-v1-4"
     with sdm.model_source("/weights/sd14"):
-        assert sdm.resolve_source({"id": "CompVis/stable-diffusion-v1-4"}) == "/weights/sd14"
+        assert sdm.resolve_source("CompVis/stable-diffusion-v1-4") == "/weights/sd14"
     with sdm.model_source(None):
-        assert sdm.resolve_source({"id": "x/y"}) == "x/y"
+        assert sdm.resolve_source("x/y") == "x/y"
     with pytest.raises(sdm.ModelLoadError):
-        sdm.resolve_source({})
+        sdm.resolve_source(None)
 
 
 # -- adapter ---------------------------------------------------------------------------------------
@@ -246,8 +246,8 @@ def test_generation_time_defaults_are_the_published_protocol(pipe_dir):
     """Jeon et al.'s Table 1: DDIM 50 steps, guidance 7.5, one generation per prompt, the statistic
     at step 1 (timestep 981); n = 4 and 5 / 50 steps are one parameter away."""
     for task in ("sd-v1-4-jeon", "sd-v2"):
-        s = get_task(task).section("sampling")
-        assert (s["scheduler"], s["steps"], s["guidance_scale"], s["generations_per_prompt"]) == ("DDIM", 50, 7.5, 1)
+        s = get_task(task).model.sampling
+        assert (s.scheduler, s.steps, s.guidance_scale, s.generations_per_prompt) == ("DDIM", 50, 7.5, 1)
     for name in ("cfg-norm", "sharpness", "attention-entropy", "one-step-dcs"):
         det = make_detector(name)
         assert (det.n_steps, det.generations) == (1, 1)
@@ -316,19 +316,19 @@ def test_shipped_sd_tasks_are_opt_in():
     sd = {n: s for n, s in all_tasks().items() if s.family == "stable-diffusion"}
     assert {"sd-v1-4", "sd-v1-5", "sd-v1-4-jeon", "sd-v2"} <= set(sd)
     # the SD 2 prompts were found and scored on the 768 px v-prediction model, and need it
-    v2 = sd["sd-v2"].section("model")
-    assert v2["id"] == "stabilityai/stable-diffusion-2" and v2["generation"] == "sd2"
+    v2 = sd["sd-v2"].model.model
+    assert v2.id == "stabilityai/stable-diffusion-2" and v2.generation == "sd2"
     assert sdm.GENERATIONS["sd2"] == {"cross_attention_dim": 1024, "sample_size": 96,
                                       "prediction_type": "v_prediction"}
     for name in ("sd-v1-4", "sd-v1-5", "sd-v1-4-jeon"):
-        assert sd[name].section("model")["generation"] == "sd1", name
+        assert sd[name].model.model.generation == "sd1", name
     from mmh_bench.task.data.prompts import PROMPT_FILES
     for name, spec in sd.items():
         assert spec.suites == ("stable-diffusion",), name  # never in the default suite
-        data, samp = spec.section("data"), spec.section("sampling")
-        assert data["positives"] in PROMPT_FILES and data["negatives"] in PROMPT_FILES
-        assert spec.section("model")["id"] and spec.conditional
-        assert samp["steps"] >= 1 and samp["generations_per_prompt"] >= 1
+        data, samp = spec.model.data, spec.model.sampling
+        assert data.positives in PROMPT_FILES and data.negatives in PROMPT_FILES
+        assert spec.model.model.id and spec.conditional
+        assert samp.steps >= 1 and samp.generations_per_prompt >= 1
     assert os.environ.get("MMH_BENCH_CACHE")  # conftest isolates the cache
 
 
@@ -579,7 +579,7 @@ def test_shared_seed_gives_every_prompt_the_same_x_T(shared_task, tmp_path, pipe
     bad.write_text(bad.read_text().replace('scheduler = "DDIM"\n', 'scheduler = "DDIM"\ninitial_noise = "jeon"\n'))
     with pytest.raises(Exception, match="initial_noise"):
         build_task(load_spec(bad), tmp_path / "cache", progress=False)
-    assert get_task("sd-v1-4-jeon").section("sampling")["initial_noise"] == "shared"
+    assert get_task("sd-v1-4-jeon").model.sampling.initial_noise == "shared"
 
 
 def test_one_step_dcs_is_webster_one_step_from_sigma_max(shared_task):

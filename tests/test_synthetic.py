@@ -16,6 +16,9 @@ from mmh_bench.task.data.synthetic import COMPONENTS, continuous_components, mak
 from mmh_bench.registry import all_tasks
 from mmh_bench.retrieval.train_index import TrainIndex, label_copies
 from mmh_bench.task.spec import load_spec
+from mmh_bench.task.spec_models import CopyLabels, MixtureData
+
+mixture = MixtureData.model_validate
 
 DATA = Path(__file__).parent / "data"
 
@@ -47,8 +50,9 @@ def pca_rank(x: np.ndarray, rel: float = 0.02) -> int:
 def test_generator_has_its_intrinsic_dimension(comp, lid, rotate):
     """Local PCA of a tiny patch (Gaussian latent of scale 1e-3) spans exactly LID* directions;
     curvature only enters at the scale squared."""
-    data = {"dim": 16, "rotate": rotate, "components": [dict(comp, n=400, latent="gaussian", scale=1e-3)]}
-    mix = make_mixture(data, seed=4)
+    tiny = {} if comp["kind"] == "point" else {"latent": "gaussian", "scale": 1e-3}  # a point has no latent
+    data = {"dim": 16, "rotate": rotate, "components": [dict(comp, n=400, **tiny)]}
+    mix = make_mixture(mixture(data), seed=4)
     assert mix.x.shape == (400, 16) and mix.x.dtype == np.float32
     assert np.all(mix.lid == lid)
     assert pca_rank(mix.x) == lid
@@ -61,7 +65,7 @@ def test_uniform_latents_lie_on_their_manifolds():
         {"kind": "torus", "embedding": "ring", "R": 1.0, "r": 0.3, "n": 500},
         {"kind": "plane", "d": 2, "scale": 1.5, "n": 500},
         {"kind": "squiggly", "d": 2, "extra": 3, "scale": 0.5, "n": 500}]}
-    mix = make_mixture(data, 3)
+    mix = make_mixture(mixture(data), 3)
     x = [mix.x[mix.component == k].astype(np.float64) for k in range(5)]
     np.testing.assert_allclose(np.linalg.norm(x[0], axis=1), 2.0, rtol=1e-5)
     np.testing.assert_allclose(np.hypot(x[1][:, 0], x[1][:, 2]), 1.0, rtol=1e-5)
@@ -78,11 +82,11 @@ def test_generators_are_deterministic_and_share_geometry_across_draws():
     data = {"dim": 12, "rotate": True, "components": [
         {"kind": "plane", "d": 3, "n": 300, "offset_norm": 2.0},
         {"kind": "squiggly", "d": 2, "n": 300}]}
-    a, b = make_mixture(data, 7), make_mixture(data, 7)
+    a, b = make_mixture(mixture(data), 7), make_mixture(mixture(data), 7)
     np.testing.assert_array_equal(a.x, b.x)
-    other = make_mixture(data, 8)
+    other = make_mixture(mixture(data), 8)
     assert not np.allclose(a.x, other.x)
-    fresh = make_mixture(data, 7, draw_seed=99)
+    fresh = make_mixture(mixture(data), 7, draw_seed=99)
     assert not np.allclose(a.x, fresh.x)
     # fresh draws lie on the same affine 3-plane: stacking them adds no direction
     plane = np.vstack([a.x[a.component == 0], fresh.x[fresh.component == 0]]).astype(np.float64)
@@ -92,10 +96,10 @@ def test_generators_are_deterministic_and_share_geometry_across_draws():
 
 def test_every_kind_is_listed():
     assert set(COMPONENTS) == {"point", "circle", "sphere", "torus", "plane", "squiggly"}
-    with pytest.raises(ValueError, match="unknown kind"):
-        make_mixture({"dim": 2, "components": [{"kind": "blob"}]}, 0)
+    with pytest.raises(ValueError, match="'blob'"):  # the spec model refuses an unknown kind
+        make_mixture(mixture({"dim": 2, "components": [{"kind": "blob"}]}), 0)
     with pytest.raises(ValueError, match="ambient dimensions"):
-        make_mixture({"dim": 3, "components": [{"kind": "sphere", "d": 3}]}, 0)
+        make_mixture(mixture({"dim": 3, "components": [{"kind": "sphere", "d": 3}]}), 0)
 
 
 def test_conditions_one_per_component_and_per_duplicated_point():
@@ -104,7 +108,7 @@ def test_conditions_one_per_component_and_per_duplicated_point():
         {"kind": "plane", "d": 2, "n": 3, "copies": 10, "offset": [3.0]},
         {"kind": "point", "at": [0.0, 5.0], "copies": 20},
         {"kind": "plane", "d": 1, "n": 4, "offset": [-3.0]}]}
-    mix = make_mixture(data, 1)
+    mix = make_mixture(mixture(data), 1)
     assert mix.n_classes == 1 + 3 + 1 + 1
     np.testing.assert_array_equal(np.bincount(mix.cond), [50, 10, 10, 10, 20, 4])
     # each duplicated point carries exactly one condition, and each condition one point
@@ -112,15 +116,15 @@ def test_conditions_one_per_component_and_per_duplicated_point():
     for c in np.unique(mix.cond[dup]):
         assert len(np.unique(mix.x[mix.cond == c], axis=0)) == 1
     assert np.all(mix.lid[dup] == 0) and np.all(mix.lid[mix.component == 3] == 1)
-    assert continuous_components(data) == [0, 3]
+    assert continuous_components(mixture(data)) == [0, 3]
 
 
-def base_pass_rate(data: dict, seed: int, labels: dict, n: int) -> float:
+def base_pass_rate(data: dict | MixtureData, seed: int, labels: dict | CopyLabels, n: int) -> float:
     """Share of fresh data draws that pass the base copy test (ratio and absolute tolerance)."""
-    mix = make_mixture(data, seed)
-    draws = fresh_draws(data, seed, mix, n, seed + 99)
-    lab = label_copies(draws, TrainIndex(mix.x), abs_tol=float(labels["abs_tol"]),
-                       ratio=float(labels.get("ratio", 1 / 3)))
+    mix = make_mixture(mixture(data), seed)
+    draws = fresh_draws(mixture(data), seed, mix, n, seed + 99)
+    labels = CopyLabels.model_validate(labels)
+    lab = label_copies(draws, TrainIndex(mix.x), abs_tol=labels.abs_tol, ratio=labels.ratio)
     return float(lab.memorized.mean())
 
 
@@ -139,15 +143,15 @@ def test_chance_test_keeps_coincidences_out_and_collapses_in():
         {"kind": "circle", "latent": "vonmises", "kappa": 4.0, "n": 2000},
         {"kind": "circle", "latent": "uniform", "angle_range": [2.8, 3.5], "n": 3},
         {"kind": "point", "at": [0.0, 0.0], "copies": 50}]}
-    labels = {"abs_tol": 0.05}
-    mix = make_mixture(data, 0)
+    labels = CopyLabels(abs_tol=0.05)
+    mix = make_mixture(mixture(data), 0)
     rng = np.random.default_rng(1)
-    generalizing = fresh_draws(data, 0, mix, 4000, 11)
+    generalizing = fresh_draws(mixture(data), 0, mix, 4000, 11)
     isolated = mix.x[mix.component == 1]
     collapsed = np.repeat(isolated, 8, axis=0) + rng.normal(0, 0.003, (24, 2))
     dd = rng.normal(0, 0.003, (40, 2))
     samples = np.vstack([generalizing, collapsed, dd]).astype(np.float32)
-    null, check = fresh_draws(data, 0, mix, 40000, 12), fresh_draws(data, 0, mix, 40000, 13)
+    null, check = fresh_draws(mixture(data), 0, mix, 40000, 12), fresh_draws(mixture(data), 0, mix, 40000, 13)
     lab = label_samples(samples, mix.x, mix.lid, labels, null_draws=null, null_check=check,
                         train_source=mix.component)
     a = lab.arrays
@@ -179,7 +183,7 @@ def test_label_audit_on_constructed_samples():
     train = np.vstack([spread, dup]).astype(np.float32)
     lid = np.r_[np.full(200, 6.0), np.zeros(40)].astype(np.float32)
     samples = np.vstack([dup[:5] + 0.01, spread[:5] + 0.01, rng.uniform(-5, 5, (50, 6))]).astype(np.float32)
-    lab = label_samples(samples, train, lid, {"abs_tol": 0.1, "dedup_tol": 1e-6}).arrays
+    lab = label_samples(samples, train, lid, CopyLabels(abs_tol=0.1, dedup_tol=1e-6)).arrays
     assert lab["labels"][:10].all()
     assert np.all(lab["subtype"][:5] == 1) and np.all(lab["subtype"][5:10] == 2)
     assert np.all(lab["group_size"][:5] == 40)
@@ -217,7 +221,7 @@ def test_conditional_task_carries_conditions(cond_task):
     assert n_classes == 4  # sphere, two duplicated points, the handful of squiggly points
     assert a["cond"].shape == (len(a["samples"]),) and a["cond"].dtype == np.int64
     assert a["cond"].min() >= 0 and a["cond"].max() < n_classes
-    mix = make_mixture(cond_task.spec.section("data"), cond_task.spec.seed)
+    mix = make_mixture(cond_task.spec.model.data, cond_task.spec.seed)
     perm = remap_conditions(mix, cond_task.spec.seed)  # ids are a seeded permutation of the classes
     np.testing.assert_array_equal(a["train_cond"], mix.cond)
     assert sorted(perm.tolist()) == list(range(n_classes))
@@ -243,9 +247,9 @@ def test_conditional_build_is_deterministic(cond_task, tmp_path):
 
 def test_label_audit_on_a_built_task(cond_task):
     a = cond_task.arrays
-    labels = cond_task.spec.section("labels")
+    labels = cond_task.spec.model.labels
     assert a["labels"].any(), "the audit needs at least one memorized sample"
-    _audit(a, a["train"], float(labels["abs_tol"]), float(cond_task.meta["dedup_tol"]), a["samples"])
+    _audit(a, a["train"], labels.abs_tol, float(cond_task.meta["dedup_tol"]), a["samples"])
 
 
 def test_tasks_json_says_conditional(monkeypatch, capsys):
@@ -305,7 +309,7 @@ def test_show_prints_summary_and_writes_png(cond_task, tmp_path, capsys):
 
 def test_datasets_export_round_trips(cond_task, tmp_path):
     from datasets import load_from_disk
-    mix = make_mixture(cond_task.spec.section("data"), cond_task.spec.seed)
+    mix = make_mixture(cond_task.spec.model.data, cond_task.spec.seed)
     back = load_mixture(save_mixture(mix, tmp_path / "mix"))
     for key in ("x", "lid", "component", "cond"):
         np.testing.assert_array_equal(getattr(back, key), getattr(mix, key))
@@ -334,15 +338,16 @@ SHIPPED = {n: s for n, s in all_tasks().items() if s.family in ("synthetic", "li
 def test_shipped_synthetic_specs_are_sound(name):
     """Shipped specs generate, declare a real balance, and keep chance copies rare."""
     spec = SHIPPED[name]
-    data = spec.section("data")
+    data = spec.model.data
     if spec.track == "lid":
         assert spec.family == "lid" and spec.builder == "lid"
         return
-    bal = spec.section("balance")
-    assert float(bal["min_memorized"]) > 0 and float(bal["max_memorized"]) < 1
-    mix = make_mixture(data, spec.seed)
-    assert mix.x.shape[1] == int(data["dim"]) and np.isfinite(mix.x).all()
+    bal = spec.model.balance
+    assert {"min_memorized", "max_memorized"} <= bal.model_fields_set
+    assert bal.min_memorized > 0 and bal.max_memorized < 1
+    mix = make_mixture(mixture(data), spec.seed)
+    assert mix.x.shape[1] == data.dim and np.isfinite(mix.x).all()
     if name == "mmh-toy":
         return  # the paper's 1-D toy: chance copies are part of its design; the chance test handles them
-    rate = base_pass_rate(data, spec.seed, spec.section("labels"), 1000)
+    rate = base_pass_rate(data, spec.seed, spec.model.labels, 1000)
     assert rate < 0.02, f"{name}: base copy test passes {rate:.3f} of fresh draws"

@@ -11,6 +11,7 @@ import torch
 from mmh_bench.task.data import images as im
 from mmh_bench.task.data.captions import KIND, caption_set, prompt_plan
 from mmh_bench.task.models.cross_attn import CaptionTable, CrossAttnDenoiser, CrossAttnScoreModel
+from mmh_bench.task.spec_models import CaptionedData, CopyLabels
 
 HERE = Path(__file__).parent
 NAMES = im.CLASS_NAMES["digits"]
@@ -18,8 +19,8 @@ NAMES = im.CLASS_NAMES["digits"]
 
 def _injected():
     x, y = im.load_images("digits")
-    cfg = {"classes": [0, 1, 2], "per_class": 8, "rare_class": 2, "rare_n": 2, "dup_n": 2,
-           "dup_copies": 6, "unique_singles": 3, "novel_prompts": 4}
+    cfg = CaptionedData(classes=[0, 1, 2], per_class=8, rare_class=2, rare_n=2, dup_n=2, dup_copies=6,
+                        unique_singles=3, novel_prompts=4)
     return im.inject(x, y, cfg, seed=0), cfg
 
 
@@ -176,7 +177,7 @@ def test_ren_le_is_not_applicable_on_a_model_without_layer_3(tiny_t2i):
     (layer 3, the default) is recorded as not applicable there, and the all-layer mean runs."""
     from mmh_bench.evaluation.detection import DetectionTrack, compute_scores
     from mmh_bench.registry import get_task, make_detector
-    assert get_task("t2i-digits").section("model").get("depth", 3) == 3
+    assert get_task("t2i-digits").model.model.depth == 3
     why = DetectionTrack().why_not(make_detector("attention-entropy"), tiny_t2i)
     assert why and why.startswith("reads cross-attention layer 3") and "has 2 (0-1)" in why
     det = make_detector("attention-entropy(layer=null)")
@@ -227,7 +228,7 @@ def test_unet_keys_need_arch_unet():
     import tomllib
     from mmh_bench.task.spec import SpecError, load_spec, parse_spec
     raw = tomllib.loads((HERE / "data" / "tiny_t2i_unet.toml").read_text())
-    assert load_spec(HERE / "data" / "tiny_t2i_unet.toml").section("model")["arch"] == "unet"
+    assert load_spec(HERE / "data" / "tiny_t2i_unet.toml").model.model.arch == "unet"
     with pytest.raises(SpecError, match="hidden"):  # an MLP key is never ignored silently
         parse_spec({**raw, "model": {**raw["model"], "hidden": 64}})
     raw["model"]["arch"] = "mlp"
@@ -236,10 +237,14 @@ def test_unet_keys_need_arch_unet():
 
 
 # -- the LAION-like design of t2i-fashion: attribute captions, composed prompts, templates (issue 24) --
+LAION_LIKE = {"classes": [0, 1, 2], "per_class": 12, "dup_n": 2, "dup_copies": 6, "tm_n": 2, "tm_variants": 4,
+              "tm_patch": 2, "tm_delta": 0.2, "unique_singles": 2, "attribute_captions": True,
+              "composed_prompts": 4}
+
+
 def _laion_like():
     x, y = im.load_images("digits")
-    cfg = {"classes": [0, 1, 2], "per_class": 12, "dup_n": 2, "dup_copies": 6, "tm_n": 2, "tm_variants": 4,
-           "tm_patch": 2, "tm_delta": 0.2, "unique_singles": 2, "attribute_captions": True, "composed_prompts": 4}
+    cfg = CaptionedData(**LAION_LIKE)
     return im.inject(x, y, cfg, seed=0), cfg
 
 
@@ -259,8 +264,9 @@ def test_templates_are_near_identical_variants_sharing_one_caption():
         assert len(ids) == 1 and cs.kind[ids.pop()] == KIND["template"]
     # the template rows are never drawn as anything else, and without tm_n nothing changes
     x, y = im.load_images("digits")
-    plain = im.inject(x, y, {k: v for k, v in cfg.items() if not k.startswith("tm_")}, seed=0)
-    np.testing.assert_array_equal(plain.source_row, im.inject(x, y, {**cfg, "tm_n": 0}, seed=0).source_row)
+    plain = im.inject(x, y, CaptionedData(**{k: v for k, v in LAION_LIKE.items() if not k.startswith("tm_")}), seed=0)
+    np.testing.assert_array_equal(plain.source_row,
+                                  im.inject(x, y, CaptionedData(**{**LAION_LIKE, "tm_n": 0}), seed=0).source_row)
     assert not set(inj.source_row[inj.group == im.GROUP_TEMPLATE]) & set(inj.source_row[inj.group != im.GROUP_TEMPLATE])
 
 
@@ -293,7 +299,7 @@ def test_composed_prompts_need_attribute_captions():
     import tomllib
     from mmh_bench.task.spec import SpecError, load_spec, parse_spec
     attempt = load_spec(HERE.parent / "benchmarks" / "specs" / "t2i-fashion.toml")  # the attempted design validates
-    assert attempt.section("data")["tm_n"] == 5 and attempt.section("model")["cross_blocks"] == [1, 2]
+    assert attempt.model.data.tm_n == 5 and attempt.model.model.cross_blocks == [1, 2]
     raw = tomllib.loads((HERE / "data" / "tiny_t2i_laion.toml").read_text())
     raw["data"]["attribute_captions"] = False
     with pytest.raises(SpecError, match="attribute_captions"):
@@ -319,7 +325,7 @@ def test_copies_of_a_duplicate_are_vm_and_of_a_template_tm():
     source = np.array([0] * 40 + [1] * 5 + [6] * 4)
     lid = np.where(source > 0, 0.0, 1.0).astype(np.float32)
     samples = np.stack([vm[0] + 0.01, tm[2] + 0.01, common[3] + 0.01, rng.normal(size=16) * 3]).astype(np.float32)
-    lab = label_samples(samples, train, lid, {"abs_tol": 1.0, "dedup_tol": 0.5}, train_source=source)
+    lab = label_samples(samples, train, lid, CopyLabels(abs_tol=1.0, dedup_tol=0.5), train_source=source)
     assert lab.arrays["labels"][:2].tolist() == [1, 1] and lab.arrays["labels"][3] == 0
     sub = split_dd(lab.arrays["subtype"], lab.arrays["source"], {1: "VM", 6: "TM"})
     assert sub[:3].tolist() == [SUBTYPE_CODE["VM"], SUBTYPE_CODE["TM"], SUBTYPE_CODE["OD"]]
@@ -340,7 +346,7 @@ def test_unet_attends_only_in_the_blocks_it_names():
 def test_heldout_scale_caps_the_fresh_images():
     inj, cfg = _laion_like()
     x, y = im.load_images("digits")
-    capped = im.heldout_images(x, y, inj, {**cfg, "heldout_scale": 2}, seed=0)
+    capped = im.heldout_images(x, y, inj, CaptionedData(**LAION_LIKE, heldout_scale=2), seed=0)
     assert len(capped) == 2 * 12 * 3 and len(im.heldout_images(x, y, inj, cfg, seed=0)) > len(capped)
 
 

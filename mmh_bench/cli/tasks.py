@@ -11,9 +11,9 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     from mmh_bench.registry import all_tasks
     rows = []
     for spec in all_tasks().values():
-        data = spec.section("data")
         rows.append({"name": spec.name, "family": spec.family, "track": spec.track,
-                     "version": spec.version, "dim": data.get("dim"), "conditional": spec.conditional,
+                     "version": spec.version, "dim": getattr(spec.model.data, "dim", None),
+                     "conditional": spec.conditional,
                      "suites": list(spec.suites), "hash": spec.hash, "description": spec.description})
     return print_listing(rows, args.json, [[r["name"], r["family"], r["track"], r["version"], r["dim"],
                                              "yes" if r["conditional"] else "", ",".join(r["suites"])] for r in rows],

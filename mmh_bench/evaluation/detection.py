@@ -155,7 +155,7 @@ class DetectionTrack(Track):
             model=inst.score_model))
 
     def ruled_out(self, det: Any, spec: TaskSpec) -> str | None:
-        return why_not(det, TaskOffer(track=spec.track, family=spec.family, has_model=bool(spec.section("model")),
+        return why_not(det, TaskOffer(track=spec.track, family=spec.family, has_model=bool(spec.model.written("model")),
                                       conditional=spec.conditional,
                                       capabilities=lambda: BUILDER_CAPABILITIES.get(spec.builder)))
 

@@ -83,12 +83,16 @@ class BuildOutput:
     extra_meta: dict[str, Any] = field(default_factory=dict)
 
 
-def training_options(spec: TaskSpec, progress: bool, **defaults: float) -> dict[str, Any]:
-    """Keyword arguments for a shipped training function: each of ``defaults`` (the builder's
-    recipe) overridden by the spec's ``[model]`` section and cast to the default's type, plus the
-    task's seed, the progress switch and a progress label."""
-    m = spec.section("model")
-    out: dict[str, Any] = {k: type(v)(m.get(k, v)) for k, v in defaults.items()}
+#: the ``[model]`` keys a shipped training function takes (those its family's model declares)
+TRAINING_KEYS = ("hidden", "depth", "steps", "batch_size", "lr", "p_uncond", "t_power")
+
+
+def training_options(spec: TaskSpec, progress: bool) -> dict[str, Any]:
+    """Keyword arguments for a shipped training function: the training recipe of the spec's
+    ``[model]`` (its family's defaults where the spec is silent), plus the task's seed, the
+    progress switch and a progress label."""
+    m = spec.model.model
+    out: dict[str, Any] = {k: getattr(m, k) for k in TRAINING_KEYS if k in type(m).model_fields}
     out.update(seed=spec.seed, progress=progress, desc=f"{spec.name}: training")
     return out
 
@@ -129,16 +133,16 @@ def split_dd(subtype: np.ndarray, source: np.ndarray, names: dict[int, str]) -> 
 
 def check_balance(spec: TaskSpec, arrays: dict[str, np.ndarray]) -> None:
     """Fail loudly when the built task does not reach the label balance its spec declares."""
-    bal = spec.section("balance")
+    bal = spec.model.balance
     lab = arrays["labels"].astype(bool)
     frac = float(lab.mean()) if len(lab) else 0.0
-    lo, hi = float(bal.get("min_memorized", 0.01)), float(bal.get("max_memorized", 0.99))
+    lo, hi = bal.min_memorized, bal.max_memorized
     counts = {name: int((arrays["subtype"] == code).sum()) for name, code in SUBTYPE_CODE.items()}
     problems = []
     if not lo <= frac <= hi:
         problems.append(f"memorized fraction {frac:.3f} outside [{lo}, {hi}]")
-    min_sub = int(bal.get("min_per_subtype", 1))
-    for sub in bal.get("require_subtypes", []):
+    min_sub = bal.min_per_subtype
+    for sub in bal.require_subtypes:
         if counts.get(sub, 0) < min_sub:
             problems.append(f"subtype {sub} has {counts.get(sub, 0)} samples, needs >= {min_sub}")
     if problems:
@@ -261,7 +265,7 @@ def _build(spec: TaskSpec, work: Path, progress: bool) -> tuple[dict[str, Any], 
                              else np.zeros_like(arrays["labels"]))  # subtype unknown
         check_balance(spec, arrays)
     elif spec.track == "memorization":
-        labels_cfg = spec.section("labels")
+        labels_cfg = spec.model.labels
         try:
             lab = label_samples(arrays["samples"], arrays["train"], arrays["train_lid"], labels_cfg,
                                 null_draws=out.null_draws, null_check=out.null_check,
@@ -271,7 +275,7 @@ def _build(spec: TaskSpec, work: Path, progress: bool) -> tuple[dict[str, Any], 
         arrays.update(lab.arrays)
         if out.dd_subtype_of_source:
             arrays["subtype"] = split_dd(arrays["subtype"], arrays["source"], out.dd_subtype_of_source)
-        meta["dedup_tol"] = float(labels_cfg.get("dedup_tol", 0.0)) * out.label_scale
+        meta["dedup_tol"] = labels_cfg.dedup_tol * out.label_scale
         meta["n_train_dedup"] = len(lab.index)
         meta["labelling"] = lab.stats
         meta["null_copy_rate"] = lab.stats.get("null_copy_rate")

@@ -115,4 +115,4 @@ def test_instance_key(secret_env: str | None, replicate: int = 0) -> InstanceKey
 
 def test_replicates(spec: TaskSpec) -> int:
     """How many test instances the board keeps of the task (``[instances] test_replicates``)."""
-    return int(spec.section("instances").get("test_replicates", 1))
+    return spec.model.instances.test_replicates

@@ -15,7 +15,7 @@ generalizing model would produce at the same rate, not memorization. So the labe
   draws from the data distribution (never trained on) that fall nearest to p; a model that
   collapsed onto p makes nearly all of them pass. The copies of p are overfitting-driven
   memorization (OD) only when chance cannot explain k_p: P(Binomial(m_p, q_p) >= k_p) <
-  ``chance_alpha`` (default 1e-3). q_p is shrunk towards the pooled rate where few fresh draws
+  ``[labels] chance_alpha``. q_p is shrunk towards the pooled rate where few fresh draws
   fall near p. Otherwise they are *chance copies*: labelled 0 (not memorized) and flagged for
   audit. The test compares shapes, not densities, so a model that is merely denser than the data
   somewhere does not turn that region into "memorized".
@@ -27,16 +27,16 @@ its memorized fraction is refused at build time: its labels would not mean memor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.stats import binom
 
-from mmh_bench.retrieval.train_index import COPY_RATIO, CopyLabels, TrainIndex, label_copies, nn_ratio
+from mmh_bench.retrieval.train_index import CopyLabels, TrainIndex, label_copies, nn_ratio
 from .subtypes import SUBTYPE_CODE, SUBTYPE_NAMES
 
-#: default per-point significance of the chance test
-CHANCE_ALPHA = 1e-3
+if TYPE_CHECKING:  # pragma: no cover
+    from .spec_models import CopyLabels as LabelsSpec
 #: weight (in fresh draws) of the pooled pass rate in each point's shrunk null rate q_p
 PRIOR_DRAWS = 2.0
 #: a build is refused when its null copy rate is not below this multiple of its memorized fraction
@@ -106,12 +106,9 @@ class CopyRule:
         return {"ratio": self.ratio, "abs_tol": self.abs_tol, "chance_alpha": self.chance_alpha}
 
 
-def rule_params(labels_cfg: dict[str, Any], scale: float = 1.0) -> tuple[float, float, float]:
+def rule_params(labels_cfg: LabelsSpec, scale: float = 1.0) -> tuple[float, float, float]:
     """(abs_tol, ratio, chance_alpha) of a spec's ``[labels]`` table, distances times ``scale``."""
-    if "abs_tol" not in labels_cfg:
-        raise LabellingError("[labels] must state abs_tol, the absolute distance under which a copy counts")
-    return (float(labels_cfg["abs_tol"]) * scale, float(labels_cfg.get("ratio", COPY_RATIO)),
-            float(labels_cfg.get("chance_alpha", CHANCE_ALPHA)))
+    return labels_cfg.abs_tol * scale, labels_cfg.ratio, labels_cfg.chance_alpha
 
 
 def null_pass_rate(index: TrainIndex, duplicated: np.ndarray, draws: np.ndarray | None, abs_tol: float,
@@ -129,7 +126,7 @@ def null_pass_rate(index: TrainIndex, duplicated: np.ndarray, draws: np.ndarray 
     return np.where(duplicated, -1.0, q), pooled
 
 
-def label_samples(samples: np.ndarray, train: np.ndarray, train_lid: np.ndarray, labels_cfg: dict[str, Any],
+def label_samples(samples: np.ndarray, train: np.ndarray, train_lid: np.ndarray, labels_cfg: LabelsSpec,
                   *, null_draws: np.ndarray | None = None, null_check: np.ndarray | None = None,
                   train_source: np.ndarray | None = None, scale: float = 1.0) -> Labelling:
     """Apply the task's labelling rule (module docstring) to its generated samples.
@@ -141,7 +138,7 @@ def label_samples(samples: np.ndarray, train: np.ndarray, train_lid: np.ndarray,
     ``scale`` multiplies the spec's distances (a test instance placed at another scale).
     """
     abs_tol, ratio, alpha = rule_params(labels_cfg, scale)
-    index = TrainIndex(train, dedup_tol=float(labels_cfg.get("dedup_tol", 0.0)) * scale)
+    index = TrainIndex(train, dedup_tol=labels_cfg.dedup_tol * scale)
     if len(index) < 2:
         raise LabellingError("the ratio test needs at least two distinct training points")
     lid_rep = np.asarray(train_lid, dtype=np.float32)[index.rep_row]

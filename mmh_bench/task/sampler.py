@@ -87,10 +87,10 @@ class Sampler:
         return cls(**{k: meta[k] for k in keys if k in meta})
 
     @classmethod
-    def from_spec(cls, sampling: dict[str, Any], *, steps: int, clip: float | None = None) -> "Sampler":
-        """The sampler a spec's ``[sampling]`` section asks for (``steps`` and ``clip`` defaults per builder)."""
-        return cls(steps=int(sampling.get("steps", steps)), guidance=float(sampling.get("guidance", 1.0)),
-                   clip=clip, kind=str(sampling.get("sampler", "ddim")))
+    def from_spec(cls, sampling: Any, *, clip: float | None = None) -> "Sampler":
+        """The sampler a spec's ``[sampling]`` section asks for (a validated section model, its
+        defaults filled; ``clip`` is the builder's)."""
+        return cls(steps=sampling.steps, guidance=sampling.guidance, clip=clip, kind=sampling.sampler)
 
 
 def noise_seed(task_seed: int) -> int:

@@ -5,6 +5,7 @@ import hashlib
 import json
 import tomllib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +54,17 @@ class TaskSpec:
         payload = canonical_json({"spec": self.raw, "builder_version": BUILDER_VERSION})
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
-    def section(self, key: str) -> dict[str, Any]:
-        value = self.raw.get(key, {})
-        if not isinstance(value, dict):
-            raise SpecError(f"{self.path or self.name}: [{key}] must be a table")
-        return value
+    @cached_property
+    def model(self) -> TaskModel:
+        """The validated spec, every absent key at its default: what builders read."""
+        model = validated(self.raw)
+        if isinstance(model, str):
+            raise SpecError(f"{self.path or self.name}: {model}")
+        return model
 
     @property
     def conditional(self) -> bool:
-        return bool(self.section("model").get("conditional", False))
+        return self.model.conditional
 
 
 # -- messages: pydantic's errors as one line that names the section and the key -------------------
@@ -85,7 +88,7 @@ def _clean(loc: tuple[Any, ...], raw: Any, at_table: bool = False) -> tuple[tupl
         elif isinstance(part, str) and isinstance(node, dict) and (
                 part in node or (i == len(loc) - 1 and not at_table)):
             out.append(part)
-            node = node.get(part, _MISSING)
+            node = node[part] if part in node else _MISSING
         else:
             tagged = True
     return tuple(out), tagged
@@ -166,16 +169,15 @@ def describe(exc: ValidationError, raw: dict[str, Any], model: type[TaskModel]) 
     return f"{_where(raw, table)}{key} {phrase}{got}"
 
 
-def first_problem(raw: dict[str, Any]) -> str | None:
-    """None when ``raw`` is a valid task spec, else one line naming the section and the key."""
+def validated(raw: dict[str, Any]) -> TaskModel | str:
+    """``raw`` validated into its builder's model, else one line naming the section and the key."""
     model = task_model(raw)
     if isinstance(model, str):
         return model
     try:
-        model.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         return describe(exc, raw, model)
-    return None
 
 
 def parse_spec(raw: dict[str, Any], path: str = "<memory>") -> TaskSpec:
@@ -184,12 +186,14 @@ def parse_spec(raw: dict[str, Any], path: str = "<memory>") -> TaskSpec:
     file, the section and the key. ``raw`` itself is kept as is: its hash names cached builds."""
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a task spec is a table of keys, got {type(raw).__name__}")
-    problem = first_problem(raw)
-    if problem is not None:
-        raise SpecError(f"{path}: {problem}")
-    return TaskSpec(name=raw["name"], version=str(raw["version"]), family=raw["family"], builder=raw["builder"],
-                    seed=raw.get("seed", 0), description=raw.get("description", ""),
-                    track=raw.get("track", "memorization"), suites=tuple(raw.get("suites", [])), raw=raw, path=path)
+    model = validated(raw)
+    if isinstance(model, str):
+        raise SpecError(f"{path}: {model}")
+    spec = TaskSpec(name=model.name, version=str(model.version), family=model.family, builder=model.builder,
+                    seed=model.seed, description=model.description, track=model.track,
+                    suites=tuple(model.suites), raw=raw, path=path)
+    spec.__dict__["model"] = model  # the cache of TaskSpec.model; a replaced raw validates afresh
+    return spec
 
 
 def load_spec(path: str | Path) -> TaskSpec:

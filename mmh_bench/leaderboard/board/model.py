@@ -196,7 +196,7 @@ def section_title(family: str, track: str) -> str:
 
 def sampler_steps(spec: Any) -> int | None:
     """A spec's ``[sampling] steps`` (None without a spec or a sampler)."""
-    steps = spec.section("sampling").get("steps") if spec is not None else None
+    steps = spec.model.sampling.steps if spec is not None and "steps" in spec.model.written("sampling") else None
     return steps if isinstance(steps, int) and not isinstance(steps, bool) else None
 
 

@@ -15,6 +15,7 @@ Spec tables:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -25,6 +26,11 @@ from mmh_bench.task.models.mlp import train_denoiser
 from mmh_bench.task.models.pixel_mlp import PixelMLPScoreModel, save_pixel_mlp
 from mmh_bench.task.sampler import Sampler, sample_task
 from mmh_bench.task.spec import TaskSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mmh_bench.task.spec_models import ImageData
+
+ImageDataT = TypeVar("ImageDataT", bound="ImageData")
 
 
 #: designed role of each training row, by ``InjectedSet.group``
@@ -37,13 +43,12 @@ def null_halves(heldout: np.ndarray) -> dict[str, np.ndarray]:
     return {"null_draws": heldout[0::2], "null_check": heldout[1::2]}
 
 
-def place_rare_class(spec: TaskSpec, d: dict, y: np.ndarray) -> dict:
+def place_rare_class(spec: TaskSpec, d: ImageDataT, y: np.ndarray) -> ImageDataT:
     """On a test instance the rare class is drawn by the secret placement, not read from the spec."""
     rng = placement_rng(spec)
-    if rng is None or d.get("rare_class") is None:
+    if rng is None or d.rare_class is None:
         return d
-    classes = [int(c) for c in d.get("classes", sorted(set(y.tolist())))]
-    return {**d, "rare_class": int(rng.choice(classes))}
+    return d.model_copy(update={"rare_class": int(rng.choice(d.class_list(y)))})
 
 
 def even_classes(classes: list[int], n: int) -> np.ndarray:
@@ -52,23 +57,21 @@ def even_classes(classes: list[int], n: int) -> np.ndarray:
 
 
 def build_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
-    d, m, s = spec.section("data"), spec.section("model"), spec.section("sampling")
-    source = str(d.get("source", "digits"))
-    x, y = load_images(source, d.get("side"))
+    d, s = spec.model.data, spec.model.sampling
+    source = d.source
+    x, y = load_images(source, d.side)
     d = place_rare_class(spec, d, y)
     inj = inject(x, y, d, spec.seed)
     shape = inj.x.shape[1:]
-    conditional = bool(m.get("conditional", False))
+    conditional = spec.conditional
     n_classes = int(y.max()) + 1
     net = train_denoiser(inj.x, cond=inj.label if conditional else None,
-                         n_classes=n_classes if conditional else 0,
-                         **training_options(spec, progress, hidden=384, depth=3, steps=6000, batch_size=64,
-                                            lr=2e-3, p_uncond=0.1, t_power=1.0))
+                         n_classes=n_classes if conditional else 0, **training_options(spec, progress))
     save_pixel_mlp(net, shape, work / "model")
     model = PixelMLPScoreModel(net, shape)
-    n = int(s.get("n", 2000))
+    n = s.n
     cond = even_classes(sorted(set(inj.label.tolist())), n) if conditional else None
-    sampler = Sampler.from_spec(s, steps=100, clip=1.0)
+    sampler = Sampler.from_spec(s, clip=1.0)
     samples, noise = sample_task(model, n, spec.seed, sampler, None if cond is None else cond.tolist(),
                                  progress=progress)
     names = CLASS_NAMES.get(source, ())

@@ -23,7 +23,7 @@ Two sources, chosen by ``[data] source``:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,19 +33,22 @@ from mmh_bench.task.data.synthetic import Mixture, component_points, continuous_
 from mmh_bench.task.spec import TaskSpec
 from .synthetic import train_mixture_model
 
+if TYPE_CHECKING:  # pragma: no cover
+    from mmh_bench.task.spec_models import Manifold, MixtureData
+
 #: offset added to the task seed for the query draws (distinct from the training draws)
 QUERY_SEED_OFFSET = 2_000_003
 
 
-def _mixture_queries(data: dict[str, Any], seed: int, n_per: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _mixture_queries(data: MixtureData, seed: int, n_per: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fresh draws from each continuous component, plus every distinct duplicated point."""
     xs, lids, comps = [], [], []
     cont = set(continuous_components(data))
-    for cid, c in enumerate(data["components"]):
+    for cid, c in enumerate(data.components):
         if cid in cont:
             pts, lid = component_points(data, cid, n_per, seed, seed + QUERY_SEED_OFFSET)
         else:  # the duplicated / point-mass locations themselves (same draw as training)
-            pts, _ = component_points(data, cid, int(c.get("n", 1)), seed)
+            pts, _ = component_points(data, cid, c.n, seed)
             pts, lid = np.unique(pts, axis=0), 0
         xs.append(pts)
         lids.append(np.full(len(pts), lid, dtype=np.float32))
@@ -54,49 +57,48 @@ def _mixture_queries(data: dict[str, Any], seed: int, n_per: int) -> tuple[np.nd
 
 
 def _build_mixture(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
-    data = spec.section("data")
+    data = spec.model.data
     mix = make_mixture(data, spec.seed)
-    m = spec.section("model")
     model = None
-    if m.get("train", "steps" in m):
+    if spec.model.model.trained:
         if spec.conditional:
             raise BuildError(f"LID task {spec.name!r}: the model must be unconditional")
         train_mixture_model(spec, mix, progress).save(work / "model")
         model = {"kind": "mlp", "path": "model"}
-    q = spec.section("queries")
-    x, lid, comp = _mixture_queries(data, spec.seed, int(q.get("n_per_component", 200)))
+    x, lid, comp = _mixture_queries(data, spec.seed, spec.model.queries.n_per_component)
     return BuildOutput(samples=x, lid_star=lid, train=mix.x, train_lid=mix.lid, model=model,
                        sample_arrays={"component": comp}, extra_arrays={"train_component": mix.component},
                        extra_meta={"source": "mixture"})
 
 
-def _skdim_cloud(entries: list[dict[str, Any]], seed: int) -> list[tuple[np.ndarray, int]]:
+def _skdim_cloud(entries: list[Manifold], seed: int) -> list[tuple[np.ndarray, int]]:
     from skdim.datasets import BenchmarkManifolds  # imported lazily: only this source needs it
     out = []
     for k, e in enumerate(entries):
         gen = BenchmarkManifolds(random_state=int(seed) * 1000 + k)
         truth = gen._dict_truth  # (intrinsic d, ambient dim, description) by name
-        name = e["name"]
+        name = e.name
         if name not in truth:
             raise BuildError(f"unknown BenchmarkManifolds name {name!r}; known: {sorted(truth)}")
-        d = int(e.get("d", truth[name][0]))
-        dim = int(e.get("dim", truth[name][1]))
-        pts = gen.generate(name, n=int(e.get("n", 500)), dim=dim, d=d)
+        d = int(e.d if e.d is not None else truth[name][0])
+        dim = int(e.dim if e.dim is not None else truth[name][1])
+        pts = gen.generate(name, n=e.n, dim=dim, d=d)
         out.append((np.asarray(pts, dtype=np.float64), d))
     return out
 
 
 def _build_skdim(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
-    entries = spec.section("data").get("manifolds")
+    entries = spec.model.data.manifolds
     if not entries:
         raise BuildError(f"LID task {spec.name!r}: [data] source = 'skdim' needs [[data.manifolds]]")
     ref = _skdim_cloud(entries, spec.seed)
-    qry = _skdim_cloud([{**e, "n": int(spec.section("queries").get("n_per_component", e.get("n", 500)))}
-                        for e in entries], spec.seed + QUERY_SEED_OFFSET)
+    n_query = spec.model.queries.n_per_component
+    qry = _skdim_cloud([e.model_copy(update={"n": e.n if n_query is None else n_query}) for e in entries],
+                       spec.seed + QUERY_SEED_OFFSET)
     dim = max(p.shape[1] for p, _ in ref)
     # place manifold k at a shift along axis 0 computed from the reference clouds only
     # (half again the reference radius: independent query draws of heavy-tailed pieces reach further)
-    gap = float(spec.section("data").get("gap", 1.0))
+    gap = spec.model.data.gap
     shift, pos = [], 0.0
     for k, (p, _) in enumerate(ref):
         center = p.mean(axis=0)
@@ -116,7 +118,7 @@ def _build_skdim(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
             xs[key].append(placed)
             lids[key].append(np.full(len(p), d, dtype=np.float32))
         comp.append(np.full(len(pq), k, dtype=np.int64))
-    names = [e["name"] for e in entries]
+    names = [e.name for e in entries]
     return BuildOutput(samples=np.concatenate(xs["qry"]), lid_star=np.concatenate(lids["qry"]),
                        train=np.concatenate(xs["ref"]), train_lid=np.concatenate(lids["ref"]),
                        sample_arrays={"component": np.concatenate(comp)},
@@ -124,29 +126,27 @@ def _build_skdim(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
 
 
 def _build_dgm(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
-    data = spec.section("data")
+    data = spec.model.data
     try:
-        x, lid, comp = lid_paper.draw(data, spec.seed, int(data.get("n", 20000)))
-        q = spec.section("queries")
-        qx, qlid, qcomp = lid_paper.draw_per_piece(data, spec.seed, int(q.get("n_per_component", 200)),
+        x, lid, comp = lid_paper.draw(data, spec.seed, data.n)
+        qx, qlid, qcomp = lid_paper.draw_per_piece(data, spec.seed, spec.model.queries.n_per_component,
                                                    spec.seed + QUERY_SEED_OFFSET)
     except ValueError as exc:
         raise BuildError(f"LID task {spec.name!r}: {exc}") from None
     mix = Mixture(x=x, lid=lid, component=comp)
     model = None
-    m = spec.section("model")
-    if m.get("train", "steps" in m):
+    if spec.model.model.trained:
         train_mixture_model(spec, mix, progress).save(work / "model")
         model = {"kind": "mlp", "path": "model"}
     return BuildOutput(samples=qx, lid_star=qlid, train=x, train_lid=lid, model=model,
                        sample_arrays={"component": qcomp}, extra_arrays={"train_component": comp},
-                       extra_meta={"source": "dgm", "dataset": str(data.get("dataset"))})
+                       extra_meta={"source": "dgm", "dataset": data.dataset})
 
 
 def build_lid(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
     if spec.track != "lid":
         raise BuildError(f"task {spec.name!r}: builder 'lid' needs track = 'lid'")
-    source = spec.section("data").get("source", "mixture")
+    source = spec.model.data.source
     if source == "mixture":
         return _build_mixture(spec, work, progress)
     if source == "skdim":

@@ -51,19 +51,17 @@ PROMPT_ORDER_STREAM = 31_337
 def build_stable_diffusion(spec: TaskSpec, workdir: Path, progress: bool) -> BuildOutput:
     from mmh_bench.task.models import stable_diffusion as sdm
 
-    data, mcfg, scfg = spec.section("data"), spec.section("model"), spec.section("sampling")
+    data, mcfg, scfg = spec.model.data, spec.model.model, spec.model.sampling
     base = Path(spec.path).parent if spec.path and Path(spec.path).is_file() else None
     try:
-        pos = resolve_prompt_set(data["positives"], base=base)
-        neg = resolve_prompt_set(data["negatives"], base=base)
-        typed = resolve_prompt_set(data["subtypes"], base=base) if data.get("subtypes") else (
+        pos = resolve_prompt_set(data.positives, base=base)
+        neg = resolve_prompt_set(data.negatives, base=base)
+        typed = resolve_prompt_set(data.subtypes, base=base) if data.subtypes else (
             pos if pos.types is not None else None)
-    except KeyError as exc:
-        raise BuildError(f"task {spec.name!r}: [data] needs {exc.args[0]!r}") from None
     except PromptSetError as exc:
         raise BuildError(f"task {spec.name!r}: {exc}") from None
-    pos_t = _subset(pos.texts, int(data.get("max_positives", 0)), spec.seed, 1)
-    neg_t = _subset(neg.texts, int(data.get("max_negatives", 0)), spec.seed, 2)
+    pos_t = _subset(pos.texts, data.max_positives, spec.seed, 1)
+    neg_t = _subset(neg.texts, data.max_negatives, spec.seed, 2)
     both = set(pos_t) & set(neg_t)
     if both:
         raise BuildError(f"task {spec.name!r}: {len(both)} prompt(s) are both positive and negative, "
@@ -76,35 +74,28 @@ def build_stable_diffusion(spec: TaskSpec, workdir: Path, progress: bool) -> Bui
     is_pos = (order < len(pos_t)).astype(np.int8)
     sub = np.r_[sub, np.zeros(len(neg_t))][order]
 
-    gens = int(scfg.get("generations_per_prompt", 1))
-    steps = int(scfg.get("steps", 50))
-    if gens < 1 or steps < 1:
-        raise BuildError(f"task {spec.name!r}: generations_per_prompt and steps must be >= 1")
-    noise_mode = str(scfg.get("initial_noise", "per-generation"))
-    if noise_mode not in ("per-generation", "shared"):
-        raise BuildError(f"task {spec.name!r}: [sampling] initial_noise must be 'per-generation' or 'shared', "
-                         f"got {noise_mode!r}")
-    source = sdm.resolve_source(mcfg)
+    gens, steps = scfg.generations_per_prompt, scfg.steps  # both >= 1 (the spec model's bounds)
+    noise_mode = scfg.initial_noise
+    source = sdm.resolve_source(mcfg.id)
     pipe = sdm.load_pipeline(source)
     try:
-        sdm.check_generation(pipe, mcfg.get("generation"), str(source))
+        sdm.check_generation(pipe, mcfg.generation, str(source))
     except sdm.ModelLoadError as exc:
         raise BuildError(f"task {spec.name!r}: {exc}") from None
     latents, noise = sdm.generate_latents(
-        pipe, prompts, generations=gens, steps=steps, guidance_scale=float(scfg.get("guidance_scale", 7.5)),
-        scheduler=str(scfg.get("scheduler", "DDIM")), seed=spec.seed, height=scfg.get("height"),
-        width=scfg.get("width"), progress=progress, shared_noise=noise_mode == "shared")
+        pipe, prompts, generations=gens, steps=steps, guidance_scale=scfg.guidance_scale,
+        scheduler=scfg.scheduler, seed=spec.seed, height=scfg.height,
+        width=scfg.width, progress=progress, shared_noise=noise_mode == "shared")
 
-    sampler = sdm.ddim_sampler(pipe, str(scfg.get("scheduler", "DDIM")), steps,
-                               float(scfg.get("guidance_scale", 7.5)))
+    sampler = sdm.ddim_sampler(pipe, scfg.scheduler, steps, scfg.guidance_scale)
     replay = {"sampler": sampler.to_meta()} if sampler is not None else {}
     origin = neg.origin_of()  # negatives' sources, for AUROC per negative source
     neg_source = np.array([""] * len(pos_t) + [origin.get(t, "") or neg.name for t in neg_t])[order]
     labels = np.repeat(is_pos, gens).astype(np.int8)
     subtype = np.repeat(sub, gens).astype(np.int8)
     width = max([len(p) for p in prompts] + [1])
-    model = {"kind": "stable-diffusion", "path": ".", "source": str(source), "spec_id": mcfg.get("id"),
-             "generation": mcfg.get("generation"),
+    model = {"kind": "stable-diffusion", "path": ".", "source": str(source), "spec_id": mcfg.id,
+             "generation": mcfg.generation,
              "fingerprint": sdm.fingerprint(pipe), "latent_shape": list(latents.shape[1:]),
              "prediction_type": str(pipe.scheduler.config.get("prediction_type", "epsilon")),
              "dtype": str(pipe.unet.dtype).replace("torch.", ""), "device": str(pipe.unet.device)}
@@ -121,7 +112,7 @@ def build_stable_diffusion(spec: TaskSpec, workdir: Path, progress: bool) -> Bui
         extra_arrays={"prompts": np.array(prompts, dtype=f"<U{width}")},
         extra_meta={"prompt_sets": prompt_sets, "negative_set_sha256": neg.sha256, **replay,
                     "sampling": {"generations_per_prompt": gens, "steps": steps,
-                                 "guidance_scale": float(scfg.get("guidance_scale", 7.5)),
-                                 "scheduler": str(scfg.get("scheduler", "DDIM")),
+                                 "guidance_scale": scfg.guidance_scale,
+                                 "scheduler": scfg.scheduler,
                                  "initial_noise": noise_mode,
                                  "latent_shape": list(latents.shape[1:])}})

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from mmh_bench.task.instances import placement_rng
 from mmh_bench.task.models.mlp import MLPDenoiser, MLPScoreModel, train_denoiser
 from mmh_bench.task.sampler import Sampler, sample_task
 from mmh_bench.task.spec import TaskSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mmh_bench.task.spec_models import MixtureData
 
 #: offsets added to the task seed for the fresh draws behind the labels' chance test, the
 #: independent draws that measure the null copy rate, the held-out set of C_T, and the class ids
@@ -37,12 +40,11 @@ COND_STREAM = 4_001
 #: class's dev id one time in K)
 COND_ID_STREAM = 4_003
 COND_ID_LOW, COND_ID_HIGH = 2 ** 16, 2 ** 31
-#: fresh draws per generated sample for the chance test (at least NULL_MIN)
+#: fresh draws per generated sample for the chance test (at least ``[labels] null_draws``)
 NULL_PER_SAMPLE = 20
-NULL_MIN = 20_000
 
 
-def fresh_draws(data: dict[str, Any], seed: int, mix: Mixture, n: int, draw_seed: int) -> np.ndarray | None:
+def fresh_draws(data: MixtureData, seed: int, mix: Mixture, n: int, draw_seed: int) -> np.ndarray | None:
     """``n`` fresh draws from the continuous components in their training proportions: the data
     distribution without its duplicated atoms (a model that generalizes perfectly samples these)."""
     cids = continuous_components(data)
@@ -54,7 +56,7 @@ def fresh_draws(data: dict[str, Any], seed: int, mix: Mixture, n: int, draw_seed
                            for cid, k in zip(cids, counts)]).astype(np.float32)
 
 
-def heldout_draws(data: dict[str, Any], seed: int, mix: Mixture) -> np.ndarray | None:
+def heldout_draws(data: MixtureData, seed: int, mix: Mixture) -> np.ndarray | None:
     """Fresh draws from the continuous components, as many per component as it has training rows:
     the held-out set of C_T (so copies of a duplicated point count as copying, as a duplicated
     image's copies would against a test set)."""
@@ -65,9 +67,9 @@ def heldout_draws(data: dict[str, Any], seed: int, mix: Mixture) -> np.ndarray |
                                             seed + HELDOUT_SEED_OFFSET)[0] for cid in cids]).astype(np.float32)
 
 
-def source_names(data: dict[str, Any]) -> list[str]:
+def source_names(data: MixtureData) -> list[str]:
     """Each component's designed role (its ``role`` key, else kind and index) for the composition audit."""
-    return [str(c.get("role") or f"{c.get('kind')} #{cid}") for cid, c in enumerate(data["components"])]
+    return [c.role or f"{c.kind} #{cid}" for cid, c in enumerate(data.components)]
 
 
 def remap_conditions(mix: Mixture, seed: int) -> np.ndarray:
@@ -110,7 +112,7 @@ class Placement:
 SHIFT_GRID = np.linspace(0.0, 3.0, 61)
 
 
-def draw_placement(spec: TaskSpec, data: dict[str, Any], train: np.ndarray, source: np.ndarray) -> Placement | None:
+def draw_placement(spec: TaskSpec, data: MixtureData, train: np.ndarray, source: np.ndarray) -> Placement | None:
     """The random placement of a test instance (None for dev instances): a Haar rotation, a
     log-uniform scale in ``[placement] scale`` (default 1) and a shift. ``point_jitter`` moves
     each point component's location first (see :func:`jitter_points`).
@@ -128,9 +130,9 @@ def draw_placement(spec: TaskSpec, data: dict[str, Any], train: np.ndarray, sour
     if rng is None:
         return None
     from sklearn.metrics import roc_auc_score
-    p = spec.section("placement")
-    lo, hi = (float(v) for v in p.get("scale", [1.0, 1.0]))
-    dim = int(data["dim"])
+    p = spec.model.placement
+    lo, hi = p.scale
+    dim = data.dim
     x = train.astype(np.float64)
     radius = float(np.sqrt((x ** 2).sum(axis=1).mean()))
     scale = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
@@ -138,7 +140,7 @@ def draw_placement(spec: TaskSpec, data: dict[str, Any], train: np.ndarray, sour
     direction = rng.standard_normal(len(x)) @ (x - x.mean(axis=0)) + 1e-9 * rng.standard_normal(dim)
     direction *= radius / np.linalg.norm(direction)
     src = np.asarray(source, dtype=bool)
-    target = float(p.get("shift", 0.0))
+    target = p.shift
     lengths = np.concatenate([SHIFT_GRID, -SHIFT_GRID])
     near = np.abs(np.abs(lengths) - target)
     if src.any() and not src.all():  # the length whose origin distance ranks sources at chance
@@ -149,21 +151,21 @@ def draw_placement(spec: TaskSpec, data: dict[str, Any], train: np.ndarray, sour
     return Placement(scale=scale, rotation=rotation, shift=scale * (rotation @ (lengths[0] * direction)))
 
 
-def jitter_points(spec: TaskSpec, data: dict[str, Any]) -> dict[str, Any]:
+def jitter_points(spec: TaskSpec, data: MixtureData) -> MixtureData:
     """For a test instance, move every ``point`` component by up to ``[placement] point_jitter``."""
     rng = placement_rng(spec)
-    jitter = float(spec.section("placement").get("point_jitter", 0.0))
+    jitter = spec.model.placement.point_jitter
     if rng is None or jitter <= 0:
         return data
     comps = []
-    for c in data["components"]:
-        if c.get("kind") == "point":
-            at = np.asarray(c.get("at", [0.0, 0.0]), dtype=float)
+    for c in data.components:
+        if c.kind == "point":
+            at = np.asarray(c.at, dtype=float)
             step = rng.standard_normal(len(at))
             step *= jitter * rng.uniform() ** (1 / len(at)) / np.linalg.norm(step)
-            c = {**c, "at": (at + step).tolist()}
+            c = c.model_copy(update={"at": (at + step).tolist()})
         comps.append(c)
-    return {**data, "components": comps}
+    return data.model_copy(update={"components": comps})
 
 
 #: a sample farther from the origin than this many times the training set's radius has diverged
@@ -185,8 +187,7 @@ def train_mixture_model(spec: TaskSpec, mix: Mixture, progress: bool,
     cond = {"cond": mix.cond, "n_classes": mix.n_classes} if spec.conditional else {}
     if spec.conditional and class_ids is not None:
         cond["class_ids"] = class_ids.tolist()
-    return train_denoiser(mix.x, **cond, **training_options(spec, progress, hidden=256, depth=4, steps=20000,
-                                                            batch_size=256, lr=1e-3, p_uncond=0.1))
+    return train_denoiser(mix.x, **cond, **training_options(spec, progress))
 
 
 def sample_conditions(mix: Mixture, n: int, seed: int) -> np.ndarray:
@@ -196,11 +197,11 @@ def sample_conditions(mix: Mixture, n: int, seed: int) -> np.ndarray:
 
 
 def build_synthetic(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
-    data = jitter_points(spec, spec.section("data"))
+    data = jitter_points(spec, spec.model.data)
     mix = make_mixture(data, spec.seed)
-    s = spec.section("sampling")
-    n = int(s.get("n", 2000))
-    n_null = max(NULL_PER_SAMPLE * n, int(spec.section("labels").get("null_draws", NULL_MIN)))
+    s = spec.model.sampling
+    n = s.n
+    n_null = max(NULL_PER_SAMPLE * n, spec.model.labels.null_draws)
     null = fresh_draws(data, spec.seed, mix, n_null, spec.seed + NULL_SEED_OFFSET)
     check = fresh_draws(data, spec.seed, mix, n_null, spec.seed + CHECK_SEED_OFFSET)
     heldout = heldout_draws(data, spec.seed, mix)
@@ -220,8 +221,8 @@ def build_synthetic(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
             cond, train_cond = ids[cond], ids[train_cond]
     # [sampling] clip_factor: x0 predictions clamped to that many times the data's largest
     # coordinate (DDIM can run one sample away where a small model extrapolates badly)
-    clip = float(s["clip_factor"]) * float(np.abs(mix.x).max()) if "clip_factor" in s else None
-    sampler = Sampler.from_spec(s, steps=100, clip=clip)
+    clip = s.clip_factor * float(np.abs(mix.x).max()) if s.clip_factor is not None else None
+    sampler = Sampler.from_spec(s, clip=clip)
     samples, noise = sample_task(MLPScoreModel(net), n, spec.seed, sampler,
                                  None if cond is None else cond.tolist(), progress=progress)
     bad = diverged(samples, mix.x)

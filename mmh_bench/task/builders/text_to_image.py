@@ -36,39 +36,29 @@ from mmh_bench.task.data.text import ENCODER_PACKAGE, TextEncoder
 from mmh_bench.task.models.cross_attn import CaptionTable, CrossAttnScoreModel, save_cross_attn, train_cross_attn
 from mmh_bench.task.sampler import Sampler, sample_task
 from mmh_bench.task.spec import TaskSpec
-from mmh_bench.task.spec_models import UNET_KEYS
 from .image import null_halves, place_rare_class
 
 
 def build_text_to_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutput:
     if not spec.conditional:
         raise BuildError(f"task {spec.name!r}: text-to-image tasks are conditional; set [model] conditional = true")
-    d, m, s = spec.section("data"), spec.section("model"), spec.section("sampling")
-    source = str(d.get("source", "digits"))
-    x, y = load_images(source, d.get("side"))
+    d, m, s = spec.model.data, spec.model.model, spec.model.sampling
+    source = d.source
+    x, y = load_images(source, d.side)
     d = place_rare_class(spec, d, y)
     inj = inject(x, y, d, spec.seed)
     cs = caption_set(inj, CLASS_NAMES[source], d, spec.seed)
-    encoder = TextEncoder(max_tokens=int(d.get("max_tokens", 16)))
+    encoder = TextEncoder(max_tokens=d.max_tokens)
     tokens, mask = encoder.encode(cs.captions)
     n_tokens = encoder.n_tokens(cs.captions)
     table = CaptionTable(torch.as_tensor(tokens), torch.as_tensor(mask), cs.null_id)
-    arch = str(m.get("arch", "mlp"))
-    unet = {k: m[k] for k in UNET_KEYS if k in m}
-    if unet and arch != "unet":
-        raise BuildError(f"task {spec.name!r}: [model] {', '.join(sorted(unet))} only apply to arch = \"unet\"")
-    mlp = sorted({"hidden", "depth", "queries", "heads", "text_width"} & set(m))
-    if mlp and arch == "unet":
-        raise BuildError(f"task {spec.name!r}: [model] {', '.join(mlp)} only apply to arch = \"mlp\"")
-    net = train_cross_attn(inj.x, cs.train_caption, table, queries=int(m.get("queries", 4)),
-                           heads=int(m.get("heads", 4)), text_width=int(m.get("text_width", 64)),
-                           arch=arch, unet=unet,
-                           **training_options(spec, progress, hidden=384, depth=3, steps=6000, batch_size=64,
-                                              lr=2e-3, p_uncond=0.1, t_power=1.0))
+    # the spec model refuses UNet keys under arch = "mlp" and MLP keys under arch = "unet"
+    net = train_cross_attn(inj.x, cs.train_caption, table, queries=m.queries, heads=m.heads,
+                           text_width=m.text_width, arch=m.arch, unet=m.unet(), **training_options(spec, progress))
     save_cross_attn(net, table, cs.captions, work / "model")
     model = CrossAttnScoreModel(net, table, cs.captions)
-    cond = prompt_plan(cs, int(s.get("per_unique", 8)), int(s.get("per_generic", 10)))
-    sampler = Sampler.from_spec({"guidance": 3.0, **s}, steps=100, clip=1.0)
+    cond = prompt_plan(cs, s.per_unique, s.per_generic)
+    sampler = Sampler.from_spec(s, clip=1.0)
     samples, noise = sample_task(model, len(cond), spec.seed, sampler, np.asarray(cond).tolist(),
                                  progress=progress)
     width = max(len(c) for c in cs.captions)
@@ -77,7 +67,7 @@ def build_text_to_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutp
     return BuildOutput(
         heldout=heldout, **null_halves(heldout), train_source=cs.kind[cs.train_caption].astype(np.int64),
         source_names=[f"{k} caption" for k in KIND],
-        dd_subtype_of_source=({KIND["duplicated"]: "VM", KIND["template"]: "TM"} if int(d.get("tm_n", 0)) else {}),
+        dd_subtype_of_source=({KIND["duplicated"]: "VM", KIND["template"]: "TM"} if d.tm_n else {}),
         samples=samples, train=inj.x, train_lid=inj.lid, cond=cond, train_cond=cs.train_caption,
         model={"kind": "cross-attn", "path": "model"}, sample_arrays={"noise": noise},
         extra_arrays={"caption_text": np.asarray(cs.captions, dtype=f"<U{width}"),
@@ -85,7 +75,7 @@ def build_text_to_image(spec: TaskSpec, work: Path, progress: bool) -> BuildOutp
                       "caption_n_tokens": n_tokens.astype(np.int64),
                       "train_class": inj.label, "train_group": inj.group, "train_dup_id": inj.dup_id,
                       "train_source_row": inj.source_row,
-                      **({"train_template_id": inj.template_id} if int(d.get("tm_n", 0)) else {})},
+                      **({"train_template_id": inj.template_id} if d.tm_n else {})},
         extra_meta={"image_source": source, "image_shape": list(inj.x.shape[1:]), "sampler": sampler.to_meta(),
                     "text_encoder": f"{ENCODER_PACKAGE} (all-MiniLM-L6-v2 token embeddings, "
                                     f"{tokens.shape[-1]}-dim, {tokens.shape[1]} tokens)",

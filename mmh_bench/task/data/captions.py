@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from .images import GROUP_COMMON, GROUP_DUPLICATED, GROUP_RARE, InjectedSet
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mmh_bench.task.spec_models import CaptionedData
 
 #: caption kinds (stored per caption as ``caption_kind``; codes are stable across versions)
 KIND = {"generic": 0, "duplicated": 1, "rare": 2, "single": 3, "novel": 4, "null": 5, "template": 6,
@@ -70,7 +73,7 @@ def unique_captions(names: Sequence[str], classes: Sequence[int], rng: np.random
     return out
 
 
-def caption_set(inj: InjectedSet, names: Sequence[str], cfg: dict[str, Any], seed: int) -> CaptionedSet:
+def caption_set(inj: InjectedSet, names: Sequence[str], cfg: CaptionedData, seed: int) -> CaptionedSet:
     """Assign captions to an injected training set (``[data]`` keys ``unique_singles``,
     ``novel_prompts``); see the module docstring for the kinds."""
     rng = np.random.default_rng(seed + 7)
@@ -78,7 +81,7 @@ def caption_set(inj: InjectedSet, names: Sequence[str], cfg: dict[str, Any], see
     captions: list[str] = []
     kind: list[int] = []
     cls: list[int] = []
-    attributes = bool(cfg.get("attribute_captions", False))
+    attributes = cfg.attribute_captions
     if attributes:
         generic_rows, composed = _attribute_captions(inj, names, classes, rng)
     else:
@@ -91,7 +94,7 @@ def caption_set(inj: InjectedSet, names: Sequence[str], cfg: dict[str, Any], see
             captions.append(text)
             kind.append(KIND["generic"])
             cls.append(key[0])
-    n_composed = int(cfg.get("composed_prompts", 0))
+    n_composed = cfg.composed_prompts
     if n_composed > len(composed):
         raise ValueError(f"composed_prompts = {n_composed}, but only {len(composed)} held-out combinations exist")
     for c, text in composed[:n_composed]:
@@ -101,11 +104,11 @@ def caption_set(inj: InjectedSet, names: Sequence[str], cfg: dict[str, Any], see
     n = len(inj.x)
     train_caption = np.full(n, -1, dtype=np.int64)
     common = np.flatnonzero(inj.group == GROUP_COMMON)
-    n_single = int(cfg.get("unique_singles", 0))
+    n_single = cfg.unique_singles
     singles = rng.choice(common, size=min(n_single, len(common)), replace=False) if n_single else np.zeros(0, int)
     dup_rows = {int(k): np.flatnonzero(inj.dup_id == k) for k in np.unique(inj.dup_id[inj.dup_id >= 0])}
     rare = np.flatnonzero(inj.group == GROUP_RARE)
-    n_novel = int(cfg.get("novel_prompts", 0))
+    n_novel = cfg.novel_prompts
     novel_classes = [classes[i % len(classes)] for i in range(n_novel)]
     # one draw of distinct unique captions for every kind, so they cannot collide
     tm_rows = [np.flatnonzero(inj.template_id == k) for k in np.unique(inj.template_id[inj.template_id >= 0])]

@@ -24,9 +24,12 @@ from __future__ import annotations
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mmh_bench.task.spec_models import ImageData
 
 #: Where Debian's ``dataset-fashion-mnist`` package puts the gzipped IDX files.
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -156,7 +159,7 @@ class InjectedSet:
     template_id: np.ndarray  # [n] which template, -1 otherwise
 
 
-def inject(x: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int) -> InjectedSet:
+def inject(x: np.ndarray, y: np.ndarray, cfg: ImageData, seed: int) -> InjectedSet:
     """Draw the training set a task spec's ``[data]`` asks for.
 
     Keys: ``classes`` (default all), ``per_class`` common images per class, ``rare_class`` and
@@ -166,12 +169,11 @@ def inject(x: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int) -> Inje
     task seed.
     """
     rng = np.random.default_rng(seed)
-    classes = [int(c) for c in cfg.get("classes", sorted(set(y.tolist())))]
-    rare = cfg.get("rare_class")
-    rare = None if rare is None else int(rare)
-    per_class = int(cfg.get("per_class", 50))
-    rare_n = int(cfg.get("rare_n", 0))
-    dup_n, copies = int(cfg.get("dup_n", 0)), int(cfg.get("dup_copies", 1))
+    classes = cfg.class_list(y)
+    rare = cfg.rare_class
+    per_class = cfg.per_class
+    rare_n = cfg.rare_n
+    dup_n, copies = cfg.dup_n, cfg.dup_copies
     common = [c for c in classes if c != rare]
     pools = {c: rng.permutation(np.flatnonzero(y == c)) for c in classes}
     rows, groups, dup_ids = [], [], []
@@ -194,8 +196,7 @@ def inject(x: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int) -> Inje
         rows += pools[rare][:rare_n].tolist()
         groups += [GROUP_RARE] * rare_n
         dup_ids += [-1] * rare_n
-    tm_n = int(cfg.get("tm_n", 0))
-    variants = int(cfg.get("tm_variants", 10))
+    tm_n, variants = cfg.templates
     tm_ids = [-1] * len(rows)
     for k in range(tm_n):  # template bases: round-robin over common classes, after every other pick
         c = common[k % len(common)]
@@ -212,8 +213,7 @@ def inject(x: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int) -> Inje
                    UNKNOWN_POSITIVE_LID).astype(np.float32)
     images = x[rows_a]
     if tm_n:
-        images = template_variants(images, template_id, int(cfg.get("tm_patch", 6)),
-                                   float(cfg.get("tm_delta", 0.2)), seed)
+        images = template_variants(images, template_id, cfg.tm_patch, cfg.tm_delta, seed)
     return InjectedSet(x=images, label=y[rows_a], group=group.astype(np.int8),
                        dup_id=dup_id.astype(np.int64), source_row=rows_a, lid=lid, template_id=template_id)
 
@@ -239,22 +239,21 @@ def template_variants(images: np.ndarray, template_id: np.ndarray, patch: int, d
     return out
 
 
-def heldout_images(x: np.ndarray, y: np.ndarray, inj: InjectedSet, cfg: dict[str, Any],
+def heldout_images(x: np.ndarray, y: np.ndarray, inj: InjectedSet, cfg: ImageData,
                    seed: int) -> np.ndarray:
     """Images of the task's classes that the training set never uses, in the training set's class
     proportions before duplication (``per_class`` per common class, ``rare_n`` of the rare class),
     scaled up by the largest whole factor the unused pool allows (at most ``heldout_scale``): the
     held-out set of C_T and the labels' fresh draws."""
     rng = np.random.default_rng([seed, 7])
-    classes = [int(c) for c in cfg.get("classes", sorted(set(y.tolist())))]
-    rare = cfg.get("rare_class")
-    rare = None if rare is None else int(rare)
-    want = {c: (int(cfg.get("rare_n", 0)) if c == rare else int(cfg.get("per_class", 50))) for c in classes}
+    classes = cfg.class_list(y)
+    rare = cfg.rare_class
+    want = {c: (cfg.rare_n if c == rare else cfg.per_class) for c in classes}
     used = np.zeros(len(y), dtype=bool)
     used[inj.source_row] = True
     pools = {c: rng.permutation(np.flatnonzero((y == c) & ~used)) for c in classes if want[c] > 0}
     scale = min(len(pools[c]) // want[c] for c in pools) if pools else 0
-    if cfg.get("heldout_scale") is not None:
-        scale = min(scale, int(cfg["heldout_scale"]))
+    if cfg.heldout_scale is not None:
+        scale = min(scale, cfg.heldout_scale)
     rows = np.concatenate([pools[c][:scale * want[c]] for c in pools]) if scale else np.zeros(0, np.int64)
     return x[np.sort(rows)]

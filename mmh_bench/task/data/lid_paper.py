@@ -35,9 +35,12 @@ Pieces are drawn with probabilities given by their weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mmh_bench.task.spec_models import DGMData
 
 __all__ = ["DATASETS", "Piece", "pieces", "draw", "draw_per_piece"]
 
@@ -58,11 +61,11 @@ class Piece:
 
 
 # -- the toys ---------------------------------------------------------------------------------------
-def _lollipop(c: dict[str, Any], geom: np.random.Generator) -> tuple[list[Piece], int]:
-    centre = np.asarray(c.get("center_loc", [3.0, 3.0]), dtype=float)
-    radius = float(c.get("radius", 1.0))
-    end = np.asarray(c.get("stick_end_loc", [1.5, 1.5]), dtype=float)
-    dot = np.asarray(c.get("dot_loc", [0.0, 0.0]), dtype=float)
+def _lollipop(c: DGMData, geom: np.random.Generator) -> tuple[list[Piece], int]:
+    centre = np.asarray(c.center_loc, dtype=float)
+    radius = c.radius
+    end = np.asarray(c.stick_end_loc, dtype=float)
+    dot = np.asarray(c.dot_loc, dtype=float)
     if radius <= 0:
         raise ValueError("lollipop radius must be positive")
     dist = float(np.linalg.norm(end - centre))
@@ -75,7 +78,7 @@ def _lollipop(c: dict[str, Any], geom: np.random.Generator) -> tuple[list[Piece]
         a = rng.uniform(0, 2 * np.pi, n)
         return np.stack([r * np.cos(a), r * np.sin(a)], axis=1)
 
-    ratios = [float(c.get(k, v)) for k, v in (("candy_ratio", 4.0), ("stick_ratio", 2.0), ("dot_ratio", 1.0))]
+    ratios = [c.candy_ratio, c.stick_ratio, c.dot_ratio]
     return [
         Piece(2, ratios[0], disk, lambda z: centre + z),
         Piece(1, ratios[1], lambda rng, n: rng.uniform(size=(n, 1)),
@@ -84,11 +87,11 @@ def _lollipop(c: dict[str, Any], geom: np.random.Generator) -> tuple[list[Piece]
     ], 2
 
 
-def _torus_circle(c: dict[str, Any], geom: np.random.Generator) -> tuple[list[Piece], int]:
-    big, small = float(c.get("major_r", 10.0)), float(c.get("minor_r", 1.0))
+def _torus_circle(c: DGMData, geom: np.random.Generator) -> tuple[list[Piece], int]:
+    big, small = c.major_r, c.minor_r
     if not 0 < small < big:
         raise ValueError("torus_circle needs 0 < minor_r < major_r")
-    mix = float(c.get("mix_ratio", 0.5))  # fraction on the circle
+    mix = c.mix_ratio  # fraction on the circle
     if not 0 <= mix <= 1:
         raise ValueError("torus_circle mix_ratio must be in [0, 1]")
 
@@ -105,7 +108,7 @@ def _torus_circle(c: dict[str, Any], geom: np.random.Generator) -> tuple[list[Pi
             Piece(2, 1 - mix, lambda rng, n: rng.uniform(0, 2 * np.pi, (n, 2)), torus)], 3
 
 
-def _swiss_roll(c: dict[str, Any], geom: np.random.Generator) -> tuple[list[Piece], int]:
+def _swiss_roll(c: DGMData, geom: np.random.Generator) -> tuple[list[Piece], int]:
     def roll(z: np.ndarray) -> np.ndarray:
         t = 1.5 * np.pi * (1 + 2 * z[:, 0])
         return np.stack([t * np.cos(t), 21.0 * z[:, 1], t * np.sin(t)], axis=1)
@@ -157,22 +160,22 @@ def _sinusoidal(dim: int, repeat: int, freq: float, kappa: float,
     return warp
 
 
-def _mixture(c: dict[str, Any], geom: np.random.Generator, squiggly: bool) -> tuple[list[Piece], int]:
-    dims = [int(d) for d in c.get("manifold_dims", [])]
-    dim = int(c.get("ambient_dim", 0))
+def _mixture(c: DGMData, geom: np.random.Generator, squiggly: bool) -> tuple[list[Piece], int]:
+    dims = list(c.manifold_dims or [])
+    dim = c.ambient_dim or 0
     if not dims or dim < 1 or any(d < 1 or d > dim for d in dims):
         raise ValueError(f"manifold_dims must be non-empty, each in [1, ambient_dim = {dim}], got {dims}")
-    probs = c.get("mixture_probs") or [1.0] * len(dims)
+    probs = c.mixture_probs or [1.0] * len(dims)
     if len(probs) != len(dims) or min(probs) < 0 or sum(probs) <= 0:
         raise ValueError("mixture_probs must give one non-negative weight per manifold")
-    latent = _latent(str(c.get("sample_distr", "uniform")))
-    modes = _modes(len(dims), dim, float(c.get("distance_between_modes", 10.0)))
+    latent = _latent(c.sample_distr)
+    modes = _modes(len(dims), dim, c.distance_between_modes)
     out = []
     for i, d in enumerate(dims):
         u, _, vt = np.linalg.svd(geom.standard_normal((dim, d)), full_matrices=False)
         iso = u @ vt  # D x d, orthonormal columns: the 'random-rotation' projection
-        warp = (_sinusoidal(dim, int(c.get("n_transforms", 5)), float(c.get("frequency", 10.0)),
-                            float(c.get("kappa_control", 1e-4)), geom) if squiggly else (lambda x: x))
+        warp = (_sinusoidal(dim, c.n_transforms, c.frequency, c.kappa_control, geom) if squiggly
+                else (lambda x: x))
         calib = warp(latent(geom, N_CALIBRATION, d) @ iso.T)
         mean, std = calib.mean(0), np.maximum(calib.std(0, ddof=1), 1.0)
 
@@ -183,26 +186,26 @@ def _mixture(c: dict[str, Any], geom: np.random.Generator, squiggly: bool) -> tu
     return out, dim
 
 
-DATASETS: dict[str, Callable[[dict[str, Any], np.random.Generator], tuple[list[Piece], int]]] = {
+DATASETS: dict[str, Callable[[DGMData, np.random.Generator], tuple[list[Piece], int]]] = {
     "lollipop": _lollipop,
     "torus_circle": _torus_circle,
     "swiss_roll": _swiss_roll,
     "affine_mixture": lambda c, g: _mixture(c, g, squiggly=False),
     "squiggly_mixture": lambda c, g: _mixture(c, g, squiggly=True),
 }
-#: the authors' configs standardise the mixtures, not the toys
-STANDARDIZE_DEFAULT = {"affine_mixture": True, "squiggly_mixture": True}
+#: the authors' configs standardise the mixtures, not the toys (``[data] standardize`` absent)
+STANDARDIZE_BY_DEFAULT = frozenset({"affine_mixture", "squiggly_mixture"})
 
 
-def pieces(data: dict[str, Any], seed: int) -> tuple[list[Piece], int]:
-    """The pieces of ``data["dataset"]`` (geometry from ``seed`` only) and the ambient dimension D,
+def pieces(data: DGMData, seed: int) -> tuple[list[Piece], int]:
+    """The pieces of ``data.dataset`` (geometry from ``seed`` only) and the ambient dimension D,
     standardised when the data set asks for it."""
-    name = data.get("dataset")
+    name = data.dataset
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
     geom = np.random.default_rng([int(seed), 7])
     ps, dim = DATASETS[name](data, geom)
-    if bool(data.get("standardize", STANDARDIZE_DEFAULT.get(name, False))):
+    if data.standardize if data.standardize is not None else name in STANDARDIZE_BY_DEFAULT:
         x, _, _ = _draw(ps, STANDARDIZE_DRAWS, np.random.default_rng([int(seed), 8]))
         mean, std = x.mean(0), x.std(0)
         std = np.where(std > 0, std, 1.0)
@@ -223,7 +226,7 @@ def _draw(ps: list[Piece], n: int, rng: np.random.Generator) -> tuple[np.ndarray
     return np.concatenate(xs), np.concatenate(lids), np.concatenate(comps)
 
 
-def draw(data: dict[str, Any], seed: int, n: int, draw_seed: int | None = None
+def draw(data: DGMData, seed: int, n: int, draw_seed: int | None = None
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` points of the data set, pieces chosen by weight: ``(x [n, D] float32, LID*, piece id)``."""
     if n < 1:
@@ -233,7 +236,7 @@ def draw(data: dict[str, Any], seed: int, n: int, draw_seed: int | None = None
     return x.astype(np.float32), lid, comp
 
 
-def draw_per_piece(data: dict[str, Any], seed: int, n_per: int, draw_seed: int
+def draw_per_piece(data: DGMData, seed: int, n_per: int, draw_seed: int
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n_per`` fresh points from every piece of positive dimension and the point of every
     0-dimensional piece once (the LID track's queries)."""

@@ -26,9 +26,12 @@ import urllib.request
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from mmh_bench.files import atomic_write_bytes, sha256_file
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mmh_bench.task.spec_models import PromptFileRef
 
 #: environment variable naming a folder with local copies of the prompt files
 ENV_LOCAL = "MMH_BENCH_SD_PROMPTS"
@@ -324,18 +327,21 @@ def load_custom_prompt_set(file: str | Path, sha256: str, fmt: str, name: str | 
     return _read(path, fmt, name or path.name, sha256, None)
 
 
-def resolve_prompt_set(ref: str | Mapping[str, Any], *, base: Path | None = None,
+def resolve_prompt_set(ref: str | PromptFileRef, *, base: Path | None = None,
                        local: str | Path | None = None, cache_dir: str | Path | None = None,
                        download: bool = True) -> PromptSet:
-    """A task spec's reference: a registered name, or ``{file, sha256, format}`` (relative to ``base``)."""
+    """A task spec's reference: a registered name, or a pinned file (``file``, ``sha256``,
+    ``format``, optional ``name``; the file relative to ``base``)."""
     if isinstance(ref, str):
         return load_prompt_set(ref, local=local, cache_dir=cache_dir, download=download)
-    if isinstance(ref, Mapping) and {"file", "sha256", "format"} <= set(ref):
-        path = Path(str(ref["file"]))
-        if not path.is_absolute() and base is not None:
-            path = base / path
-        return load_custom_prompt_set(path, str(ref["sha256"]), str(ref["format"]), ref.get("name"))
-    raise PromptSetError(f"a prompt set is a registered name or a table with file, sha256 and format; got {ref!r}")
+    try:
+        path, sha, fmt, name = Path(ref.file), ref.sha256, ref.format, ref.name
+    except AttributeError:
+        raise PromptSetError(f"a prompt set is a registered name or a table with file, sha256 and format; "
+                             f"got {ref!r}") from None
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    return load_custom_prompt_set(path, sha, fmt, name)
 
 
 def sha256_texts(texts: Sequence[str]) -> str:

@@ -32,7 +32,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -89,13 +89,13 @@ def model_source(source: str | Path | None) -> Iterator[None]:
         _SOURCE_OVERRIDE.pop()
 
 
-def resolve_source(model_cfg: Mapping[str, Any]) -> str:
+def resolve_source(spec_id: str | None) -> str:
     """The active override, else the spec's ``[model] id``."""
     if _SOURCE_OVERRIDE:
         return _SOURCE_OVERRIDE[-1]
-    if "id" not in model_cfg:
+    if spec_id is None:
         raise ModelLoadError("Stable Diffusion task spec has no [model] id and no --model was given")
-    return str(model_cfg["id"])
+    return spec_id
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
