@@ -50,3 +50,19 @@ def test_a_page_name_is_a_plain_file_name():
         board.tasks[(t.name, t.version)] = t
     assert re.fullmatch(r"tasks/x_y-v1-[0-9a-f]{8}\.md", task_page(board, odd))
     assert [task_page(board, t) for t in twice] == ["tasks/t-v1.md", "tasks/t-v2.md"]
+
+
+def test_the_committed_pages_are_what_the_committed_results_render():
+    """leaderboard/README.md, tasks/*.md and fidelity.md are current: re-rendered whenever results
+    change (plots aside: their lines are compared without the figures)."""
+    from pathlib import Path
+    root = Path(__file__).parent.parent / "leaderboard"
+    pages = markdown_pages(collect_board(root / "results"))
+
+    def text(s: str) -> list[str]:
+        return [x for x in s.splitlines() if x.strip() and not x.startswith("![")]
+    committed = {p.relative_to(root).as_posix() for p in [root / "README.md", root / "fidelity.md",
+                                                          *(root / "tasks").glob("*.md")]}
+    assert committed == set(pages)
+    for rel, want in pages.items():
+        assert text((root / rel).read_text()) == text(want), rel
