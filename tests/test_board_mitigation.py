@@ -88,3 +88,13 @@ def test_the_page_section_escapes_what_a_file_says(groups, tmp_path):
     anchor, title, body = page_section(tmp_path / "res")
     assert anchor == "mitigation" and "<script>" not in body and "&lt;script&gt;alert(1)&lt;/script&gt;" in body
     assert page_section(tmp_path / "empty") is None
+
+
+def test_the_page_section_shows_the_pareto_plots_mitigate_wrote(tmp_path):
+    from mmh_bench.mitigation.board import page_section, plot_name
+    (tmp_path / "plots").mkdir()
+    groups, _ = board.collect(RESULTS, submissions=ROOT / "no-such-folder")
+    (task, _, inst), *_ = sorted(groups)
+    (tmp_path / "plots" / plot_name(task, inst)).write_bytes(b"png")
+    _, _, body = page_section(RESULTS, tmp_path / "plots")
+    assert body.count("<figure>") == 1 and f'src="plots/{plot_name(task, inst)}"' in body
