@@ -72,3 +72,29 @@ def test_the_committed_board_is_what_the_results_render(groups):
     committed = (ROOT / "leaderboard" / "MITIGATION.md").read_text()
     assert [x for x in text.splitlines() if x.startswith("|")] == \
         [x for x in committed.splitlines() if x.startswith("|")]
+
+
+def test_the_page_section_escapes_what_a_file_says(groups, tmp_path):
+    """A failed result's error (free text from a file) stays text on the page."""
+    from mmh_bench.mitigation.board import page_section
+    from mmh_bench.mitigation.result import write_result
+    rows = next(iter(groups.values()))
+    res = next(r for r in rows if r.mitigator != "none")
+    bad = res.model_copy(update={"status": "failed", "metrics": None, "cost": None,
+                                 "error": "</td><script>alert(1)</script>"})
+    path = tmp_path / "res" / res.task / f"v{res.task_version}" / res.instance.id / "x.json"
+    path.parent.mkdir(parents=True)
+    write_result(path, bad)
+    anchor, title, body = page_section(tmp_path / "res")
+    assert anchor == "mitigation" and "<script>" not in body and "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    assert page_section(tmp_path / "empty") is None
+
+
+def test_the_page_section_shows_the_pareto_plots_mitigate_wrote(tmp_path):
+    from mmh_bench.mitigation.board import page_section, plot_name
+    (tmp_path / "plots").mkdir()
+    groups, _ = board.collect(RESULTS, submissions=ROOT / "no-such-folder")
+    (task, _, inst), *_ = sorted(groups)
+    (tmp_path / "plots" / plot_name(task, inst)).write_bytes(b"png")
+    _, _, body = page_section(RESULTS, tmp_path / "plots")
+    assert body.count("<figure>") == 1 and f'src="plots/{plot_name(task, inst)}"' in body

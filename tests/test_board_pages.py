@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from board_store import copy_store, dump, load, on_task, renamed_task, result_file
+from board_store import as_instance, copy_store, dump, load, on_task, renamed_task, result_file
 from mmh_bench.leaderboard.board import (Board, TaskFacts, collect_board, markdown_pages, render_board,
                                          render_markdown, task_page)
 from mmh_bench.leaderboard.store import known_tasks
@@ -50,3 +50,44 @@ def test_a_page_name_is_a_plain_file_name():
         board.tasks[(t.name, t.version)] = t
     assert re.fullmatch(r"tasks/x_y-v1-[0-9a-f]{8}\.md", task_page(board, odd))
     assert [task_page(board, t) for t in twice] == ["tasks/t-v1.md", "tasks/t-v2.md"]
+
+
+def test_the_committed_pages_are_what_the_committed_results_render():
+    """leaderboard/README.md, tasks/*.md and fidelity.md are current: re-rendered whenever results
+    change (plots aside: their lines are compared without the figures)."""
+    from pathlib import Path
+    root = Path(__file__).parent.parent / "leaderboard"
+    pages = markdown_pages(collect_board(root / "results"))
+
+    def text(s: str) -> list[str]:
+        return [x for x in s.splitlines() if x.strip() and not x.startswith("![")]
+    committed = {p.relative_to(root).as_posix() for p in [root / "README.md", root / "fidelity.md",
+                                                          *(root / "tasks").glob("*.md")]}
+    assert committed == set(pages)
+    for rel, want in pages.items():
+        assert text((root / rel).read_text()) == text(want), rel
+
+
+def test_plots_of_an_instance_no_longer_in_the_store_are_removed(tiny_spec, tmp_path):
+    """An instance's ROC and Pareto plots go when its results do (as the issue found
+    leaderboard/plots/*-test-099858fd0e9d.png left behind); the other instance's stay."""
+    root = copy_store(tiny_spec, tmp_path)
+    test_hash = "cd" * 32
+    moved = []
+    for det in ("norm", "random"):
+        doc = as_instance(load(result_file(root, det)), "test", test_hash)
+        path = root / "results" / "tiny" / "v1" / f"test-{test_hash[:12]}" / f"{det}.json"
+        dump(path, doc)
+        moved.append(path)
+    out = tmp_path / "site"
+    catalog = known_tasks([tiny_spec])
+    render_board(root / "results", out, tasks=catalog)
+    gone = sorted((out / "plots").glob(f"*-test-{test_hash[:12]}.png"))
+    assert [p.name.split("-")[0] for p in gone] == ["pareto", "roc"]
+    kept = sorted(set((out / "plots").glob("*.png")) - set(gone))
+    assert kept
+    for path in moved:
+        path.unlink()
+    render_board(root / "results", out, tasks=catalog)
+    assert not any(p.exists() for p in gone)
+    assert sorted(p.name for p in (out / "plots").glob("*.png")) == ["pareto-tiny-v1.png", "roc-tiny-v1.png"]

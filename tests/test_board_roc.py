@@ -16,6 +16,7 @@ from mmh_bench.evaluation.metrics import memorization_metrics
 from mmh_bench.leaderboard.board import collect_board
 from mmh_bench.leaderboard.board.model import Row
 from mmh_bench.leaderboard.board.plots import _roc_png, roc_gaps
+from mmh_bench.leaderboard.schema import Roc
 
 ROOT = Path(__file__).parent.parent
 
@@ -62,9 +63,9 @@ def test_committed_results_with_thinned_curves_are_the_known_ones():
 def test_the_roc_plot_marks_the_stored_metric_where_the_curve_was_thinned():
     row = Row(kind="measured", task="t", version="1", family="synthetic", track="memorization", detector="d",
               access="samples", metrics={"auroc": 0.9, "tpr_at_fpr": {"0.001": 0.3, "0.01": 0.5, "0.05": 0.6}},
-              roc={"fpr": [0.0, 0.02, 1.0], "tpr": [0.0, 0.6, 1.0]})
+              roc=Roc(fpr=[0.0, 0.02, 1.0], tpr=[0.0, 0.6, 1.0]))
     assert [(a, w) for a, _, w in roc_gaps(row)] == [(0.001, 0.3), (0.01, 0.5)]
-    honest = Row(**{**row.__dict__, "roc": {"fpr": [0.0, 0.0, 0.005, 0.02, 1.0], "tpr": [0.0, 0.3, 0.5, 0.6, 1.0]}})
+    honest = Row(**{**row.__dict__, "roc": Roc(fpr=[0.0, 0.0, 0.005, 0.02, 1.0], tpr=[0.0, 0.3, 0.5, 0.6, 1.0])})
     assert roc_gaps(honest) == []
     from mmh_bench.leaderboard.board.model import TaskFacts
     task = TaskFacts("t", "1", "synthetic", "memorization")

@@ -49,6 +49,7 @@ def test_adding_a_metric(tiny_spec, capsys):
 def test_adding_a_column(monkeypatch):
     """The guide's column entry, put after AP in the column table, is all both renderers need."""
     from mmh_bench.leaderboard.board import Board, InstanceFacts, Row, TaskFacts, columns, render_html, render_markdown
+    from mmh_bench.leaderboard.schema import Cost
     _, entry = _blocks("ADDING_A_METRIC.md", "python")
     assert entry in "".join(_blocks("BOARD.md", "python"))
     col = eval(entry.strip().rstrip(","), vars(columns))
@@ -59,7 +60,7 @@ def test_adding_a_column(monkeypatch):
         data_hash: InstanceFacts(f"test-{data_hash[:12]}", "test", data_hash)})})
     board.rows += [Row(kind="measured", task="toy", version="1", family="synthetic", track="memorization",
                        detector=d, access="samples", group="sample-side", instance=data_hash,
-                       metrics={"auroc": auroc, "ap": 0.5, "r_precision": rp}, cost={"nfe_per_sample": 0.0, "seconds": 1.0})
+                       metrics={"auroc": auroc, "ap": 0.5, "r_precision": rp}, cost=Cost(nfe_per_sample=0.0, jvp_per_sample=0.0, seconds=1.0, peak_mb=0.0))
                    for d, auroc, rp in (("low", 0.6, 0.25), ("high", 0.9, 0.75))]
     readme, page = render_markdown(board), render_html(board)
     head = next(line for line in readme.splitlines() if line.startswith("| #"))

@@ -12,7 +12,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from mmh_bench.leaderboard.board import render_board
     from mmh_bench.mitigation.board import page_section
     mitigation = Path(args.results).parent / "mitigation-results" if args.mitigation is None else Path(args.mitigation)
-    section = page_section(mitigation) if mitigation.is_dir() else None
+    section = page_section(mitigation, Path(args.out) / "plots") if mitigation.is_dir() else None
     for path in render_board(args.results, args.out, sections=[section] if section else []):
         print(f"wrote {path}")
     return 0

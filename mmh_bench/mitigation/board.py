@@ -197,7 +197,7 @@ def render_markdown(results: str | Path, plots_dir: Path | None = None) -> str:
     for (task, version, inst), rows in sorted(groups.items()):
         lines += [f"### {task} v{version} ({inst})", ""]
         if plots_dir is not None:
-            png = pareto_plot(rows, Path(plots_dir) / f"mitigation-{task}-{inst}.png", title=f"{task} ({inst})")
+            png = pareto_plot(rows, Path(plots_dir) / plot_name(task, inst), title=f"{task} ({inst})")
             if png is not None:
                 written.add(png)
                 lines += [f"![memorization vs quality, {task}]({Path(plots_dir).name}/{png.name})", ""]
@@ -215,9 +215,15 @@ def render_markdown(results: str | Path, plots_dir: Path | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_html(results: str | Path) -> str:
+def plot_name(task: str, inst: str) -> str:
+    """The file name of an instance's Pareto plot in the board's plots folder."""
+    return f"mitigation-{task}-{inst}.png"
+
+
+def render_html(results: str | Path, plots_dir: str | Path | None = None) -> str:
     """The same tables as HTML, sortable on the board's page (a body per mitigator: sorting by a
-    column orders a mitigator's settings; every value escaped)."""
+    column orders a mitigator's settings; every value escaped), each with its Pareto plot where
+    ``plots_dir`` (the page's ``plots/``) holds one."""
     from mmh_bench.leaderboard.board.page import h, sort_heads, td
     groups, _ = collect(results)
     parts = []
@@ -232,17 +238,21 @@ def render_html(results: str | Path) -> str:
                 f'<tr class="entry" data-access="{h(r.access.replace("+", " "))}">{tds}</tr>')
         body = "".join(f'<tbody class="measured" data-group="{h(name)}">{b}</tbody>' for name, b in bodies.items())
         anchor = "m-" + re.sub(r"[^a-z0-9-]+", "-", f"{task}-v{version}-{inst}".lower()).strip("-")
+        png = Path(plots_dir) / plot_name(task, inst) if plots_dir is not None else None
+        fig = (f'<figure><img src="{h(png.parent.name)}/{h(png.name)}" alt="memorization against quality on '
+               f'{h(task)}" loading="lazy"><figcaption>memorization against quality: {h(task)} ({h(inst)})'
+               "</figcaption></figure>" if png is not None and png.is_file() else "")
         parts.append(f'<h3 id="{h(anchor)}">{h(task)} v{h(version)} ({h(inst)})</h3>'
                      f'<table class="board mitigation" id="{h(anchor)}-table" data-track="mitigation">'
-                     f"<thead><tr>{heads}</tr></thead>{body}</table>")
+                     f"<thead><tr>{heads}</tr></thead>{body}</table>{fig}")
     return "\n".join(parts)
 
 
-def page_section(results: str | Path) -> tuple[str, str, str] | None:
+def page_section(results: str | Path, plots_dir: str | Path | None = None) -> tuple[str, str, str] | None:
     """The mitigation track as a section of the board's page (anchor, title, HTML); None without
-    results. The plots are the ones ``mmh-bench mitigate`` wrote beside MITIGATION.md."""
+    results. The plots are the ones ``mmh-bench mitigate`` wrote into ``plots_dir``."""
     from mmh_bench.leaderboard.board.page import h
-    tables = render_html(results)
+    tables = render_html(results, plots_dir)
     if not tables:
         return None
     return ("mitigation", "Mitigation track", f'<p class="muted">{h(INTRO)} Plots and the published '

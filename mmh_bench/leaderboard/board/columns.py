@@ -123,7 +123,8 @@ def metric(key: str) -> Callable[[Row], float | None]:
 
 
 def _cost(key: str) -> Callable[[Row], float | None]:
-    return lambda r: finite_number((r.cost or {}).get(key))
+    """The value getter of the result's ``cost.<key>`` (a field of :class:`~mmh_bench.leaderboard.schema.Cost`)."""
+    return lambda r: None if r.cost is None else finite_number(getattr(r.cost, key))
 
 
 def _tpr_column(key: str, views: tuple[str, ...] = ()) -> Column:

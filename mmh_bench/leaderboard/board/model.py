@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 from mmh_bench.api.access import Access
 from mmh_bench.common.provenance import hardware_label
+from mmh_bench.leaderboard.schema import Cost, Roc, TaskStats
 from mmh_bench.leaderboard.store import Rejected, Result, TaskCatalog, group_of, instance_of
 from mmh_bench.task.spec import FAMILIES as TASK_FAMILIES
 from mmh_bench.task.subtypes import SUBTYPE_NAMES
@@ -67,8 +68,8 @@ class Row:
     #: the detector's parameters as the result records them (its defaults included), so a published
     #: protocol is matched on what ran rather than on how the result is named
     params: dict[str, Any] = field(default_factory=dict)
-    cost: dict[str, Any] | None = None
-    roc: dict[str, list[float]] | None = None
+    cost: Cost | None = None
+    roc: Roc | None = None
     hardware: str = ""
     submission: str = ""
     authors: list[str] = field(default_factory=list)
@@ -102,7 +103,7 @@ class InstanceFacts:
     data_hash: str
     n_samples: int | None = None
     n_memorized: int | None = None
-    stats: dict[str, Any] = field(default_factory=dict)  # the results' task_stats (C_T, null copy rate)
+    stats: TaskStats = field(default_factory=TaskStats)  # the results' task_stats (C_T, null copy rate)
     replicate: int | None = None  # index among the task's instances of this kind (schema.Instance)
 
     def fact_parts(self, with_id: bool = True) -> list[str]:
@@ -111,12 +112,12 @@ class InstanceFacts:
             parts.append(f"{self.n_samples} samples")
         if self.n_memorized is not None:
             parts.append(f"{self.n_memorized} memorized")
-        ct = finite_number(self.stats.get("data_copying_ct"))
+        ct = finite_number(self.stats.data_copying_ct)
         if ct is not None:
-            parts.append(f"C_T {ct:+.2f} (held-out {self.stats.get('n_heldout')}, "
-                         f"{self.stats.get('ct_cells_used')} cells; < 0: samples closer to the "
+            parts.append(f"C_T {ct:+.2f} (held-out {self.stats.n_heldout}, "
+                         f"{self.stats.ct_cells_used} cells; < 0: samples closer to the "
                          "training set than fresh data)")
-        null = finite_number(self.stats.get("null_copy_rate"))
+        null = finite_number(self.stats.null_copy_rate)
         if null is not None:
             parts.append(f"null copy rate {null:.1%}")
         return parts + ([f"instance {self.id} ({kind_label(self.kind)})"] if with_id else [])
@@ -205,8 +206,9 @@ def finite_number(v: Any) -> float | None:
 
 
 def _dump(model: Any) -> dict[str, Any] | None:
-    """A typed part of a result as the plain record a row keeps (what the file said: absent fields
-    stay absent), shared with the reported rows' metrics."""
+    """A result's metrics as the plain record a row keeps (what the file said: absent fields stay
+    absent): the same record reported rows and the overview's replicate stand-ins carry, keyed as
+    the column table reads it."""
     return None if model is None else model.model_dump(by_alias=True, exclude_none=True)
 
 
@@ -215,8 +217,8 @@ def _row_from_result(res: Result, kind: str) -> Row:
     return Row(kind=kind, task=res.task, version=res.task_version, family=res.task_family, track=res.track,
                detector=res.detector, access=res.access, reference=res.reference, group=group_of(res),
                instance=instance_of(res).data_hash, status=res.status, error=res.error,
-               metrics=_dump(res.metrics) or {}, params=dict(res.detector_params), cost=_dump(res.cost),
-               roc=_dump(res.roc), hardware=hardware_label(hw) if hw else "", detector_note=res.detector_note or "")
+               metrics=_dump(res.metrics) or {}, params=dict(res.detector_params), cost=res.cost,
+               roc=res.roc, hardware=hardware_label(hw) if hw else "", detector_note=res.detector_note or "")
 
 
 def board_from_results(results: list[Result], tasks: TaskCatalog | None = None) -> Board:
@@ -240,5 +242,5 @@ def add_result(board: Board, res: Result, kind: str, tasks: TaskCatalog) -> Row:
     if row.instance not in known or (known[row.instance].n_samples is None and res.n_samples):
         inst = instance_of(res)
         known[row.instance] = InstanceFacts(inst.id, inst.kind, inst.data_hash, res.n_samples, res.n_memorized,
-                                            _dump(res.task_stats) or {}, inst.replicate)
+                                            res.task_stats or TaskStats(), inst.replicate)
     return row

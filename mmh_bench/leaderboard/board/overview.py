@@ -74,7 +74,7 @@ def overview(board: Board, track: str, *, shortcut: bool = False) -> tuple[list[
 
 def _task_ct(insts: list[InstanceFacts]) -> float | None:
     """The C_T of an instance, or the mean over replicates (None unless every one has it)."""
-    cts = [finite_number(i.stats.get("data_copying_ct")) for i in insts]
+    cts = [finite_number(i.stats.data_copying_ct) for i in insts]
     return None if any(v is None for v in cts) else sum(cts) / len(cts)  # type: ignore[arg-type]
 
 

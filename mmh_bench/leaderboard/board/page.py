@@ -334,7 +334,8 @@ def _overview_html(board: Board) -> str:
             else:
                 bodies.append((r[0], tr))
         body = "".join(f'<tbody data-group="{h(g)}">{b}</tbody>' for g, b in bodies)
-        out += (f'<section class="overview"><h2>{h(title)}</h2><p class="muted">{h(note)}</p>'
+        out += (f'<section class="overview"><h2>{h(title)}</h2><details class="desc"><summary>how this '
+                f'overview is built</summary><p class="muted">{h(note)}</p></details>'
                 f'<table class="overview sortable"><thead><tr>{head}</tr></thead>{body}</table></section>')
     return out
 

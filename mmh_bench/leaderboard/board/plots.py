@@ -54,7 +54,7 @@ def roc_gaps(r: Row) -> list[tuple[float, float, float]]:
         want = finite_number((r.metrics.get("tpr_at_fpr") or {}).get(key))
         if want is None:
             continue
-        got = max((t for f, t in zip(r.roc["fpr"], r.roc["tpr"]) if f <= float(key) + 1e-12), default=0.0)
+        got = max((t for f, t in zip(r.roc.fpr, r.roc.tpr) if f <= float(key) + 1e-12), default=0.0)
         if abs(got - want) > ROC_TOLERANCE:
             out.append((float(key), got, want))
     return out
@@ -77,7 +77,7 @@ def _roc_png(task: TaskFacts, rows: list[Row]) -> bytes | None:
         # ten colours, then the same colours dashed, dotted: no two curves look alike
         style = {"color": f"C{i % 10}", "ls": ("-", "--", "-.", ":")[(i // 10) % 4]}
         for ax in axes:
-            ax.plot(r.roc["fpr"], r.roc["tpr"], lw=1.4, label=label, drawstyle="steps-post", **style)
+            ax.plot(r.roc.fpr, r.roc.tpr, lw=1.4, label=label, drawstyle="steps-post", **style)
         gaps = roc_gaps(r)
         if gaps:  # the stored curve lost its low-FPR corner: draw what the metric says, and say so
             axes[1].scatter([a for a, _, _ in gaps], [w for _, _, w in gaps], marker="x", s=40, zorder=5,
@@ -121,7 +121,7 @@ def _pareto_png(task: TaskFacts, rows: list[Row]) -> bytes | None:
     axes = fig.subplots(1, 2)
     for ax, key, xlabel in ((axes[0], "nfe_per_sample", "network evaluations per sample"),
                             (axes[1], "seconds", "wall seconds (whole task)")):
-        xy = [(max(finite_number(r.cost.get(key)) or 0.0, 0.0), r.auroc or 0.0) for r in pts]
+        xy = [(max(finite_number(getattr(r.cost, key)) or 0.0, 0.0), r.auroc or 0.0) for r in pts]
         for (x, y), r in zip(xy, pts):
             color = "grey" if r.reference else "tab:green" if r.kind == "submission" else "tab:blue"
             ax.scatter([x], [y], s=28, marker="s" if r.kind == "submission" else "o", color=color, zorder=3)
