@@ -28,3 +28,17 @@ def test_the_counter_sees_function_level_and_package_edges(tmp_path):
     (pkg / "e.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from mmh_bench import f\n")
     (pkg / "f.py").write_text("from mmh_bench import e\n")
     assert cycles(edges(tmp_path)) == [["mmh_bench.a", "mmh_bench.b"], ["mmh_bench.c", "mmh_bench.sub"]]
+
+
+def test_builders_read_the_validated_spec():
+    """Builders and data generators read ``spec.model`` (defaults in the spec models, once), never
+    the raw document: no ``section()`` and no ``.raw`` under mmh_bench/task/ but the spec's own module."""
+    import ast
+    readers = []
+    for path in sorted((ROOT / "mmh_bench" / "task").rglob("*.py")):
+        if path.name == "spec.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in ("raw", "section"):
+                readers.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert readers == []
