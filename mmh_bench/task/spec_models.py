@@ -171,16 +171,14 @@ class CrossAttnModel(PixelMLPModel):
     queries: int = opt(4, "mlp: attention queries per block; hidden must divide by queries*heads", ge=1)
     heads: int = opt(4, "mlp: attention heads", ge=1)
     text_width: int = opt(64, "mlp: width of the projected caption tokens", ge=1)
-    channels: list[Annotated[int, Field(ge=1)]] | None = opt(
-        None, "unet: block widths, one down and one up block each (absent: [32, 64]); multiples of groups",
-        min_length=2)
-    layers: int | None = opt(None, "unet: layers per block (absent: 1, 4 cross-attention layers with two blocks)",
-                             ge=1)
-    head_dim: int | None = opt(None, "unet: width of one attention head (absent: 8)", ge=1)
-    groups: int | None = opt(None, "unet: group-norm groups (absent: 8)", ge=1)
-    cross_blocks: list[Annotated[int, Field(ge=0)]] | None = opt(
-        None, "unet: down blocks (0-based, finest first) with cross-attention, mirrored in the up blocks; the mid "
-        "block always has it (absent: [0])", min_length=1)
+    channels: list[Annotated[int, Field(ge=1)]] = opt(
+        [32, 64], "unet: block widths, one down and one up block each; multiples of groups", min_length=2)
+    layers: int = opt(1, "unet: layers per block (1: 4 cross-attention layers with two blocks)", ge=1)
+    head_dim: int = opt(8, "unet: width of one attention head", ge=1)
+    groups: int = opt(8, "unet: group-norm groups", ge=1)
+    cross_blocks: list[Annotated[int, Field(ge=0)]] = opt(
+        [0], "unet: down blocks (0-based, finest first) with cross-attention, mirrored in the up blocks; the mid "
+        "block always has it", min_length=1)
 
     @model_validator(mode="after")
     def _arch_keys(self) -> CrossAttnModel:
@@ -190,13 +188,13 @@ class CrossAttnModel(PixelMLPModel):
         mlp = [k for k in ("hidden", "depth", "queries", "heads", "text_width") if k in self.model_fields_set]
         if mlp and self.arch == "unet":
             raise rule('applies to the MLP only (arch = "mlp"); the UNet reads ' + ", ".join(UNET_KEYS), mlp[0])
-        if self.cross_blocks is not None and any(b >= len(self.channels or (0, 0)) for b in self.cross_blocks):
-            raise rule(f"must name blocks of channels (0-{len(self.channels or (0, 0)) - 1})", "cross_blocks")
+        if any(b >= len(self.channels) for b in self.cross_blocks):
+            raise rule(f"must name blocks of channels (0-{len(self.channels) - 1})", "cross_blocks")
         return self
 
     def unet(self) -> dict[str, Any]:
-        """The UNet keys the spec gives (the UNet's own defaults fill the rest)."""
-        return {k: getattr(self, k) for k in UNET_KEYS if getattr(self, k) is not None}
+        """The UNet's keyword arguments (none for the MLP)."""
+        return {k: getattr(self, k) for k in UNET_KEYS} if self.arch == "unet" else {}
 
 
 class LIDModel(Training):
