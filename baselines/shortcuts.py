@@ -13,6 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 from mmh_bench import Access, Batch, Context, Detector
+from mmh_bench.task.families import all_families
 
 @lru_cache(maxsize=16)
 def _dev_training_set(task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -73,9 +74,10 @@ class OriginDistance(Detector):
     access = Access.SAMPLES
     group = "shortcut"
     cost_note = "one norm per sample"
-    #: images have no spec coordinates to hide: their norm is brightness, not a placement
-    unsuited_families = {f: "the origin is a placement shortcut of the synthetic tasks only"
-                         for f in ("image", "text-to-image", "stable-diffusion", "lid")}
+    #: only families whose data sit in the spec's coordinates have an origin to hide (an image's
+    #: norm is brightness, not a placement): their records say so
+    unsuited_families = {name: "the origin is a placement shortcut of tasks placed in spec coordinates only"
+                         for name, record in all_families().items() if not record.spec_coordinates}
 
     def score(self, batch: Batch, ctx: Context) -> np.ndarray:
         q = np.asarray(batch.x, dtype=np.float64).reshape(len(batch.x), -1)

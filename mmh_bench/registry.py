@@ -8,9 +8,10 @@ them may carry constructor parameters, ``flipd(t0=0.05, probes=8)``: values are 
 (``0.05``, ``"knee"``, ``true``, ``[1, 2]``), JSON ``null`` for None, or a bare word taken as a
 string (``t0=plateau``); names the constructor does not take are refused with the ones it does.
 Mitigators resolve the same way from the entry-point group ``mmh_bench.mitigators``.
-Builders (a spec's ``builder``) and model loaders (an instance's model ``kind``) are
-``"module:function"`` targets in :data:`BUILDERS` and :data:`MODEL_LOADERS`, imported on first
-use: naming one costs nothing until a task is built or a model loaded.
+Families: one record each (mmh_bench.task.families), which names the builder (a spec's ``builder``)
+and the model loaders (an instance's model ``kind``) as ``"module:function"`` targets, imported on
+first use: naming one costs nothing until a task is built or a model loaded. :data:`BUILDERS`,
+:data:`MODEL_LOADERS` and the other family tables here are views of those records.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmh_bench.api.detector import Detector
+from mmh_bench.common.targets import load_target
+from mmh_bench.task.families import all_families, condition_forgetters, model_loaders
 from mmh_bench.task.spec import SpecError, TaskSpec, load_spec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,55 +91,29 @@ def resolve_tasks(names: str | list[str]) -> list[TaskSpec]:
     return out
 
 
-# -- builders and model loaders ----------------------------------------------------------------
-#: builder name (a spec's ``builder`` field) -> ``"module:function"``; the function takes
-#: ``(spec, workdir, progress)`` and returns a :class:`~mmh_bench.task.build.BuildOutput`
-BUILDERS: dict[str, str] = {
-    "synthetic": "mmh_bench.task.builders.synthetic:build_synthetic",
-    "lid": "mmh_bench.task.builders.lid_track:build_lid",
-    "image": "mmh_bench.task.builders.image:build_image",
-    "stable-diffusion": "mmh_bench.task.builders.stable_diffusion:build_stable_diffusion",
-    "text-to-image": "mmh_bench.task.builders.text_to_image:build_text_to_image",
-}
+# -- families: builders, capabilities, model loaders ---------------------------------------------
+#: Every family declares these in its record (mmh_bench.task.families); the tables below are views.
+#: builder name (a spec's ``builder`` field) -> ``"module:function"`` taking ``(spec, workdir,
+#: progress)`` and returning a :class:`~mmh_bench.task.build.BuildOutput`
+BUILDERS: dict[str, str] = {name: f.builder for name, f in all_families().items()}
 #: builder name -> capabilities of the score models it makes (see ``ScoreModel.capabilities``),
-#: so the evaluator can tell without building that a detector's ``requires`` cannot be met;
-#: a builder left out here is asked after the build
-BUILDER_CAPABILITIES: dict[str, frozenset[str]] = {
-    "synthetic": frozenset(), "lid": frozenset(), "image": frozenset(),
-    "stable-diffusion": frozenset({"cross_attention", "condition_embedding", "attention_rescale"}),
-    "text-to-image": frozenset({"cross_attention"}),
-}
-#: builders whose builds and evaluations need a CUDA device to finish in reasonable time (Stable
-#: Diffusion); the parallel engine sends their work only to workers that offer the GPU resource
-GPU_BUILDERS: frozenset[str] = frozenset({"stable-diffusion"})
+#: so the evaluator can tell without building that a detector's ``requires`` cannot be met
+BUILDER_CAPABILITIES: dict[str, frozenset[str]] = {name: f.capabilities for name, f in all_families().items()}
+#: builders whose builds and evaluations need a CUDA device (Stable Diffusion); the parallel engine
+#: sends their work only to workers that offer the GPU resource
+GPU_BUILDERS: frozenset[str] = frozenset(name for name, f in all_families().items() if f.gpu)
 
 
 def needs_gpu(spec: Any) -> bool:
-    """Whether a task's work belongs on a GPU worker (its builder is one of :data:`GPU_BUILDERS`)."""
+    """Whether a task's work belongs on a GPU worker (its family's record says so)."""
     return spec.builder in GPU_BUILDERS
 
 
 #: model kind (``meta["model"]["kind"]`` of an instance) -> ``"module:function"`` taking the
 #: model's path and returning a :class:`~mmh_bench.api.score_model.ScoreModel`
-MODEL_LOADERS: dict[str, str] = {
-    "mlp": "mmh_bench.task.models.mlp:load_mlp",
-    "pixel-mlp": "mmh_bench.task.models.pixel_mlp:load_pixel_mlp",
-    "cross-attn": "mmh_bench.task.models.cross_attn:load_cross_attn",
-    "stable-diffusion": "mmh_bench.task.models.stable_diffusion:load_for_build",
-}
-#: how a model folder of each kind forgets its conditions (a sealed view without Access.MODEL_COND);
-#: Stable Diffusion has none: its text encoder is the model's, so the interface's guard is all there is
-CONDITION_FORGETTERS: dict[str, str] = {
-    "mlp": "mmh_bench.task.models.mlp:forget_conditions",
-    "pixel-mlp": "mmh_bench.task.models.mlp:forget_conditions",
-    "cross-attn": "mmh_bench.task.models.cross_attn:forget_conditions",
-}
-
-
-def load_target(target: str) -> Any:
-    """The object a ``"module:attribute"`` target names, importing its module."""
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+MODEL_LOADERS: dict[str, str] = model_loaders()
+#: how a model folder of each kind forgets its conditions (a sealed view without Access.MODEL_COND)
+CONDITION_FORGETTERS: dict[str, str] = condition_forgetters()
 
 
 # -- detectors ---------------------------------------------------------------------------------

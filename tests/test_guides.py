@@ -1,8 +1,11 @@
 """The worked examples of docs/ADDING_A_TASK.md and docs/ADDING_A_METRIC.md run exactly as shown."""
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,8 @@ import pytest
 
 from mmh_bench.cli.main import main
 
-DOCS = Path(__file__).parent.parent / "docs"
+ROOT = Path(__file__).parent.parent
+DOCS = ROOT / "docs"
 
 
 def _blocks(name: str, lang: str) -> list[str]:
@@ -19,10 +23,10 @@ def _blocks(name: str, lang: str) -> list[str]:
 
 
 def test_adding_a_task(tmp_path, monkeypatch, capsys):
-    (spec,) = _blocks("ADDING_A_TASK.md", "toml")
+    spec, _ = _blocks("ADDING_A_TASK.md", "toml")
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs" / "ring-and-point.toml").write_text(spec)
-    (shell,) = _blocks("ADDING_A_TASK.md", "")
+    shell, _ = _blocks("ADDING_A_TASK.md", "")
     lines = [line.strip() for line in shell.splitlines() if line.strip()]
     assert lines[0] == "export MMH_BENCH_TASKS_PATH=specs"
     monkeypatch.chdir(tmp_path)
@@ -33,6 +37,44 @@ def test_adding_a_task(tmp_path, monkeypatch, capsys):
         assert main(argv + quiet) == 0, cmd
     assert "ring-and-point" in capsys.readouterr().out
     assert len(list((tmp_path / "results" / "ring-and-point").rglob("*.json"))) == 2
+
+
+def test_adding_a_family(tmp_path):
+    """The guide's new family end to end, in a fresh process as a user runs it (the family module is
+    read when the families are first asked for): its module and spec as shown, the commands as
+    shown, then its record on the board model."""
+    (module,) = _blocks("ADDING_A_TASK.md", "python")
+    _, spec = _blocks("ADDING_A_TASK.md", "toml")
+    _, shell = _blocks("ADDING_A_TASK.md", "")
+    (tmp_path / "gaussian_blobs.py").write_text(module)
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "blobs-demo.toml").write_text(spec)
+    env = dict(os.environ, MMH_BENCH_CACHE=str(tmp_path / "cache"))
+    commands = []
+    for line in (line.strip() for line in shell.splitlines() if line.strip()):
+        if line.startswith("export "):
+            key, _, value = line.removeprefix("export ").partition("=")
+            env[key] = str(tmp_path / value) if value in (".", "specs") else value
+        else:
+            argv = shlex.split(line)[1:]
+            commands.append(argv + (["-q"] if argv[0] in ("build", "run") else []))
+    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(ROOT), os.environ.get("PYTHONPATH", "")])
+    assert env["MMH_BENCH_FAMILIES"] == "gaussian_blobs" and len(commands) == 3
+    script = "\n".join(["import sys", "from mmh_bench.cli.main import main",
+                         *[f"assert main({argv!r}) == 0, {argv!r}" for argv in commands],
+                         "from mmh_bench.leaderboard.board.model import FAMILIES, section_title",
+                         "from mmh_bench.task.build import cached_task",
+                         "from mmh_bench.registry import get_task",
+                         "inst = cached_task(get_task('blobs-demo'))",
+                         "print('labels', int(inst.labels.sum()), len(inst.labels))",
+                         "print('title', FAMILIES['blobs'], section_title('blobs', 'memorization'))"])
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "blobs-demo" in out.stdout and "title Gaussian blobs Gaussian blobs" in out.stdout
+    labels = next(line.split() for line in out.stdout.splitlines() if line.startswith("labels "))
+    assert int(labels[2]) == 190 and 30 <= int(labels[1]) < 190  # the copies, and few fresh draws
+    assert len(list((tmp_path / "results" / "blobs-demo").rglob("*.json"))) == 2
 
 
 def test_adding_a_metric(tiny_spec, capsys):

@@ -10,7 +10,8 @@ from mmh_bench.cli.main import main
 from mmh_bench.task.data.synthetic import COMPONENTS
 from mmh_bench.task.instance import SUBTYPE_CODE
 from mmh_bench.task.spec import SpecError, load_spec, parse_spec
-from mmh_bench.task.spec_models import COMPONENT_MODELS, Balance, PromptBalance, SDModel, reference
+from mmh_bench.task.spec_models import COMPONENT_MODELS, Balance, PromptBalance, SDModel
+from mmh_bench.task.spec_reference import reference
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted([*ROOT.glob("tasks/*.toml"), *ROOT.glob("tests/data/*.toml"), *ROOT.glob("mmh_bench/task/data/*.toml")])
@@ -220,6 +221,6 @@ def test_subtype_names_match_the_labels():
 
 def test_reference_doc_is_in_sync():
     doc = ROOT / "docs" / "TASK_SPEC.md"
-    assert doc.read_text() == reference(), "regenerate: python -m mmh_bench.task.spec_models > docs/TASK_SPEC.md"
+    assert doc.read_text() == reference(), "regenerate: python -m mmh_bench.task.spec_reference > docs/TASK_SPEC.md"
     for key in ("stpes", "`chance_alpha`", "`point_jitter`", "`dev_seeds`", "kind = 'squiggly'", "`guidance_scale`"):
         assert (key in doc.read_text()) == (key != "stpes")

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +16,11 @@ import numpy as np
 
 from mmh_bench.common.ct_statistic import instance_ct
 from mmh_bench.files import atomic_write_text, load_arrays, save_arrays, sha256_arrays, sha256_file, staged_dir
-from mmh_bench.registry import BUILDERS, load_target
+from mmh_bench.common.cache import default_cache_dir
+from mmh_bench.common.targets import load_target
 from .instance import TaskInstance, dump_meta
+from .build_output import BuildOutput
+from .families import all_families
 from .instances import SECRET_KINDS, InstanceKey, cache_name, instance_spec
 from .labels import LabellingError, check_null_rate, composition, label_samples
 from .subtypes import SUBTYPE_CODE
@@ -48,41 +49,6 @@ class LabelCheckError(BuildError):
 FAILED_PREFIX = "failed-"
 
 
-@dataclass
-class BuildOutput:
-    """What a builder hands back; labelling and checks are shared by all builders."""
-
-    samples: np.ndarray
-    train: np.ndarray | None = None
-    train_lid: np.ndarray | None = None
-    cond: np.ndarray | None = None
-    train_cond: np.ndarray | None = None
-    lid_star: np.ndarray | None = None  # given directly on LID-track tasks
-    #: labels known by construction without a copy test (e.g. memorized prompt sets); with them
-    #: ``subtype`` codes from subtypes.SUBTYPES; the nearest-neighbour labelling is then skipped
-    labels: np.ndarray | None = None
-    subtype: np.ndarray | None = None
-    model: dict[str, Any] | None = None  # {"kind": ..., "path": relative path inside the build}
-    #: fresh draws from the data distribution, never trained on: the held-out set of C_T
-    heldout: np.ndarray | None = None
-    #: fresh draws from the data distribution (never trained on) for the labels' chance test, and
-    #: an independent set that measures the null copy rate (see mmh_bench.task.labels)
-    null_draws: np.ndarray | None = None
-    null_check: np.ndarray | None = None
-    #: designed role of each training row (an index into ``source_names``), for the composition audit
-    train_source: np.ndarray | None = None
-    source_names: list[str] | None = None
-    #: subtype name for a DD copy whose nearest training row has this ``train_source`` code (e.g.
-    #: verbatim "VM" and template "TM" copies, as the Stable Diffusion tasks name them)
-    dd_subtype_of_source: dict[int, str] = field(default_factory=dict)
-    #: distances of the spec's [labels] are multiplied by this (a test instance placed at another scale)
-    label_scale: float = 1.0
-    #: arrays with one row per generated sample besides samples/cond (permuted with them)
-    sample_arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    extra_arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    extra_meta: dict[str, Any] = field(default_factory=dict)
-
-
 #: the ``[model]`` keys a shipped training function takes (those its family's model declares)
 TRAINING_KEYS = ("hidden", "depth", "steps", "batch_size", "lr", "p_uncond", "t_power")
 
@@ -95,13 +61,6 @@ def training_options(spec: TaskSpec, progress: bool) -> dict[str, Any]:
     out: dict[str, Any] = {k: getattr(m, k) for k in TRAINING_KEYS if k in type(m).model_fields}
     out.update(seed=spec.seed, progress=progress, desc=f"{spec.name}: training")
     return out
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("MMH_BENCH_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmh-bench"
 
 
 # -- labelling ---------------------------------------------------------------------------------
@@ -198,8 +157,8 @@ def build_task(spec: TaskSpec, cache_dir: str | Path | None = None, *, instance:
     inst = None if force else cached_task(spec, cache_dir, instance=instance)
     if inst is not None:
         return inst
-    if spec.builder not in BUILDERS:
-        raise BuildError(f"task {spec.name!r}: unknown builder {spec.builder!r}; known: {sorted(BUILDERS)}")
+    if spec.builder not in all_families():
+        raise BuildError(f"task {spec.name!r}: unknown builder {spec.builder!r}; known: {sorted(all_families())}")
     with staged_dir(root) as work:
         t0 = time.perf_counter()
         try:
@@ -248,7 +207,7 @@ def _checked_labels(spec: TaskSpec, work: Path, arrays: dict[str, np.ndarray], m
 
 def _build(spec: TaskSpec, work: Path, progress: bool) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Run the builder, shuffle rows, label, check, and assemble the arrays and meta of one build."""
-    out = load_target(BUILDERS[spec.builder])(spec, work, progress)
+    out = load_target(all_families()[spec.builder].builder)(spec, work, progress)
     permute_rows(out, spec.seed)
     arrays: dict[str, np.ndarray] = {"samples": np.asarray(out.samples, dtype=np.float32)}
     meta: dict[str, Any] = {"task": spec.name, "version": spec.version, "spec_hash": spec.hash,

@@ -11,8 +11,9 @@ import numpy as np
 
 from mmh_bench.api.context import TaskInfo
 from mmh_bench.api.score_model import ScoreModel
-from mmh_bench.registry import MODEL_LOADERS, load_target
+from mmh_bench.common.targets import load_target
 from mmh_bench.retrieval.train_index import TrainIndex
+from .families import model_loaders
 from .spec import TaskSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -120,13 +121,13 @@ class TaskInstance:
     def score_model(self) -> ScoreModel | None:
         """Load the task's model once (None when the task has none)."""
         if self._model is None and self.meta.get("model"):
-            kind = self.meta["model"]["kind"]
-            if kind not in MODEL_LOADERS:
-                raise KeyError(f"no loader for model kind {kind!r}; known: {sorted(MODEL_LOADERS)}")
+            kind, loaders = self.meta["model"]["kind"], model_loaders()
+            if kind not in loaders:
+                raise KeyError(f"no loader for model kind {kind!r}; known: {sorted(loaders)}")
             path = Path(self.meta["model"].get("path", ""))
             if self.root is not None and not path.is_absolute():
                 path = self.root / path
-            self._model = load_target(MODEL_LOADERS[kind])(path)
+            self._model = load_target(loaders[kind])(path)
         return self._model
 
     @property

@@ -7,7 +7,8 @@ that names the section and the key. Builders read the validated models (``spec.m
 so each default is written once, here; a default of None means the builder computes it (the
 description says how). The spec's hash is of the document as written, defaults never filled in.
 
-``python -m mmh_bench.task.spec_models`` prints docs/TASK_SPEC.md, the reference generated from them.
+Each family's record (mmh_bench.task.families) names its task model; ``python -m
+mmh_bench.task.spec_reference`` prints docs/TASK_SPEC.md, the reference generated from them.
 
 Longer than ~400 lines: it is a declaration, one model per section per builder; the generated
 reference (docs/TASK_SPEC.md) reads them in order.
@@ -16,12 +17,9 @@ from __future__ import annotations
 
 import difflib
 import math
-import sys
-import types
 import typing
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-import annotated_types as at
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
@@ -173,16 +171,14 @@ class CrossAttnModel(PixelMLPModel):
     queries: int = opt(4, "mlp: attention queries per block; hidden must divide by queries*heads", ge=1)
     heads: int = opt(4, "mlp: attention heads", ge=1)
     text_width: int = opt(64, "mlp: width of the projected caption tokens", ge=1)
-    channels: list[Annotated[int, Field(ge=1)]] | None = opt(
-        None, "unet: block widths, one down and one up block each (absent: [32, 64]); multiples of groups",
-        min_length=2)
-    layers: int | None = opt(None, "unet: layers per block (absent: 1, 4 cross-attention layers with two blocks)",
-                             ge=1)
-    head_dim: int | None = opt(None, "unet: width of one attention head (absent: 8)", ge=1)
-    groups: int | None = opt(None, "unet: group-norm groups (absent: 8)", ge=1)
-    cross_blocks: list[Annotated[int, Field(ge=0)]] | None = opt(
-        None, "unet: down blocks (0-based, finest first) with cross-attention, mirrored in the up blocks; the mid "
-        "block always has it (absent: [0])", min_length=1)
+    channels: list[Annotated[int, Field(ge=1)]] = opt(
+        [32, 64], "unet: block widths, one down and one up block each; multiples of groups", min_length=2)
+    layers: int = opt(1, "unet: layers per block (1: 4 cross-attention layers with two blocks)", ge=1)
+    head_dim: int = opt(8, "unet: width of one attention head", ge=1)
+    groups: int = opt(8, "unet: group-norm groups", ge=1)
+    cross_blocks: list[Annotated[int, Field(ge=0)]] = opt(
+        [0], "unet: down blocks (0-based, finest first) with cross-attention, mirrored in the up blocks; the mid "
+        "block always has it", min_length=1)
 
     @model_validator(mode="after")
     def _arch_keys(self) -> CrossAttnModel:
@@ -192,13 +188,13 @@ class CrossAttnModel(PixelMLPModel):
         mlp = [k for k in ("hidden", "depth", "queries", "heads", "text_width") if k in self.model_fields_set]
         if mlp and self.arch == "unet":
             raise rule('applies to the MLP only (arch = "mlp"); the UNet reads ' + ", ".join(UNET_KEYS), mlp[0])
-        if self.cross_blocks is not None and any(b >= len(self.channels or (0, 0)) for b in self.cross_blocks):
-            raise rule(f"must name blocks of channels (0-{len(self.channels or (0, 0)) - 1})", "cross_blocks")
+        if any(b >= len(self.channels) for b in self.cross_blocks):
+            raise rule(f"must name blocks of channels (0-{len(self.channels) - 1})", "cross_blocks")
         return self
 
     def unet(self) -> dict[str, Any]:
-        """The UNet keys the spec gives (the UNet's own defaults fill the rest)."""
-        return {k: getattr(self, k) for k in UNET_KEYS if getattr(self, k) is not None}
+        """The UNet's keyword arguments (none for the MLP)."""
+        return {k: getattr(self, k) for k in UNET_KEYS} if self.arch == "unet" else {}
 
 
 class LIDModel(Training):
@@ -703,123 +699,9 @@ class StableDiffusionTask(TaskModel):
     balance: PromptBalance = table(PromptBalance)
 
 
-#: builder -> the model of its specs; the LID builder's depends on [data] source (see task_model)
-TASK_MODELS: dict[str, type[TaskModel]] = {
-    "synthetic": SyntheticTask, "lid": LIDMixtureTask, "image": ImageTask,
-    "text-to-image": TextToImageTask, "stable-diffusion": StableDiffusionTask}
-LID_SOURCES: dict[str, type[TaskModel]] = {"mixture": LIDMixtureTask, "skdim": LIDSkdimTask, "dgm": LIDPaperTask}
-
-
-def task_model(raw: dict[str, Any]) -> type[TaskModel] | str:
-    """The model that checks ``raw``, or a one-line reason why none applies."""
-    builder = raw.get("builder")
-    if builder is None:
-        return "missing required top-level key 'builder'"
-    if not isinstance(builder, str) or builder not in TASK_MODELS:
-        return (f"builder must be one of {', '.join(map(repr, TASK_MODELS))}, got {show(builder)}"
-                + (did_you_mean(builder, TASK_MODELS) if isinstance(builder, str) else ""))
-    if builder != "lid":
-        return TASK_MODELS[builder]
-    data = raw["data"] if isinstance(raw.get("data"), dict) else {}
-    source = data["source"] if "source" in data else LIDMixtureData.model_fields["source"].default
-    if source not in LID_SOURCES:
-        return f"[data] source must be 'mixture', 'skdim' or 'dgm', got {show(source)}"
-    return LID_SOURCES[source]
-
-
 # -- values as TOML writes them ------------------------------------------------------------------
 def show(value: Any) -> str:
     """A value as TOML writes it."""
     if isinstance(value, bool):
         return "true" if value else "false"
     return repr(value)
-
-
-# -- the reference in docs/TASK_SPEC.md -----------------------------------------------------------
-def _type_name(annotation: Any) -> str:
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is Annotated:
-        bounds = _bounds(args[1:])
-        return _type_name(args[0]) + (f" ({bounds})" if bounds else "")
-    if origin in (Union, types.UnionType):
-        return " or ".join(dict.fromkeys(_type_name(a) for a in args if a is not type(None)))
-    if origin is Literal:
-        return " or ".join(show(a) for a in args)
-    if origin is list:
-        inner = _type_name(args[0])
-        return "array of tables" if inner == "table" else f"list of {inner}"
-    if isinstance(annotation, type) and issubclass(annotation, Closed):
-        return "table"
-    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(annotation, str(annotation))
-
-
-_BOUNDS = ((at.Ge, "ge", ">= {}"), (at.Gt, "gt", "> {}"), (at.Le, "le", "<= {}"), (at.Lt, "lt", "< {}"),
-           (at.MinLen, "min_length", "length >= {}"), (at.MaxLen, "max_length", "length <= {}"),
-           (at.MultipleOf, "multiple_of", "multiple of {}"))
-
-
-def _bounds(metadata: Any) -> str:
-    """``>= 1, <= 2`` from pydantic constraints (annotated-types objects, or Fields holding them)."""
-    flat = [x for m in metadata for x in (m.metadata if hasattr(m, "metadata") else [m])]
-    out = [fmt.format(getattr(m, attr)) for m in flat for cls, attr, fmt in _BOUNDS if isinstance(m, cls)]
-    out += [f"matches `{m.pattern}`" for m in flat if getattr(m, "pattern", None)]
-    return ", ".join(out)
-
-
-def _default(field: Any) -> str:
-    """The default as TOML writes it; empty for a required key, a computed default or a table."""
-    if field.is_required() or field.default_factory is not None or field.default is None:
-        return ""
-    return f"`{_toml(field.default)}`"
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, list):
-        return "[" + ", ".join(map(_toml, value)) + "]"
-    return f"{value:g}" if isinstance(value, float) else show(value)
-
-
-def _table(model: type[Closed]) -> list[str]:
-    rows = ["| key | type | range | default | meaning |", "| --- | --- | --- | --- | --- |"]
-    for key, field in model.model_fields.items():
-        cells = (f"`{key}`", _type_name(field.annotation), _bounds(field.metadata), _default(field),
-                 field.description or "")
-        rows.append(f"| {' | '.join(cells)} |")
-    return rows
-
-
-def reference() -> str:
-    """docs/TASK_SPEC.md: every builder's sections and every table's keys, from the models above."""
-    lines = ["# Task spec reference", "",
-             "<!-- generated by `python -m mmh_bench.task.spec_models > docs/TASK_SPEC.md`; "
-             "tests/test_spec.py checks it is in sync -->", "",
-             "A task spec is a TOML file in `tasks/` (or any folder in `MMH_BENCH_TASKS_PATH`). Every "
-             "section and key below is checked when the spec is loaded: an unknown key, section or "
-             "component kind, a wrong type or a value out of range is refused with the file, the "
-             "section and the key (`mmh-bench` exits 2). An absent optional key takes the default "
-             "column's value (where it is empty, the meaning says what the builder computes); the "
-             "defaults are never written into the spec, whose hash names every cached build.", "", "## Top-level keys", ""]
-    lines += _table(TaskModel) + ["", "## Sections by builder", "",
-                                  "| builder | track | sections (required in bold) |", "| --- | --- | --- |"]
-    seen: dict[str, type[Closed]] = {}
-    for label, model in [(b, m) for b, m in TASK_MODELS.items() if b != "lid"] + [
-            (f"lid` with source = '{s}'", m) for s, m in LID_SOURCES.items()]:
-        cells = []
-        for key in model.sections():
-            sub = section_model(model.model_fields[key].annotation)
-            seen.setdefault(sub.title, sub)
-            cells.append(f"**[{key}]**" if model.model_fields[key].is_required() else f"[{key}]")
-        track = "lid" if model.builder_name == "lid" else "memorization"
-        lines.append(f"| `{label}{'' if '`' in label else '`'} | {track} | {', '.join(cells)} |")
-    for sub in [*seen.values(), Manifold, PromptFileRef]:
-        lines += ["", f"### {sub.title}", ""] + _table(sub)
-    lines += ["", "## [[data.components]] by kind", "",
-              "Each entry of `[[data.components]]` names its `kind`; the keys of another kind are refused, "
-              "and so are keys that the component's `latent` or `embedding` does not read."]
-    for sub in COMPONENT_MODELS.values():
-        lines += ["", f"### {sub.title}", ""] + _table(sub)
-    return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.stdout.write(reference())

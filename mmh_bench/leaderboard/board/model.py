@@ -14,11 +14,11 @@ from mmh_bench.api.access import Access
 from mmh_bench.common.provenance import hardware_label
 from mmh_bench.leaderboard.schema import Cost, Roc, TaskStats
 from mmh_bench.leaderboard.store import Rejected, Result, TaskCatalog, group_of, instance_of
+from mmh_bench.task.families import all_families
 from mmh_bench.task.spec import FAMILIES as TASK_FAMILIES
 from mmh_bench.task.subtypes import SUBTYPE_NAMES
 
-_TITLES = {"synthetic": "Synthetic manifolds", "lid": "LID estimation", "image": "Real images",
-           "text-to-image": "Text-to-image", "stable-diffusion": "Stable Diffusion"}
+_TITLES = {name: record.title for name, record in all_families().items()}
 #: Table order and titles: one table per task family (the "track" a reader picks), in the order
 #: of the task families (every family needs a title here)
 FAMILIES = {family: _TITLES[family] for family in TASK_FAMILIES}

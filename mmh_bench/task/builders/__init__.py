@@ -1,1 +1,1 @@
-"""Task builders, one module per family; :data:`mmh_bench.registry.BUILDERS` names each one's function."""
+"""Task builders, one module per family: the heavy code a family record (mmh_bench.task.families) names by its ``builder`` target."""

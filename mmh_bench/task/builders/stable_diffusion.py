@@ -15,7 +15,7 @@ Spec tables::
                "sd1", "sd2" or "sd2-base"; weights of another generation are refused, so e.g. the
                SD 2 prompts are never scored on SD 1 weights)
     [sampling] generations_per_prompt, steps, guidance_scale, scheduler ("DDIM", ...), height, width,
-               initial_noise ("per-generation", default, or "shared": Jeon et al.'s one x_T for every
+               initial_noise ("per-generation" or "shared": Jeon et al.'s one x_T for every
                prompt; recorded in the instance's meta)
 """
 from __future__ import annotations

@@ -114,7 +114,7 @@ SHIFT_GRID = np.linspace(0.0, 3.0, 61)
 
 def draw_placement(spec: TaskSpec, data: MixtureData, train: np.ndarray, source: np.ndarray) -> Placement | None:
     """The random placement of a test instance (None for dev instances): a Haar rotation, a
-    log-uniform scale in ``[placement] scale`` (default 1) and a shift. ``point_jitter`` moves
+    log-uniform scale in ``[placement] scale`` and a shift. ``point_jitter`` moves
     each point component's location first (see :func:`jitter_points`).
 
     The shift keeps every fixed point of space (the origin, the spec's literal coordinates) from
@@ -123,7 +123,7 @@ def draw_placement(spec: TaskSpec, data: MixtureData, train: np.ndarray, source:
     would change no distance to first order). Its length is the one on :data:`SHIFT_GRID` (either
     sign, times the data's RMS radius) at which the distance to the origin ranks the designed
     memorization sources (``source``, :func:`designed_sources`) against the other training rows
-    at chance (AUROC within 0.005 of 0.5, else nearest to it), the nearest such to ``shift`` (default 0): after it, "copies lie nearer to (or
+    at chance (AUROC within 0.005 of 0.5, else nearest to it), the nearest such to ``[placement] shift``: after it, "copies lie nearer to (or
     farther from) the origin" is no rule, and a far reference point ranks by nearly that distance.
     The dev instance keeps the spec's coordinates."""
     rng = placement_rng(spec)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -162,7 +162,7 @@ class InjectedSet:
 def inject(x: np.ndarray, y: np.ndarray, cfg: ImageData, seed: int) -> InjectedSet:
     """Draw the training set a task spec's ``[data]`` asks for.
 
-    Keys: ``classes`` (default all), ``per_class`` common images per class, ``rare_class`` and
+    Keys: ``classes`` (absent: all), ``per_class`` common images per class, ``rare_class`` and
     ``rare_n`` (that class keeps only ``rare_n`` single images: OD-Mem sources), ``dup_n`` images
     (from the common classes, never also present as singles) each repeated ``dup_copies`` times
     (DD-Mem sources), and ``tm_n`` templates (:func:`template_variants`). Rows are shuffled with the

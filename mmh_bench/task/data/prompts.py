@@ -26,8 +26,9 @@ import urllib.request
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
+from mmh_bench.common.cache import default_cache_dir
 from mmh_bench.files import atomic_write_bytes, sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -166,7 +167,6 @@ class PromptSet:
 def prompt_cache_dir(cache_dir: str | Path | None = None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir)
-    from mmh_bench.task.build import default_cache_dir
     return default_cache_dir() / "sd_prompts"
 
 

@@ -14,7 +14,7 @@ squiggly     graph of u -> amp * sin(freq * W u + phase), u in R^d       d
 ===========  ==========================================================  =================
 
 Every component is then placed in R^D by zero padding, an optional random rotation
-(``rotate``; default from ``[data] rotate``, else false) and a shift (``offset`` vector or a random
+(``rotate``; absent, ``[data] rotate``) and a shift (``offset`` vector or a random
 direction of length ``offset_norm``). ``copies > 1`` duplicates each of the component's points:
 each duplicate group is a data-driven memorization source with LID* = 0, whatever manifold it
 sits on, and gets its own condition id (as a duplicated web image has its own caption).
