@@ -143,7 +143,7 @@ def test_fidelity_to_stable_diffusion(facts):
         return next(fr for fr in fid.rows if fr.table == table and fr.published.method.startswith(method)
                     and fr.published.setting == setting)
     sharp, cfg = row(1, "Jeon", "n = 1, steps 1"), row(1, "Wen", "n = 1, steps 1")
-    says(f"`sharpness` {sharp.published.metrics['auroc']:.3f} and `cfg-norm` {cfg.published.metrics['auroc']:.3f} "
+    says(f"`sharpness` {sharp.published.auroc:.3f} and `cfg-norm` {cfg.published.auroc:.3f} "
          "on SD v1.4 (n = 1, first step)")
     says(f"t2i-digits gives {sharp.cells[0].auroc:.3f} and {cfg.cells[0].auroc:.3f} "
          f"({sharp.cells[0].verbatim:.3f} and {cfg.cells[0].verbatim:.3f} on its verbatim copies)")

@@ -142,9 +142,17 @@ class Strict(BaseModel):
 FPR_FIELDS = {key: "fpr_" + key.replace(".", "") for key in FPR_KEYS}
 
 
-def _per_target(name: str, kind: Any, doc: str) -> type[Strict]:
+class PerTarget(Strict):
+    """One field per FPR target (:data:`FPR_FIELDS`): the files key them "0.01", Python names them
+    ``fpr_001``; :meth:`at` reads one by the key the board's columns carry."""
+
+    def at(self, key: str) -> Any:
+        return getattr(self, FPR_FIELDS[key])
+
+
+def _per_target(name: str, kind: Any, doc: str) -> type[PerTarget]:
     """A strict model with one required field per FPR target of the metrics, aliased by its key."""
-    return create_model(name, __base__=Strict, __doc__=doc,
+    return create_model(name, __base__=PerTarget, __doc__=doc,
                         **{attr: (kind, Field(alias=key)) for key, attr in FPR_FIELDS.items()})
 
 
