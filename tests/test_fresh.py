@@ -219,6 +219,19 @@ def test_the_gap_rule_needs_a_spread_and_judges_one_public_replicate_against_the
     assert lid["gap"] == pytest.approx(0.3033, abs=1e-3) and lid["flagged"]
 
 
+def test_the_headline_is_read_off_the_typed_result():
+    """verify compares each result's headline metric (AUROC; MAE on the LID track) as read_result
+    returns it; a failed result has none."""
+    from mmh_bench.leaderboard.heldout import headline
+    from mmh_bench.leaderboard.store import read_result
+    store = Path(__file__).parent.parent / "leaderboard" / "results"
+    mem = read_result(next((store / "image-digits").rglob("random.json")))
+    lid = read_result(next((store / "lid-affine10").rglob("flipd.json")))
+    assert headline(mem) == mem.metrics.auroc and headline(lid) == lid.metrics.mae
+    failed = mem.model_copy(update={"status": "failed", "error": "boom", "metrics": None})
+    assert headline(failed) is None
+
+
 def test_a_fresh_draw_that_misses_the_label_balance_is_redrawn(tmp_path, monkeypatch):
     """One unlucky placement (a fresh syn10-od replicate with 18 OD copies where the spec asks 20)
     must not end a held-out run: the pool draws another secret, as an unbalanced test instance

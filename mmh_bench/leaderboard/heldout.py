@@ -12,6 +12,9 @@ import math
 import statistics
 from typing import Any, Iterable
 
+from mmh_bench.leaderboard.schema import LIDMetrics
+from mmh_bench.leaderboard.store import Result
+
 #: the headline metric per track (the board's rank column) and whether higher is better
 HEADLINE = {"memorization": "auroc", "lid": "mae"}
 HIGHER_IS_BETTER = {"auroc": True, "mae": False}
@@ -21,11 +24,13 @@ GAP_SIGMAS = 2.0
 MIN_GAP = 0.02
 
 
-def headline(doc: dict[str, Any]) -> float | None:
-    """The headline metric of one result document (None when failed or absent)."""
-    metric = HEADLINE.get(str(doc.get("track")), "auroc")
-    value = (doc.get("metrics") or {}).get(metric) if doc.get("status") == "ok" else None
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+def headline(res: Result) -> float | None:
+    """The headline metric (:data:`HEADLINE`) of one result as :func:`~mmh_bench.leaderboard.store.read_result`
+    returns it; None where it failed."""
+    m = res.metrics  # None exactly when the result failed (schema.check_outcome)
+    if m is None:
+        return None
+    return float(m.mae if isinstance(m, LIDMetrics) else m.auroc)
 
 
 def mean_sd(values: list[float], *, missing: str = "–", count: str = "{}") -> str:
