@@ -399,11 +399,11 @@ def _verify_heldout(specs: dict[str, Any], det: Any, folder: Path, args: argpars
             continue
         metric = HEADLINE.get(spec.track, "auroc")
         cmp = compare(pub, held, higher_is_better=HIGHER_IS_BETTER[metric])
-        rows.append({"task": name, "metric": metric, **cmp})
-        table.append([name, rows[-1]["metric"], mean_sd(cmp["public"], missing="-", count="n={}"),
-                      mean_sd(cmp["heldout"], missing="-", count="n={}"),
-                      "-" if cmp["gap"] is None else f"{cmp['gap']:+.3f}",
-                      "FLAGGED" if cmp["flagged"] else "" if cmp["judged"] else "not judged (one replicate each)"])
+        rows.append({"task": name, "metric": metric, **cmp.model_dump()})
+        table.append([name, metric, mean_sd(cmp.public, missing="-", count="n={}"),
+                      mean_sd(cmp.heldout, missing="-", count="n={}"),
+                      "-" if cmp.gap is None else f"{cmp.gap:+.3f}",
+                      "FLAGGED" if cmp.flagged else "" if cmp.judged else "not judged (one replicate each)"])
     if table:
         print(tabulate(table, headers=["task", "metric", "public", "held out", "gap", ""]))
     flagged = [r["task"] for r in rows if r["flagged"]]

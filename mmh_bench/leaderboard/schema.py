@@ -448,12 +448,11 @@ class Difference(Strict):
     note: Text = ""
 
 
-class HeldOutTask(Strict):
-    """One task of a verification: the entry's headline metric on the public instances (its
-    results) beside the held-out one (fresh instances built for the verification, never published)."""
+class HeldOutGap(Strict):
+    """A headline metric's values on the public instances beside the held-out ones, and the
+    verdict of :func:`mmh_bench.leaderboard.heldout.compare`: what verify records per task and the
+    board's public-beside-held-out table shows."""
 
-    task: Label
-    metric: Label
     public: list[float]
     heldout: list[float]
     public_mean: float | None = None
@@ -463,6 +462,14 @@ class HeldOutTask(Strict):
     tolerance: NonNeg | None = None
     flagged: bool = False  # public exceeds held-out beyond what the replicates' spread explains
     judged: bool = True  # False: too few replicates to judge the gap (never flagged then)
+
+
+class HeldOutTask(HeldOutGap):
+    """One task of a verification: the entry's headline metric on the public instances (its
+    results) beside the held-out one (fresh instances built for the verification, never published)."""
+
+    task: Label
+    metric: Label
 
 
 class Verification(Strict):
