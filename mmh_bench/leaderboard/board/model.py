@@ -108,8 +108,10 @@ class Row:
 
     @property
     def auroc(self) -> float | None:
-        """The AUROC of a memorization-track row (measured, reported or a replicate mean)."""
-        return None if self.metrics is None else finite_number(self.metrics.auroc)  # type: ignore[union-attr]
+        """The AUROC of a memorization-track row (measured, reported or a replicate mean); None on
+        the LID track and where the row failed."""
+        m = self.metrics
+        return None if m is None or isinstance(m, LIDMetrics) else finite_number(m.auroc)
 
 
 @dataclass
