@@ -122,3 +122,14 @@ def on_task(doc: dict[str, Any], spec: Any) -> dict[str, Any]:
 def board_markdown(out: Path) -> str:
     """The Markdown board as one text: README.md (the overviews) and every task's page under tasks/."""
     return "\n".join(p.read_text() for p in [out / "README.md", *sorted((out / "tasks").glob("*.md"))])
+
+
+def mem_metrics(auroc: float, model: Any = None, **fields: Any) -> Any:
+    """Valid memorization metrics for a hand-made row: ``auroc`` and ``fields`` (as a result file
+    keys them) over neutral defaults (AP 0.5, TPR 0.1 at every target, 40 positives, 400
+    negatives); ``model``: another metrics model (a subtype's :class:`DetectionMetrics`, or one with
+    the field a guide adds), :class:`MemorizationMetrics` by default."""
+    from mmh_bench.common.fpr import FPR_KEYS
+    from mmh_bench.leaderboard.schema import MemorizationMetrics
+    doc = {"auroc": auroc, "ap": 0.5, "tpr_at_fpr": {k: 0.1 for k in FPR_KEYS}, "n_pos": 40, "n_neg": 400, **fields}
+    return (model or MemorizationMetrics).model_validate(doc)

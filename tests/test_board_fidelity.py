@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from board_store import mem_metrics
 from mmh_bench.leaderboard.board import Board, InstanceFacts, Row, TaskFacts, render_html, render_markdown
 from mmh_bench.leaderboard.board.fidelity import CAUSE_DOC, FIDELITY_TITLE, fidelity, protocol_params
+from mmh_bench.leaderboard.schema import DetectionMetrics, PublishedMetrics
 from test_board import _md_tables
 
 HASH = "d1" * 32
@@ -17,16 +19,16 @@ SOURCE = "Paper A, Table 1"
 
 def _published(detector: str, setting: str, auroc: float, method: str = "", source: str = SOURCE) -> Row:
     return Row(kind="reported", task="sd-x", version="1", family="stable-diffusion", track="memorization",
-               detector=detector, access=None, metrics={"auroc": auroc}, citation=source, model="SD v1.4",
+               detector=detector, access=None, metrics=PublishedMetrics(auroc=auroc), citation=source, model="SD v1.4",
                method=method or detector or "unshipped method", setting=setting)
 
 
 def _measured(name: str, params: dict, auroc: float, sub: dict[str, float] | None = None, task: str = "t2i-a",
               n_pos: int = 40) -> Row:
-    per = {k: {"auroc": v, "n_pos": n_pos} for k, v in (sub or {}).items()}
+    per = {k: mem_metrics(v, DetectionMetrics, n_pos=n_pos) for k, v in (sub or {}).items()}
     return Row(kind="measured", task=task, version="1", family="text-to-image", track="memorization",
                detector=name, access="generation", group="generation-time", instance=HASH,
-               metrics={"auroc": auroc, "per_subtype": per}, params={"generations": 1, "n_steps": 1, **params})
+               metrics=mem_metrics(auroc, per_subtype=per), params={"generations": 1, "n_steps": 1, **params})
 
 
 def _board(rows: list[Row], tasks: tuple[str, ...] = ("t2i-a",)) -> Board:

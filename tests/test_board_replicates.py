@@ -13,6 +13,7 @@ from scipy.stats import kendalltau
 from board_store import as_instance, dump, load, on_task, renamed_task, with_negatives
 from mmh_bench.leaderboard.board import collect_board, overviews, render_html, render_markdown
 from mmh_bench.leaderboard.board import overview
+from mmh_bench.leaderboard.schema import LIDMetrics
 from mmh_bench.leaderboard.store import known_tasks
 from test_board import _at, _md_tables, _render, _task_part, catalog, store  # noqa: F401 (fixtures)
 
@@ -165,7 +166,7 @@ def test_lid_track_replicates_rank_by_mean_mae(store, catalog):
     for det, maes in (("a", [1.0, 2.0, 3.0]), ("b", [0.5, 0.7, 3.5])):
         for inst, mae in zip(insts, maes):
             board.rows.append(Row("measured", "lid-x", "1", "lid", "lid", det, "samples", group="sample-side",
-                                  instance=inst.data_hash, metrics={"mae": mae, "mse": mae, "concordance": 0.9}))
+                                  instance=inst.data_hash, metrics=LIDMetrics(mae=mae, mse=mae, concordance=0.9, n=100)))
     s = summarize(board, t, insts)
     assert s.heads == ["replicates", "MAE mean ± sd", "concordance mean ± sd"]
     assert [(rank, rep.detector) for rank, rep in s.groups[0][1]] == [(1, "b"), (2, "a")]  # 1.567 < 2.0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from board_store import mem_metrics
 from mmh_bench.evaluation.detection import ROC_POINTS, roc_points
 from mmh_bench.evaluation.metrics import memorization_metrics
 from mmh_bench.leaderboard.board import collect_board
@@ -62,7 +63,7 @@ def test_committed_results_with_thinned_curves_are_the_known_ones():
 
 def test_the_roc_plot_marks_the_stored_metric_where_the_curve_was_thinned():
     row = Row(kind="measured", task="t", version="1", family="synthetic", track="memorization", detector="d",
-              access="samples", metrics={"auroc": 0.9, "tpr_at_fpr": {"0.001": 0.3, "0.01": 0.5, "0.05": 0.6}},
+              access="samples", metrics=mem_metrics(0.9, tpr_at_fpr={"0.001": 0.3, "0.01": 0.5, "0.05": 0.6}),
               roc=Roc(fpr=[0.0, 0.02, 1.0], tpr=[0.0, 0.6, 1.0]))
     assert [(a, w) for a, _, w in roc_gaps(row)] == [(0.001, 0.3), (0.01, 0.5)]
     honest = Row(**{**row.__dict__, "roc": Roc(fpr=[0.0, 0.0, 0.005, 0.02, 1.0], tpr=[0.0, 0.3, 0.5, 0.6, 1.0])})

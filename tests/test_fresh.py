@@ -210,13 +210,29 @@ def test_the_gap_rule_needs_a_spread_and_judges_one_public_replicate_against_the
     against three held-out ones is judged by their pooled spread."""
     from mmh_bench.leaderboard.heldout import compare
     single = compare([0.68], [0.29])
-    assert single["judged"] is False and single["flagged"] is False and single["gap"] == pytest.approx(0.39)
+    assert single.judged is False and single.flagged is False and single.gap == pytest.approx(0.39)
     memorized = compare([1.0], [0.50, 0.51, 0.49])
-    assert memorized["judged"] and memorized["flagged"]
+    assert memorized.judged and memorized.flagged
     noisy = compare([0.70], [0.62, 0.78, 0.55])  # within what another training run does
-    assert noisy["judged"] and not noisy["flagged"]
+    assert noisy.judged and not noisy.flagged
     lid = compare([0.20], [0.50, 0.52, 0.49], higher_is_better=False)  # MAE: lower is better
-    assert lid["gap"] == pytest.approx(0.3033, abs=1e-3) and lid["flagged"]
+    assert lid.gap == pytest.approx(0.3033, abs=1e-3) and lid.flagged
+    from mmh_bench.leaderboard.schema import HeldOutTask  # verify records each task's comparison so
+    for c in (single, memorized, lid):
+        assert HeldOutTask.model_validate({"task": "t", "metric": "auroc", **c.model_dump()}).flagged == c.flagged
+
+
+def test_the_headline_is_read_off_the_typed_result():
+    """verify compares each result's headline metric (AUROC; MAE on the LID track) as read_result
+    returns it; a failed result has none."""
+    from mmh_bench.leaderboard.heldout import headline
+    from mmh_bench.leaderboard.store import read_result
+    store = Path(__file__).parent.parent / "leaderboard" / "results"
+    mem = read_result(next((store / "image-digits").rglob("random.json")))
+    lid = read_result(next((store / "lid-affine10").rglob("flipd.json")))
+    assert headline(mem) == mem.metrics.auroc and headline(lid) == lid.metrics.mae
+    failed = mem.model_copy(update={"status": "failed", "error": "boom", "metrics": None})
+    assert headline(failed) is None
 
 
 def test_a_fresh_draw_that_misses_the_label_balance_is_redrawn(tmp_path, monkeypatch):

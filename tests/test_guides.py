@@ -91,7 +91,11 @@ def test_adding_a_metric(tiny_spec, capsys):
 def test_adding_a_column(monkeypatch):
     """The guide's column entry, put after AP in the column table, is all both renderers need."""
     from mmh_bench.leaderboard.board import Board, InstanceFacts, Row, TaskFacts, columns, render_html, render_markdown
-    from mmh_bench.leaderboard.schema import Cost
+    from pydantic import create_model
+
+    from board_store import mem_metrics
+    from mmh_bench.leaderboard.schema import Cost, MemorizationMetrics
+    with_rp = create_model("WithRPrecision", __base__=MemorizationMetrics, r_precision=(float, ...))  # the guide's field
     _, entry = _blocks("ADDING_A_METRIC.md", "python")
     assert entry in "".join(_blocks("BOARD.md", "python"))
     col = eval(entry.strip().rstrip(","), vars(columns))
@@ -102,7 +106,7 @@ def test_adding_a_column(monkeypatch):
         data_hash: InstanceFacts(f"test-{data_hash[:12]}", "test", data_hash)})})
     board.rows += [Row(kind="measured", task="toy", version="1", family="synthetic", track="memorization",
                        detector=d, access="samples", group="sample-side", instance=data_hash,
-                       metrics={"auroc": auroc, "ap": 0.5, "r_precision": rp}, cost=Cost(nfe_per_sample=0.0, jvp_per_sample=0.0, seconds=1.0, peak_mb=0.0))
+                       metrics=mem_metrics(auroc, with_rp, r_precision=rp), cost=Cost(nfe_per_sample=0.0, jvp_per_sample=0.0, seconds=1.0, peak_mb=0.0))
                    for d, auroc, rp in (("low", 0.6, 0.25), ("high", 0.9, 0.75))]
     readme, page = render_markdown(board), render_html(board)
     head = next(line for line in readme.splitlines() if line.startswith("| #"))

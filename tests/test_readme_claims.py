@@ -17,6 +17,7 @@ from mmh_bench.leaderboard.board import Board, collect_board, overview
 from mmh_bench.leaderboard.board.columns import rank_column
 from mmh_bench.leaderboard.board.fidelity import fidelity
 from mmh_bench.leaderboard.board.gap import gap_rows
+from mmh_bench.leaderboard.schema import HeldOutGap
 from mmh_bench.registry import all_tasks
 
 ROOT = Path(__file__).parent.parent
@@ -54,9 +55,9 @@ class Facts:
 
     def held_value(self, det: str, task: str) -> float:
         """The overview's number at full precision (the mean over fresh replicates)."""
-        return self.gap(det, task)["heldout_mean"]
+        return self.gap(det, task).heldout_mean
 
-    def gap(self, det: str, task: str) -> dict:
+    def gap(self, det: str, task: str) -> HeldOutGap:
         t = next(t for (name, _), t in self.board.tasks.items() if name == task)
         return next(g.cmp for g in gap_rows(self.board, t) if g.detector == det)
 
@@ -64,7 +65,7 @@ class Facts:
         return [self.held_value(d, t) for d in dets for t in tasks if self.held(d, t) != "n/a"]
 
     @cached_property
-    def all_gaps(self) -> list[tuple[str, str, dict]]:
+    def all_gaps(self) -> list[tuple[str, str, HeldOutGap]]:
         return [(name, g.detector, g.cmp) for (name, _), t in sorted(self.board.tasks.items())
                 for g in gap_rows(self.board, t)]
 
@@ -121,8 +122,8 @@ def test_reference_and_model_side(facts):
     dd = ("mmh-toy", "syn10-dd", "syn100-dd", "syn2-cond", "image-digits")
     says(f"({span(facts.values(['flipd', 'normal-bundle'], dd))} on {', '.join(dd)})")
     g = facts.gap("normal-bundle", "syn100-cond")
-    says(f"on syn100-cond `normal-bundle` swings between training runs ({g['public_mean']:.3f} public, "
-         f"{g['heldout_mean']:.3f} held out; standard deviation {g['heldout_sd']:.2f} across replicates)")
+    says(f"on syn100-cond `normal-bundle` swings between training runs ({g.public_mean:.3f} public, "
+         f"{g.heldout_mean:.3f} held out; standard deviation {g.heldout_sd:.2f} across replicates)")
 
 
 def test_generation_time(facts):
@@ -143,7 +144,7 @@ def test_fidelity_to_stable_diffusion(facts):
         return next(fr for fr in fid.rows if fr.table == table and fr.published.method.startswith(method)
                     and fr.published.setting == setting)
     sharp, cfg = row(1, "Jeon", "n = 1, steps 1"), row(1, "Wen", "n = 1, steps 1")
-    says(f"`sharpness` {sharp.published.metrics['auroc']:.3f} and `cfg-norm` {cfg.published.metrics['auroc']:.3f} "
+    says(f"`sharpness` {sharp.published.auroc:.3f} and `cfg-norm` {cfg.published.auroc:.3f} "
          "on SD v1.4 (n = 1, first step)")
     says(f"t2i-digits gives {sharp.cells[0].auroc:.3f} and {cfg.cells[0].auroc:.3f} "
          f"({sharp.cells[0].verbatim:.3f} and {cfg.cells[0].verbatim:.3f} on its verbatim copies)")
@@ -164,10 +165,10 @@ def test_sample_side_oracles_and_shortcuts(facts):
     oracles = ["nn-ratio", "authpct", "nn-distance"]
     vals = [facts.held_value(d, t) for d in oracles for t in facts.tasks if (d, t) != ("nn-distance", "mmh-toy")]
     says(f"({span(vals)}, but `nn-distance` {facts.held('nn-distance', 'mmh-toy')} on mmh-toy")
-    held = [facts.gap(d, t)["heldout_mean"] for (d, t), v in facts.shortcut.items() if v not in ("n/a",)]
+    held = [facts.gap(d, t).heldout_mean for (d, t), v in facts.shortcut.items() if v not in ("n/a",)]
     says(f"falls to {span(held)} on held-out ones")
     cond = [c for task, d, c in facts.all_gaps if d == "shortcut-condition" and task in COND_SYN]
-    assert len(cond) == 3 and {f"{v:.3f}" for c in cond for v in c["public"] + c["heldout"]} == {"0.500"}
+    assert len(cond) == 3 and {f"{v:.3f}" for c in cond for v in c.public + c.heldout} == {"0.500"}
     says("`shortcut-condition` scores 0.500 on every public and held-out replicate of the conditional "
          "synthetic tasks")
 
@@ -175,8 +176,8 @@ def test_sample_side_oracles_and_shortcuts(facts):
 def test_held_out(facts):
     assert all(facts.instance_row[t].startswith(("mean of", "fresh-")) for t in facts.tasks)
     says("every default task has held-out numbers")
-    judged = [(t, d, c) for t, d, c in facts.all_gaps if c.get("judged", True)]
-    flagged = [(t, d) for t, d, c in judged if c["flagged"]]
+    judged = [(t, d, c) for t, d, c in facts.all_gaps if c.judged]
+    flagged = [(t, d) for t, d, c in judged if c.flagged]
     tasks = {t for t, _, _ in judged}
     says(f"On the {WORDS[len(tasks)]} tasks with three fresh replicates, {len(judged) - len(flagged)} of the "
          f"{len(judged)} shipped (task, detector) pairs agree")
@@ -186,7 +187,7 @@ def test_held_out(facts):
          f"`mle` on syn2-cond, about what a two-standard-error rule flags by chance "
          f"({100 * len(flagged) / len(judged):.1f}% of pairs)")
     g = facts.gap("attention-entropy-posthoc", "t2i-digits")
-    says(f"(`attention-entropy-posthoc` on t2i-digits {g['public_mean']:.3f} -> {g['heldout_mean']:.3f})")
+    says(f"(`attention-entropy-posthoc` on t2i-digits {g.public_mean:.3f} -> {g.heldout_mean:.3f})")
 
 
 def test_lid_track(facts):

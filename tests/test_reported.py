@@ -13,7 +13,7 @@ import mmh_bench.leaderboard.reported as reported
 from mmh_bench.leaderboard.board import collect_board, render_html, render_markdown
 from mmh_bench.leaderboard.reported import load_reported, reported_files
 from mmh_bench.leaderboard.store import known_tasks
-from mmh_bench.leaderboard.schema import SchemaError
+from mmh_bench.leaderboard.schema import ReportedMetrics, SchemaError
 from mmh_bench.registry import make_detector, parse_ref
 from test_board import _md_tables, _render, _task_part, catalog, store  # noqa: F401 (fixtures)
 
@@ -175,7 +175,7 @@ def test_lid_reported_rows_show_the_global_id_mpe_column():
     from mmh_bench.leaderboard.board.model import Row
     from mmh_bench.leaderboard.board.reported import reported_cells, reported_heads
     rows = [Row(kind="reported", task="lid-skdim", version="1", family="lid", track="lid", detector="twonn",
-                access=None, metrics=r.metrics.model_dump(exclude_none=True), method=r.method, model=r.model,
+                access=None, metrics=r.metrics, method=r.method, model=r.model,
                 tpr_rule=r.tpr_rule)
             for r in load_reported() if r.task == "lid-skdim"]
     heads = reported_heads(rows, "lid")
@@ -184,5 +184,5 @@ def test_lid_reported_rows_show_the_global_id_mpe_column():
     assert all(len(c) == len(heads) for c in cells)
     assert [c[4][0] for c in cells] == ["11.120", "18.840", "20.200", "49.810"] and cells[0][2][0] == "–"
     without = [Row(kind="reported", task="t", version="1", family="lid", track="lid", detector="x", access=None,
-                   metrics={"mae": 0.5})]
+                   metrics=ReportedMetrics(mae=0.5))]
     assert "MPE % (global ID)" not in reported_heads(without, "lid")

@@ -78,10 +78,9 @@ def _evaluate(kind: str, specs: list[Any], det: Any, results: Path, *, cache: st
     return grid.ran, grid.failed, grid.not_applicable
 
 
-def _scan(kind: str, results: Path, tasks: Any
-          ) -> tuple[list[tuple[Path, dict[str, Any]]], list[tuple[Path, str | None, str]]]:
-    """The result files under ``results``: (path, document) of the valid, each read as its typed
-    model and compared as that model's plain dump, (path, field, reason) of the rest."""
+def _scan(kind: str, results: Path, tasks: Any) -> tuple[list[tuple[Path, Any]], list[tuple[Path, str | None, str]]]:
+    """The result files under ``results``: (path, typed result) of the valid (a detection, LID or
+    mitigation result model), (path, field, reason) of the rest."""
     if kind == "detector":
         from mmh_bench.leaderboard.store import scan_results
         scan = scan_results(results, tasks=tasks)
@@ -90,7 +89,12 @@ def _scan(kind: str, results: Path, tasks: Any
         from mmh_bench.mitigation.board import scan
         accepted, bad = scan(results)
         rejected = [(path, None, why) for path, why in bad]
-    return [(path, json.loads(res.model_dump_json(by_alias=True))) for path, res in accepted], rejected
+    return list(accepted), rejected
+
+
+def _doc(res: Any) -> dict[str, Any]:
+    """A typed result as the plain document :func:`compare_results` walks field by field."""
+    return json.loads(res.model_dump_json(by_alias=True))
 
 
 def submission_dir(board: str | Path, name: str) -> Path:
@@ -334,7 +338,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             diffs.append({"file": shown, "field": "(file)", "submitted": None, "rerun": "present",
                           "note": "the re-run produced a result the entry lacks"})
         else:
-            diffs += [{"file": shown, **d} for d in compare_results(old[rel], rerun[rel], args.atol)]
+            diffs += [{"file": shown, **d} for d in compare_results(_doc(old[rel]), _doc(rerun[rel]), args.atol)]
     heldout: list[dict[str, Any]] = []
     heldout_files: dict[str, str] = {}
     if kind == "detector" and not args.no_heldout:
@@ -360,7 +364,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _verify_heldout(specs: dict[str, Any], det: Any, folder: Path, args: argparse.Namespace, *, seed: int,
-                    batch_size: int, public: dict[Path, dict[str, Any]]
+                    batch_size: int, public: dict[Path, Any]
                     ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Score the entry on fresh instances (held out: built now from a secret drawn for this run, or
     taken from a maintainer's kept ``--fresh-pool``), write those results to ``<entry>/heldout/``
@@ -389,17 +393,17 @@ def _verify_heldout(specs: dict[str, Any], det: Any, folder: Path, args: argpars
     files = {str(Path("heldout") / rel): sha256_file(folder / "heldout" / rel) for rel in sorted(docs, key=str)}
     rows, table = [], []
     for name, spec in specs.items():
-        pub = [headline(d) for d in public.values() if d.get("task") == name]
-        held = [headline(d) for d in docs.values() if d.get("task") == name]
+        pub = [headline(res) for res in public.values() if res.task == name]
+        held = [headline(res) for res in docs.values() if res.task == name]
         if not pub and not held:
             continue
         metric = HEADLINE.get(spec.track, "auroc")
         cmp = compare(pub, held, higher_is_better=HIGHER_IS_BETTER[metric])
-        rows.append({"task": name, "metric": metric, **cmp})
-        table.append([name, rows[-1]["metric"], mean_sd(cmp["public"], missing="-", count="n={}"),
-                      mean_sd(cmp["heldout"], missing="-", count="n={}"),
-                      "-" if cmp["gap"] is None else f"{cmp['gap']:+.3f}",
-                      "FLAGGED" if cmp["flagged"] else "" if cmp["judged"] else "not judged (one replicate each)"])
+        rows.append({"task": name, "metric": metric, **cmp.model_dump()})
+        table.append([name, metric, mean_sd(cmp.public, missing="-", count="n={}"),
+                      mean_sd(cmp.heldout, missing="-", count="n={}"),
+                      "-" if cmp.gap is None else f"{cmp.gap:+.3f}",
+                      "FLAGGED" if cmp.flagged else "" if cmp.judged else "not judged (one replicate each)"])
     if table:
         print(tabulate(table, headers=["task", "metric", "public", "held out", "gap", ""]))
     flagged = [r["task"] for r in rows if r["flagged"]]

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any, Iterable
+from typing import Iterable
+
+from mmh_bench.leaderboard.schema import HeldOutGap, LIDMetrics
+from mmh_bench.leaderboard.store import Result
 
 #: the headline metric per track (the board's rank column) and whether higher is better
 HEADLINE = {"memorization": "auroc", "lid": "mae"}
@@ -21,11 +24,13 @@ GAP_SIGMAS = 2.0
 MIN_GAP = 0.02
 
 
-def headline(doc: dict[str, Any]) -> float | None:
-    """The headline metric of one result document (None when failed or absent)."""
-    metric = HEADLINE.get(str(doc.get("track")), "auroc")
-    value = (doc.get("metrics") or {}).get(metric) if doc.get("status") == "ok" else None
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+def headline(res: Result) -> float | None:
+    """The headline metric (:data:`HEADLINE`) of one result as :func:`~mmh_bench.leaderboard.store.read_result`
+    returns it; None where it failed."""
+    m = res.metrics  # None exactly when the result failed (schema.check_outcome)
+    if m is None:
+        return None
+    return float(m.mae if isinstance(m, LIDMetrics) else m.auroc)
 
 
 def mean_sd(values: list[float], *, missing: str = "–", count: str = "{}") -> str:
@@ -46,7 +51,7 @@ def _sd(values: list[float]) -> float:
 
 
 def compare(public: Iterable[float | None], heldout: Iterable[float | None], *,
-            higher_is_better: bool = True) -> dict[str, Any]:
+            higher_is_better: bool = True) -> HeldOutGap:
     """Means, spreads and the gap by which the public values (one per replicate) beat the held-out
     ones (positive: better on the public instances). ``flagged``: the gap exceeds ``GAP_SIGMAS``
     standard errors of the difference plus :data:`MIN_GAP`.
@@ -59,19 +64,16 @@ def compare(public: Iterable[float | None], heldout: Iterable[float | None], *,
     tasks."""
     pub = [float(v) for v in public if v is not None]
     held = [float(v) for v in heldout if v is not None]
-    out: dict[str, Any] = {"public": [round(v, 6) for v in pub], "heldout": [round(v, 6) for v in held],
-                           "public_mean": None, "heldout_mean": None, "heldout_sd": None, "gap": None,
-                           "tolerance": None, "flagged": False, "judged": False}
+    values = HeldOutGap(public=[round(v, 6) for v in pub], heldout=[round(v, 6) for v in held], judged=False)
     if not pub or not held:
-        return out
+        return values
     mp, mh = statistics.fmean(pub), statistics.fmean(held)
     gap = (mp - mh) if higher_is_better else (mh - mp)
-    out.update(public_mean=round(mp, 6), heldout_mean=round(mh, 6), heldout_sd=round(_sd(held), 6),
-               gap=round(gap, 6))
+    means = values.model_copy(update=dict(public_mean=round(mp, 6), heldout_mean=round(mh, 6),
+                                          heldout_sd=round(_sd(held), 6), gap=round(gap, 6)))
     dof = len(pub) + len(held) - 2
     if dof < 1:
-        return out
+        return means
     pooled = math.sqrt(((len(pub) - 1) * _sd(pub) ** 2 + (len(held) - 1) * _sd(held) ** 2) / dof)
     tol = GAP_SIGMAS * pooled * math.sqrt(1 / len(pub) + 1 / len(held)) + MIN_GAP
-    out.update(tolerance=round(tol, 6), flagged=bool(gap > tol), judged=True)
-    return out
+    return means.model_copy(update=dict(tolerance=round(tol, 6), flagged=bool(gap > tol), judged=True))

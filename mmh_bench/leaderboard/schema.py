@@ -142,9 +142,17 @@ class Strict(BaseModel):
 FPR_FIELDS = {key: "fpr_" + key.replace(".", "") for key in FPR_KEYS}
 
 
-def _per_target(name: str, kind: Any, doc: str) -> type[Strict]:
+class PerTarget(Strict):
+    """One field per FPR target (:data:`FPR_FIELDS`): the files key them "0.01", Python names them
+    ``fpr_001``; :meth:`at` reads one by the key the board's columns carry."""
+
+    def at(self, key: str) -> Any:
+        return getattr(self, FPR_FIELDS[key])
+
+
+def _per_target(name: str, kind: Any, doc: str) -> type[PerTarget]:
     """A strict model with one required field per FPR target of the metrics, aliased by its key."""
-    return create_model(name, __base__=Strict, __doc__=doc,
+    return create_model(name, __base__=PerTarget, __doc__=doc,
                         **{attr: (kind, Field(alias=key)) for key, attr in FPR_FIELDS.items()})
 
 
@@ -440,12 +448,11 @@ class Difference(Strict):
     note: Text = ""
 
 
-class HeldOutTask(Strict):
-    """One task of a verification: the entry's headline metric on the public instances (its
-    results) beside the held-out one (fresh instances built for the verification, never published)."""
+class HeldOutGap(Strict):
+    """A headline metric's values on the public instances beside the held-out ones, and the
+    verdict of :func:`mmh_bench.leaderboard.heldout.compare`: what verify records per task and the
+    board's public-beside-held-out table shows."""
 
-    task: Label
-    metric: Label
     public: list[float]
     heldout: list[float]
     public_mean: float | None = None
@@ -455,6 +462,14 @@ class HeldOutTask(Strict):
     tolerance: NonNeg | None = None
     flagged: bool = False  # public exceeds held-out beyond what the replicates' spread explains
     judged: bool = True  # False: too few replicates to judge the gap (never flagged then)
+
+
+class HeldOutTask(HeldOutGap):
+    """One task of a verification: the entry's headline metric on the public instances (its
+    results) beside the held-out one (fresh instances built for the verification, never published)."""
+
+    task: Label
+    metric: Label
 
 
 class Verification(Strict):

@@ -30,10 +30,6 @@ class MitigationRow:
         assert self.result.metrics is not None
         return self.result.metrics
 
-    @property
-    def metrics(self) -> dict:  # Column.cell's hook for hidden cells; no mitigation cell is hidden
-        return {}
-
 
 def fmt(v: float | None, nd: int = 3) -> str:
     return "n/a" if v is None else f"{v:.{nd}f}"

@@ -124,7 +124,7 @@ def _load_reported(reported_dir: Path, tasks: TaskCatalog, rejected: list[Reject
             spec = tasks[e.task]
             rows.append(Row(kind="reported", task=e.task, version=spec.version, family=spec.family,
                             track=spec.track, detector=e.detector, access=e.access,
-                            metrics=e.metrics.model_dump(by_alias=True, exclude_none=True),
+                            metrics=e.metrics,
                             citation=e.citation, url=e.url, notes=e.protocol_notes, model=e.model or "",
                             method=e.detector, tpr_rule="unstated"))
     return rows
@@ -144,7 +144,7 @@ def _shipped_reported(tasks: TaskCatalog, rejected: list[Rejected]) -> list[Row]
             continue
         rows.append(Row(kind="reported", task=e.task, version=spec.version, family=spec.family,
                         track=spec.track, detector=e.detector or "", access=None,
-                        metrics=e.metrics.model_dump(exclude_none=True), citation=e.source,
+                        metrics=e.metrics, citation=e.source,
                         url=e.url or "", notes=e.protocol, model=e.model, method=e.method,
                         setting=e.setting or "", negatives=e.negatives, tpr_rule=e.tpr_rule))
     return rows

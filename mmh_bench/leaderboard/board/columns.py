@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from mmh_bench.common.fpr import FPR_KEYS, MIN_EXPECTED_FP, MIN_SOURCE_NEG, tpr_resolvable
+from mmh_bench.leaderboard.schema import DetectionMetrics, MemorizationMetrics
 from .model import MIN_SUBTYPE_POS, SUBTYPES, Row, finite_number
 
 Esc = Callable[[str], str]
-Metrics = dict[str, Any]
+#: what a column's ``hidden`` and ``shown`` tests read: an ok row's metrics (only memorization
+#: columns have such tests)
+Metrics = MemorizationMetrics
 
 #: views besides the per-instance table (which shows every column of its track)
 REPLICATES, OVERVIEW = "replicates", "overview"
@@ -44,11 +47,8 @@ def _interval(ci: Any) -> str:
 
 def tpr_hidden(m: Metrics, key: str) -> bool:
     """True when the row's negatives cannot resolve the target (the rule in :mod:`mmh_bench.evaluation.metrics`)."""
-    flags = m.get("tpr_at_fpr_resolvable") or {}
-    if key in flags:
-        return not flags[key]
-    n_neg = m.get("n_neg")
-    return isinstance(n_neg, int) and not tpr_resolvable(n_neg, float(key))
+    flags = m.tpr_at_fpr_resolvable  # absent from results older than the flags
+    return not (tpr_resolvable(m.n_neg, float(key)) if flags is None else flags.at(key))
 
 
 #: the FPR targets the tables show, largest first: those of the metrics at or below 1%
@@ -63,14 +63,14 @@ def closest_shift(m: Metrics, key: str = SHIFT_KEY) -> float | None:
     the target FPR); None when either is missing or the target is not resolvable."""
     if tpr_hidden(m, key):
         return None
-    strict = finite_number((m.get("tpr_at_fpr") or {}).get(key))
-    closest = finite_number((m.get("tpr_at_fpr_closest") or {}).get(key))
+    strict = finite_number(m.tpr_at_fpr.at(key))
+    closest = None if m.tpr_at_fpr_closest is None else finite_number(m.tpr_at_fpr_closest.at(key))
     return None if strict is None or closest is None else closest - strict
 
 
 def shift_summary(ok: list[Row]) -> list[str]:
     """One line on how far the closest-point rule moves the table's TPR@1%FPR (none: no row has it)."""
-    shifts = [(d, r.detector) for r in ok if (d := closest_shift(r.metrics)) is not None]
+    shifts = [(d, r.detector) for r in ok if (d := closest_shift(_mem(r))) is not None]
     if not shifts:
         return []
     top, who = max(((abs(d), who) for d, who in shifts), key=lambda p: (p[0], p[1]))
@@ -118,8 +118,15 @@ class Column:
 
 
 def metric(key: str) -> Callable[[Row], float | None]:
-    """The value getter of a number stored under ``metrics.<key>`` in the result files."""
-    return lambda r: finite_number(r.metrics.get(key))
+    """The value getter of the metrics field ``key`` (a field of the track's metrics model in
+    :mod:`mmh_bench.leaderboard.schema`; a typo fails loudly rather than printing a blank)."""
+    return lambda r: finite_number(getattr(r.metrics, key))
+
+
+def _mem(r: Row) -> MemorizationMetrics:
+    """An ok memorization row's metrics, as the memorization columns read them."""
+    assert isinstance(r.metrics, MemorizationMetrics), r.metrics
+    return r.metrics
 
 
 def _cost(key: str) -> Callable[[Row], float | None]:
@@ -130,7 +137,7 @@ def _cost(key: str) -> Callable[[Row], float | None]:
 def _tpr_column(key: str, views: tuple[str, ...] = ()) -> Column:
     def not_resolvable(ok: list[Row]) -> list[str]:
         alpha, lines = float(key), []
-        for n_neg in sorted({r.metrics.get("n_neg") for r in ok if tpr_hidden(r.metrics, key)}):
+        for n_neg in sorted({_mem(r).n_neg for r in ok if tpr_hidden(_mem(r), key)}):
             one = f"; a single false positive is already {1 / n_neg:.2%} FPR" if 0 < n_neg * alpha < 1 else ""
             lines.append(f"n/r: TPR@{fmt_percent(alpha)}FPR not resolvable with {n_neg} negatives "
                          f"({n_neg} x {fmt_percent(alpha)} = {n_neg * alpha:.3g} expected false positives, "
@@ -138,26 +145,30 @@ def _tpr_column(key: str, views: tuple[str, ...] = ()) -> Column:
         return lines
 
     def text(r: Row, v: float | None, esc: Esc) -> str:
-        return fmt_number(v) + (_interval((r.metrics.get("tpr_at_fpr_ci") or {}).get(key)) if v is not None else "")
+        ci = _mem(r).tpr_at_fpr_ci  # absent from results older than the intervals
+        return fmt_number(v) + (_interval(ci.at(key)) if v is not None and ci is not None else "")
     return Column(key, f"TPR@{fmt_percent(float(key))}FPR",
-                  lambda r: finite_number((r.metrics.get("tpr_at_fpr") or {}).get(key)), text,
+                  lambda r: finite_number(_mem(r).tpr_at_fpr.at(key)), text,
                   views=views, ci=True, hidden=lambda m: tpr_hidden(m, key), marker_note=not_resolvable)
 
 
 def _subtype_column(name: str) -> Column:
-    def stats(m: Metrics) -> dict[str, Any]:
-        return (m.get("per_subtype") or {}).get(name) or {}
+    def stats(r: Row) -> DetectionMetrics | None:
+        return _mem(r).per_subtype.get(name)  # a task without this subtype has no entry
 
-    def too_few(m: Metrics) -> int | None:
-        n = stats(m).get("n_pos")
-        return n if isinstance(n, int) and n < MIN_SUBTYPE_POS else None
-    return Column(f"subtype.{name}", f"AUROC {name}",
-                  lambda r: None if too_few(r.metrics) is not None else finite_number(stats(r.metrics).get("auroc")),
-                  lambda r, v, esc: f"n={n}" if (n := too_few(r.metrics)) is not None else fmt_number(v),
-                  shown=lambda ms: any(name in (m.get("per_subtype") or {}) for m in ms),
+    def too_few(r: Row) -> int | None:
+        sub = stats(r)
+        return sub.n_pos if sub is not None and sub.n_pos < MIN_SUBTYPE_POS else None
+
+    def value(r: Row) -> float | None:
+        sub = stats(r)
+        return None if sub is None or too_few(r) is not None else finite_number(sub.auroc)
+    return Column(f"subtype.{name}", f"AUROC {name}", value,
+                  lambda r, v, esc: f"n={n}" if (n := too_few(r)) is not None else fmt_number(v),
+                  shown=lambda ms: any(name in m.per_subtype for m in ms),
                   marker_note=lambda ok: [f"n=k: only k positives of that subtype (fewer than {MIN_SUBTYPE_POS}); "
                                           "no AUROC is printed on so few."]
-                  if any(too_few(r.metrics) is not None for r in ok) else [])
+                  if any(too_few(r) is not None for r in ok) else [])
 
 
 def _shift_text(r: Row, d: float | None, esc: Esc) -> str:
@@ -165,31 +176,31 @@ def _shift_text(r: Row, d: float | None, esc: Esc) -> str:
 
 
 def _sources_value(r: Row) -> float | None:
-    vals = [v for v in map(finite_number, (r.metrics.get("auroc_by_source") or {}).values()) if v is not None]
+    vals = [v for v in map(finite_number, (_mem(r).auroc_by_source or {}).values()) if v is not None]
     return min(vals) if vals else None
 
 
 def _sources_text(r: Row, v: float | None, esc: Esc) -> str:
     """Each negative source's AUROC in one cell ("coco 0.998 · laion 0.712"); sorts by the lowest."""
-    by = r.metrics.get("auroc_by_source") or {}
+    by = _mem(r).auroc_by_source or {}  # absent where the task names no negative sources
     return " · ".join(f"{esc(k)} {fmt_number(x) if finite_number(x) is not None else f'n<{MIN_SOURCE_NEG}'}"
                       for k, x in by.items()) if by else "–"
 
 
 #: every column, in display order; a track's tables show its columns in this order
 COLUMNS: tuple[Column, ...] = (
-    Column("auroc", "AUROC", lambda r: r.auroc, lambda r, v, esc: fmt_number(v) + _interval(r.metrics.get("auroc_ci")),
+    Column("auroc", "AUROC", lambda r: r.auroc, lambda r, v, esc: fmt_number(v) + _interval(_mem(r).auroc_ci),
            ci=True, views=(REPLICATES, OVERVIEW)),
     Column("ap", "AP", metric("ap")),
     _tpr_column(TPR_SHOWN[0], views=(REPLICATES,)),
     # largest first: the rows the closest-point rule moves most
-    Column("shift", SHIFT_HEAD, lambda r: closest_shift(r.metrics), _shift_text,
-           hidden=lambda m: tpr_hidden(m, SHIFT_KEY), shown=lambda ms: any(m.get("tpr_at_fpr_closest") for m in ms),
+    Column("shift", SHIFT_HEAD, lambda r: closest_shift(_mem(r)), _shift_text,
+           hidden=lambda m: tpr_hidden(m, SHIFT_KEY), shown=lambda ms: any(m.tpr_at_fpr_closest is not None for m in ms),
            note=shift_summary),
     *(_tpr_column(k) for k in TPR_SHOWN[1:]),
     *(_subtype_column(s) for s in SUBTYPES),
     Column("sources", "AUROC by negative source", _sources_value, _sources_text,
-           shown=lambda ms: any(m.get("auroc_by_source") for m in ms),
+           shown=lambda ms: any(m.auroc_by_source for m in ms),
            note=lambda ok: [f"AUROC by negative source: every positive against one source's negatives at a "
                             f"time (n<{MIN_SOURCE_NEG}: too few negatives of that source); a detector that "
                             "separates only the easy sources shows it here."]),

@@ -18,6 +18,7 @@ from typing import Any
 from scipy.stats import kendalltau
 
 from mmh_bench.registry import RegistryError, format_ref, parse_ref
+from mmh_bench.leaderboard.schema import DetectionMetrics, MemorizationMetrics
 from .model import MIN_SUBTYPE_POS, Board, InstanceFacts, Row, TaskFacts, finite_number
 from .reported import published_number
 
@@ -183,7 +184,7 @@ class Fidelity:
     def cells(self, fr: FidelityRow) -> list[tuple[str, float | None]]:
         """(text, AUROC or None) of a row's columns."""
         p = fr.published
-        auroc = p.metrics.get("auroc")
+        auroc = p.auroc
         out: list[tuple[str, float | None]] = [
             (f"[{fr.table}]", None), (p.method or p.detector, None), (p.model or "–", None),
             (_setting(p), None), (fr.config or "–", None), (published_number(auroc), finite_number(auroc))]
@@ -235,11 +236,17 @@ def _auroc(v: float | None) -> str:
 
 def _subtype(r: Row, sub: str) -> tuple[float | None, str]:
     """A row's AUROC on one subtype, or its positives' count where they are too few to judge."""
-    m = (r.metrics.get("per_subtype") or {}).get(sub) or {}
-    n = m.get("n_pos")
-    if isinstance(n, int) and n < MIN_SUBTYPE_POS:
-        return None, f"n={n}"
-    return finite_number(m.get("auroc")), "–"
+    m = _subtypes(r).get(sub)
+    if m is None:
+        return None, "–"
+    if m.n_pos < MIN_SUBTYPE_POS:
+        return None, f"n={m.n_pos}"
+    return finite_number(m.auroc), "–"
+
+
+def _subtypes(r: Row) -> dict[str, DetectionMetrics]:
+    """A measured row's metrics per subtype (none where it failed)."""
+    return r.metrics.per_subtype if isinstance(r.metrics, MemorizationMetrics) else {}
 
 
 def _cell(rows: list[Row], want: tuple[str, dict[str, Any]] | str, verbatim: str, inst: InstanceFacts) -> Cell:
@@ -267,7 +274,7 @@ def cpu_tasks(board: Board) -> tuple[list[CpuTask], list[TaskFacts]]:
                 missing.append(t)
                 continue
             rows = board.rows_for(t, ("measured", "submission"), test[0].data_hash)
-            has_vm = any("VM" in (r.metrics.get("per_subtype") or {}) for r in rows)
+            has_vm = any("VM" in _subtypes(r) for r in rows)
             found.append(CpuTask(t, test[0], "VM" if has_vm else "DD", rows))
     return found, missing
 
@@ -289,8 +296,8 @@ def agreement(table: int, task: CpuTask, col: int, rows: list[FidelityRow]) -> A
     """Tau between a published table and a task over the rows measured on both; the configurations
     the paper found best (highest published AUROC among them) that score below chance on the task."""
     both = [(fr, fr.cells[col]) for fr in rows if fr.table == table and fr.cells[col].auroc is not None
-            and finite_number(fr.published.metrics.get("auroc")) is not None]
-    pub = [float(fr.published.metrics["auroc"]) for fr, _ in both]
+            and fr.published.auroc is not None]
+    pub = [fr.published.auroc for fr, _ in both]
     n_det = len({fr.name for fr, _ in both})
     verb = [(p, c.verbatim) for p, (_, c) in zip(pub, both) if c.verbatim is not None]
     top = max(pub, default=None)

@@ -6,9 +6,9 @@ only on the public instances; the flag is how a reader sees it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from mmh_bench.leaderboard.heldout import compare, mean_sd
+from mmh_bench.leaderboard.schema import HeldOutGap
 
 from .columns import rank_column
 from .model import Board, Row, TaskFacts
@@ -27,7 +27,7 @@ class GapRow:
     detector: str
     group: str
     first: Row  # a row of the detector (source, access)
-    cmp: dict[str, Any]
+    cmp: HeldOutGap
 
 
 def gap_rows(board: Board, t: TaskFacts) -> list[GapRow]:
@@ -48,16 +48,16 @@ def gap_rows(board: Board, t: TaskFacts) -> list[GapRow]:
     higher = col.higher_is_better
     out = [GapRow(d, firsts[d].group, firsts[d], compare(v[PUBLIC], v[HELDOUT], higher_is_better=higher))
            for d, v in values.items() if v[HELDOUT]]
-    return sorted(out, key=lambda g: (g.group, g.cmp["heldout_mean"] is None,
-                                      -(g.cmp["heldout_mean"] or 0) if higher else (g.cmp["heldout_mean"] or 0),
+    return sorted(out, key=lambda g: (g.group, g.cmp.heldout_mean is None,
+                                      -(g.cmp.heldout_mean or 0) if higher else (g.cmp.heldout_mean or 0),
                                       g.detector))
 
 
 def gap_cells(g: GapRow) -> list[str]:
     """Plain-text cells: public, held out, gap, flag."""
     c = g.cmp
-    return [mean_sd(c["public"]), mean_sd(c["heldout"]), "–" if c["gap"] is None else f"{c['gap']:+.3f}",
-            "FLAGGED" if c["flagged"] else "" if c.get("judged", True) else "not judged (one replicate each)"]
+    return [mean_sd(c.public), mean_sd(c.heldout), "–" if c.gap is None else f"{c.gap:+.3f}",
+            "FLAGGED" if c.flagged else "" if c.judged else "not judged (one replicate each)"]
 
 
 def gap_heads(t: TaskFacts) -> list[str]:

@@ -1,18 +1,19 @@
 """The board's content: rows, task and instance facts, and the :class:`Board` that holds them.
 
-Every renderer reads these plain records, never the files, so what a row shows cannot depend on
-which renderer shows it.
+Every renderer reads these records, never the files, so what a row shows cannot depend on which
+renderer shows it; a row's metrics are the typed models the files validate into (read by field).
 """
 from __future__ import annotations
 
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Union
 
 from mmh_bench.api.access import Access
 from mmh_bench.common.provenance import hardware_label
-from mmh_bench.leaderboard.schema import Cost, Roc, TaskStats
+from mmh_bench.leaderboard.schema import (Cost, LIDMetrics, MemorizationMetrics, PublishedMetrics, ReportedMetrics,
+                                          Roc, TaskStats)
 from mmh_bench.leaderboard.store import Rejected, Result, TaskCatalog, group_of, instance_of
 from mmh_bench.task.families import all_families
 from mmh_bench.task.spec import FAMILIES as TASK_FAMILIES
@@ -48,6 +49,22 @@ GROUP_NOTE = ("Shortcut baselines exploit what the public spec says about a dev 
 MIN_SUBTYPE_POS = 20
 
 
+@dataclass(frozen=True)
+class ReplicateMean:
+    """An overview stand-in row's number: a detector's mean over a task's replicates in the track's
+    rank column, under that column's key (so the column reads it as it reads a result's metrics)."""
+
+    auroc: float | None = None  # memorization
+    mae: float | None = None  # LID
+
+
+#: what a row's ``metrics`` holds, by its kind: a measured or submitted result's own metrics model
+#: (memorization or LID track), a reported row's published numbers (a store file's
+#: :class:`ReportedMetrics`, a shipped table's :class:`PublishedMetrics`), or an overview stand-in's
+#: :class:`ReplicateMean`; None where the row failed
+RowMetrics = Union[MemorizationMetrics, LIDMetrics, ReportedMetrics, PublishedMetrics, ReplicateMean]
+
+
 @dataclass
 class Row:
     """One line of a table, whatever file it came from."""
@@ -64,7 +81,7 @@ class Row:
     instance: str = ""  # the instance's data hash ("" for reported rows: not measured on one)
     status: str = "ok"
     error: str | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: RowMetrics | None = None
     #: the detector's parameters as the result records them (its defaults included), so a published
     #: protocol is matched on what ran rather than on how the result is named
     params: dict[str, Any] = field(default_factory=dict)
@@ -91,7 +108,10 @@ class Row:
 
     @property
     def auroc(self) -> float | None:
-        return finite_number(self.metrics.get("auroc"))
+        """The AUROC of a memorization-track row (measured, reported or a replicate mean); None on
+        the LID track and where the row failed."""
+        m = self.metrics
+        return None if m is None or isinstance(m, LIDMetrics) else finite_number(m.auroc)
 
 
 @dataclass
@@ -205,19 +225,12 @@ def finite_number(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
-def _dump(model: Any) -> dict[str, Any] | None:
-    """A result's metrics as the plain record a row keeps (what the file said: absent fields stay
-    absent): the same record reported rows and the overview's replicate stand-ins carry, keyed as
-    the column table reads it."""
-    return None if model is None else model.model_dump(by_alias=True, exclude_none=True)
-
-
 def _row_from_result(res: Result, kind: str) -> Row:
     hw = res.provenance.hardware
     return Row(kind=kind, task=res.task, version=res.task_version, family=res.task_family, track=res.track,
                detector=res.detector, access=res.access, reference=res.reference, group=group_of(res),
                instance=instance_of(res).data_hash, status=res.status, error=res.error,
-               metrics=_dump(res.metrics) or {}, params=dict(res.detector_params), cost=res.cost,
+               metrics=res.metrics, params=dict(res.detector_params), cost=res.cost,
                roc=res.roc, hardware=hardware_label(hw) if hw else "", detector_note=res.detector_note or "")
 
 

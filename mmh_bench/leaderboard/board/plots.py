@@ -11,6 +11,7 @@ from typing import Any
 
 from mmh_bench.files import atomic_write_bytes
 from mmh_bench.common.fpr import FPR_KEYS
+from mmh_bench.leaderboard.schema import LIDMetrics, MemorizationMetrics, TrueLIDLevel
 from .columns import fmt_number, fmt_percent
 from .model import Board, Row, TaskFacts, finite_number
 
@@ -22,10 +23,16 @@ PLOT_KINDS = (("roc", "ROC curves"), ("pareto", "AUROC against cost"), ("lid", "
 def true_lid_text(rows: list[Row]) -> str | None:
     """The true LID* values of a LID task's query points with their counts ("2 (500), 5 (501)")."""
     for r in rows:
-        levels = r.metrics.get("by_true_lid") if r.status == "ok" else None
+        levels = _true_lid(r)
         if levels:
-            return ", ".join(f"{fmt_number(v['lid']).rstrip('0').rstrip('.') or '0'} ({v['n']})" for v in levels)
+            return ", ".join(f"{fmt_number(v.lid).rstrip('0').rstrip('.') or '0'} ({v.n})" for v in levels)
     return None
+
+
+def _true_lid(r: Row) -> list[TrueLIDLevel]:
+    """An ok LID row's estimates per true LID* (none from results older than the field)."""
+    m = r.metrics if r.status == "ok" else None
+    return (m.by_true_lid or []) if isinstance(m, LIDMetrics) else []
 
 
 # -- plots --------------------------------------------------------------------------------------
@@ -47,11 +54,11 @@ def roc_gaps(r: Row) -> list[tuple[float, float, float]]:
     """(FPR target, TPR read off the stored curve, the stored TPR@FPR metric) where they differ by
     more than :data:`ROC_TOLERANCE`: a curve thinned by index before its low-FPR corner was kept.
     Such a result cannot be recomputed without re-running; its plot draws the metric's point."""
-    if not r.roc:
+    if not r.roc or not isinstance(r.metrics, MemorizationMetrics):
         return []
     out = []
     for key in FPR_KEYS:
-        want = finite_number((r.metrics.get("tpr_at_fpr") or {}).get(key))
+        want = finite_number(r.metrics.tpr_at_fpr.at(key))
         if want is None:
             continue
         got = max((t for f, t in zip(r.roc.fpr, r.roc.tpr) if f <= float(key) + 1e-12), default=0.0)
@@ -154,23 +161,23 @@ def _lid_png(task: TaskFacts, rows: list[Row]) -> bytes | None:
     value, beside the diagonal; where an estimator's line leaves the diagonal is where its MAE
     comes from."""
     from matplotlib.figure import Figure
-    lines = [r for r in rows if r.status == "ok" and (r.metrics.get("by_true_lid") or [])]
+    lines = [r for r in rows if _true_lid(r)]  # ok LID rows: their metrics are LIDMetrics
     if not lines:
         return None
     fig = Figure(figsize=(6.4, 4.6), dpi=100)
     ax = fig.subplots()
     top = high = 0.0
-    order = sorted(lines, key=lambda r: finite_number(r.metrics.get("mae")) or math.inf)
+    order = sorted(lines, key=lambda r: finite_number(r.metrics.mae) or math.inf)
     for i, r in enumerate(order):
-        lv = r.metrics["by_true_lid"]
-        x = [float(v["lid"]) + (i - (len(order) - 1) / 2) * 0.04 * max(1.0, float(lv[-1]["lid"])) / 10 for v in lv]
-        y = [float(v["mean"]) for v in lv]
-        err = [[max(0.0, m - float(v["q10"])) for m, v in zip(y, lv)], [max(0.0, float(v["q90"]) - m) for m, v in zip(y, lv)]]
-        label = _plot_label(r.detector) + f" (MAE {fmt_number(r.metrics.get('mae'))})"
+        lv = _true_lid(r)
+        x = [float(v.lid) + (i - (len(order) - 1) / 2) * 0.04 * max(1.0, float(lv[-1].lid)) / 10 for v in lv]
+        y = [float(v.mean) for v in lv]
+        err = [[max(0.0, m - float(v.q10)) for m, v in zip(y, lv)], [max(0.0, float(v.q90) - m) for m, v in zip(y, lv)]]
+        label = _plot_label(r.detector) + f" (MAE {fmt_number(r.metrics.mae)})"
         ax.errorbar(x, y, yerr=err, fmt="o-" if len(lv) > 1 else "o", ms=4, lw=1.2, capsize=2,
                     color=f"C{i % 10}", label=label)
-        top = max(top, max(float(v["lid"]) for v in lv))
-        high = max(high, max(float(v["q90"]) for v in lv))
+        top = max(top, max(float(v.lid) for v in lv))
+        high = max(high, max(float(v.q90) for v in lv))
     ax.plot([0, top], [0, top], ls=":", color="grey", lw=1, label="estimate = LID*")
     # the truth's range sets the scale; an estimator far above it is drawn off-scale, and said so
     limit = 1.5 * top + 1.0

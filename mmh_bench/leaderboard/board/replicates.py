@@ -18,7 +18,7 @@ from scipy.stats import kendalltau
 
 from .cells import group_position
 from .columns import REPLICATES, Column, columns, rank_column, rank_key
-from .model import Board, InstanceFacts, Row, TaskFacts
+from .model import Board, InstanceFacts, ReplicateMean, Row, TaskFacts
 
 
 def _value(r: Row, col: Column) -> float | str | None:
@@ -146,7 +146,7 @@ def overview_rows(board: Board, t: TaskFacts, insts: list[InstanceFacts]) -> lis
     """Stand-in rows for the overview: each measured detector's replicate mean, status "ok" only
     where it has every replicate ("partial" otherwise, with how many in ``error``)."""
     out = []
-    col = rank_column(t.track)
+    col = rank_column(t.track)  # its key names the ReplicateMean field the column reads
     for _, ranked in summarize(board, t, insts, ("measured",)).groups:
         for _, rep in ranked:
             first = rep.first
@@ -155,5 +155,5 @@ def overview_rows(board: Board, t: TaskFacts, insts: list[InstanceFacts]) -> lis
             out.append(Row(kind="measured", task=t.name, version=t.version, family=t.family, track=t.track,
                            detector=rep.detector, access=first.access, group=rep.group,
                            status="ok" if ok else "partial", error=None if ok else f"{rep.n_ok} of {len(insts)}",
-                           metrics={col.key: mean} if ok else {}))
+                           metrics=ReplicateMean(**{col.key: mean}) if ok else None))
     return out

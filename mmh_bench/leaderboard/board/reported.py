@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from mmh_bench.leaderboard.schema import TPR_RULES
+from mmh_bench.leaderboard.schema import TPR_RULES, PublishedMetrics, ReportedMetrics
 from .columns import fmt_percent
 from .model import Row, finite_number
 
@@ -22,13 +22,25 @@ REPORTED_NOTE = ("Numbers published elsewhere, each under its source's own proto
 
 def _tpr_keys(rows: list[Row]) -> list[str]:
     """The FPR targets any row gives, largest first (1% before 0.1%, as in the measured table)."""
-    keys = {k for r in rows for k in (r.metrics.get("tpr_at_fpr") or {})}
+    keys = {k for r in rows for k in _published(r).tpr_at_fpr}
     return sorted(keys, key=float, reverse=True)
 
 
 def _has_mpe(rows: list[Row]) -> bool:
     """Whether any row gives a global-ID mean percentage error (a column only then)."""
-    return any(r.metrics.get("mpe") is not None for r in rows)
+    return any(_lid_numbers(_published(r))[2] is not None for r in rows)
+
+
+def _published(r: Row) -> ReportedMetrics | PublishedMetrics:
+    """A reported row's numbers: a store file's :class:`ReportedMetrics` or a shipped table's
+    :class:`PublishedMetrics`."""
+    assert isinstance(r.metrics, (ReportedMetrics, PublishedMetrics)), r.metrics
+    return r.metrics
+
+
+def _lid_numbers(m: ReportedMetrics | PublishedMetrics) -> tuple[float | None, float | None, float | None]:
+    """(MAE, concordance, global-ID MPE): a store file can give the first two, a shipped table the MPE."""
+    return (m.mae, m.concordance, None) if isinstance(m, ReportedMetrics) else (None, None, m.mpe)
 
 
 def reported_heads(rows: list[Row], track: str) -> list[str]:
@@ -75,17 +87,19 @@ def reported_cells(r: Row, ref: int, rows: list[Row], track: str, esc: Callable[
                    ) -> list[tuple[str, float | None]]:
     """(text, sort value) of a reported row's columns, ``ref`` its source number; ``esc`` escapes
     the strings the file supplies (Markdown; the page escapes whole cells itself)."""
-    m = r.metrics
+    m = _published(r)
     rule = (esc(TPR_RULES.get(r.tpr_rule, TPR_RULES["unstated"])), None)
     source = (f"[{ref}]" if esc is str else esc(f"[{ref}]"), float(ref))
     if track == "lid":
+        mae, concordance, mpe = _lid_numbers(m)
         return ([(esc(r.method or r.detector), None), (esc(r.model or "–"), None),
-                _pub_cell(m.get("mae"), None), _pub_cell(m.get("concordance"), None)]
-                + ([_pub_cell(m.get("mpe"), None)] if _has_mpe(rows) else []) + [rule, source])
+                _pub_cell(mae, None), _pub_cell(concordance, None)]
+                + ([_pub_cell(mpe, None)] if _has_mpe(rows) else []) + [rule, source])
     text = [r.method or r.detector, r.setting or "–", r.detector or "–", r.model or "–", r.negatives or "–"]
-    tpr, tpr_ci = m.get("tpr_at_fpr") or {}, m.get("tpr_at_fpr_ci") or {}
-    return ([(esc(t), None) for t in text] + [_pub_cell(m.get("auroc"), m.get("auroc_ci"))]
-            + [_pub_cell(tpr.get(k), tpr_ci.get(k)) for k in _tpr_keys(rows)] + [rule, source])
+    # a source gives some FPR targets (and intervals, only in shipped tables), not every one
+    tpr_ci = m.tpr_at_fpr_ci if isinstance(m, PublishedMetrics) else {}
+    return ([(esc(t), None) for t in text] + [_pub_cell(m.auroc, m.auroc_ci)]
+            + [_pub_cell(m.tpr_at_fpr.get(k), tpr_ci.get(k)) for k in _tpr_keys(rows)] + [rule, source])
 
 
 def note_text(r: Row) -> str:
