@@ -91,3 +91,23 @@ def test_a_cache_of_an_older_format_is_rebuilt(tiny_spec, tmp_path):
     (first.root / "meta.json").write_text(json.dumps(meta))
     again = build_task(tiny_spec, tmp_path, progress=False)
     assert again.meta["build_format"] == BUILD_FORMAT and again.data_hash == first.data_hash
+
+
+def test_a_cache_whose_meta_has_a_wrong_type_is_rebuilt(tiny_spec, tmp_path):
+    """meta.json is read through its typed model: a field of the wrong type is a corrupt build."""
+    first = build_task(tiny_spec, tmp_path, progress=False)
+    assert first.build_meta.dedup_tol == first.meta["dedup_tol"]
+    meta = json.loads((first.root / "meta.json").read_text())
+    meta["dedup_tol"] = "wide"
+    (first.root / "meta.json").write_text(json.dumps(meta))
+    again = build_task(tiny_spec, tmp_path, progress=False)
+    assert again.meta["dedup_tol"] == first.meta["dedup_tol"] and again.data_hash == first.data_hash
+
+
+def test_build_meta_defaults_are_declared_once():
+    from mmh_bench.task.build_meta import read_meta
+    bare = read_meta({"data_hash": "0" * 64, "caption_kinds": {"novel": 2}})
+    assert (bare.instance_kind, bare.instance_replicate, bare.dedup_tol, bare.model) == ("dev", None, 0.0, None)
+    assert bare.model_extra == {"caption_kinds": {"novel": 2}}  # a family's own entries pass through
+    with pytest.raises(ValueError, match="instance_kind"):
+        read_meta({"data_hash": "0" * 64, "instance_kind": "secret"})

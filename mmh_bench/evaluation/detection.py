@@ -148,7 +148,7 @@ class DetectionTrack(Track):
         carry conditions or a model its spec lacks)."""
         return why_not(det, TaskOffer(
             track=inst.spec.track, family=inst.spec.family,
-            has_model=bool(inst.meta.get("model")) or inst.attached_model is not None,
+            has_model=inst.build_meta.model is not None or inst.attached_model is not None,
             conditional=inst.info().conditional, has_train="train" in inst.arrays,
             replayable=inst.noise is not None and inst.sampler() is not None,
             capabilities=lambda: getattr(inst.score_model(), "capabilities", ()),

@@ -18,6 +18,7 @@ from mmh_bench.common.ct_statistic import instance_ct
 from mmh_bench.files import atomic_write_text, load_arrays, save_arrays, sha256_arrays, sha256_file, staged_dir
 from mmh_bench.common.cache import default_cache_dir
 from mmh_bench.common.targets import load_target
+from .build_meta import read_meta
 from .instance import TaskInstance, dump_meta
 from .build_output import BuildOutput
 from .families import all_families
@@ -102,8 +103,8 @@ def check_balance(spec: TaskSpec, arrays: dict[str, np.ndarray]) -> None:
         problems.append(f"memorized fraction {frac:.3f} outside [{lo}, {hi}]")
     min_sub = bal.min_per_subtype
     for sub in bal.require_subtypes:
-        if counts.get(sub, 0) < min_sub:
-            problems.append(f"subtype {sub} has {counts.get(sub, 0)} samples, needs >= {min_sub}")
+        if counts[sub] < min_sub:
+            problems.append(f"subtype {sub} has {counts[sub]} samples, needs >= {min_sub}")
     if problems:
         raise BuildError(f"task {spec.name!r} did not reach its declared label balance: "
                          + "; ".join(problems) + f" (counts: {counts})")
@@ -114,7 +115,7 @@ def _verify(root: Path) -> dict[str, Any] | None:
     """Return the meta of a complete, uncorrupted build, else None."""
     try:
         meta = json.loads((root / "meta.json").read_text())
-        for rel, digest in meta["files"].items():
+        for rel, digest in read_meta(meta).files.items():
             if sha256_file(root / rel) != digest:
                 log.warning("cache file %s is corrupt (checksum mismatch); rebuilding", root / rel)
                 return None
@@ -129,12 +130,13 @@ def load_instance(spec: TaskSpec, root: Path) -> TaskInstance | None:
     meta = _verify(root)
     if meta is None:
         return None
-    if meta.get("build_format") != BUILD_FORMAT:
+    record = read_meta(meta)
+    if record.build_format != BUILD_FORMAT:
         log.warning("cached build %s was made by an older mmh-bench (format %s, now %s); rebuilding",
-                    root, meta.get("build_format"), BUILD_FORMAT)
+                    root, record.build_format, BUILD_FORMAT)
         return None
     arrays = load_arrays(root / "instance.npz")
-    if sha256_arrays(arrays) != meta["data_hash"]:
+    if sha256_arrays(arrays) != record.data_hash:
         log.warning("cached arrays in %s do not match their data hash; rebuilding", root)
         return None
     return TaskInstance(spec=spec, arrays=arrays, meta=meta, root=root)

@@ -101,7 +101,7 @@ def pool_instances(spec: TaskSpec, pool: FreshPool) -> list[TaskInstance]:
             log.warning("fresh pool: %s is not an intact fresh instance; skipped", root)
             continue
         found.append(inst)
-    return sorted(found, key=lambda i: (int(i.meta.get("instance_replicate", 0)), i.data_hash))
+    return sorted(found, key=lambda i: (i.build_meta.instance_replicate or 0, i.data_hash))
 
 
 def fill_pool(specs: Iterable[TaskSpec], pool: FreshPool, *, progress: bool = True) -> dict[str, int]:

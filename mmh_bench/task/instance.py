@@ -13,6 +13,7 @@ from mmh_bench.api.context import TaskInfo
 from mmh_bench.api.score_model import ScoreModel
 from mmh_bench.common.targets import load_target
 from mmh_bench.retrieval.train_index import TrainIndex
+from .build_meta import BuildMeta, LabellingRecord, read_meta
 from .families import model_loaders
 from .spec import TaskSpec
 
@@ -44,6 +45,11 @@ class TaskInstance:
     _model: ScoreModel | None = field(default=None, repr=False)
 
     # -- views ----------------------------------------------------------------------------------
+    @property
+    def build_meta(self) -> BuildMeta:
+        """The build's record, typed (``meta`` is the document as written)."""
+        return read_meta(self.meta)
+
     @property
     def samples(self) -> np.ndarray:
         return self.arrays["samples"]
@@ -85,25 +91,25 @@ class TaskInstance:
     def sampler(self) -> "Sampler | None":
         """The sampler that generated the samples from :attr:`noise` (None when not recorded)."""
         from .sampler import Sampler
-        meta = self.meta.get("sampler")
+        meta = self.build_meta.sampler
         return Sampler.from_meta(meta) if meta else None
 
     @property
     def data_hash(self) -> str:
-        return str(self.meta["data_hash"])
+        return self.build_meta.data_hash
 
     @property
     def instance_kind(self) -> str:
         """``dev`` (built from the public spec and seed) or ``test`` (placed by a secret seed)."""
-        return str(self.meta.get("instance_kind", "dev"))
+        return self.build_meta.instance_kind
 
     def instance_info(self) -> dict[str, Any]:
         """The instance's identity, part of every result: a result is current, and rows are
         ranked together, only for the same data hash. Replicated test instances carry their number."""
         out: dict[str, Any] = {"kind": self.instance_kind, "data_hash": self.data_hash,
                                "id": f"{self.instance_kind}-{self.data_hash[:12]}"}
-        if self.meta.get("instance_replicate") is not None:
-            out["replicate"] = int(self.meta["instance_replicate"])
+        if self.build_meta.instance_replicate is not None:
+            out["replicate"] = self.build_meta.instance_replicate
         return out
 
     def info(self) -> TaskInfo:
@@ -114,17 +120,19 @@ class TaskInstance:
     @cached_property
     def train_index(self) -> TrainIndex:
         """The deduplicated training set, carrying the instance's copy rule when it has one."""
-        index = TrainIndex(self.arrays["train"], dedup_tol=float(self.meta.get("dedup_tol", 0.0)))
-        index.rule = copy_rule(self.meta, self.arrays, index)
+        meta = self.build_meta
+        index = TrainIndex(self.arrays["train"], dedup_tol=meta.dedup_tol)
+        index.rule = copy_rule(meta.labelling, self.arrays, index)
         return index
 
     def score_model(self) -> ScoreModel | None:
         """Load the task's model once (None when the task has none)."""
-        if self._model is None and self.meta.get("model"):
-            kind, loaders = self.meta["model"]["kind"], model_loaders()
+        record = self.build_meta.model
+        if self._model is None and record is not None:
+            kind, loaders = record.kind, model_loaders()
             if kind not in loaders:
                 raise KeyError(f"no loader for model kind {kind!r}; known: {sorted(loaders)}")
-            path = Path(self.meta["model"].get("path", ""))
+            path = Path(record.path)
             if self.root is not None and not path.is_absolute():
                 path = self.root / path
             self._model = load_target(loaders[kind])(path)
@@ -142,9 +150,10 @@ class TaskInstance:
 
     def task_stats(self) -> dict[str, Any] | None:
         """Task-level figures of the build (C_T, null copy rate) that results and the board carry."""
-        ct = self.meta.get("copying") or {}
-        out = {"data_copying_ct": ct.get("ct"), "ct_cells_used": ct.get("n_cells_used"),
-               "n_heldout": ct.get("n_heldout"), "null_copy_rate": self.meta.get("null_copy_rate")}
+        meta = self.build_meta
+        ct = meta.copying
+        out = {"data_copying_ct": ct and ct.ct, "ct_cells_used": ct and ct.n_cells_used,
+               "n_heldout": ct and ct.n_heldout, "null_copy_rate": meta.null_copy_rate}
         return out if any(v is not None for v in out.values()) else None
 
     def summary(self) -> dict[str, Any]:
@@ -156,25 +165,23 @@ class TaskInstance:
                                "conditional": self.cond is not None}
         if "train" in self.arrays:
             out["n_train"] = int(len(self.arrays["train"]))
-            out["n_train_dedup"] = int(self.meta.get("n_train_dedup", 0))
+            out["n_train_dedup"] = self.build_meta.n_train_dedup
         if self.labels is not None:
             lab = self.labels.astype(bool)
             out["n_memorized"] = int(lab.sum())
             out["memorized_frac"] = float(lab.mean())
             out["per_subtype"] = {name: int((self.subtype == code).sum())
                                   for code, name in SUBTYPES.items() if name != "none"}
-        if "build_seconds" in self.meta:
-            out["build_seconds"] = self.meta["build_seconds"]
+        if self.build_meta.build_seconds is not None:
+            out["build_seconds"] = self.build_meta.build_seconds
         return out
 
 
-def copy_rule(meta: dict[str, Any], arrays: dict[str, np.ndarray], index: TrainIndex) -> CopyRule | None:
+def copy_rule(lab: LabellingRecord | None, arrays: dict[str, np.ndarray], index: TrainIndex) -> CopyRule | None:
     """The labelling rule of a built instance (None for tasks labelled otherwise)."""
-    lab = meta.get("labelling")
-    if not lab or "train_null_rate" not in arrays:
+    if lab is None or "train_null_rate" not in arrays:
         return None
-    return CopyRule(ratio=float(lab["ratio"]), abs_tol=float(lab["abs_tol"]),
-                    chance_alpha=float(lab["chance_alpha"]),
+    return CopyRule(ratio=lab.ratio, abs_tol=lab.abs_tol, chance_alpha=lab.chance_alpha,
                     null_pass_rate=np.asarray(arrays["train_null_rate"], dtype=np.float64)[index.rep_row])
 
 

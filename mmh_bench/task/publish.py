@@ -41,6 +41,7 @@ import numpy as np
 from mmh_bench.common.provenance import package_versions
 from mmh_bench.files import atomic_write_text, save_arrays, sha256_arrays, sha256_file, staged_dir
 from .fresh import FreshPool, pool_instances
+from .build_meta import ModelRecord
 from .build import BUILD_FORMAT, build_task, cached_task, default_cache_dir, load_instance
 from .instance import TaskInstance, dump_meta
 from .spec import SpecError, TaskSpec, parse_spec
@@ -94,8 +95,8 @@ def _unseal(path: Path) -> dict[str, Any]:
         raise PublishError(f"{path}: lacks {sorted(missing)}; not a complete instance record")
     if text != _seal(body):
         raise PublishError(f"{path}: checksum mismatch; the file was altered or corrupted")
-    model_path = (body["meta"].get("model") or {}).get("path", ".")
-    for rel in [*body["files"], *(m["in"] for m in body["arrays"].values()), model_path]:
+    model = _model_record(body["meta"])
+    for rel in [*body["files"], *(m["in"] for m in body["arrays"].values()), model.path if model else "."]:
         if not _inside(rel):
             raise PublishError(f"{path}: names {rel!r}, a path outside the instance folder")
     if body.get("format") != FORMAT or body.get("format_version") != FORMAT_VERSION:
@@ -196,13 +197,18 @@ def _spec_text(inst: TaskInstance) -> str:
     return text
 
 
+def _model_record(meta: dict[str, Any]) -> ModelRecord | None:
+    """A published record's model entry, typed (None: the task has no model)."""
+    return ModelRecord.model_validate(meta["model"]) if meta.get("model") else None
+
+
 def _card(body: dict[str, Any]) -> str:
     """The dataset card: Hub front matter (Arrow configs, tags) and what is inside."""
     sets = [rs for rs in ROW_SETS if rs in body["row_sets"]]
     configs = "".join(f"- config_name: {rs}\n  data_files: \"{rs}/*.arrow\"\n" for rs in sets)
     lines = [f"| `{name}` | {np.dtype(m['dtype'])} | {m['shape']} | {m['in']} |"
              for name, m in body["arrays"].items()]
-    model = body["meta"].get("model") or {}
+    model = _model_record(body["meta"])
     return (f"---\npretty_name: mmh-bench {body['task']} ({body['instance_kind']} instance)\n"
             f"tags:\n- mmh-bench\n- memorization\nconfigs:\n{configs}---\n\n"
             f"# mmh-bench task instance: {body['task']} v{body['version']}\n\n"
@@ -211,7 +217,7 @@ def _card(body: dict[str, Any]) -> str:
             "byte as built. Results are comparable only on the same data hash.\n\n"
             f"- kind: `{body['instance_kind']}`\n- data hash: `{body['data_hash']}`\n"
             f"- spec hash: `{body['spec_hash']}` (spec in `{SPEC_FILE}`)\n"
-            f"- model: `{model.get('kind', 'none')}` in `{model.get('path', '-')}`\n"
+            f"- model: `{model.kind if model else 'none'}` in `{model.path if model else '-'}`\n"
             f"- rows: {', '.join(f'{rs} {n}' for rs, n in body['row_sets'].items())}\n\n"
             "## Use\n\n```sh\nmmh-bench pull <this folder or hub id>   # verifies every byte, installs it\n```\n\n"
             "```python\nfrom datasets import load_from_disk\nsamples = load_from_disk(\"samples\")"
@@ -241,7 +247,8 @@ def publish_instance(inst: TaskInstance, out_dir: str | Path) -> Path:
     # a fresh (held-out) instance that is published is held out no more: it is published as what
     # it now is, a test instance (e.g. last release's pool becoming this release's public instances)
     kind = "test" if inst.instance_kind == "fresh" else inst.instance_kind
-    copied = sorted(rel for rel in meta.get("files", {}) if rel not in _REWRITTEN)
+    record = inst.build_meta
+    copied = sorted(rel for rel in record.files if rel not in _REWRITTEN)
     clash = {rel.split("/")[0] for rel in copied} & _RESERVED
     if clash:
         raise PublishError(f"build files {sorted(clash)} clash with names the published layout reserves")
@@ -264,7 +271,7 @@ def publish_instance(inst: TaskInstance, out_dir: str | Path) -> Path:
                 np.save(work / m["in"], arrays[name], allow_pickle=False)
         for rel in copied:
             src, dst = inst.root / rel, work / rel
-            if sha256_file(src) != meta["files"][rel]:
+            if sha256_file(src) != record.files[rel]:
                 raise PublishError(f"{src}: does not match its build checksum; rebuild before publishing")
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
@@ -274,7 +281,7 @@ def publish_instance(inst: TaskInstance, out_dir: str | Path) -> Path:
             "version": inst.spec.version, "spec_hash": meta["spec_hash"], "data_hash": inst.data_hash,
             "instance_kind": kind, "row_sets": rows, "arrays": manifest,
             "meta": {**_public_meta(meta, kind), "instance_kind": kind},
-            "packages": {"build": meta.get("packages"), "publish": package_versions()}}
+            "packages": {"build": record.packages, "publish": package_versions()}}
         (work / CARD_FILE).write_text(_card(body), encoding="utf-8")
         body["files"] = _digests(work)
         (work / INSTANCE_FILE).write_text(_seal(body), encoding="utf-8")
@@ -373,8 +380,8 @@ def _load_installed(root: Path) -> TaskInstance | None:
     inst = load_instance(spec, root)
     if inst is not None and hasattr(spec, "instance"):  # the spec of a pulled test instance says so
         inst.spec = dataclasses.replace(spec, instance=inst.instance_kind)
-    if inst is not None and (inst.spec.hash != inst.meta.get("spec_hash") or
-                             sha256_file(root / SPEC_FILE) != inst.meta["files"].get(SPEC_FILE)):
+    if inst is not None and (inst.spec.hash != inst.build_meta.spec_hash or
+                             sha256_file(root / SPEC_FILE) != inst.build_meta.files.get(SPEC_FILE)):
         return None
     return inst
 
@@ -395,7 +402,7 @@ def pull_instance(source: str | Path, cache_dir: str | Path | None = None, *,
     record = sha256_file(folder / INSTANCE_FILE)
     if (root / "meta.json").exists():
         inst = _load_installed(root)
-        if inst is not None and inst.data_hash == body["data_hash"] and inst.meta.get("published_record") == record:
+        if inst is not None and inst.data_hash == body["data_hash"] and inst.build_meta.published_record == record:
             return inst
         if inst is not None and inst.data_hash == body["data_hash"]:  # same bytes, record restamped
             log.info("published record of %s changed; installing it again", root)

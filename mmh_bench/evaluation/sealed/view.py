@@ -100,16 +100,16 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _model_folder(inst: Any) -> tuple[str, Path]:
-    model = inst.meta.get("model") or {}
-    if not model.get("kind") or inst.root is None:
+    model = inst.build_meta.model
+    if model is None or inst.root is None:
         raise SealError(f"task {inst.spec.name!r}: the model exists only in this process's memory, "
                         "so a sealed worker cannot load it; evaluate in-process to trust the detector")
     root = Path(inst.root).resolve()
-    src = (root / model.get("path", "")).resolve()
+    src = (root / model.path).resolve()
     if src == root or root not in src.parents:
         raise SealError(f"task {inst.spec.name!r}: its model folder is the build folder itself, which "
                         "holds the labels; a sealed view cannot ship it")
-    return str(model["kind"]), src
+    return model.kind, src
 
 
 def write_view(inst: Any, det: Any, dir: str | Path, *, seed: int = 0, batch_size: int = 512,
@@ -151,12 +151,13 @@ def write_view(inst: Any, det: Any, dir: str | Path, *, seed: int = 0, batch_siz
         view["model"] = {"kind": model_kind, "path": "model"}
     if access.grants_train() and "train" in inst.arrays:
         save_npy(out / "train.npy", inst.arrays["train"])
-        view["train"] = {"path": "train.npy", "dedup_tol": float(inst.meta.get("dedup_tol", 0.0))}
-        if det.reference and "train_null_rate" in inst.arrays and inst.meta.get("labelling"):
+        meta = inst.build_meta
+        view["train"] = {"path": "train.npy", "dedup_tol": meta.dedup_tol}
+        if det.reference and "train_null_rate" in inst.arrays and meta.labelling is not None:
             # the copy rule's training side: for the shipped reference row alone (a stand-in never
             # is one: describe refuses untrusted code that claims it)
             save_npy(out / "train_null_rate.npy", inst.arrays["train_null_rate"])
-            view["train"]["labelling"] = {k: inst.meta["labelling"][k] for k in ("ratio", "abs_tol", "chance_alpha")}
+            view["train"]["labelling"] = meta.labelling.model_dump(include={"ratio", "abs_tol", "chance_alpha"})
     if source is not None:
         (out / "detector").mkdir()
         shutil.copyfile(source, out / "detector" / source.name)

@@ -49,8 +49,9 @@ def _context(view: Path, det: Any, spec: dict[str, Any]) -> tuple[Any, Any]:
         from mmh_bench.retrieval.train_index import TrainIndex
         train_index = TrainIndex(_load(view / spec["train"]["path"]), dedup_tol=spec["train"]["dedup_tol"])
         if spec["train"].get("labelling"):
+            from mmh_bench.task.build_meta import LabellingRecord
             from mmh_bench.task.instance import copy_rule
-            train_index.rule = copy_rule({"labelling": spec["train"]["labelling"]},
+            train_index.rule = copy_rule(LabellingRecord(**spec["train"]["labelling"]),
                                          {"train_null_rate": _load(view / "train_null_rate.npy")}, train_index)
     x = _load(view / spec["samples"])
     cond = _load(view / "cond.npy") if (view / "cond.npy").is_file() else None

@@ -97,7 +97,7 @@ def build_stable_diffusion(spec: TaskSpec, workdir: Path, progress: bool) -> Bui
     model = {"kind": "stable-diffusion", "path": ".", "source": str(source), "spec_id": mcfg.id,
              "generation": mcfg.generation,
              "fingerprint": sdm.fingerprint(pipe), "latent_shape": list(latents.shape[1:]),
-             "prediction_type": str(pipe.scheduler.config.get("prediction_type", "epsilon")),
+             "prediction_type": sdm.prediction_type(pipe),
              "dtype": str(pipe.unet.dtype).replace("torch.", ""), "device": str(pipe.unet.device)}
     prompt_sets = {"positives": _set_info(pos, pos_t), "negatives": _set_info(neg, neg_t)}
     if typed is not None:

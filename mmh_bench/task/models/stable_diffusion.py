@@ -169,11 +169,17 @@ def check_generation(pipe: Any, generation: str | None, source: str = "the model
         raise ModelLoadError(f"unknown Stable Diffusion generation {generation!r}; known: {', '.join(GENERATIONS)}")
     have = {"cross_attention_dim": pipe.unet.config.cross_attention_dim,
             "sample_size": pipe.unet.config.sample_size,
-            "prediction_type": pipe.scheduler.config.get("prediction_type", "epsilon")}
+            "prediction_type": prediction_type(pipe)}
     diff = [f"{k} {have[k]} (a {generation} checkpoint has {v})" for k, v in GENERATIONS[generation].items()
             if have[k] != v]
     if diff:
         raise ModelLoadError(f"{source} is not a {generation} checkpoint: " + ", ".join(diff))
+
+
+def prediction_type(pipe: Any) -> str:
+    """What the UNet predicts ("epsilon" or "v_prediction"); a scheduler config without the key
+    is diffusers' epsilon default."""
+    return str(getattr(pipe.scheduler.config, "prediction_type", "epsilon"))
 
 
 def fingerprint(pipe: Any) -> str:
@@ -191,7 +197,7 @@ def fingerprint(pipe: Any) -> str:
             h.update(pname.encode())
             h.update(p.detach().to("cpu", torch.float16).contiguous().numpy().tobytes())
     h.update(json.dumps(np.asarray(pipe.scheduler.alphas_cumprod, dtype=np.float32).round(6).tolist()).encode())
-    h.update(str(pipe.scheduler.config.get("prediction_type", "epsilon")).encode())
+    h.update(prediction_type(pipe).encode())
     return h.hexdigest()[:16]
 
 
@@ -297,7 +303,7 @@ class StableDiffusionScoreModel(ScoreModel):
         self.jvp_dtype = jvp_dtype
         self._ab = torch.as_tensor(np.asarray(pipe.scheduler.alphas_cumprod), dtype=torch.float64)
         self.num_train_timesteps = int(self._ab.numel())
-        self.prediction_type = str(pipe.scheduler.config.get("prediction_type", "epsilon"))
+        self.prediction_type = prediction_type(pipe)
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise ModelLoadError(f"unsupported prediction_type {self.prediction_type!r}")
         cfg = self.unet.config
