@@ -276,12 +276,13 @@ def check_detector(det: Detector | type[Detector] | str, task: Any = None, *, se
 
 
 def check_mitigator(mit: Any, task: Any = None, *, seed: int = 0, batch_size: int = 512,
-                    cache_dir: str | Path | None = None) -> CheckReport:
+                    cache_dir: str | Path | None = None, n: int | None = None) -> CheckReport:
     """The conformance checks of a mitigator (:func:`check_entry` on the mitigation track): every
-    run regenerates the task's samples through the evaluator's own loop. ``mmh-bench submit --kind
-    mitigator`` runs it inside the sandboxed describe worker."""
+    run regenerates the task's samples (its first ``n`` generations; all by default) through the
+    evaluator's own loop. ``mmh-bench submit --kind mitigator`` runs it inside the sandboxed
+    describe worker."""
     from mmh_bench.mitigation.evaluate import MitigationTrack
-    return check_entry(mit, MitigationTrack(), task, seed=seed, batch_size=batch_size, cache_dir=cache_dir)
+    return check_entry(mit, MitigationTrack(n=n), task, seed=seed, batch_size=batch_size, cache_dir=cache_dir)
 
 
 __all__ = ["Check", "CheckReport", "check_detector", "check_entry", "check_mitigator", "check_task_spec"]
