@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import mmh_bench as mb
-from mmh_bench.api.context import Context, TaskInfo
+from mmh_bench.api.context import Context
 
 
 def test_access_labels_round_trip():

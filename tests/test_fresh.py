@@ -4,11 +4,9 @@ repository or the published tree could carry them, and discarded afterwards unle
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from board_store import board_markdown
@@ -160,7 +158,6 @@ def test_verify_and_the_board_flag_an_entry_that_memorized_the_public_answers(pu
 
 POOL_LEAK = '''
 import glob
-import numpy as np
 import mmh_bench as mb
 
 POOL = {pool!r}

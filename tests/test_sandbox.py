@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import ctypes
 import errno
-import gc
 import json
 import os
 import shutil
@@ -26,7 +25,6 @@ import pytest
 
 import mmh_bench as mb
 from mmh_bench.evaluation.runner import evaluate_pair, resolve_detector
-from mmh_bench.evaluation.sealed import sandbox_available
 from mmh_bench.evaluation.sealed.bwrap import OUT_MOUNT, Limits, readable_roots
 from mmh_bench.evaluation.sealed.selftest import sandbox_status
 from mmh_bench.api.detector import detector_group
