@@ -158,6 +158,7 @@ def test_verify_and_the_board_flag_an_entry_that_memorized_the_public_answers(pu
 
 POOL_LEAK = '''
 import glob
+import numpy as np
 import mmh_bench as mb
 
 POOL = {pool!r}
