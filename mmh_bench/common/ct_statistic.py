@@ -14,6 +14,7 @@ never see.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import mannwhitneyu
@@ -21,7 +22,7 @@ from sklearn.cluster import KMeans
 
 from mmh_bench.retrieval.train_index import TrainIndex, as_rows
 
-__all__ = ["CopyingStatistic", "cells_seed", "data_copying_ct", "instance_ct", "mann_whitney_z"]
+__all__ = ["CopyingStatistic", "cells_seed", "copying_record", "data_copying_ct", "instance_ct", "mann_whitney_z"]
 
 
 def mann_whitney_z(gen: np.ndarray, held: np.ndarray) -> float:
@@ -93,3 +94,9 @@ def instance_ct(arrays: dict[str, np.ndarray]) -> CopyingStatistic:
     """C_T of a built or published instance from its arrays alone (``train``, ``heldout``, ``samples``)."""
     seed = cells_seed(arrays["train"], arrays["heldout"])
     return data_copying_ct(arrays["train"], arrays["heldout"], arrays["samples"], seed=seed)
+
+
+def copying_record(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The ``copying`` entry of an instance's record: its C_T (:func:`instance_ct`) and how many
+    held-out points it compared against; the build writes it, a restamp recomputes it the same way."""
+    return {**instance_ct(arrays).as_dict(), "n_heldout": int(len(arrays["heldout"]))}

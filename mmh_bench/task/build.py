@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mmh_bench.common.ct_statistic import instance_ct
+from mmh_bench.common.ct_statistic import copying_record
 from mmh_bench.files import atomic_write_text, load_arrays, save_arrays, sha256_arrays, sha256_file, staged_dir
 from mmh_bench.common.cache import default_cache_dir
 from mmh_bench.common.targets import load_target
@@ -189,7 +190,7 @@ def _keep_failed(work: Path, root: Path, exc: BuildError, seconds: float) -> Pat
     atomic_write_text(work / "failed.json", dump_meta({"error": str(exc), "build_seconds": round(seconds, 2)}))
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(work, target)
+    os.replace(work, target)  # a move, not a copy: the staged folder is discarded after this anyway
     log.warning("kept the failed build in %s for diagnosis (samples, labels, model)", target)
     return target
 
@@ -253,7 +254,7 @@ def _build(spec: TaskSpec, work: Path, progress: bool) -> tuple[dict[str, Any], 
         arrays["heldout"] = np.asarray(out.heldout, dtype=np.float32)
         # k-means cells seeded from the published rows, never from the (secret) instance seed, so
         # every published figure recomputes from published data (ct_statistic.instance_ct)
-        meta["copying"] = {**instance_ct(arrays).as_dict(), "n_heldout": int(len(arrays["heldout"]))}
+        meta["copying"] = copying_record(arrays)
     arrays.update(out.sample_arrays)
     arrays.update(out.extra_arrays)
     meta["build_format"] = BUILD_FORMAT

@@ -349,17 +349,17 @@ def verify_published(folder: str | Path) -> tuple[dict[str, Any], TaskSpec, dict
 
 def restamp_copying(folder: str | Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """Recompute a published instance's C_T from its published arrays alone
-    (:func:`~mmh_bench.common.ct_statistic.instance_ct`) and reseal its record with it; return
+    (:func:`~mmh_bench.common.ct_statistic.copying_record`, as the build does) and reseal its record with it; return
     (old, new) ``copying`` meta. For instances published before C_T's k-means cells were seeded
     from the published rows (they were seeded from the secret, so nobody could recompute them)."""
-    from mmh_bench.common.ct_statistic import instance_ct
+    from mmh_bench.common.ct_statistic import copying_record
 
     folder = Path(folder)
     body, _, arrays = verify_published(folder)
     old = body["meta"].get("copying")
     if old is None or "heldout" not in arrays or "labels" not in arrays:
         return old, old
-    new = {**instance_ct(arrays).as_dict(), "n_heldout": int(len(arrays["heldout"]))}
+    new = copying_record(arrays)
     if new != old:
         body["meta"]["copying"] = new
         atomic_write_text(folder / INSTANCE_FILE, _seal(body))
