@@ -172,3 +172,6 @@ def test_mitigation_settings_on_the_cluster_give_the_serial_results(client, tmp_
             assert a[key][field] == b[key][field], (key, field)
         assert a[key]["cost"]["nfe_per_sample"] == b[key]["cost"]["nfe_per_sample"]
     _no_temporaries(tmp_path / "par")
+    # the driver judges currency on its references to worker-held instances: all current, none rerun
+    again = mitigate([inst], mits, tmp_path / "par", cluster=client.scheduler.address, progress=False)
+    assert again.ran == again.failed == [] and len(again.skipped_current) == settings

@@ -165,6 +165,7 @@ class InstanceRef:
     data_hash: str
     info: dict[str, Any]
     why_not: dict[str, str | None]
+    n_samples: int
 
     def instance_info(self) -> dict[str, Any]:
         return self.info
@@ -223,7 +224,8 @@ def _instance(track: Track, ref: InstanceRef, cache_dir: str | None, published: 
 
 def _refs(track: Track, spec: TaskSpec | None, candidates: list[Any], insts: list[TaskInstance]) -> list[InstanceRef]:
     return [InstanceRef(inst.spec, spec, None if inst.root is None else str(inst.root), inst.data_hash,
-                        inst.instance_info(), {track.result_name(d): track.why_not(d, inst) for d in candidates})
+                        inst.instance_info(), {track.result_name(d): track.why_not(d, inst) for d in candidates},
+                        inst.n_samples)
             for inst in insts]
 
 

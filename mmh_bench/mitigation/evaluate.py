@@ -235,15 +235,17 @@ class MitigationTrack(Track):
     def read(self, path: Path) -> Any:
         return read_mitigation_result(path)
 
-    def still_current(self, old: Any, inst: TaskInstance, mit: Any) -> bool:
+    def still_current(self, old: Any, inst: Any, mit: Any) -> bool:
         """The same number of generations (and, scored by a judge, the same SSCD and CLIP weights
-        and ground truth)."""
-        scored, n = self._scored(inst)
+        and ground truth). ``inst``: the instance, or the engine's reference to one held by a
+        worker (judged instances never are: they run here)."""
         judge = _judged(inst, self.judge)
+        if judge is None:  # the copy rule scores the first n generations
+            return old.n_samples == min(inst.n_samples, inst.n_samples if self.n is None else self.n)
+        scored, n = self._scored(inst)
         scored_by = old.metrics.membench if old.metrics is not None else None
-        return (old.n_samples == len(scored.samples[:n])
-                and (judge is None or (scored_by is not None and all(
-                    getattr(scored_by, k) == v for k, v in judge.identity().items()))))
+        return (old.n_samples == len(scored.samples[:n]) and scored_by is not None
+                and all(getattr(scored_by, k) == v for k, v in judge.identity().items()))
 
     def headline(self, res: Any) -> str:
         return f"memorized {res.metrics.memorization.rate:.3f}"

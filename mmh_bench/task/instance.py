@@ -55,6 +55,10 @@ class TaskInstance:
         return self.arrays["samples"]
 
     @property
+    def n_samples(self) -> int:
+        return int(len(self.samples))
+
+    @property
     def labels(self) -> np.ndarray | None:
         return self.arrays.get("labels")
 
