@@ -98,3 +98,13 @@ def test_the_page_section_shows_the_pareto_plots_mitigate_wrote(tmp_path):
     (tmp_path / "plots" / plot_name(task, inst)).write_bytes(b"png")
     _, _, body = page_section(RESULTS, tmp_path / "plots")
     assert body.count("<figure>") == 1 and f'src="plots/{plot_name(task, inst)}"' in body
+
+
+def test_committed_mitigation_results_are_on_published_instances():
+    """The mitigation board measures the instances users pull: a result on an instance that is no
+    longer published would make `make bench` re-measure and rewrite the board on a fresh clone."""
+    published = ROOT / "leaderboard" / "instances"
+    measured = {(p.parts[-3], p.name) for p in RESULTS.glob("*/v*/*") if p.is_dir()}
+    assert measured
+    stale = sorted((task, inst) for task, inst in measured if not (published / task / inst).is_dir())
+    assert stale == [], f"mitigation results on unpublished instances: {stale}"
