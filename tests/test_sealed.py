@@ -432,3 +432,16 @@ def test_which_references_count_as_shipped(monkeypatch):
     assert runner.is_shipped_ref("none", "mitigator") and runner.is_shipped_ref("guidance", "mitigator")
     monkeypatch.setattr(runner, "registered_entry_points", lambda kind="detector": eps)
     assert not runner.is_shipped_ref("ext")
+
+
+def test_a_worker_inherits_the_outside_families_but_not_the_cache(monkeypatch):
+    """A task of a family registered from outside (MMH_BENCH_FAMILIES) has its model loaded in the
+    worker through that family's loader; the cache folder, which holds labels, stays unnamed."""
+    from mmh_bench.evaluation.sealed.bwrap import Limits
+    from mmh_bench.evaluation.sealed.process import worker_env
+    from mmh_bench.task.families import FAMILIES_ENV
+    monkeypatch.setenv(FAMILIES_ENV, "my_family")
+    monkeypatch.setenv("MMH_BENCH_CACHE", "/somewhere/with/labels")
+    for sandboxed in (False, True):
+        env = worker_env(1, [], sandboxed=sandboxed, limits=Limits.from_env())
+        assert env[FAMILIES_ENV] == "my_family" and "MMH_BENCH_CACHE" not in env

@@ -10,12 +10,16 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+from mmh_bench.task.families import FAMILIES_ENV
+
 from .bwrap import (DROP_ENV, OUT_MOUNT, VIEW_MOUNT, Limits, bwrap_command, prepare_folders, readable_roots,
                     seccomp_program)
 
 
-#: environment variables a worker inherits; everything else (MMH_BENCH_CACHE, tokens) stays out
-ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE")
+#: environment variables a worker inherits; everything else (MMH_BENCH_CACHE, tokens) stays out.
+#: FAMILIES_ENV names the task families registered from outside the package: a worker loads such a
+#: task's model through its family's loader
+ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE", FAMILIES_ENV)
 
 
 LOG_TAIL = 1500
