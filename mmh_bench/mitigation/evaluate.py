@@ -187,6 +187,10 @@ class MitigationTrack(Track):
     def result_name(self, mit: Any) -> str:
         return result_name(mit)
 
+    def _rows(self, n_samples: int) -> int:
+        """How many of an instance's ``n_samples`` generations a run regenerates: the first ``n``."""
+        return n_samples if self.n is None else min(self.n, n_samples)
+
     def _scored(self, inst: TaskInstance) -> tuple[TaskInstance, int | None]:
         """The instance whose generations are regenerated, and how many: a judged Stable Diffusion
         task's memorized prompts' generations, as an instance of their own."""
@@ -198,7 +202,7 @@ class MitigationTrack(Track):
         return {"schema_version": MITIGATION_SCHEMA_VERSION, "track": "mitigation", "mitigator": mit.name,
                 "mitigator_version": mit.version, "mitigator_params": mit.params(), "swept": key or None,
                 "setting": mit.params().get(key) if key else None,
-                "n_samples": int(len(inst.samples[:self._scored(inst)[1]])), "unmitigated": None}
+                "n_samples": self._rows(inst.n_samples), "unmitigated": None}
 
     def document(self, inst: TaskInstance, mit: Any, *, seed: int, isolation: str) -> dict[str, Any]:
         return super().document(self._scored(inst)[0], mit, seed=seed, isolation=isolation)
@@ -241,10 +245,9 @@ class MitigationTrack(Track):
         worker (judged instances never are: they run here)."""
         judge = _judged(inst, self.judge)
         if judge is None:  # the copy rule scores the first n generations
-            return old.n_samples == min(inst.n_samples, inst.n_samples if self.n is None else self.n)
-        scored, n = self._scored(inst)
+            return old.n_samples == self._rows(inst.n_samples)
         scored_by = old.metrics.membench if old.metrics is not None else None
-        return (old.n_samples == len(scored.samples[:n]) and scored_by is not None
+        return (old.n_samples == judge.scored(inst, self.n).n_samples and scored_by is not None
                 and all(getattr(scored_by, k) == v for k, v in judge.identity().items()))
 
     def headline(self, res: Any) -> str:
@@ -275,15 +278,11 @@ def mitigate(instances: Iterable[TaskInstance], mitigators: Iterable[Mitigator],
     of a Dask cluster (:func:`mmh_bench.evaluation.engine.run_instances_parallel`; ``workers=None``: sized
     to the machine); this process alone writes the results."""
     from mmh_bench.evaluation.engine import run_instances_parallel
-    track = MitigationTrack(n=n, judge=judge, sweep=sweep)
+    track = MitigationTrack(n=n, judge=judge, sweep=sweep, all_replicates=True)  # every instance given
     candidates = [s for mit in mitigators for s in track.settings(mit)]
     opts = dict(seed=seed, batch_size=batch_size, isolation=isolation, timeout=timeout,
                 hide=[*hide, results_dir])
-    for inst in instances:
-        judged = _judged(inst, judge)
-        if judged is not None:
-            judged.scored(inst, n)  # a bad ground-truth folder stops the run here
-    work = [(inst, candidates) for inst in instances]
+    work = [(inst, candidates) for inst in track.select(list(instances))]  # select checks the ground truth
     return run_instances_parallel(track, work, results_dir, GridReport(), force=force, progress=progress,
                                   opts=opts, workers=workers, cluster=cluster)
 
