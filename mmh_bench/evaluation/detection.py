@@ -168,7 +168,7 @@ class DetectionTrack(Track):
                 "detector": result_name(det), "detector_version": det.version, "detector_params": det.params(),
                 "detector_source": detector_source(det), "reference": bool(det.reference),
                 "group": detector_group(det), "detector_note": det.note or None,
-                "n_samples": int(len(inst.samples)),
+                "n_samples": inst.n_samples,
                 "n_memorized": int(labels.sum()) if labels is not None else None,
                 "roc": None, "task_stats": inst.task_stats()}
 
@@ -177,7 +177,7 @@ class DetectionTrack(Track):
         if resolve_isolation(isolation, det) == "in-process":
             with limited_threads(threads):  # as a sealed worker runs: the same threads either way
                 scores, cost = self.run_here(det, inst, seed=seed, batch_size=batch_size, progress=progress)
-        elif getattr(inst, "model_attached", False) and det.access.grants_model():
+        elif inst.model_attached and det.access.grants_model():
             raise SealError("this task's model was attached in memory (--model); a sealed worker cannot "
                             "load it: evaluate in-process to trust the detector")
         else:

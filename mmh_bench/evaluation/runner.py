@@ -84,8 +84,6 @@ def resolve_many(refs: str | Iterable[Any], isolation: str = "auto", *, hide: It
     return dets
 
 
-
-
 @dataclass
 class GridPlan:
     """What a run evaluates, judged before any build: each spec with the entries it may serve."""

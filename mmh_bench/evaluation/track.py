@@ -152,11 +152,10 @@ class Track(ABC):
             old = self.read(path)
         except Exception:  # unreadable, invalid or missing: not current, so it is measured again
             return False
-        entry_fields = old.model_dump(include={f"{self.kind}_version", f"{self.kind}_params"})
+        version, params = getattr(old, f"{self.kind}_version"), getattr(old, f"{self.kind}_params")
         return (old.status == "ok" and old.task_hash == inst.spec.hash and old.instance is not None
-                and old.instance.data_hash == inst.data_hash
-                and entry_fields[f"{self.kind}_version"] == entry.version
-                and canonical_json(entry_fields[f"{self.kind}_params"]) == canonical_json(entry.params())
+                and old.instance.data_hash == inst.data_hash and version == entry.version
+                and canonical_json(params) == canonical_json(entry.params())
                 and self.still_current(old, inst, entry))
 
     def document(self, inst: Any, entry: Any, *, seed: int, isolation: str) -> dict[str, Any]:

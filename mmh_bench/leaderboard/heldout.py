@@ -12,7 +12,7 @@ import math
 import statistics
 from typing import Iterable
 
-from mmh_bench.leaderboard.schema import HeldOutGap, LIDMetrics
+from mmh_bench.leaderboard.schema import HeldOutGap
 from mmh_bench.leaderboard.store import Result
 
 #: the headline metric per track (the board's rank column) and whether higher is better
@@ -30,7 +30,7 @@ def headline(res: Result) -> float | None:
     m = res.metrics  # None exactly when the result failed (schema.check_outcome)
     if m is None:
         return None
-    return float(m.mae if isinstance(m, LIDMetrics) else m.auroc)
+    return float(getattr(m, HEADLINE[res.track]))
 
 
 def mean_sd(values: list[float], *, missing: str = "–", count: str = "{}") -> str:

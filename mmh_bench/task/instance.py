@@ -43,6 +43,9 @@ class TaskInstance:
     #: task-specific handles for detectors: key -> (Access needed, object), see Context.extra
     extras: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     _model: ScoreModel | None = field(default=None, repr=False)
+    #: the model was attached here (:meth:`set_model`), not loaded from the build: only this
+    #: process holds it, so a sealed worker cannot load it
+    model_attached: bool = field(default=False, repr=False)
 
     # -- views ----------------------------------------------------------------------------------
     @property
@@ -150,7 +153,7 @@ class TaskInstance:
     def set_model(self, model: ScoreModel) -> None:
         """Attach a model built elsewhere (e.g. a Stable Diffusion pipeline given on the CLI)."""
         self._model = model
-        self.model_attached = True  # only in this process's memory: a sealed worker cannot load it
+        self.model_attached = True
 
     def task_stats(self) -> dict[str, Any] | None:
         """Task-level figures of the build (C_T, null copy rate) that results and the board carry."""
